@@ -1,0 +1,169 @@
+"""The settings model and the one place that turns validation errors into start-up messages."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PROVISIONER_"
+ENV_NESTED_DELIMITER = "__"
+
+ProviderName = Literal["sms_man", "onlinesim", "sms_activate"]
+PROVIDER_NAMES: tuple[str, ...] = ("sms_man", "onlinesim", "sms_activate")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the environment variable to set."""
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field(description="SQLAlchemy URL of the PostgreSQL database (postgresql+psycopg://...)")
+    pool_size: int = Field(5, ge=1, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not re.match(r"^postgresql(\+psycopg)?://", value):
+            raise ValueError("must be a PostgreSQL URL such as postgresql+psycopg://user:pass@host:5432/db")
+        # psycopg 3 is the only driver we ship; a bare postgresql:// would pick psycopg2.
+        return re.sub(r"^postgresql://", "postgresql+psycopg://", value)
+
+
+class DockerSettings(BaseModel):
+    host: str | None = Field(None, description="Docker engine URL; unset means DOCKER_HOST or the local socket")
+    network: str = Field("provisioner", description="User-defined network for this deployment's containers")
+    publish_host: str = Field("127.0.0.1", description="Host address the stream port is published on")
+    publish_streams: bool = Field(True, description="Publish each stream port on publish_host")
+    launch_slots: int = Field(4, ge=1, description="Concurrent container launches allowed on this host")
+    readiness_timeout_s: float = Field(60.0, gt=0)
+    profiles_file: Path | None = Field(None, description="YAML file of extra device image profiles")
+    default_profile: str = "stub"
+    stream_image: str = "provisioner/websockify:latest"
+
+
+class ProviderSettings(BaseModel):
+    api_key: SecretStr | None = None
+    base_url: str
+    timeout_s: float = Field(15.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+
+class ProvidersSettings(BaseModel):
+    sms_man: ProviderSettings = ProviderSettings(base_url="https://api.sms-man.com/control/")
+    onlinesim: ProviderSettings = ProviderSettings(base_url="https://onlinesim.io/api/")
+    sms_activate: ProviderSettings = ProviderSettings(base_url="https://api.sms-activate.ae/stubs/handler_api.php")
+    order: list[ProviderName] = Field(
+        default_factory=lambda: ["sms_man", "onlinesim", "sms_activate"],
+        description="Fallback order; providers without an API key are skipped",
+    )
+
+    def get(self, name: str) -> ProviderSettings:
+        if name not in PROVIDER_NAMES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def configured_names(self) -> list[str]:
+        return [name for name in self.order if self.get(name).configured]
+
+
+class DefaultsSettings(BaseModel):
+    service: str = "tg"
+    country: str = "0"
+    max_price: float | None = None
+    code_timeout_s: float = Field(300.0, gt=0)
+    number_attempts: int = Field(3, ge=1, le=10)
+    ttl_s: float = Field(3600.0, gt=0)
+    poll_initial_s: float = Field(1.0, gt=0, le=2.0)
+    poll_max_s: float = Field(10.0, gt=0)
+
+
+class ReconcileSettings(BaseModel):
+    interval_s: int = Field(120, ge=5)
+    grace_s: float = Field(60.0, ge=0, description="Age before an unowned container is removed")
+    provisioning_deadline_s: float = Field(
+        120.0, ge=0, description="How long a provisioning session may outlive its flow run"
+    )
+
+
+class GatewaySettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: SecretStr | None = Field(None, description="Bearer token; unset means no auth (local runs)")
+    public_url: str = Field("http://127.0.0.1:8080", description="Base URL browsers use to reach the gateway")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    instance_id: str = Field(
+        "local",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
+        description="Deployment instance id; containers carry it so deployments never touch each other's",
+    )
+    database: DatabaseSettings
+    docker: DockerSettings = DockerSettings()
+    providers: ProvidersSettings = ProvidersSettings()
+    defaults: DefaultsSettings = DefaultsSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    gateway: GatewaySettings = GatewaySettings()
+
+
+def env_var_for(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the field at a validation error location."""
+    parts = [str(part) for part in loc if not isinstance(part, int)]
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(part.upper() for part in parts)
+
+
+def _required_leaves(loc: tuple[int | str, ...]) -> list[str]:
+    """A missing nested group is reported as the variables of its required fields."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return [env_var_for(loc)]
+        model = annotation
+    return [env_var_for((*loc, name)) for name, f in model.model_fields.items() if f.is_required()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings now, raising SettingsError with one line per bad or missing variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            variable = env_var_for(error["loc"])
+            if error["type"] == "missing":
+                lines.extend(f"{name} is not set" for name in _required_leaves(error["loc"]))
+            else:
+                # Never echo the input: it may be a key.
+                lines.append(f"{variable} is invalid: {error['msg']}")
+        raise SettingsError("provisioner settings: " + "; ".join(lines)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,135 @@
+"""Typed SQLAlchemy models: sessions, the numbers rented for them, and their event log."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from store.states import State
+
+# Lowercase letters and digits without look-alikes; ids start with a letter so they are valid
+# DNS labels and container names. 12 characters ~ 61 bits: unguessable for a URL.
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+_ID_FIRST = "abcdefghijkmnpqrstuvwxyz"
+SESSION_ID_PATTERN = r"^[a-z][a-z0-9]{11}$"
+
+
+def new_session_id() -> str:
+    return secrets.choice(_ID_FIRST) + "".join(secrets.choice(_ID_ALPHABET) for _ in range(11))
+
+
+class LeaseOutcome(enum.StrEnum):
+    PENDING = "pending"  # written before the purchase call; activation_id is empty until it returns
+    ACTIVE = "active"  # bought, waiting for the code
+    CODE_RECEIVED = "code_received"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    CANCEL_PENDING = "cancel_pending"  # the provider refused an early cancel; retried later
+    EXPIRED = "expired"
+    FAILED = "failed"  # the purchase call failed: nothing was bought
+    NEEDS_ATTENTION = "needs_attention"  # purchase outcome unknown and not discoverable
+
+
+OPEN_LEASE_OUTCOMES = frozenset(
+    {LeaseOutcome.PENDING, LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.CANCEL_PENDING}
+)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _tz_now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True, default=new_session_id)
+    state: Mapped[str] = mapped_column(String(32), nullable=False, default=State.REQUESTED.value)
+    service: Mapped[str] = mapped_column(String(64), nullable=False)
+    country: Mapped[str] = mapped_column(String(16), nullable=False)
+    device_profile: Mapped[str] = mapped_column(String(64), nullable=False, server_default="stub")
+    provider: Mapped[str | None] = mapped_column(String(32))
+    phone_number: Mapped[str | None] = mapped_column(String(32))
+    verification_code: Mapped[str | None] = mapped_column(String(64))
+    device_container: Mapped[str | None] = mapped_column(String(128))
+    stream_container: Mapped[str | None] = mapped_column(String(128))
+    stream_url: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _tz_now()
+    updated_at: Mapped[datetime] = _tz_now()
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+
+    leases: Mapped[list[LeaseRow]] = relationship(back_populates="session", order_by="LeaseRow.id")
+    events: Mapped[list[EventRow]] = relationship(back_populates="session", order_by="EventRow.id")
+
+    __table_args__ = (Index("ix_sessions_state", "state"),)
+
+    @property
+    def state_enum(self) -> State:
+        return State(self.state)
+
+
+class LeaseRow(Base):
+    __tablename__ = "number_leases"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
+    provider: Mapped[str] = mapped_column(String(32), nullable=False)
+    service: Mapped[str] = mapped_column(String(64), nullable=False)
+    country: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    activation_id: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    price: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+    currency: Mapped[str | None] = mapped_column(String(8))
+    requested_at: Mapped[datetime] = _tz_now()
+    bought_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False, default=LeaseOutcome.PENDING.value)
+    provider_status: Mapped[str | None] = mapped_column(String(200))
+
+    session: Mapped[SessionRow] = relationship(back_populates="leases")
+
+    __table_args__ = (
+        Index("ix_number_leases_session_id", "session_id"),
+        Index("ix_number_leases_outcome", "outcome"),
+    )
+
+
+class EventRow(Base):
+    __tablename__ = "session_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)
+    at: Mapped[datetime] = _tz_now()
+
+    session: Mapped[SessionRow] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_session_events_session_id", "session_id"),)
