@@ -35,7 +35,9 @@ class DatabaseSettings(BaseModel):
 
 
 class DockerSettings(BaseModel):
-    host: str | None = Field(None, description="Docker engine URL; unset means DOCKER_HOST or the local socket")
+    host: str | None = Field(
+        None, description="Docker engine URL; unset means DOCKER_HOST or the local socket"
+    )
     network: str = Field("provisioner", description="User-defined network for this deployment's containers")
     publish_host: str = Field("127.0.0.1", description="Host address the stream port is published on")
     publish_streams: bool = Field(True, description="Publish each stream port on publish_host")
@@ -66,7 +68,9 @@ class ProviderSettings(BaseModel):
 class ProvidersSettings(BaseModel):
     sms_man: ProviderSettings = ProviderSettings(base_url="https://api.sms-man.com/control/")
     onlinesim: ProviderSettings = ProviderSettings(base_url="https://onlinesim.io/api/")
-    sms_activate: ProviderSettings = ProviderSettings(base_url="https://api.sms-activate.ae/stubs/handler_api.php")
+    sms_activate: ProviderSettings = ProviderSettings(
+        base_url="https://api.sms-activate.ae/stubs/handler_api.php"
+    )
     order: list[ProviderName] = Field(
         default_factory=lambda: ["sms_man", "onlinesim", "sms_activate"],
         description="Fallback order; providers without an API key are skipped",

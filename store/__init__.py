@@ -1,1 +1,35 @@
-"""store."""
+"""The PostgreSQL session store: models, the state machine, and repository functions."""
+
+from store.db import get_engine, get_sessionmaker, make_engine, reset_engine
+from store.models import (
+    OPEN_LEASE_OUTCOMES,
+    SESSION_ID_PATTERN,
+    Base,
+    EventRow,
+    LeaseOutcome,
+    LeaseRow,
+    SessionRow,
+    new_session_id,
+)
+from store.states import ALLOWED, LIVE, PROVISIONING, TERMINAL, IllegalTransition, State
+
+__all__ = [
+    "ALLOWED",
+    "LIVE",
+    "OPEN_LEASE_OUTCOMES",
+    "PROVISIONING",
+    "SESSION_ID_PATTERN",
+    "TERMINAL",
+    "Base",
+    "EventRow",
+    "IllegalTransition",
+    "LeaseOutcome",
+    "LeaseRow",
+    "SessionRow",
+    "State",
+    "get_engine",
+    "get_sessionmaker",
+    "make_engine",
+    "new_session_id",
+    "reset_engine",
+]
