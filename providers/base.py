@@ -1,0 +1,80 @@
+"""The typed interface every SMS provider client implements, and the values it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A rented number: what we paid and where to read its SMS."""
+
+    provider: str
+    activation_id: str
+    phone: str  # E.164 with a leading "+"
+    price: Decimal
+    currency: str
+    bought_at: datetime  # tz-aware UTC
+
+
+@dataclass(frozen=True)
+class PriceInfo:
+    price: Decimal
+    available: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    status: str
+
+
+@dataclass(frozen=True)
+class CodeReceived:
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    status: str
+
+
+@dataclass(frozen=True)
+class Expired:
+    status: str
+
+
+CheckResult = Waiting | CodeReceived | Cancelled | Expired
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One SMS provider account. Methods raise only `providers.errors.ProviderError` subclasses."""
+
+    name: str
+
+    def balance(self) -> Decimal: ...
+
+    def price(self, service: str, country: str) -> PriceInfo: ...
+
+    def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease: ...
+
+    def check(self, lease: Lease) -> CheckResult: ...
+
+    def finish(self, lease: Lease) -> None: ...
+
+    def cancel(self, lease: Lease) -> None:
+        """Release the number (refunded when no SMS came); an already cancelled lease counts as done."""
+        ...
+
+    def request_another_code(self, lease: Lease) -> None: ...
+
+    def find_open_activations(self) -> list[Lease] | None:
+        """Open activations of the account, or None when the protocol cannot list them."""
+        ...
+
+    def close(self) -> None: ...

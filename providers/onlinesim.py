@@ -1,0 +1,226 @@
+"""OnlineSim native API client (`<base><method>.php`, JSON, key as a Bearer token).
+
+Quirks kept here: every reply has `response` (1 on success, else an error code); getState answers
+an array, `msg` may be false, and `TZ_INPOOL` means no number yet (acquire asks getNum with
+number=true and, when the number is still missing, polls getState briefly); setOperationOk is
+both finish and cancel (closing an operation without SMS releases the frozen money);
+NO_COMPLETE_TZID = closed too early, inside the protective interval (2 minutes by default).
+getState without tzid lists every open operation, so `find_open_activations` works here.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+
+from providers._http import Http, check_quote, parse_decimal
+from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease, PriceInfo, Waiting
+from providers.errors import (
+    CancelTooEarly,
+    MalformedReply,
+    ProviderError,
+    StopError,
+    TransientError,
+    UnavailableError,
+    api_key_var,
+)
+from settings.model import ProviderSettings, env_var_for
+
+NAME = "onlinesim"
+PROTECTIVE_INTERVAL_S = 120.0
+WAITING_STATES = {"TZ_INPOOL", "TZ_NUM_PREPARE", "TZ_NUM_WAIT", "TZ_NUM_WAIT_RETRY"}
+GONE = {"ERROR_WRONG_TZID", "ERROR_NO_OPERATIONS", "LIFICYCLE_NUM_EXPIRED"}
+
+_STOP = {
+    "ERROR_WRONG_KEY": "api_key",
+    "ERROR_NO_KEY": "api_key",
+    "ACCOUNT_BLOCKED": "api_key",
+    "API_ACCESS_DISABLED": "api_key",
+    "API_ACCESS_IP": "api_key",
+    "WARNING_LOW_BALANCE": "api_key",
+    "ERROR_NO_SERVICE": "service",
+    "ERROR_PARAMS": "service",
+}
+_UNAVAILABLE = {"WARNING_NO_NUMS", "NO_NUMBER", "EXCEEDED_CONCURRENT_OPERATIONS", "DUPLICATE_OPERATION"}
+_TRANSIENT = {"INTERVAL_CONCURRENT_REQUESTS_ERROR", "TRY_AGAIN_LATER", "TIME_INTERVAL_ERROR", "ERROR_SQL"}
+
+
+class OnlineSimProvider:
+    """OnlineSim over its native JSON API."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        client: httpx.Client | None = None,
+        *,
+        currency: str = "USD",
+        number_wait_s: float = 10.0,
+        number_poll_s: float = 0.5,
+    ) -> None:
+        self.name = NAME
+        self.currency = currency
+        self.number_wait_s = number_wait_s
+        self.number_poll_s = number_poll_s
+        self._base = settings.base_url.rstrip("/") + "/"
+        self._http = Http(NAME, settings, client)
+
+    def __repr__(self) -> str:
+        return f"OnlineSimProvider(base_url={self._base!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, **params: str) -> object:
+        """The decoded reply; an object whose `response` is not 1 raises the mapped error."""
+        headers = {"Authorization": f"Bearer {self._http.key}"}
+        response = self._http.get(method, f"{self._base}{method}.php", params, headers=headers)
+        data = self._http.json(method, response)
+        if isinstance(data, dict) and "response" in data and str(data["response"]) != "1":
+            raise self._error(method, str(data["response"]))
+        if response.status_code >= 400 or not isinstance(data, dict | list):
+            raise self._http.malformed(method, response)
+        return data
+
+    def _error(self, method: str, code: str) -> ProviderError:
+        message = f"{NAME} {method}: {code}"
+        if code in _STOP:
+            field = _STOP[code]
+            setting = api_key_var(NAME) if field == "api_key" else env_var_for(("defaults", field))
+            return StopError(message, provider=NAME, action=method, code=code, setting=setting)
+        if code in _TRANSIENT:
+            return TransientError(message, provider=NAME, action=method, code=code)
+        return UnavailableError(message, provider=NAME, action=method, code=code)
+
+    def balance(self) -> Decimal:
+        data = self._call("getBalance")
+        assert isinstance(data, dict)
+        return parse_decimal(data.get("balance"), provider=NAME, action="getBalance", body=str(data))
+
+    def price(self, service: str, country: str) -> PriceInfo:
+        data = self._call("getNumbersStats", country=country)
+        services = data.get("services") if isinstance(data, dict) else None
+        if not isinstance(services, dict):
+            raise self._http.malformed("getNumbersStats", data, "no services")
+        for offer in services.values():
+            if isinstance(offer, dict) and service in (offer.get("slug"), offer.get("service")):
+                cost = parse_decimal(
+                    offer.get("price"), provider=NAME, action="getNumbersStats", body=str(offer)
+                )
+                return PriceInfo(price=cost, available=int(offer.get("count") or 0), currency=self.currency)
+        raise UnavailableError(
+            f"{NAME} getNumbersStats: no offer for {service} in country {country}",
+            provider=NAME,
+            action="getNumbersStats",
+            code="WARNING_NO_NUMS",
+        )
+
+    def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
+        quote = self.price(service, country)
+        check_quote(NAME, quote, max_price, action="getNum")
+        data = self._call("getNum", service=service, country=country, number="true")
+        assert isinstance(data, dict)
+        tzid = data.get("tzid")
+        if tzid is None:
+            raise self._http.malformed("getNum", data, "no tzid")
+        number = str(data.get("number") or "") or self._wait_for_number(str(tzid))
+        return Lease(
+            provider=NAME,
+            activation_id=str(tzid),
+            phone="+" + number.lstrip("+"),
+            price=quote.price,
+            currency=self.currency,
+            bought_at=datetime.now(UTC),
+        )
+
+    def _wait_for_number(self, tzid: str) -> str:
+        """Poll getState while the operation is TZ_INPOOL; the number is assigned within seconds."""
+        deadline = time.monotonic() + self.number_wait_s
+        while True:
+            state = self._state(tzid)
+            if state is not None and state.get("number"):
+                return str(state["number"])
+            if state is None or time.monotonic() >= deadline:
+                # Left open on purpose: reconciliation finds it through getState without tzid.
+                raise UnavailableError(
+                    f"{NAME} getNum: operation {tzid} got no number within {self.number_wait_s}s",
+                    provider=NAME,
+                    action="getNum",
+                    code="TZ_INPOOL",
+                )
+            time.sleep(self.number_poll_s)
+
+    def _states(self, **params: str) -> list[dict]:
+        try:
+            data = self._call("getState", message_to_code="1", msg_list="0", **params)
+        except UnavailableError as exc:
+            if exc.code in GONE:
+                return []
+            raise
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise self._http.malformed("getState", data, "not an array of operations")
+        return data
+
+    def _state(self, tzid: str) -> dict | None:
+        return next((item for item in self._states(tzid=tzid) if str(item.get("tzid")) == tzid), None)
+
+    def check(self, lease: Lease) -> CheckResult:
+        state = self._state(lease.activation_id)
+        if state is None:
+            return Expired("ERROR_NO_OPERATIONS")
+        status, msg = str(state.get("response")), state.get("msg")
+        if msg and status in ("TZ_NUM_ANSWER", "TZ_OVER_OK"):
+            return CodeReceived(code=str(msg), text=str(msg))
+        if status in WAITING_STATES or status == "TZ_NUM_ANSWER":
+            return Waiting(status)
+        if status == "TZ_OVER_EMPTY":
+            return Expired(status)
+        if status == "TZ_OVER_OK":
+            return Cancelled(status)
+        raise MalformedReply(f"{NAME} getState: unknown state", provider=NAME, action="getState", body=status)
+
+    def _close(self, lease: Lease) -> None:
+        try:
+            self._call("setOperationOk", tzid=lease.activation_id)
+        except UnavailableError as exc:
+            if exc.code in GONE:
+                return  # already closed or expired
+            if exc.code == "NO_COMPLETE_TZID":
+                age = (datetime.now(UTC) - lease.bought_at).total_seconds()
+                raise CancelTooEarly(
+                    f"{NAME} setOperationOk: NO_COMPLETE_TZID (protective interval not over)",
+                    provider=NAME,
+                    action="setOperationOk",
+                    code=exc.code,
+                    retry_after_s=max(1.0, PROTECTIVE_INTERVAL_S - age),
+                ) from None
+            raise
+
+    def finish(self, lease: Lease) -> None:
+        self._close(lease)
+
+    def cancel(self, lease: Lease) -> None:
+        self._close(lease)
+
+    def request_another_code(self, lease: Lease) -> None:
+        self._call("setOperationRevise", tzid=lease.activation_id)
+
+    def find_open_activations(self) -> list[Lease] | None:
+        now = datetime.now(UTC)
+        leases = []
+        for item in self._states():
+            if str(item.get("response")).startswith("TZ_OVER") or not item.get("number"):
+                continue  # closed, or still TZ_INPOOL: the next pass sees its number
+            leases.append(
+                Lease(
+                    provider=NAME,
+                    activation_id=str(item.get("tzid")),
+                    phone="+" + str(item["number"]).lstrip("+"),
+                    price=parse_decimal(item.get("sum", 0), provider=NAME, action="getState", body=str(item)),
+                    currency=self.currency,
+                    bought_at=now,  # not in the reply; the lease row we recorded has the real time
+                )
+            )
+        return leases
