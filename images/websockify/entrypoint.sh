@@ -1,0 +1,14 @@
+#!/bin/sh
+# Serve noVNC on 6080 both at / and under the gateway prefix /vnc/$SESSION_ID/, and relay
+# WebSocket upgrades (websockify accepts them on any path) to the device's VNC port.
+set -eu
+WEB="${HOME}/web"
+mkdir -p "${WEB}/vnc"
+for entry in /usr/share/novnc/*; do
+    ln -sfn "${entry}" "${WEB}/$(basename "${entry}")"
+done
+if [ -n "${SESSION_ID}" ]; then
+    ln -sfn /usr/share/novnc "${WEB}/vnc/${SESSION_ID}"
+fi
+echo "stream: session ${SESSION_ID:-?} -> ${TARGET_HOST}:${TARGET_PORT}"
+exec websockify --web "${WEB}" 6080 "${TARGET_HOST}:${TARGET_PORT}"

@@ -1,0 +1,91 @@
+"""Names, ownership labels and the small values the runtime returns."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+MANAGED_BY = "provisioner"
+
+LABEL_MANAGED_BY = "provisioner.managed-by"
+LABEL_INSTANCE = "provisioner.instance"
+LABEL_SESSION = "provisioner.session"
+LABEL_ROLE = "provisioner.role"
+LABEL_CREATED_AT = "provisioner.created-at"
+LABEL_PROFILE = "provisioner.profile"  # device containers only: the profile they were launched with
+
+SESSION_ID_RE = re.compile(r"^[a-z][a-z0-9]{11}$")
+INSTANCE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
+class Role(enum.StrEnum):
+    DEVICE = "device"
+    STREAM = "stream"
+
+
+def check_session_id(session_id: str) -> str:
+    if not SESSION_ID_RE.match(session_id):
+        raise ValueError(f"session id {session_id!r} must be 12 characters [a-z0-9] starting with a letter")
+    return session_id
+
+
+def container_name(instance_id: str, session_id: str, role: Role) -> str:
+    """`prov-<instance>-<session>-<role>`: unique per deployment, session and role."""
+    return f"prov-{instance_id}-{check_session_id(session_id)}-{role.value}"
+
+
+def ownership_labels(
+    instance_id: str, session_id: str, role: Role, *, now: datetime | None = None
+) -> dict[str, str]:
+    created = (now or datetime.now(UTC)).astimezone(UTC)
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_INSTANCE: instance_id,
+        LABEL_SESSION: session_id,
+        LABEL_ROLE: role.value,
+        LABEL_CREATED_AT: created.isoformat(timespec="seconds"),
+    }
+
+
+def owner_filter(instance_id: str) -> list[str]:
+    """The label filter selecting every container of one deployment instance."""
+    return [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={instance_id}"]
+
+
+def parse_created_at(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A launched container as the engine reports it right after launch."""
+
+    name: str
+    id: str
+    session_id: str
+    role: Role
+    state: str
+    host_port: int | None = None  # stream only, when published
+    ip: str | None = None  # address on the deployment network
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ManagedContainer:
+    """One row of list_managed(): what reconciliation observes."""
+
+    name: str
+    id: str
+    session_id: str
+    role: str
+    state: str  # running, exited, created, restarting, paused, dead, removing
+    created_at: datetime | None
+    labels: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,100 @@
+"""Device image profiles as data: the shipped runtime/profiles.yaml plus an optional extra file."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Readiness(BaseModel):
+    """How to tell a device has booted: its VNC port answers (rfb), or a status file says so first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["rfb", "status_file"] = "rfb"
+    status_file: str | None = None
+    ready_value: str = "READY"
+
+    @model_validator(mode="after")
+    def _status_file_named(self) -> Readiness:
+        if self.kind == "status_file" and not self.status_file:
+            raise ValueError("readiness kind status_file needs status_file (a path inside the container)")
+        return self
+
+
+class DeviceProfile(BaseModel):
+    """One device image and the limits and devices its container gets. Never privileged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    description: str = ""
+    image: str
+    vnc_port: int = Field(5900, ge=1, le=65535)
+    adb_port: int | None = Field(None, ge=1, le=65535)
+    env: dict[str, str] = Field(default_factory=dict)
+    command: list[str] | None = None
+    mem_limit: str = "512m"
+    cpus: float = Field(1.0, gt=0, description="CPU share; becomes nano_cpus on the container")
+    devices: list[str] = Field(default_factory=list, description="Host devices, e.g. /dev/kvm")
+    readiness: Readiness = Readiness()
+    boot_timeout_s: float = Field(60.0, gt=0)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: object) -> object:
+        # YAML turns false/5 into bool/int; containers only take strings.
+        if isinstance(value, dict):
+            return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _device_paths(cls, value: list[str]) -> list[str]:
+        for device in value:
+            if not device.startswith("/dev/"):
+                raise ValueError(f"device {device!r} must be a path under /dev/")
+        return value
+
+    @property
+    def nano_cpus(self) -> int:
+        return int(self.cpus * 1_000_000_000)
+
+    def device_mappings(self) -> list[str]:
+        """Docker's "host:container:perms" form for each requested device."""
+        return [f"{device}:{device}:rwm" for device in self.devices]
+
+
+class ProfilesFileError(ValueError):
+    """A profiles YAML file is malformed; the message names the file and the profile."""
+
+
+def parse_profiles(text: str, *, source: str) -> dict[str, DeviceProfile]:
+    data = yaml.safe_load(text) or {}
+    raw = data.get("profiles", {}) if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        raise ProfilesFileError(f"{source}: expected a mapping under 'profiles:'")
+    profiles: dict[str, DeviceProfile] = {}
+    for name, body in raw.items():
+        try:
+            profiles[str(name)] = DeviceProfile.model_validate({**(body or {}), "name": str(name)})
+        except ValueError as exc:
+            raise ProfilesFileError(f"{source}: profile {name!r}: {exc}") from exc
+    return profiles
+
+
+def builtin_profiles() -> dict[str, DeviceProfile]:
+    text = resources.files("runtime").joinpath("profiles.yaml").read_text(encoding="utf-8")
+    return parse_profiles(text, source="runtime/profiles.yaml")
+
+
+def load_profiles(extra_file: Path | None = None) -> dict[str, DeviceProfile]:
+    """The shipped profiles, overridden or extended by those in `extra_file`."""
+    profiles = builtin_profiles()
+    if extra_file is not None:
+        profiles.update(parse_profiles(Path(extra_file).read_text(encoding="utf-8"), source=str(extra_file)))
+    return profiles
