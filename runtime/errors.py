@@ -5,7 +5,8 @@
      ├── EngineError            the engine answered with an error (status_code; 5xx is transient)
      ├── ImageMissing           the image is not on the host (build it: scripts/build-images)
      ├── ContainerMissing       the named container does not exist
-     ├── NameConflict           a container of that name exists and is not ours / is being created
+     ├── NameConflict           a container or network of that name exists already
+     ├── NotOwned               the container does not carry this instance's ownership labels
      ├── UnknownProfile         no device profile of that name
      ├── ContainerExited        the container stopped (exit_code, logs: its last lines)
      └── NotReady               readiness not reached by the deadline (deadline_s, logs)
@@ -64,6 +65,15 @@ class NameConflict(RuntimeFailure):
     def __init__(self, container: str, detail: str = "") -> None:
         message = f"a container named {container} already exists"
         super().__init__(f"{message}: {detail}" if detail else message, container=container)
+
+
+class NotOwned(RuntimeFailure):
+    """Refusing to touch a container another deployment (or nobody) owns."""
+
+    def __init__(self, container: str, instance_id: str) -> None:
+        super().__init__(
+            f"container {container} is not managed by provisioner instance {instance_id}", container=container
+        )
 
 
 class UnknownProfile(RuntimeFailure):
@@ -126,7 +136,7 @@ def translate_docker_errors(*, container: str | None = None, image: str | None =
     except docker.errors.APIError as exc:
         status = exc.status_code
         explanation = str(exc.explanation or exc)
-        if status == 409 and "already in use" in explanation:
+        if status == 409 and ("already in use" in explanation or "already exists" in explanation):
             raise NameConflict(container or "?", explanation) from exc
         raise EngineError(
             f"Docker API error {status}: {explanation}", status_code=status, container=container

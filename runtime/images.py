@@ -110,7 +110,7 @@ def build_image(
         for chunk in client.api.build(
             path=str(context),
             tag=spec.tag,
-            labels={HASH_LABEL: wanted, "provisioner.managed-by": "provisioner"},
+            labels={HASH_LABEL: wanted},
             rm=True,
             forcerm=True,
             pull=False,

@@ -11,19 +11,35 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Readiness(BaseModel):
-    """How to tell a device has booted: its VNC port answers (rfb), or a status file says so first."""
+    """How to tell a device has booted; the VNC port must always answer the RFB banner.
+
+    rfb: the banner alone. status_file: first the file inside the container reads `ready_value`
+    (docker-android's device_status). exec: first `command` run inside the container prints
+    `ready_value` (e.g. ["adb", "shell", "getprop", "sys.boot_completed"] -> "1").
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["rfb", "status_file"] = "rfb"
+    kind: Literal["rfb", "status_file", "exec"] = "rfb"
     status_file: str | None = None
+    command: list[str] | None = None
     ready_value: str = "READY"
 
     @model_validator(mode="after")
     def _status_file_named(self) -> Readiness:
         if self.kind == "status_file" and not self.status_file:
             raise ValueError("readiness kind status_file needs status_file (a path inside the container)")
+        if self.kind == "exec" and not self.command:
+            raise ValueError("readiness kind exec needs command (a list of arguments)")
         return self
+
+    def probe_command(self) -> list[str] | None:
+        """What to run inside the container before the RFB check, if anything."""
+        if self.kind == "status_file":
+            return ["cat", str(self.status_file)]
+        if self.kind == "exec":
+            return list(self.command or [])
+        return None
 
 
 class DeviceProfile(BaseModel):

@@ -1,0 +1,384 @@
+"""ContainerRuntime: device and stream containers of a session on one Docker host.
+
+Every container carries ownership labels (runtime.model) and lives on the deployment's
+user-defined bridge network, where the stream reaches the device by container name. Only the
+stream's noVNC port is published, on publish_host, at a random host port. Launches are
+idempotent per (instance, session, role): a running container of ours is returned, a stopped
+one replaced. Docker exceptions are translated by runtime.errors and never leave this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+
+from runtime.errors import (
+    ContainerExited,
+    ContainerMissing,
+    EngineError,
+    NameConflict,
+    NotOwned,
+    NotReady,
+    UnknownProfile,
+    translate_docker_errors,
+)
+from runtime.model import (
+    LABEL_CREATED_AT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_PROFILE,
+    LABEL_ROLE,
+    LABEL_SESSION,
+    MANAGED_BY,
+    ContainerInfo,
+    ManagedContainer,
+    Role,
+    check_session_id,
+    container_name,
+    owner_filter,
+    ownership_labels,
+    parse_created_at,
+)
+from runtime.probes import ProbeFailed, fetch_page, read_banner_over_websocket, read_rfb_banner
+from runtime.profiles import DeviceProfile, load_profiles
+
+STREAM_PORT = 6080
+STREAM_MEM_LIMIT = "128m"
+STREAM_NANO_CPUS = 500_000_000
+LOG_TAIL_LINES = 30
+_STOPPED_STATES = frozenset({"exited", "dead"})
+
+
+class ContainerRuntime:
+    """Launch, probe, list and remove the containers of this deployment instance."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        instance_id: str,
+        network: str,
+        publish_host: str = "127.0.0.1",
+        publish_streams: bool = True,
+        stream_image: str,
+        profiles: dict[str, DeviceProfile],
+    ) -> None:
+        self.client = client
+        self.instance_id = instance_id
+        self.network = network
+        self.publish_host = publish_host
+        self.publish_streams = publish_streams
+        self.stream_image = stream_image
+        self.profiles = dict(profiles)
+        self._network_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ContainerRuntime:
+        """Build the runtime from Settings (instance_id and the docker group)."""
+        docker_settings = settings.docker
+        with translate_docker_errors():
+            if docker_settings.host:
+                client = docker.DockerClient(base_url=docker_settings.host)
+            else:
+                client = docker.from_env()
+        return cls(
+            client,
+            instance_id=settings.instance_id,
+            network=docker_settings.network,
+            publish_host=docker_settings.publish_host,
+            publish_streams=docker_settings.publish_streams,
+            stream_image=docker_settings.stream_image,
+            profiles=load_profiles(docker_settings.profiles_file),
+        )
+
+    # -- names and profiles -------------------------------------------------------------------
+
+    def name_for(self, session_id: str, role: Role | str) -> str:
+        return container_name(self.instance_id, session_id, Role(role))
+
+    def profile(self, name: str) -> DeviceProfile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise UnknownProfile(name, list(self.profiles)) from None
+
+    # -- launching ----------------------------------------------------------------------------
+
+    def ensure_network(self) -> None:
+        """Create the deployment's bridge network when it does not exist yet."""
+        if self._network_ready:
+            return
+        if not self._network_exists():
+            # A concurrent launch may create it first: a name conflict means it exists now.
+            with contextlib.suppress(NameConflict), translate_docker_errors(container=self.network):
+                self.client.api.create_network(
+                    self.network,
+                    driver="bridge",
+                    check_duplicate=True,
+                    labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: self.instance_id},
+                )
+        self._network_ready = True
+
+    def _network_exists(self) -> bool:
+        # The names filter matches substrings; look for the exact name.
+        with translate_docker_errors():
+            return any(n["Name"] == self.network for n in self.client.api.networks(names=[self.network]))
+
+    def launch_device(self, session_id: str, profile: str) -> ContainerInfo:
+        """Start the session's device container (or return the running one)."""
+        prof = self.profile(profile)
+        name = self.name_for(session_id, Role.DEVICE)
+        labels = {**ownership_labels(self.instance_id, session_id, Role.DEVICE), LABEL_PROFILE: prof.name}
+        return self._launch(
+            name,
+            prof.image,
+            session_id=session_id,
+            command=prof.command,
+            environment={**prof.env, "SESSION_ID": session_id},
+            labels=labels,
+            mem_limit=prof.mem_limit,
+            nano_cpus=prof.nano_cpus,
+            devices=prof.device_mappings(),
+            ports=None,
+        )
+
+    def launch_stream(self, session_id: str) -> ContainerInfo:
+        """Start the session's websockify/noVNC container aimed at its device (or return it)."""
+        device_name = self.name_for(session_id, Role.DEVICE)
+        vnc_port = self._device_vnc_port(device_name)
+        ports = {f"{STREAM_PORT}/tcp": (self.publish_host,)} if self.publish_streams else None
+        return self._launch(
+            self.name_for(session_id, Role.STREAM),
+            self.stream_image,
+            session_id=session_id,
+            command=None,
+            environment={"TARGET_HOST": device_name, "TARGET_PORT": str(vnc_port), "SESSION_ID": session_id},
+            labels=ownership_labels(self.instance_id, session_id, Role.STREAM),
+            mem_limit=STREAM_MEM_LIMIT,
+            nano_cpus=STREAM_NANO_CPUS,
+            devices=[],
+            ports=ports,
+        )
+
+    def heal_stream(self, session_id: str) -> ContainerInfo:
+        """Bring the stream back: returns it if running, recreates it if it stopped."""
+        return self.launch_stream(session_id)
+
+    def _device_vnc_port(self, device_name: str) -> int:
+        try:
+            attrs = self._inspect(device_name)
+        except ContainerMissing:
+            return self.profile("stub").vnc_port if "stub" in self.profiles else 5900
+        profile = (attrs["Config"].get("Labels") or {}).get(LABEL_PROFILE, "")
+        return self.profiles[profile].vnc_port if profile in self.profiles else 5900
+
+    def _launch(
+        self, name: str, image: str, *, session_id: str, ports: dict | None, **config: Any
+    ) -> ContainerInfo:
+        check_session_id(session_id)
+        self.ensure_network()
+        existing = self._inspect_or_none(name)
+        if existing is not None:
+            if not self._is_ours(existing):
+                raise NameConflict(name, "it does not carry this instance's ownership labels")
+            if existing["State"]["Status"] == "running":
+                return self._info(existing)
+            self.remove(existing["Id"])
+        with translate_docker_errors(container=name, image=image):
+            container = self.client.containers.create(
+                image,
+                name=name,
+                detach=True,
+                network=self.network,
+                ports=ports or {},
+                privileged=False,
+                security_opt=["no-new-privileges"],
+                **config,
+            )
+        try:
+            with translate_docker_errors(container=name):
+                container.start()
+        except BaseException:
+            self.remove(container.id)  # roll back the half-made container
+            raise
+        return self._info(self._inspect(container.id))
+
+    # -- observing ----------------------------------------------------------------------------
+
+    def _inspect(self, name_or_id: str) -> dict[str, Any]:
+        with translate_docker_errors(container=name_or_id):
+            return self.client.api.inspect_container(name_or_id)
+
+    def _inspect_or_none(self, name_or_id: str) -> dict[str, Any] | None:
+        try:
+            return self._inspect(name_or_id)
+        except ContainerMissing:
+            return None
+
+    def _is_ours(self, attrs: dict[str, Any]) -> bool:
+        labels = attrs["Config"].get("Labels") or {}
+        return labels.get(LABEL_MANAGED_BY) == MANAGED_BY and labels.get(LABEL_INSTANCE) == self.instance_id
+
+    def _info(self, attrs: dict[str, Any]) -> ContainerInfo:
+        labels = attrs["Config"].get("Labels") or {}
+        settings = attrs.get("NetworkSettings") or {}
+        bindings = (settings.get("Ports") or {}).get(f"{STREAM_PORT}/tcp") or []
+        host_port = next((int(b["HostPort"]) for b in bindings if b.get("HostPort")), None)
+        network = (settings.get("Networks") or {}).get(self.network) or {}
+        return ContainerInfo(
+            name=attrs["Name"].lstrip("/"),
+            id=attrs["Id"],
+            session_id=labels.get(LABEL_SESSION, ""),
+            role=Role(labels.get(LABEL_ROLE, Role.DEVICE.value)),
+            state=attrs["State"]["Status"],
+            host_port=host_port,
+            ip=network.get("IPAddress") or None,
+            labels=dict(labels),
+        )
+
+    def list_managed(self) -> list[ManagedContainer]:
+        """Every container of this instance, running or not, from one label-filtered API call."""
+        with translate_docker_errors():
+            rows = self.client.api.containers(all=True, filters={"label": owner_filter(self.instance_id)})
+        managed = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            created_at = parse_created_at(labels.get(LABEL_CREATED_AT))
+            if created_at is None and row.get("Created"):
+                created_at = datetime.fromtimestamp(row["Created"], UTC)
+            managed.append(
+                ManagedContainer(
+                    name=(row.get("Names") or ["/"])[0].lstrip("/"),
+                    id=row["Id"],
+                    session_id=labels.get(LABEL_SESSION, ""),
+                    role=labels.get(LABEL_ROLE, ""),
+                    state=row.get("State", ""),
+                    created_at=created_at,
+                    labels=dict(labels),
+                )
+            )
+        return managed
+
+    def logs(self, name_or_id: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The container's last log lines (stdout and stderr), or "" when they cannot be read."""
+        try:
+            with translate_docker_errors(container=name_or_id):
+                raw = self.client.api.logs(name_or_id, stdout=True, stderr=True, tail=lines)
+        except Exception:  # noqa: BLE001 - logs only decorate another error
+            return ""
+        return raw.decode("utf-8", errors="replace").rstrip()
+
+    # -- removing -----------------------------------------------------------------------------
+
+    def remove(self, name_or_id: str) -> bool:
+        """Force-remove a container of ours with its anonymous volumes; False if already gone."""
+        attrs = self._inspect_or_none(name_or_id)
+        if attrs is None:
+            return False
+        if not self._is_ours(attrs):
+            raise NotOwned(name_or_id, self.instance_id)
+        try:
+            with translate_docker_errors(container=name_or_id):
+                self.client.api.remove_container(attrs["Id"], force=True, v=True)
+        except ContainerMissing:
+            return False
+        except EngineError as exc:
+            if exc.status_code == 409 and "in progress" in str(exc):  # someone else is removing it
+                return False
+            raise
+        return True
+
+    def remove_session(self, session_id: str) -> list[str]:
+        """Remove the session's stream and device; returns the names that were removed."""
+        removed = []
+        for role in (Role.STREAM, Role.DEVICE):
+            name = self.name_for(session_id, role)
+            if self.remove(name):
+                removed.append(name)
+        return removed
+
+    # -- readiness ----------------------------------------------------------------------------
+
+    def stream_url(self, info: ContainerInfo) -> str:
+        """The browser URL of a published stream, for local runs."""
+        if info.host_port is None:
+            raise ValueError(f"stream {info.name} has no published port (publish_streams is off)")
+        return f"http://{self.publish_host}:{info.host_port}/vnc.html?autoconnect=1&path=websockify"
+
+    def wait_device_ready(
+        self, session_id: str, profile: str, timeout_s: float | None = None
+    ) -> ContainerInfo:
+        """Wait until the device reports booted (profile readiness) and its VNC port answers RFB."""
+        prof = self.profile(profile)
+        name = self.name_for(session_id, Role.DEVICE)
+        command = prof.readiness.probe_command()
+        booted = command is None
+
+        def probe(info: ContainerInfo) -> None:
+            nonlocal booted
+            if not booted:
+                output = self._exec(info.id, command or [])
+                if output != prof.readiness.ready_value:
+                    raise ProbeFailed(
+                        f"{' '.join(command or [])} says {output[:60]!r}, not {prof.readiness.ready_value!r}"
+                    )
+                booted = True
+            if not info.ip:
+                raise ProbeFailed(f"no address on network {self.network}")
+            read_rfb_banner(info.ip, prof.vnc_port)
+
+        return self._wait(name, timeout_s if timeout_s is not None else prof.boot_timeout_s, probe)
+
+    def wait_stream_ready(self, session_id: str, timeout_s: float = 30.0) -> ContainerInfo:
+        """Wait until noVNC's page is served and the WebSocket relays the device's RFB banner."""
+        name = self.name_for(session_id, Role.STREAM)
+
+        def probe(info: ContainerInfo) -> None:
+            if info.host_port is not None:
+                base = f"{self.publish_host}:{info.host_port}"
+            elif info.ip:
+                base = f"{info.ip}:{STREAM_PORT}"
+            else:
+                raise ProbeFailed(f"no address on network {self.network}")
+            fetch_page(f"http://{base}/vnc.html")
+            read_banner_over_websocket(f"ws://{base}/websockify")
+
+        return self._wait(name, timeout_s, probe)
+
+    def _exec(self, container_id: str, command: list[str]) -> str:
+        try:
+            with translate_docker_errors(container=container_id):
+                result = self.client.api.exec_create(container_id, command, stdout=True, stderr=True)
+                output = self.client.api.exec_start(result["Id"])
+        except EngineError as exc:
+            if exc.status_code == 409:  # stopped meanwhile; the next inspect reports how
+                raise ProbeFailed(str(exc)) from exc
+            raise
+        return output.decode("utf-8", errors="replace").strip()
+
+    def _wait(self, name: str, timeout_s: float, probe: Callable[[ContainerInfo], None]) -> ContainerInfo:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.2
+        reason = "not probed yet"
+        while True:
+            attrs = self._inspect(name)
+            info = self._info(attrs)
+            if info.state in _STOPPED_STATES:
+                raise ContainerExited(name, exit_code=attrs["State"].get("ExitCode"), logs=self.logs(name))
+            if info.state == "running":
+                try:
+                    probe(info)
+                    return info
+                except ProbeFailed as exc:
+                    reason = str(exc)
+            else:
+                reason = f"container is {info.state}"
+            if time.monotonic() >= deadline:
+                raise NotReady(name, deadline_s=timeout_s, reason=reason, logs=self.logs(name))
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 1.0)
