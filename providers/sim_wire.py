@@ -1,0 +1,310 @@
+"""The three wire formats the simulator speaks over the shared `SimState`.
+
+Each handler maps (action, params) to a `Reply`, rendering `SimError` reasons as that protocol's
+documented error codes (see /work/shared/docs/sms-providers.md). Callers hold the state lock.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from providers.sim_state import OPEN, Activation, SimError, SimState
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: str
+    content_type: str = JSON
+
+
+def as_json(data: object, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(data))
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    try:
+        return Decimal(value) if value else None
+    except InvalidOperation:
+        return None
+
+
+def _num(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+# --- SMS-MAN -------------------------------------------------------------------------------
+
+_SMS_MAN_ERRORS = {
+    "no_key": ("wrong_token", {"token": "Wrong token!"}),
+    "bad_key": ("wrong_token", {"token": "Wrong token!"}),
+    "no_numbers": ("no_numbers", "No numbers"),
+    "price_above": ("no_numbers", "No numbers at this price"),
+    "no_balance": ("balance", "Not enough balance"),
+    "no_activation": ("wrong_request_id", "Request not found"),
+}
+
+
+def sms_man_error(code: str, message: object = "") -> Reply:
+    return as_json({"success": False, "error_code": code, "error_msg": message or code})
+
+
+def _sms_man_request(act: Activation) -> dict:
+    return {
+        "request_id": int(act.id),
+        "country_id": _num(act.country),
+        "application_id": _num(act.service),
+        "number": act.phone.lstrip("+"),
+    }
+
+
+def sms_man(state: SimState, action: str, params: dict[str, str]) -> Reply:
+    try:
+        key = state.check_key(params.get("token"))
+        if action == "get-balance":
+            return as_json({"balance": f"{state.balances[key]:.2f}"})
+        if action == "limits":
+            return as_json(
+                [
+                    {"application_id": s, "country_id": c, "numbers": str(o.count)}
+                    for (s, c), o in state.offers.items()
+                    if params.get("country_id", c) == c and params.get("application_id", s) == s
+                ]
+            )
+        if action == "get-prices":
+            prices: dict[str, dict] = {}
+            for (s, c), o in state.offers.items():
+                if params.get("country_id", c) == c:
+                    prices.setdefault(c, {})[s] = {"cost": f"{o.price:.2f}", "count": o.count}
+            return as_json(prices)
+        if action == "get-number":
+            service, country = params.get("application_id", ""), params.get("country_id", "")
+            act = state.buy("sms_man", key, service, country, _decimal(params.get("maxPrice")))
+            return as_json(_sms_man_request(act))
+        if action == "get-sms":
+            act = state.get(key, params.get("request_id", ""))
+            if act.status in ("code", "finished"):
+                return as_json({**_sms_man_request(act), "sms_code": act.code})
+            if act.status == "waiting":
+                return as_json(
+                    {"request_id": int(act.id), "error_code": "wait_sms", "error_msg": "Still waiting..."}
+                )
+            return sms_man_error("wrong_status", f"Request is {act.status}")
+        if action == "set-status":
+            act_id, status = params.get("request_id", ""), params.get("status", "")
+            if status == "ready":
+                state.get(key, act_id)
+            elif status == "close":
+                state.finish(key, act_id, honour_min=False)
+            elif status in ("reject", "used"):
+                state.cancel(key, act_id, honour_min=False)
+            else:
+                return sms_man_error("wrong_status", "Unknown status")
+            return as_json({"request_id": int(act_id), "success": True})
+        return Reply(404, "Not found", TEXT)
+    except SimError as exc:
+        if exc.reason == "bad_service":
+            return Reply(400, "Wrong application ID", TEXT)
+        code, message = _SMS_MAN_ERRORS.get(exc.reason, ("wrong_status", f"Wrong status ({exc.reason})"))
+        return sms_man_error(code, message)
+
+
+# --- OnlineSim -----------------------------------------------------------------------------
+
+_ONLINESIM_ERRORS = {
+    "no_key": "ERROR_NO_KEY",
+    "bad_key": "ERROR_WRONG_KEY",
+    "bad_service": "ERROR_NO_SERVICE",
+    "no_numbers": "WARNING_NO_NUMS",
+    "price_above": "WARNING_NO_NUMS",
+    "no_balance": "WARNING_LOW_BALANCE",
+    "too_early": "NO_COMPLETE_TZID",
+    "no_activation": "ERROR_WRONG_TZID",
+    "already": "ERROR_WRONG_TZID",
+    "finished": "ERROR_WRONG_TZID",
+    "bad_status": "ERROR_WRONG_TZID",
+}
+
+
+def onlinesim_error(code: str) -> Reply:
+    return as_json({"response": code})
+
+
+def _onlinesim_state(state: SimState, act: Activation, to_code: bool) -> dict:
+    now = state.now()
+    response = {
+        "waiting": "TZ_INPOOL" if now < act.number_at else "TZ_NUM_WAIT",
+        "code": "TZ_NUM_ANSWER",
+        "finished": "TZ_OVER_OK",
+        "cancelled": "TZ_OVER_OK",
+        "expired": "TZ_OVER_EMPTY",
+    }[act.status]
+    item: dict = {
+        "country": _num(act.country),
+        "sum": float(act.price),
+        "service": act.service,
+        "response": response,
+        "tzid": int(act.id),
+        "time": max(0, int(act.bought_at + state.config.lifetime_s - now)),
+        "msg": (act.code if to_code else act.text) if act.code else False,
+    }
+    if response != "TZ_INPOOL":
+        item["number"] = act.phone
+    return item
+
+
+def onlinesim(state: SimState, method: str, params: dict[str, str], authorization: str | None) -> Reply:
+    bearer = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
+    try:
+        key = state.check_key(params.get("apikey") or bearer)
+        if method == "getBalance":
+            frozen = sum(
+                (a.price for a in state.activations.values() if a.key == key and a.status in OPEN), Decimal()
+            )
+            return as_json(
+                {"response": 1, "balance": f"{state.balances[key]:.2f}", "zbalance": float(frozen)}
+            )
+        if method == "getNumbersStats":
+            country = params.get("country", "")
+            services = {
+                f"service_{s}": {"count": o.count, "popular": True, "code": _num(c), "price": float(o.price),
+                                 "id": i, "service": s.upper(), "slug": s}
+                for i, ((s, c), o) in enumerate(state.offers.items())
+                if c == country
+            }  # fmt: skip
+            return as_json(
+                {"name": f"country {country}", "position": 1, "code": _num(country), "services": services}
+            )
+        if method == "getNum":
+            act = state.buy("onlinesim", key, params.get("service", ""), params.get("country", "7"), None)
+            reply: dict = {"response": 1, "tzid": int(act.id)}
+            if params.get("number") in ("true", "1") and state.now() >= act.number_at:
+                reply["number"] = act.phone
+            return as_json(reply)
+        if method == "getState":
+            to_code = params.get("message_to_code") == "1"
+            if params.get("tzid"):
+                acts = [state.get(key, params["tzid"])]
+            else:
+                acts = [
+                    a for a in state.activations.values()
+                    if a.key == key and a.protocol == "onlinesim" and a.status in OPEN
+                ]  # fmt: skip
+            if not acts:
+                return onlinesim_error("ERROR_NO_OPERATIONS")
+            return as_json([_onlinesim_state(state, a, to_code) for a in acts])
+        if method == "setOperationRevise":
+            act = state.retry(key, params.get("tzid", ""))
+            return as_json({"response": 1, "tzid": int(act.id)})
+        if method == "setOperationOk":
+            act = state.finish(key, params.get("tzid", ""))
+            return as_json({"response": 1, "tzid": int(act.id)})
+        return Reply(404, "Not found", TEXT)
+    except SimError as exc:
+        if exc.reason == "no_activation" and method == "getState":
+            return onlinesim_error("ERROR_NO_OPERATIONS")
+        return onlinesim_error(_ONLINESIM_ERRORS.get(exc.reason, "ERROR_PARAMS"))
+
+
+# --- SMS-Activate --------------------------------------------------------------------------
+
+_SMS_ACTIVATE_ERRORS = {
+    "no_key": "BAD_KEY",
+    "bad_key": "BAD_KEY",
+    "bad_service": "BAD_SERVICE",
+    "no_numbers": "NO_NUMBERS",
+    "no_balance": "NO_BALANCE",
+    "no_activation": "NO_ACTIVATION",
+    "already": "NO_ACTIVATION",
+    "finished": "BAD_STATUS",
+    "has_code": "BAD_STATUS",
+    "bad_status": "BAD_STATUS",
+}
+
+
+def text(body: str, status: int = 200) -> Reply:
+    return Reply(status, body, TEXT)
+
+
+def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
+    action = params.get("action", "")
+    try:
+        key = state.check_key(params.get("api_key"))
+        if action == "getBalance":
+            return text(f"ACCESS_BALANCE:{state.balances[key]:.2f}")
+        if action == "getPrices":
+            prices: dict[str, dict] = {}
+            for (s, c), o in state.offers.items():
+                if params.get("country", c) == c and params.get("service", s) == s:
+                    prices.setdefault(c, {})[s] = {"cost": f"{o.price:.2f}", "count": o.count}
+            return as_json(prices)
+        if action == "getNumbersStatus":
+            country = params.get("country", "")
+            return as_json({f"{s}_0": o.count for (s, c), o in state.offers.items() if c == country})
+        if action == "getNumber":
+            service, country = params.get("service", ""), params.get("country", "")
+            act = state.buy("sms_activate", key, service, country, _decimal(params.get("maxPrice")))
+            return text(f"ACCESS_NUMBER:{act.id}:{act.phone.lstrip('+')}")
+        if action == "getStatus":
+            act = state.get(key, params.get("id", ""))
+            if act.status in ("code", "finished"):
+                return text(f"STATUS_OK:{act.code}")
+            if act.status == "waiting":
+                return text(
+                    f"STATUS_WAIT_RETRY:{act.previous_code}" if act.previous_code else "STATUS_WAIT_CODE"
+                )
+            return text("STATUS_CANCEL")
+        if action == "setStatus":
+            return _sms_activate_status(state, key, params.get("id", ""), params.get("status", ""))
+        return text("BAD_ACTION")
+    except SimError as exc:
+        if exc.reason == "price_above":
+            return text(f"WRONG_MAX_PRICE:{exc.data['price']:.2f}")
+        if exc.reason == "too_early":
+            wait = int(state.config.min_cancel_s)
+            if state.config.early_cancel_style == "http409":
+                body = {"title": "EARLY_CANCEL_DENIED", "info": {"minActivationTime": wait}}
+                return as_json(body, status=409)
+            return text("EARLY_CANCEL_DENIED")
+        return text(_SMS_ACTIVATE_ERRORS.get(exc.reason, "BAD_STATUS"))
+
+
+def _sms_activate_status(state: SimState, key: str, act_id: str, status: str) -> Reply:
+    if status == "1":
+        act = state.get(key, act_id)
+        return text("ACCESS_READY" if act.status == "waiting" else "BAD_STATUS")
+    if status == "3":
+        state.retry(key, act_id)
+        return text("ACCESS_RETRY_GET")
+    if status == "6":
+        state.finish(key, act_id)
+        return text("ACCESS_ACTIVATION")
+    if status in state.config.sms_activate_cancel_statuses:
+        state.cancel(key, act_id)
+        return text("ACCESS_CANCEL")
+    return text("BAD_STATUS")
+
+
+# --- faults rendered per protocol ----------------------------------------------------------
+
+NO_NUMBERS = {"sms_man": "no_numbers", "onlinesim": "WARNING_NO_NUMS", "sms_activate": "NO_NUMBERS"}
+
+
+def error_reply(protocol: str, code: str) -> Reply:
+    """`code` rendered the way `protocol` reports errors."""
+    if protocol == "sms_man":
+        return sms_man_error(code, code.replace("_", " ").capitalize())
+    if protocol == "onlinesim":
+        return onlinesim_error(code)
+    return text(code)
+
+
+def rate_limit_reply(protocol: str) -> Reply:
+    if protocol == "onlinesim":
+        return onlinesim_error("INTERVAL_CONCURRENT_REQUESTS_ERROR")
+    return Reply(429, "Too Many Requests", TEXT)
