@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from urllib.parse import quote, quote_plus
 
@@ -139,16 +139,33 @@ class Http:
             raise self.malformed(action, response, "not JSON") from None
 
 
-def check_quote(provider: str, quote: PriceInfo, max_price: Decimal | None, *, action: str) -> None:
-    """Refuse to buy when nothing is in stock or the price is above the caller's maximum."""
-    if quote.available <= 0:
+NO_OFFER = "no_offer"
+
+
+def purchase_price(
+    quote: Callable[[], PriceInfo], max_price: Decimal | None, *, provider: str, action: str
+) -> Decimal:
+    """The price to record for a purchase about to be made; refuses one out of stock or above max.
+
+    An offer missing from the price list does not refuse: the purchase reply then says why (a bad
+    service is a StopError, no numbers an UnavailableError). If it succeeds anyway, the recorded
+    price is `max_price` (the most it can have cost) or 0 when unknown.
+    """
+    try:
+        info = quote()
+    except UnavailableError as exc:
+        if exc.code != NO_OFFER:
+            raise
+        return max_price if max_price is not None else Decimal(0)
+    if info.available <= 0:
         raise UnavailableError(
             f"{provider} {action}: no numbers", provider=provider, action=action, code="no_numbers"
         )
-    if max_price is not None and quote.price > max_price:
+    if max_price is not None and info.price > max_price:
         raise UnavailableError(
-            f"{provider} {action}: price {quote.price} above max {max_price}",
+            f"{provider} {action}: price {info.price} above max {max_price}",
             provider=provider,
             action=action,
             code="price_above_max",
         )
+    return info.price

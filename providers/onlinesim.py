@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import httpx
 
-from providers._http import Http, check_quote, parse_decimal
+from providers._http import NO_OFFER, Http, parse_decimal, purchase_price
 from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease, PriceInfo, Waiting
 from providers.errors import (
     CancelTooEarly,
@@ -114,12 +114,13 @@ class OnlineSimProvider:
             f"{NAME} getNumbersStats: no offer for {service} in country {country}",
             provider=NAME,
             action="getNumbersStats",
-            code="WARNING_NO_NUMS",
+            code=NO_OFFER,
         )
 
     def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
-        quote = self.price(service, country)
-        check_quote(NAME, quote, max_price, action="getNum")
+        price = purchase_price(
+            lambda: self.price(service, country), max_price, provider=self.name, action="getNum"
+        )
         data = self._call("getNum", service=service, country=country, number="true")
         assert isinstance(data, dict)
         tzid = data.get("tzid")
@@ -130,7 +131,7 @@ class OnlineSimProvider:
             provider=NAME,
             activation_id=str(tzid),
             phone="+" + number.lstrip("+"),
-            price=quote.price,
+            price=price,
             currency=self.currency,
             bought_at=datetime.now(UTC),
         )

@@ -265,6 +265,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # one write per reply: headers and body together (no Nagle stall)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # request lines carry keys; the simulator logs nothing

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import httpx
 
-from providers._http import Http, check_quote, parse_decimal, redact
+from providers._http import NO_OFFER, Http, parse_decimal, purchase_price, redact
 from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease, PriceInfo, Waiting
 from providers.errors import (
     CancelTooEarly,
@@ -112,14 +112,15 @@ class SmsActivateProvider:
                 f"{self.name} getPrices: no offer for {service} in country {country}",
                 provider=self.name,
                 action="getPrices",
-                code="NO_NUMBERS",
+                code=NO_OFFER,
             )
         cost = parse_decimal(offer.get("cost"), provider=self.name, action="getPrices", body=str(offer))
         return PriceInfo(price=cost, available=int(offer.get("count") or 0), currency=self.currency)
 
     def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
-        quote = self.price(service, country)
-        check_quote(self.name, quote, max_price, action="getNumber")
+        price = purchase_price(
+            lambda: self.price(service, country), max_price, provider=self.name, action="getNumber"
+        )
         params = {"service": service, "country": country}
         if max_price is not None:
             params["maxPrice"] = str(max_price)
@@ -133,7 +134,7 @@ class SmsActivateProvider:
             provider=self.name,
             activation_id=parts[1],
             phone="+" + parts[2].lstrip("+"),
-            price=quote.price,
+            price=price,
             currency=self.currency,
             bought_at=datetime.now(UTC),
         )

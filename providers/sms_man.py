@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import httpx
 
-from providers._http import Http, check_quote, parse_decimal
+from providers._http import NO_OFFER, Http, parse_decimal, purchase_price
 from providers.base import Cancelled, CheckResult, CodeReceived, Lease, PriceInfo, Waiting
 from providers.errors import (
     NotSupported,
@@ -92,14 +92,15 @@ class SmsManProvider:
                 f"{NAME} get-prices: no offer for application {service} in country {country}",
                 provider=NAME,
                 action="get-prices",
-                code="no_numbers",
+                code=NO_OFFER,
             )
         cost = parse_decimal(offer.get("cost"), provider=NAME, action="get-prices", body=str(offer))
         return PriceInfo(price=cost, available=int(offer.get("count") or 0), currency=self.currency)
 
     def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
-        quote = self.price(service, country)
-        check_quote(NAME, quote, max_price, action="get-number")
+        price = purchase_price(
+            lambda: self.price(service, country), max_price, provider=self.name, action="get-number"
+        )
         params = {"country_id": country, "application_id": service}
         if max_price is not None:
             params["maxPrice"] = str(max_price)
@@ -111,7 +112,7 @@ class SmsManProvider:
             provider=NAME,
             activation_id=str(request_id),
             phone="+" + number.lstrip("+"),
-            price=quote.price,
+            price=price,
             currency=self.currency,
             bought_at=datetime.now(UTC),
         )
