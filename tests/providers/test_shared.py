@@ -1,0 +1,243 @@
+"""Behaviour every provider client shares, run against the simulator over loopback HTTP."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC
+from decimal import Decimal
+
+import pytest
+
+from providers import CodeReceived, Provider, Waiting, build_provider
+from providers.base import Cancelled, Expired
+from providers.errors import (
+    CancelTooEarly,
+    MalformedReply,
+    NotSupported,
+    ProviderError,
+    StopError,
+    TransientError,
+    UnavailableError,
+    is_retryable,
+)
+from settings.model import ProviderSettings
+from tests.providers.conftest import KEY, Spec
+
+
+def buy(provider: Provider, spec: Spec, max_price: Decimal | None = None):
+    return provider.acquire(spec.service, spec.country, max_price)
+
+
+class TestHappyPath:
+    def test_satisfies_the_protocol(self, provider):
+        assert isinstance(provider, Provider)
+        assert KEY not in repr(provider)
+
+    def test_balance_and_price(self, sim, provider, spec):
+        sim.set_offer(spec.service, spec.country, "12.50", 7)
+        assert provider.balance() == Decimal("100")
+        info = provider.price(spec.service, spec.country)
+        assert (info.price, info.available) == (Decimal("12.50"), 7)
+
+    def test_buy_wait_code_finish(self, sim, provider, spec):
+        lease = buy(provider, spec, Decimal("50"))
+        assert lease.provider == spec.name and lease.phone.startswith("+") and lease.phone[1:].isdigit()
+        assert lease.price == Decimal("10") and lease.bought_at.tzinfo is UTC
+        assert isinstance(provider.check(lease), Waiting)
+        sim.deliver(lease.activation_id, "482913")
+        assert provider.check(lease) == CodeReceived(code="482913", text="482913")
+        provider.finish(lease)
+        ledger = sim.ledger()
+        assert [e.activation_id for e in ledger.finishes] == [lease.activation_id]
+        assert ledger.settled and provider.balance() == Decimal("90")
+
+    def test_sms_after_configured_delay(self, sim, provider, spec):
+        sim.set_sms_delay(30)
+        lease = buy(provider, spec)
+        assert isinstance(provider.check(lease), Waiting)
+        sim.advance(31)
+        assert isinstance(provider.check(lease), CodeReceived)
+
+
+class TestCancel:
+    def test_cancel_refunds_and_is_idempotent(self, sim, provider, spec):
+        lease = buy(provider, spec)
+        provider.cancel(lease)
+        provider.cancel(lease)
+        assert isinstance(provider.check(lease), Cancelled | Expired)
+        ledger = sim.ledger()
+        assert [e.activation_id for e in ledger.refunds] == [lease.activation_id]
+        assert ledger.settled and provider.balance() == Decimal("100")
+
+    def test_cancel_after_code_completes_instead(self, sim, provider, spec):
+        lease = buy(provider, spec)
+        sim.deliver(lease.activation_id, "1111")
+        provider.cancel(lease)
+        ledger = sim.ledger()
+        assert ledger.open == [] and len(ledger.finishes) == 1 and ledger.settled
+
+    def test_early_cancel_then_later_cancel(self, sim, provider, spec):
+        if not spec.early_cancel:
+            pytest.skip(f"{spec.name} has no minimum time before cancel")
+        sim.configure(min_cancel_s=120)
+        lease = buy(provider, spec)
+        with pytest.raises(CancelTooEarly) as caught:
+            provider.cancel(lease)
+        assert 0 < caught.value.retry_after_s <= 120 and not is_retryable(caught.value)
+        assert sim.ledger().open == [lease.activation_id]
+        sim.advance(121)
+        provider.cancel(lease)
+        assert sim.ledger().settled and provider.balance() == Decimal("100")
+
+    def test_expiry_refunds(self, sim, provider, spec):
+        lease = buy(provider, spec)
+        sim.advance(sim.state.config.lifetime_s + 1)
+        assert isinstance(provider.check(lease), Cancelled | Expired)
+        provider.cancel(lease)  # already over: counts as done
+        ledger = sim.ledger()
+        assert ledger.settled and len(ledger.refunds) == 1 and provider.balance() == Decimal("100")
+
+
+class TestUnavailable:
+    def test_price_above_max_buys_nothing(self, sim, provider, spec):
+        with pytest.raises(UnavailableError):
+            buy(provider, spec, Decimal("9.99"))
+        assert sim.purchases == 0
+
+    def test_sold_out(self, sim, provider, spec):
+        sim.set_offer(spec.service, spec.country, "10", 0)
+        with pytest.raises(UnavailableError):
+            buy(provider, spec)
+        assert sim.purchases == 0
+
+    def test_no_numbers_reply(self, sim, provider, spec):
+        sim.inject("no_numbers", protocol=spec.name, action=spec.buy_action)
+        with pytest.raises(UnavailableError) as caught:
+            buy(provider, spec)
+        assert not is_retryable(caught.value)
+
+
+class TestStop:
+    def test_bad_key_names_the_setting(self, make_provider, spec):
+        provider = make_provider(spec.name, api_key="wrong-key-7781")
+        with pytest.raises(StopError) as caught:
+            provider.balance()
+        message = str(caught.value)
+        assert f"PROVISIONER_PROVIDERS__{spec.name.upper()}__API_KEY" in message
+        assert spec.name in message and "wrong-key-7781" not in message
+
+    def test_unknown_service(self, sim, provider, spec):
+        with pytest.raises(StopError):
+            provider.acquire("no-such-service", spec.country, None)
+        assert sim.purchases == 0
+
+    def test_no_balance(self, sim, provider, spec):
+        sim.set_offer(spec.service, spec.country, "150", 5)
+        with pytest.raises(StopError):
+            buy(provider, spec)
+
+    def test_missing_key(self, sim, spec):
+        with pytest.raises(StopError, match="API_KEY"):
+            build_provider(spec.name, ProviderSettings(base_url=sim.base_urls[spec.name]))
+
+
+class TestTransient:
+    @pytest.mark.parametrize("status", [500, 502, 503])
+    def test_server_errors(self, sim, provider, spec, status):
+        sim.inject("http", status=status, protocol=spec.name)
+        with pytest.raises(TransientError) as caught:
+            provider.balance()
+        assert is_retryable(caught.value) and caught.value.provider == spec.name
+
+    def test_rate_limit(self, sim, provider, spec):
+        sim.inject("rate_limit", protocol=spec.name)
+        with pytest.raises(TransientError):
+            provider.balance()
+
+    def test_slow_reply_times_out(self, sim, make_provider, spec):
+        provider = make_provider(spec.name, timeout_s=0.3)
+        sim.inject("slow", delay_s=0.8, protocol=spec.name, action=spec.balance_action)
+        with pytest.raises(TransientError, match="no reply within"):
+            provider.balance()
+
+    def test_connection_refused(self, spec):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = ProviderSettings(api_key=KEY, base_url=f"http://127.0.0.1:{port}/x/", timeout_s=1)
+        provider = build_provider(spec.name, settings)
+        try:
+            with pytest.raises(TransientError):
+                provider.balance()
+        finally:
+            provider.close()
+
+    def test_fail_the_nth_call_only(self, sim, provider, spec):
+        lease = buy(provider, spec)
+        sim.inject("http", status=500, protocol=spec.name, action=spec.check_action, nth=2)
+        assert isinstance(provider.check(lease), Waiting)
+        with pytest.raises(TransientError):
+            provider.check(lease)
+        assert isinstance(provider.check(lease), Waiting)
+
+    def test_lost_purchase_reply_leaves_an_open_activation(self, sim, provider, spec):
+        sim.inject("http", status=502, protocol=spec.name, action=spec.buy_action, execute=True)
+        with pytest.raises(TransientError):
+            buy(provider, spec)
+        ledger = sim.ledger()
+        assert len(ledger.open) == 1
+        found = provider.find_open_activations()
+        if spec.lists_open:
+            assert found is not None and [lease.activation_id for lease in found] == ledger.open
+        else:
+            assert found is None
+
+
+class TestMalformed:
+    def test_html_instead_of_a_reply(self, sim, provider, spec):
+        sim.inject("malformed", protocol=spec.name, body="<html>maintenance " + "x" * 400 + "</html>")
+        with pytest.raises(MalformedReply) as caught:
+            provider.balance()
+        message = str(caught.value)
+        assert spec.name in message and "maintenance" in message and len(message) < 400
+        assert caught.value.action == spec.balance_action and not is_retryable(caught.value)
+
+
+class TestAnotherCode:
+    def test_request_another_code(self, sim, provider, spec):
+        lease = buy(provider, spec)
+        sim.deliver(lease.activation_id, "1111")
+        if not spec.another_code:
+            with pytest.raises(NotSupported):
+                provider.request_another_code(lease)
+            return
+        provider.request_another_code(lease)
+        assert isinstance(provider.check(lease), Waiting)
+        sim.deliver(lease.activation_id, "2222")
+        assert provider.check(lease).code == "2222"
+
+
+class TestSecrets:
+    def test_key_never_in_logs_errors_or_reprs(self, sim, make_provider, spec, caplog):
+        caplog.set_level(logging.DEBUG)
+        provider = make_provider(spec.name)
+        seen: list[str] = [repr(provider)]
+        lease = buy(provider, spec)
+        seen += [repr(lease), repr(provider.check(lease))]
+        faults = [("http", {"status": 500}), ("malformed", {"body": f"echo {KEY}"}), ("error", {"code": "X"})]
+        for kind, options in faults:
+            sim.inject(kind, protocol=spec.name, **options)
+            with pytest.raises(ProviderError) as caught:
+                provider.balance()
+            seen += [str(caught.value), repr(caught.value), repr(caught.value.args)]
+        sim.inject("slow", delay_s=3, protocol=spec.name)
+        with pytest.raises(TransientError) as caught:
+            make_provider(spec.name, timeout_s=0.2).balance()
+        seen.append(str(caught.value))
+        with pytest.raises(StopError) as caught:
+            make_provider(spec.name, api_key=KEY + "-bad").balance()
+        seen.append(str(caught.value))
+        assert any("HTTP Request" in r.getMessage() for r in caplog.records)  # httpx did log
+        for text in [*seen, caplog.text, *(r.getMessage() for r in caplog.records)]:
+            assert KEY not in text
