@@ -1,0 +1,73 @@
+"""Device profiles as data: the shipped YAML, an extra file, and what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.profiles import DeviceProfile, ProfilesFileError, builtin_profiles, load_profiles, parse_profiles
+
+
+class TestBuiltinProfiles:
+    def test_stub_is_small_and_uses_rfb_readiness(self) -> None:
+        stub = builtin_profiles()["stub"]
+        assert stub.image == "provisioner/device-stub:latest"
+        assert stub.vnc_port == 5900
+        assert stub.readiness.kind == "rfb"
+        assert stub.devices == []
+        assert stub.nano_cpus <= 1_000_000_000
+
+    def test_android_asks_for_kvm_and_waits_for_device_status(self) -> None:
+        android = builtin_profiles()["android"]
+        assert android.image.startswith("budtmo/docker-android:emulator_")
+        assert (android.vnc_port, android.adb_port) == (5900, 5555)
+        assert android.devices == ["/dev/kvm"]
+        assert android.device_mappings() == ["/dev/kvm:/dev/kvm:rwm"]
+        assert android.env["WEB_VNC"] == "false"
+        assert android.env["USER_BEHAVIOR_ANALYTICS"] == "false"
+        assert "EMULATOR_DEVICE" in android.env
+        assert android.readiness.kind == "status_file"
+        assert android.readiness.probe_command() == ["cat", "/home/androidusr/device_status"]
+        assert android.readiness.ready_value == "READY"
+        assert android.nano_cpus > builtin_profiles()["stub"].nano_cpus
+
+
+class TestExtraProfilesFile:
+    def test_extra_file_adds_and_overrides(self, tmp_path: Path) -> None:
+        extra = tmp_path / "profiles.yaml"
+        extra.write_text(
+            "profiles:\n"
+            "  stub:\n"
+            "    image: registry.local/stub:2\n"
+            "  pixel:\n"
+            "    image: budtmo/docker-android:emulator_13.0\n"
+            "    env: {WEB_VNC: false, PORT: 5}\n"
+            "    devices: [/dev/kvm]\n"
+            "    readiness: {kind: exec, command: [adb, shell, getprop, sys.boot_completed], ready_value: '1'}\n"
+        )
+        profiles = load_profiles(extra)
+        assert profiles["stub"].image == "registry.local/stub:2"
+        assert profiles["android"].image.startswith("budtmo/")
+        pixel = profiles["pixel"]
+        assert pixel.name == "pixel"
+        assert pixel.env == {"WEB_VNC": "false", "PORT": "5"}
+        assert pixel.readiness.probe_command() == ["adb", "shell", "getprop", "sys.boot_completed"]
+
+    @pytest.mark.parametrize(
+        ("body", "complaint"),
+        [
+            ("profiles: [a, b]", "mapping under 'profiles:'"),
+            ("profiles:\n  x: {vnc_port: 5900}", "image"),
+            ("profiles:\n  x: {image: a, privileged: true}", "privileged"),
+            ("profiles:\n  x: {image: a, devices: [kvm]}", "/dev/"),
+            ("profiles:\n  x: {image: a, readiness: {kind: status_file}}", "status_file"),
+        ],
+    )
+    def test_malformed_profiles_name_file_and_profile(self, body: str, complaint: str) -> None:
+        with pytest.raises(ProfilesFileError, match="extra.yaml") as caught:
+            parse_profiles(body, source="extra.yaml")
+        assert complaint in str(caught.value)
+
+    def test_profile_is_never_privileged(self) -> None:
+        assert "privileged" not in DeviceProfile.model_fields
