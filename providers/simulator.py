@@ -18,6 +18,7 @@ or in-process on a free loopback port:
     sim.inject("http", status=502, protocol="onlinesim", action="getNum", nth=2, times=1)
     sim.ledger()             # Ledger: .entries .purchases .refunds .finishes .open .settled
     sim.purchases            # number of purchases so far
+    sim.calls                # [(protocol, action, params without the key)] since the last reset
     sim.balance("test-key")
     sim.reset()              # clean state: keys, offers, config, clock, faults back to start values
     sim.stop()
@@ -55,6 +56,7 @@ from providers.sim_state import Ledger, Offer, SimConfig, SimError, SimState
 from providers.sim_wire import TEXT, Reply
 
 PROTOCOLS = ("sms_man", "onlinesim", "sms_activate")
+SECRET_PARAMS = ("token", "apikey", "api_key")
 FAULT_KINDS = ("http", "slow", "malformed", "error", "no_numbers", "rate_limit")
 
 
@@ -116,6 +118,7 @@ class Simulator:
         self._config = replace(SimConfig(sms_delay_s=sms_delay_s), **config)  # type: ignore[arg-type]
         self.host, self.port = host, port
         self._faults: list[Fault] = []
+        self.calls: list[tuple[str, str, dict[str, str]]] = []  # (protocol, action, params without keys)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.state = self._fresh_state()
@@ -159,6 +162,7 @@ class Simulator:
     def reset(self) -> None:
         with self.state.lock:
             self._faults.clear()
+            self.calls.clear()
             fresh = self._fresh_state()
             for name in ("balances", "config", "offers", "activations", "entries", "offset", "next_id"):
                 setattr(self.state, name, getattr(fresh, name))
@@ -213,6 +217,8 @@ class Simulator:
             return next((f for f in self._faults if f.matches(protocol, action)), None)
 
     def handle(self, protocol: str, action: str, params: dict[str, str], authorization: str | None) -> Reply:
+        with self.state.lock:
+            self.calls.append((protocol, action, {k: v for k, v in params.items() if k not in SECRET_PARAMS}))
         fault = self._fault_for(protocol, action)
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay_s)

@@ -193,6 +193,8 @@ class SmsActivateProvider:
             expected = "ACCESS_ACTIVATION" if status == "6" else "ACCESS_CANCEL"
             if self._set_status(lease, status, expected) in (expected, "NO_ACTIVATION"):
                 return  # NO_ACTIVATION: already cancelled, expired or never existed
+        if not isinstance(self.check(lease), Waiting):
+            return  # already over (finished, cancelled): nothing left to cancel
         raise self._error("setStatus", "BAD_STATUS")
 
     def request_another_code(self, lease: Lease) -> None:

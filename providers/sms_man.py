@@ -19,7 +19,6 @@ from providers.errors import (
     NotSupported,
     ProviderError,
     StopError,
-    TransientError,
     UnavailableError,
     api_key_var,
 )
@@ -29,9 +28,7 @@ NAME = "sms_man"
 WAIT = "wait_sms"
 WRONG_STATUS = "wrong_status"
 
-_STOP_CODES = {"wrong_token": "api_key", "balance": "api_key", "blocked": "api_key"}
-_UNAVAILABLE_CODES = {"no_numbers", "limit", "too_many_numbers"}
-_TRANSIENT_CODES = {"try_again_later", "server_error"}
+_STOP_CODES = {"wrong_token", "balance"}  # bad key, insufficient funds
 
 
 class SmsManProvider:
@@ -75,8 +72,6 @@ class SmsManProvider:
         text = f"{NAME} {action}: {code}: {message}"
         if code in _STOP_CODES:
             return StopError(text, provider=NAME, action=action, code=code, setting=api_key_var(NAME))
-        if code in _TRANSIENT_CODES:
-            return TransientError(text, provider=NAME, action=action, code=code)
         # no_numbers and codes we do not know: this provider cannot serve now, try the next one.
         return UnavailableError(text, provider=NAME, action=action, code=code)
 

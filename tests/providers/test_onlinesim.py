@@ -1,0 +1,112 @@
+"""OnlineSim quirks: `response` codes, getState arrays, TZ_INPOOL, setOperationOk as finish and cancel."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from providers.base import Expired, Waiting
+from providers.errors import CancelTooEarly, StopError, TransientError, UnavailableError
+from providers.onlinesim import OnlineSimProvider
+from tests.providers.conftest import KEY
+
+STOP = ["ERROR_WRONG_KEY", "ERROR_NO_KEY", "ACCOUNT_BLOCKED", "ERROR_NO_SERVICE", "WARNING_LOW_BALANCE",
+        "API_ACCESS_DISABLED", "API_ACCESS_IP", "ERROR_PARAMS"]  # fmt: skip
+UNAVAILABLE = ["WARNING_NO_NUMS", "NO_NUMBER", "EXCEEDED_CONCURRENT_OPERATIONS", "DUPLICATE_OPERATION"]
+TRANSIENT = ["INTERVAL_CONCURRENT_REQUESTS_ERROR", "TRY_AGAIN_LATER", "TIME_INTERVAL_ERROR"]
+GONE = ["ERROR_WRONG_TZID", "ERROR_NO_OPERATIONS", "LIFICYCLE_NUM_EXPIRED"]
+
+
+@pytest.fixture
+def client(make_provider):
+    return make_provider("onlinesim")
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("code", "error"),
+        [(c, StopError) for c in STOP] + [(c, UnavailableError) for c in UNAVAILABLE]
+        + [(c, TransientError) for c in TRANSIENT],
+    )  # fmt: skip
+    def test_purchase_error_codes(self, sim, client, code, error):
+        sim.inject("error", code=code, protocol="onlinesim", action="getNum")
+        with pytest.raises(error) as caught:
+            client.acquire("tg", "7", None)
+        assert caught.value.code == code
+
+    def test_no_complete_tzid_is_cancel_too_early(self, sim, client):
+        lease = client.acquire("tg", "7", None)
+        sim.inject("error", code="NO_COMPLETE_TZID", protocol="onlinesim", action="setOperationOk")
+        with pytest.raises(CancelTooEarly) as caught:
+            client.cancel(lease)
+        assert 100 < caught.value.retry_after_s <= 120
+
+    @pytest.mark.parametrize("code", GONE)
+    def test_cancel_of_a_gone_operation_is_done(self, sim, client, code):
+        lease = client.acquire("tg", "7", None)
+        sim.inject("error", code=code, protocol="onlinesim", action="setOperationOk")
+        client.cancel(lease)
+
+    @pytest.mark.parametrize("code", GONE)
+    def test_check_of_a_gone_operation_is_expired(self, sim, client, code):
+        lease = client.acquire("tg", "7", None)
+        sim.inject("error", code=code, protocol="onlinesim", action="getState")
+        assert isinstance(client.check(lease), Expired)
+
+
+class TestWire:
+    def test_get_state_is_an_array_with_msg_false(self, sim, client):
+        lease = client.acquire("tg", "7", None)
+        reply = httpx.get(
+            sim.base_urls["onlinesim"] + "getState.php", params={"apikey": KEY, "tzid": lease.activation_id}
+        )
+        [item] = reply.json()
+        assert item["response"] == "TZ_NUM_WAIT" and item["msg"] is False and item["number"] == lease.phone
+        assert client.check(lease) == Waiting("TZ_NUM_WAIT")
+
+    def test_key_is_a_bearer_token_not_in_the_url(self, sim, client, caplog):
+        caplog.set_level(logging.INFO, logger="httpx")
+        client.balance()
+        assert all("apikey" not in params for _, _, params in sim.calls)
+        assert "getBalance.php" in caplog.text and KEY not in caplog.text
+
+    def test_frozen_money_shows_in_zbalance_until_cancel(self, sim, client):
+        lease = client.acquire("tg", "7", None)
+        url = sim.base_urls["onlinesim"] + "getBalance.php"
+        assert httpx.get(url, params={"apikey": KEY}).json()["zbalance"] == 10.0
+        client.cancel(lease)
+        assert httpx.get(url, params={"apikey": KEY}).json() == {
+            "response": 1,
+            "balance": "100.00",
+            "zbalance": 0.0,
+        }
+
+
+class TestInPool:
+    def test_acquire_waits_for_the_number(self, sim, provider_settings):
+        sim.configure(pool_s=0.3)
+        client = OnlineSimProvider(provider_settings("onlinesim"), number_poll_s=0.05)
+        try:
+            lease = client.acquire("tg", "7", Decimal("10"))
+        finally:
+            client.close()
+        assert lease.phone.startswith("+7900")
+        assert [action for _, action, _ in sim.calls].count("getState") >= 2
+
+    def test_no_number_in_time_is_found_by_reconciliation(self, sim, provider_settings):
+        sim.configure(pool_s=5)
+        client = OnlineSimProvider(provider_settings("onlinesim"), number_wait_s=0.1, number_poll_s=0.05)
+        try:
+            with pytest.raises(UnavailableError, match="no number"):
+                client.acquire("tg", "7", None)
+            assert client.find_open_activations() == []  # still TZ_INPOOL
+            sim.advance(6)
+            [lease] = client.find_open_activations()
+            assert lease.activation_id == sim.ledger().open[0] and lease.price == Decimal("10")
+            client.cancel(lease)
+        finally:
+            client.close()
+        assert sim.ledger().settled

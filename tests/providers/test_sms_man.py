@@ -1,0 +1,78 @@
+"""SMS-MAN quirks: error_msg as a string or an object, reject/close, HTTP 400 for a bad application."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from providers.errors import NotSupported, StopError, UnavailableError
+from providers.sms_man import SmsManProvider
+from settings.model import ProviderSettings
+from tests.providers.conftest import KEY
+
+
+@pytest.fixture
+def client(make_provider):
+    return make_provider("sms_man")
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("code", "error"),
+        [("wrong_token", StopError), ("balance", StopError), ("no_numbers", UnavailableError),
+         ("something_new", UnavailableError)],
+    )  # fmt: skip
+    def test_error_codes(self, sim, client, code, error):
+        sim.inject("error", code=code, protocol="sms_man", action="get-number")
+        with pytest.raises(error) as caught:
+            client.acquire("tg", "0", None)
+        assert caught.value.code == code and caught.value.action == "get-number"
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"success": False, "error_code": "wrong_token", "error_msg": "Wrong token!"},
+            {"success": False, "error_code": "wrong_token", "error_msg": {"token": "Wrong token!"}},
+            {"success": False, "error_msg": {"token": "Wrong token!"}},
+        ],
+    )
+    def test_error_msg_string_or_object(self, body):
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+        settings = ProviderSettings(api_key=KEY, base_url="https://sms-man.invalid/control/", timeout_s=1)
+        with (
+            httpx.Client(transport=transport) as http,
+            pytest.raises(StopError, match="Wrong token!") as caught,
+        ):
+            SmsManProvider(settings, http).balance()
+        assert "PROVISIONER_PROVIDERS__SMS_MAN__API_KEY" in str(caught.value)
+
+    def test_wrong_application_is_http_400(self, sim, client):
+        with pytest.raises(StopError, match="PROVISIONER_DEFAULTS__SERVICE"):
+            client.acquire("999", "0", None)
+
+
+class TestWire:
+    def test_number_gets_a_plus_and_price_from_get_prices(self, sim, client):
+        sim.set_offer("1", "7", "0.15", 3)
+        lease = client.acquire("1", "7", Decimal("1"))
+        assert lease.phone == "+7900000" + lease.activation_id and lease.price == Decimal("0.15")
+        assert (
+            "sms_man",
+            "get-number",
+            {"country_id": "7", "application_id": "1", "maxPrice": "1"},
+        ) in sim.calls
+
+    def test_cancel_is_reject_and_finish_is_close(self, sim, client):
+        first, second = client.acquire("tg", "0", None), client.acquire("tg", "0", None)
+        client.cancel(first)
+        sim.deliver(second.activation_id, "77")
+        client.finish(second)
+        statuses = [params["status"] for _, action, params in sim.calls if action == "set-status"]
+        assert statuses == ["reject", "close"] and sim.ledger().settled
+
+    def test_no_second_code(self, sim, client):
+        lease = client.acquire("tg", "0", None)
+        with pytest.raises(NotSupported):
+            client.request_another_code(lease)
