@@ -48,6 +48,7 @@ from runtime.probes import ProbeFailed, fetch_page, read_banner_over_websocket, 
 from runtime.profiles import DeviceProfile, load_profiles
 
 STREAM_PORT = 6080
+DEFAULT_VNC_PORT = 5900
 STREAM_MEM_LIMIT = "128m"
 STREAM_NANO_CPUS = 500_000_000
 LOG_TAIL_LINES = 30
@@ -75,7 +76,6 @@ class ContainerRuntime:
         self.publish_streams = publish_streams
         self.stream_image = stream_image
         self.profiles = dict(profiles)
-        self._network_ready = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> ContainerRuntime:
@@ -110,9 +110,10 @@ class ContainerRuntime:
     # -- launching ----------------------------------------------------------------------------
 
     def ensure_network(self) -> None:
-        """Create the deployment's bridge network when it does not exist yet."""
-        if self._network_ready:
-            return
+        """Create the deployment's bridge network when it does not exist yet.
+
+        Checked on every launch rather than cached: another process may remove an unused network.
+        """
         if not self._network_exists():
             # A concurrent launch may create it first: a name conflict means it exists now.
             with contextlib.suppress(NameConflict), translate_docker_errors(container=self.network):
@@ -122,7 +123,6 @@ class ContainerRuntime:
                     check_duplicate=True,
                     labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: self.instance_id},
                 )
-        self._network_ready = True
 
     def _network_exists(self) -> bool:
         # The names filter matches substrings; look for the exact name.
@@ -170,12 +170,10 @@ class ContainerRuntime:
         return self.launch_stream(session_id)
 
     def _device_vnc_port(self, device_name: str) -> int:
-        try:
-            attrs = self._inspect(device_name)
-        except ContainerMissing:
-            return self.profile("stub").vnc_port if "stub" in self.profiles else 5900
-        profile = (attrs["Config"].get("Labels") or {}).get(LABEL_PROFILE, "")
-        return self.profiles[profile].vnc_port if profile in self.profiles else 5900
+        """The VNC port of the profile the device was launched with (default 5900)."""
+        attrs = self._inspect_or_none(device_name)
+        profile = (attrs["Config"].get("Labels") or {}).get(LABEL_PROFILE, "") if attrs else ""
+        return self.profiles[profile].vnc_port if profile in self.profiles else DEFAULT_VNC_PORT
 
     def _launch(
         self, name: str, image: str, *, session_id: str, ports: dict | None, **config: Any

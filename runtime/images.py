@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from runtime.errors import translate_docker_errors
+from runtime.errors import RuntimeFailure, translate_docker_errors
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
 
-    with translate_docker_errors():
-        client = docker.from_env()
-        client.ping()
+    try:
+        with translate_docker_errors():
+            client = docker.from_env()
+            client.ping()
+    except RuntimeFailure as exc:
+        print(f"build-images: {exc}", file=sys.stderr)
+        return 1
     started = time.monotonic()
     print(f"{BASE_IMAGE}: {ensure_base_image(client)} ({time.monotonic() - started:.0f}s)")
     for spec in IMAGES:
