@@ -1,1 +1,1 @@
-"""gateway."""
+"""The stream gateway: the session API and a reverse proxy to the sessions' noVNC streams."""

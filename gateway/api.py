@@ -1,0 +1,188 @@
+"""The JSON API: list and read sessions, ask for a stream, start provision and release flow runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.pages import error_reply
+from gateway.runs import IDEMPOTENCY_KEY_MAX, PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT, OrchestratorError
+from gateway.service import Gateway, UnknownSession
+from gateway.upstream import StreamUnavailable, valid_session_id
+from provisioning.containers import gateway_stream_url
+from provisioning.request import ProvisionRequest
+from store import SessionRow, State, new_session_id
+from store import repository as repo
+from tasks.publish import mask_phone
+
+LIST_LIMIT_MAX = 500
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def session_json(gw: Gateway, row: SessionRow) -> dict[str, Any]:
+    """A session as clients see it: the phone masked, the code never."""
+    return {
+        "id": row.id,
+        "state": row.state,
+        "phone": mask_phone(row.phone_number),
+        "provider": row.provider,
+        "service": row.service,
+        "country": row.country,
+        "device_profile": row.device_profile,
+        "stream_url": gateway_stream_url(gw.deps, row.id) if State(row.state) in _LIVE_OR_LAUNCHING else None,
+        "code_received": row.verification_code is not None,
+        "flow_run_id": row.flow_run_id,
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "ready_at": _iso(row.ready_at),
+        "expires_at": _iso(row.expires_at),
+        "last_error": row.last_error,
+    }
+
+
+_LIVE_OR_LAUNCHING = frozenset({State.LAUNCHING, State.AWAITING_CODE, State.VERIFIED})
+
+
+def _bad_id(request: Request, session_id: str) -> Response:
+    return error_reply(request, 404, "unknown session", detail="not a session id", session_id=None)
+
+
+async def list_sessions(request: Request) -> Response:
+    gw = _gateway(request)
+    try:
+        limit = min(max(int(request.query_params.get("limit", "100")), 1), LIST_LIMIT_MAX)
+        states = [State(s) for s in request.query_params.getlist("state")]
+    except ValueError as exc:
+        return error_reply(request, 400, "bad query", detail=str(exc))
+
+    def read() -> list[dict[str, Any]]:
+        with gw.deps.sessions() as db:
+            return [session_json(gw, row) for row in repo.list_sessions(db, limit=limit, states=states)]
+
+    return JSONResponse({"sessions": await run_in_threadpool(read)})
+
+
+async def get_session(request: Request) -> Response:
+    gw = _gateway(request)
+    session_id = request.path_params["session_id"]
+    if not valid_session_id(session_id):
+        return _bad_id(request, session_id)
+
+    def read() -> dict[str, Any] | None:
+        with gw.deps.sessions() as db:
+            row = repo.find_session(db, session_id)
+            if row is None:
+                return None
+            body = session_json(gw, row)
+            body["events"] = [
+                {
+                    "at": _iso(e.at),
+                    "from": e.from_state,
+                    "to": e.to_state,
+                    "reason": e.reason,
+                    "actor": e.actor,
+                }
+                for e in repo.recent_events(db, session_id)
+            ]
+            return body
+
+    body = await run_in_threadpool(read)
+    if body is None:
+        return error_reply(request, 404, "unknown session", session_id=session_id)
+    return JSONResponse(body)
+
+
+async def get_stream(request: Request) -> Response:
+    """200 with the stream URL only when the session is live and its stream answers; never 502."""
+    gw = _gateway(request)
+    session_id = request.path_params["session_id"]
+    if not valid_session_id(session_id):
+        return _bad_id(request, session_id)
+    try:
+        await gw.upstream(session_id, probe=True)
+    except UnknownSession:
+        return error_reply(request, 404, "unknown session", session_id=session_id)
+    except StreamUnavailable as exc:
+        return error_reply(request, 503, exc.reason, detail=exc.detail, session_id=session_id)
+    return JSONResponse({"session_id": session_id, "stream_url": gateway_stream_url(gw.deps, session_id)})
+
+
+def _idempotency_key(request: Request, kind: str) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if not key:
+        return None
+    # Scoped, so a client key can never match a run created for another purpose.
+    return f"gateway:{kind}:{key}"
+
+
+async def create_session(request: Request) -> Response:
+    gw = _gateway(request)
+    if len(request.headers.get("idempotency-key", "")) > IDEMPOTENCY_KEY_MAX:
+        return error_reply(request, 400, "bad idempotency key", detail=f"at most {IDEMPOTENCY_KEY_MAX} chars")
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+        provision = ProvisionRequest.model_validate(body)
+    except json.JSONDecodeError as exc:
+        return JSONResponse({"reason": "invalid JSON", "detail": str(exc)}, status_code=422)
+    except ValidationError as exc:
+        errors = json.loads(exc.json(include_url=False))
+        return JSONResponse({"reason": "invalid request", "errors": errors}, status_code=422)
+    parameters = {
+        "request": provision.model_dump(mode="json", exclude_none=True),
+        "session_id": new_session_id(),
+    }
+    try:
+        run = await gw.runs.start(
+            PROVISION_DEPLOYMENT, parameters, idempotency_key=_idempotency_key(request, "provision")
+        )
+    except OrchestratorError as exc:
+        return error_reply(request, 503, exc.reason, detail=str(exc))
+    # A replayed key returns the first run: its parameters carry the session id it was given.
+    session_id = (run.parameters or {}).get("session_id") or parameters["session_id"]
+    return JSONResponse(
+        {"session_id": session_id, "flow_run_id": str(run.id), "status_url": f"/sessions/{session_id}"},
+        status_code=202,
+    )
+
+
+async def delete_session(request: Request) -> Response:
+    gw = _gateway(request)
+    session_id = request.path_params["session_id"]
+    if not valid_session_id(session_id):
+        return _bad_id(request, session_id)
+    try:
+        await gw.session_state(session_id)
+    except UnknownSession:
+        return error_reply(request, 404, "unknown session", session_id=session_id)
+    try:
+        run = await gw.runs.start(
+            RELEASE_DEPLOYMENT,
+            {"session_id": session_id},
+            idempotency_key=_idempotency_key(request, f"release:{session_id}"),
+        )
+    except OrchestratorError as exc:
+        return error_reply(request, 503, exc.reason, detail=str(exc), session_id=session_id)
+    return JSONResponse({"session_id": session_id, "flow_run_id": str(run.id)}, status_code=202)
+
+
+routes = [
+    Route("/sessions", list_sessions, methods=["GET"]),
+    Route("/sessions", create_session, methods=["POST"]),
+    Route("/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/sessions/{session_id}/stream", get_stream, methods=["GET"]),
+]

@@ -1,0 +1,94 @@
+"""The gateway's collaborators and the one decision every route shares: can this stream be reached?"""
+
+from __future__ import annotations
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+
+from gateway.runs import FlowRuns, PrefectFlowRuns
+from gateway.upstream import (
+    STREAM_DOWN,
+    StreamUnavailable,
+    Upstream,
+    UpstreamCache,
+    find_stream,
+    probe_stream,
+    reason_for_state,
+)
+from provisioning.deps import Deps
+from runtime import ContainerRuntime, RuntimeFailure
+from settings import Settings
+from store import State
+from store import repository as repo
+
+
+class UnknownSession(LookupError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session {session_id!r}")
+        self.session_id = session_id
+
+
+class Gateway:
+    """Long-lived state of one gateway process: store, Docker, Prefect, one HTTP client."""
+
+    def __init__(
+        self, deps: Deps, *, runtime: ContainerRuntime | None = None, runs: FlowRuns | None = None
+    ) -> None:
+        self.deps = deps
+        self._runtime = runtime
+        self.runs: FlowRuns = runs or PrefectFlowRuns()
+        self.cache = UpstreamCache()
+        self.http: httpx.AsyncClient | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
+
+    @property
+    def runtime(self) -> ContainerRuntime:
+        if self._runtime is None:
+            self._runtime = self.deps.runtime
+        return self._runtime
+
+    async def start(self) -> None:
+        # Never through an environment proxy: upstreams are container addresses.
+        self.http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(10.0, connect=2.0))
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+
+    async def session_state(self, session_id: str) -> State:
+        def read() -> str | None:
+            with self.deps.sessions() as db:
+                row = repo.find_session(db, session_id)
+                return None if row is None else row.state
+
+        state = await run_in_threadpool(read)
+        if state is None:
+            raise UnknownSession(session_id)
+        return State(state)
+
+    async def upstream(self, session_id: str, *, probe: bool = False) -> Upstream:
+        """The live session's stream container, or StreamUnavailable saying why not."""
+        reason = reason_for_state(await self.session_state(session_id))
+        if reason is not None:
+            self.cache.forget(session_id)
+            raise StreamUnavailable(reason)
+        upstream = None if probe else self.cache.get(session_id)
+        if upstream is None:
+            try:
+                runtime = await run_in_threadpool(lambda: self.runtime)
+            except RuntimeFailure as exc:
+                raise StreamUnavailable(STREAM_DOWN, detail=f"Docker: {exc}") from exc
+            upstream = await run_in_threadpool(find_stream, runtime, session_id)
+        if probe:
+            assert self.http is not None, "Gateway.start() was not called"
+            try:
+                await probe_stream(self.http, upstream)
+            except StreamUnavailable:
+                self.cache.forget(session_id)
+                raise
+        self.cache.put(session_id, upstream)
+        return upstream

@@ -1,0 +1,180 @@
+"""Gateway fixtures: a real uvicorn on a free loopback port, sessions in the test database, and
+stream containers launched with the test runtime (removed by the docker plugin at the end)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from prefect.client.schemas.objects import FlowRun
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.app import create_app
+from provisioning.deps import Deps
+from runtime import ContainerRuntime
+from settings import load_settings
+from store import State
+from store import repository as repo
+
+TOKEN = "gw-test-token-3b7d1e"
+# The path each state is reached by from requested.
+_PATHS: dict[State, list[State]] = {
+    State.REQUESTED: [],
+    State.NUMBER_ACQUIRED: [State.NUMBER_ACQUIRED],
+    State.LAUNCHING: [State.NUMBER_ACQUIRED, State.LAUNCHING],
+    State.AWAITING_CODE: [State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE],
+    State.VERIFIED: [State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE, State.VERIFIED],
+    State.RELEASED: [
+        State.NUMBER_ACQUIRED,
+        State.LAUNCHING,
+        State.AWAITING_CODE,
+        State.RELEASING,
+        State.RELEASED,
+    ],
+    State.FAILED: [State.FAILED],
+    State.ORPHANED: [State.NUMBER_ACQUIRED, State.LAUNCHING, State.ORPHANED],
+}
+
+
+@dataclass
+class RecordingRuns:
+    """FlowRuns stand-in for API tests without Prefect: same idempotency semantics as the server."""
+
+    started: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
+    _by_key: dict[str, FlowRun] = field(default_factory=dict)
+
+    async def start(self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None):
+        if idempotency_key and idempotency_key in self._by_key:
+            return self._by_key[idempotency_key]
+        self.started.append((deployment, parameters, idempotency_key))
+        run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), parameters=parameters)
+        if idempotency_key:
+            self._by_key[idempotency_key] = run
+        return run
+
+
+def make_deps(sessions: sessionmaker[Session], runtime: ContainerRuntime, *, token: str | None) -> Deps:
+    settings = load_settings(
+        instance_id=runtime.instance_id,
+        docker={"network": runtime.network},
+        gateway={"token": token, "public_url": "http://gateway.test"},
+    )
+    return Deps(settings=settings, sessions=sessions, _runtime=runtime)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI app on a real uvicorn in a thread; yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", ws="websockets-sansio", ws_per_message_deflate=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class GatewayUnderTest:
+    url: str
+    client: httpx.Client
+    runs: RecordingRuns
+    deps: Deps
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+
+@pytest.fixture
+def gateway_factory(
+    db_sessions: sessionmaker[Session], runtime: ContainerRuntime
+) -> Iterator[Callable[..., GatewayUnderTest]]:
+    """gateway_factory(token=None) -> a served gateway on the test database and runtime."""
+    with contextlib.ExitStack() as stack:
+
+        def make(token: str | None = None) -> GatewayUnderTest:
+            runs = RecordingRuns()
+            deps = make_deps(db_sessions, runtime, token=token)
+            url = stack.enter_context(serve(create_app(deps, runtime=runtime, runs=runs)))
+            client = stack.enter_context(httpx.Client(base_url=url, timeout=10, trust_env=False))
+            return GatewayUnderTest(url=url, client=client, runs=runs, deps=deps)
+
+        yield make
+
+
+@pytest.fixture
+def gw(gateway_factory: Callable[..., GatewayUnderTest]) -> GatewayUnderTest:
+    return gateway_factory()
+
+
+@pytest.fixture
+def make_session(db_sessions: sessionmaker[Session]) -> Callable[..., str]:
+    """make_session(state, session_id=None, **fields) -> id of a session row walked to that state."""
+
+    def make(state: State = State.AWAITING_CODE, session_id: str | None = None, **fields: Any) -> str:
+        with db_sessions.begin() as db:
+            row = repo.create_session(db, service="tg", country="0", actor="test", session_id=session_id)
+            sid = row.id
+            for step in _PATHS[state]:
+                extra = {}
+                if step == State.NUMBER_ACQUIRED:
+                    extra = {"provider": "sms_man", "phone_number": "+79001234567"}
+                repo.transition(db, sid, step, reason=f"test: {step}", actor="test", **extra)
+            if fields:
+                repo.update_session(db, sid, **fields)
+        return sid
+
+    return make
+
+
+@dataclass(frozen=True)
+class Launched:
+    session_id: str
+    runtime: ContainerRuntime
+
+
+def launch(runtime: ContainerRuntime, session_id: str) -> Launched:
+    runtime.launch_device(session_id, "stub")
+    runtime.launch_stream(session_id)
+    runtime.wait_device_ready(session_id, "stub", timeout_s=30)
+    runtime.wait_stream_ready(session_id, timeout_s=30)
+    return Launched(session_id, runtime)
+
+
+@pytest.fixture(scope="module")
+def launched(runtime: ContainerRuntime) -> Iterator[Launched]:
+    """A device and its stream, running, shared by a module's tests (which must not stop them)."""
+    from store import new_session_id
+
+    session_id = new_session_id()
+    yield launch(runtime, session_id)
+    runtime.remove_session(session_id)

@@ -1,0 +1,244 @@
+"""The gateway against real sessions: PostgreSQL rows, stream containers on the engine, uvicorn."""
+
+from __future__ import annotations
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from runtime import Role
+from store import State, new_session_id
+from tests.gateway.conftest import TOKEN, launch
+
+pytestmark = pytest.mark.docker
+
+
+def read_banner(ws) -> bytes:
+    data = b""
+    while len(data) < 12:
+        message = ws.recv(timeout=5)
+        data += message if isinstance(message, bytes) else message.encode()
+    return data
+
+
+class TestSessionsApi:
+    def test_unknown_session_is_404(self, gw) -> None:
+        sid = new_session_id()
+        for path in (f"/sessions/{sid}", f"/sessions/{sid}/stream"):
+            reply = gw.client.get(path)
+            assert reply.status_code == 404 and reply.json()["reason"] == "unknown session"
+        assert gw.client.delete(f"/sessions/{sid}").status_code == 404
+        assert gw.runs.started == []
+
+    def test_detail_masks_the_phone_and_lists_events(self, gw, make_session) -> None:
+        sid = make_session(State.AWAITING_CODE, verification_code="123456")
+        body = gw.client.get(f"/sessions/{sid}").json()
+        assert body["id"] == sid and body["state"] == "awaiting_code" and body["provider"] == "sms_man"
+        assert body["phone"] == "+•••••••4567"
+        assert "123456" not in str(body) and body["code_received"] is True
+        assert (
+            body["stream_url"]
+            == f"http://gateway.test/vnc/{sid}/vnc.html?autoconnect=1&path=vnc/{sid}/websockify"
+        )
+        assert [e["to"] for e in body["events"]] == [
+            "requested",
+            "number_acquired",
+            "launching",
+            "awaiting_code",
+        ]
+        assert body["created_at"] and body["events"][0]["actor"] == "test"
+
+    def test_list_filters_by_state(self, gw, make_session) -> None:
+        live, done = make_session(State.VERIFIED), make_session(State.RELEASED)
+        ids = {s["id"] for s in gw.client.get("/sessions").json()["sessions"]}
+        assert {live, done} <= ids
+        only = gw.client.get("/sessions", params={"state": "released"}).json()["sessions"]
+        assert [s["id"] for s in only] == [done] and only[0]["stream_url"] is None
+        assert gw.client.get("/sessions", params={"state": "nonsense"}).status_code == 400
+
+    @pytest.mark.parametrize(
+        ("state", "reason"),
+        [
+            (State.REQUESTED, "provisioning"),
+            (State.LAUNCHING, "provisioning"),
+            (State.RELEASED, "released"),
+            (State.FAILED, "failed"),
+            (State.ORPHANED, "orphaned"),
+        ],
+    )
+    def test_stream_of_a_session_that_is_not_live_is_503(self, gw, make_session, state, reason) -> None:
+        sid = make_session(state)
+        reply = gw.client.get(f"/sessions/{sid}/stream")
+        assert reply.status_code == 503 and reply.json()["reason"] == reason
+
+    def test_bad_ids_and_paths_are_rejected(self, gw, launched, make_session) -> None:
+        make_session(State.AWAITING_CODE, session_id=launched.session_id)
+        for path in (
+            "/sessions/BAD",
+            "/sessions/abc/stream",
+            "/vnc/..%2f..%2fetc/passwd",
+            "/vnc/Abcdefghijkl/x",
+        ):
+            assert gw.client.get(path).status_code == 404, path
+        climbing = gw.client.get(f"/vnc/{launched.session_id}/app/%2e%2e/%2e%2e/etc/passwd")
+        assert climbing.status_code == 400
+        assert gw.client.get(f"/vnc/{launched.session_id}/a%5cb").status_code == 400
+
+
+class TestCreateAndRelease:
+    def test_bad_body_is_422_with_pydantic_errors(self, gw) -> None:
+        reply = gw.client.post("/sessions", json={"service": "tg!", "number_attempts": 99, "bogus": 1})
+        assert reply.status_code == 422
+        fields = {tuple(e["loc"]) for e in reply.json()["errors"]}
+        assert fields == {("service",), ("number_attempts",), ("bogus",)}
+        assert gw.client.post("/sessions", content=b"{not json").status_code == 422
+        assert gw.runs.started == []
+
+    def test_post_starts_a_provision_run_and_a_replay_returns_it(self, gw) -> None:
+        body = {"service": "tg", "providers": ["sms_man"], "max_price": "1.5"}
+        first = gw.client.post("/sessions", json=body, headers={"Idempotency-Key": "k-1"})
+        assert first.status_code == 202
+        sid = first.json()["session_id"]
+        assert gw.runs.started == [
+            (
+                "provision/provision",
+                {
+                    "request": {"service": "tg", "providers": ["sms_man"], "max_price": "1.5"},
+                    "session_id": sid,
+                },
+                "gateway:provision:k-1",
+            )
+        ]
+        again = gw.client.post("/sessions", json=body, headers={"Idempotency-Key": "k-1"})
+        assert again.json() == first.json()
+        other = gw.client.post("/sessions", json={})
+        assert other.status_code == 202 and other.json()["session_id"] != sid
+        assert len(gw.runs.started) == 2
+
+    def test_delete_starts_a_release_run(self, gw, make_session) -> None:
+        sid = make_session(State.VERIFIED)
+        reply = gw.client.delete(f"/sessions/{sid}")
+        assert reply.status_code == 202 and reply.json()["session_id"] == sid
+        assert gw.runs.started == [("release/release", {"session_id": sid}, None)]
+
+
+class TestStreamAvailability:
+    def test_live_stream_is_200_then_503_when_its_container_goes(self, gw, make_session, runtime) -> None:
+        sid = new_session_id()
+        launch(runtime, sid)
+        try:
+            make_session(State.AWAITING_CODE, session_id=sid)
+            reply = gw.client.get(f"/sessions/{sid}/stream")
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["stream_url"].startswith(f"http://gateway.test/vnc/{sid}/vnc.html")
+            assert gw.client.get(f"/vnc/{sid}/vnc.html").status_code == 200
+
+            runtime.remove(runtime.name_for(sid, Role.STREAM))
+            reply = gw.client.get(f"/sessions/{sid}/stream")
+            assert reply.status_code == 503 and reply.json()["reason"] == "stream down"
+            assert "missing" in reply.json()["detail"]
+            page = gw.client.get(f"/vnc/{sid}/vnc.html", headers={"Accept": "text/html"})
+            assert page.status_code == 503 and "text/html" in page.headers["content-type"]
+            assert "not answering" in page.text and page.headers["retry-after"] == "5"
+            assert gw.client.get(f"/vnc/{sid}/app/ui.js").json()["reason"] == "stream down"
+            with pytest.raises(InvalidStatus) as refused:
+                ws_connect(f"{gw.ws_url}/vnc/{sid}/websockify", subprotocols=["binary"], open_timeout=5)
+            assert refused.value.response.status_code == 503
+
+            runtime.heal_stream(sid)
+            runtime.wait_stream_ready(sid, timeout_s=30)
+            assert gw.client.get(f"/sessions/{sid}/stream").status_code == 200
+        finally:
+            runtime.remove_session(sid)
+        assert gw.client.get(f"/sessions/{sid}/stream").json()["reason"] == "stream down"
+
+    def test_stopped_stream_container_is_stream_down(self, gw, make_session, runtime, docker_client) -> None:
+        sid = new_session_id()
+        runtime.launch_stream(sid)  # no device needed: only the container's state matters here
+        try:
+            make_session(State.VERIFIED, session_id=sid)
+            docker_client.api.stop(runtime.name_for(sid, Role.STREAM), timeout=1)
+            reply = gw.client.get(f"/sessions/{sid}/stream")
+            assert reply.status_code == 503 and reply.json() == {
+                "reason": "stream down",
+                "detail": "the stream container is exited",
+                "session_id": sid,
+            }
+        finally:
+            runtime.remove_session(sid)
+
+    def test_released_session_page_is_a_clear_503(self, gw, make_session, launched) -> None:
+        make_session(State.RELEASED, session_id=launched.session_id)
+        page = gw.client.get(f"/vnc/{launched.session_id}/vnc.html", headers={"Accept": "text/html"})
+        assert page.status_code == 503 and "has been released" in page.text
+
+
+class TestProxy:
+    def test_serves_novnc_and_relays_the_rfb_banner(self, gw, make_session, launched) -> None:
+        sid = launched.session_id
+        make_session(State.AWAITING_CODE, session_id=sid)
+        page = gw.client.get(f"/vnc/{sid}/vnc.html")
+        assert page.status_code == 200 and "noVNC" in page.text
+        assert page.headers["content-type"].startswith("text/html")
+        assert gw.client.get(f"/vnc/{sid}/app/ui.js").status_code == 200
+        assert gw.client.get(f"/vnc/{sid}/no-such-file").status_code == 404
+        root = gw.client.get(f"/vnc/{sid}", follow_redirects=False)
+        assert root.status_code == 307 and root.headers["location"].endswith(f"path=vnc/{sid}/websockify")
+        with ws_connect(f"{gw.ws_url}/vnc/{sid}/websockify", subprotocols=["binary"], open_timeout=5) as ws:
+            assert ws.subprotocol == "binary"
+            assert read_banner(ws).startswith(b"RFB 003.00")
+            ws.send(b"RFB 003.008\n")  # the client's version: the server answers with security types
+            assert len(ws.recv(timeout=5)) >= 2
+
+    def test_websocket_to_an_unknown_or_other_instance_session_is_refused(
+        self, gw, make_session, launched, runtime_factory
+    ) -> None:
+        with pytest.raises(InvalidStatus) as unknown:
+            ws_connect(f"{gw.ws_url}/vnc/{new_session_id()}/websockify", open_timeout=5)
+        assert unknown.value.response.status_code == 404
+        # A live session row, but its containers belong to another deployment instance.
+        other = runtime_factory()
+        sid = new_session_id()
+        other.launch_stream(sid)
+        try:
+            make_session(State.AWAITING_CODE, session_id=sid)
+            assert gw.client.get(f"/vnc/{sid}/vnc.html").json()["detail"] == "the stream container is missing"
+        finally:
+            other.remove_session(sid)
+
+
+class TestAuth:
+    def test_token_required_on_every_route(self, gateway_factory, make_session, launched) -> None:
+        gw = gateway_factory(token=TOKEN)
+        sid = launched.session_id
+        make_session(State.AWAITING_CODE, session_id=sid)
+        for path in ("/sessions", f"/sessions/{sid}", f"/sessions/{sid}/stream", f"/vnc/{sid}/vnc.html"):
+            assert gw.client.get(path).status_code == 401, path
+            assert gw.client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert gw.client.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert gw.client.post("/sessions", json={}).status_code == 401
+        assert (
+            gw.client.get("/sessions", params={"token": TOKEN}).status_code == 401
+        )  # query only under /vnc/
+        assert gw.client.get("/healthz").status_code == 200
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(f"{gw.ws_url}/vnc/{sid}/websockify", subprotocols=["binary"], open_timeout=5)
+        assert refused.value.response.status_code == 401
+
+    def test_browser_flow_query_token_then_cookie(self, gateway_factory, make_session, launched) -> None:
+        gw = gateway_factory(token=TOKEN)
+        sid = launched.session_id
+        make_session(State.AWAITING_CODE, session_id=sid)
+        first = gw.client.get(f"/vnc/{sid}/vnc.html", params={"token": TOKEN})
+        assert first.status_code == 200
+        cookie = first.cookies.get("provisioner_vnc")
+        assert cookie and TOKEN not in cookie and "HttpOnly" in first.headers["set-cookie"]
+        assert gw.client.get(f"/vnc/{sid}/app/ui.js").status_code == 200  # the client kept the cookie
+        header = {"Cookie": f"provisioner_vnc={cookie}"}
+        with ws_connect(
+            f"{gw.ws_url}/vnc/{sid}/websockify", subprotocols=["binary"], additional_headers=header
+        ) as ws:
+            assert read_banner(ws).startswith(b"RFB")
+        gw.client.cookies.clear()
+        assert gw.client.get(f"/vnc/{sid}/app/ui.js").status_code == 401
+        assert gw.client.get(f"/sessions/{sid}", headers=header).status_code == 401  # cookie only for /vnc/
