@@ -145,6 +145,7 @@ class ContainerRuntime:
             nano_cpus=prof.nano_cpus,
             devices=prof.device_mappings(),
             ports=None,
+            security_opt=["no-new-privileges"] if prof.no_new_privileges else [],
         )
 
     def launch_stream(self, session_id: str) -> ContainerInfo:
@@ -163,6 +164,7 @@ class ContainerRuntime:
             nano_cpus=STREAM_NANO_CPUS,
             devices=[],
             ports=ports,
+            security_opt=["no-new-privileges"],
         )
 
     def heal_stream(self, session_id: str) -> ContainerInfo:
@@ -183,7 +185,7 @@ class ContainerRuntime:
         existing = self._inspect_or_none(name)
         if existing is not None:
             if not self._is_ours(existing):
-                raise NameConflict(name, "it does not carry this instance's ownership labels")
+                raise NotOwned(name, self.instance_id)
             if existing["State"]["Status"] == "running":
                 return self._info(existing)
             self.remove(existing["Id"])
@@ -195,7 +197,6 @@ class ContainerRuntime:
                 network=self.network,
                 ports=ports or {},
                 privileged=False,
-                security_opt=["no-new-privileges"],
                 **config,
             )
         try:

@@ -57,6 +57,7 @@ class DeviceProfile(BaseModel):
     mem_limit: str = "512m"
     cpus: float = Field(1.0, gt=0, description="CPU share; becomes nano_cpus on the container")
     devices: list[str] = Field(default_factory=list, description="Host devices, e.g. /dev/kvm")
+    no_new_privileges: bool = Field(True, description="Set false for images that use sudo inside")
     readiness: Readiness = Readiness()
     boot_timeout_s: float = Field(60.0, gt=0)
 

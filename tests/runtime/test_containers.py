@@ -74,6 +74,7 @@ class TestLaunchAndStream:
             assert created is not None and abs(time.time() - created.timestamp()) < 120
             host = attrs["HostConfig"]
             assert host["Privileged"] is False
+            assert host["SecurityOpt"] == ["no-new-privileges"]
             assert host["Memory"] > 0 and host["NanoCpus"] > 0
             assert not host["Devices"]
             assert runtime.network in attrs["NetworkSettings"]["Networks"]
@@ -215,6 +216,21 @@ class TestOwnership:
         with pytest.raises(NotOwned):
             first.remove(theirs.name)
         assert [c.id for c in second.list_managed()] == [theirs.id]
+
+    def test_foreign_container_with_our_name_is_left_alone(
+        self, runtime: ContainerRuntime, docker_client: docker.DockerClient, session_id: str
+    ) -> None:
+        name = runtime.name_for(session_id, Role.DEVICE)
+        foreign = docker_client.api.create_container(
+            "provisioner/device-stub:latest", name=name, labels={LABEL_INSTANCE: runtime.instance_id}
+        )
+        try:
+            with pytest.raises(NotOwned) as caught:
+                runtime.launch_device(session_id, "stub")
+            assert not is_retryable(caught.value)
+            assert docker_client.api.inspect_container(name)["Id"] == foreign["Id"]
+        finally:
+            docker_client.api.remove_container(foreign["Id"], force=True)
 
     def test_list_managed_is_one_api_call(self, runtime_factory, docker_client: docker.DockerClient) -> None:
         from tests.plugins.docker_engine import new_session_id_for_tests

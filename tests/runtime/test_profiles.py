@@ -23,6 +23,7 @@ class TestBuiltinProfiles:
         assert android.image.startswith("budtmo/docker-android:emulator_")
         assert (android.vnc_port, android.adb_port) == (5900, 5555)
         assert android.devices == ["/dev/kvm"]
+        assert android.no_new_privileges is False
         assert android.device_mappings() == ["/dev/kvm:/dev/kvm:rwm"]
         assert android.env["WEB_VNC"] == "false"
         assert android.env["USER_BEHAVIOR_ANALYTICS"] == "false"
