@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.plugins.postgres",
     "tests.plugins.simulator",
     "tests.plugins.docker_engine",
+    "tests.plugins.prefect_env",
 ]

@@ -1,0 +1,280 @@
+"""The `provisioner` command: provision, list and release sessions, run the simulator, the demo."""
+
+from __future__ import annotations
+
+import os
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings():
+    from settings import SettingsError, get_settings
+
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+class EventPrinter(threading.Thread):
+    """Prints a session's state changes as they are committed, while the flow runs."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(daemon=True)
+        self.session_id = session_id
+        self.seen = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.flush()
+            self.done.wait(0.3)
+
+    def flush(self) -> None:
+        from store import get_sessionmaker
+        from store import repository as repo
+
+        with get_sessionmaker()() as db:
+            events = repo.recent_events(db, self.session_id, limit=500)
+        for event in events[self.seen :]:
+            arrow = (
+                f"{event.from_state} -> {event.to_state}"
+                if event.from_state != event.to_state
+                else event.to_state
+            )
+            console.print(f"  [dim]{event.at:%H:%M:%S}[/dim] [bold]{arrow:32}[/bold] {event.reason}")
+        self.seen = max(self.seen, len(events))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=2)
+        self.flush()
+
+
+def run_provision(request, *, session_id: str | None = None) -> int:
+    """Run the provision flow in this process, printing each step; returns an exit code."""
+    from flows.provision import ProvisionResult, provision_session
+    from store import get_sessionmaker, new_session_id
+    from store import repository as repo
+
+    sid = session_id or new_session_id()
+    console.print(f"provisioning session [bold]{sid}[/bold]")
+    printer = EventPrinter(sid)
+    printer.start()
+    try:
+        state = provision_session(request=request, session_id=sid, return_state=True)
+    finally:
+        printer.stop()
+    with get_sessionmaker()() as db:
+        session = repo.find_session(db, sid)
+    if state.is_completed():
+        result = state.result()
+        if isinstance(result, ProvisionResult):
+            console.print(f"\n[green]session {sid} {result.state}[/green]")
+            console.print(f"stream URL: [link={result.stream_url}]{result.stream_url}[/link]")
+            console.print(f"phone:      {result.phone} ({result.provider})")
+            console.print(f"code:       [bold]{result.code}[/bold]")
+            return 0
+    reason = (session.last_error if session else None) or state.message
+    err.print(f"\n[red]session {sid} {session.state if session else 'not created'}: {reason}[/red]")
+    return 1
+
+
+@app.command()
+def provision(
+    service: Annotated[str | None, typer.Option(help="Service code passed to the provider")] = None,
+    country: Annotated[str | None, typer.Option(help="Country code passed to the provider")] = None,
+    provider: Annotated[
+        list[str] | None, typer.Option("--provider", "-p", help="Provider to try (repeat for fallback order)")
+    ] = None,
+    max_price: Annotated[float | None, typer.Option(help="Highest price to pay")] = None,
+    profile: Annotated[str | None, typer.Option(help="Device image profile")] = None,
+    code_timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for the code per number")
+    ] = None,
+    attempts: Annotated[int | None, typer.Option(help="Numbers to try")] = None,
+    ttl: Annotated[float | None, typer.Option(help="Seconds the session stays live")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs")] = False,
+) -> None:
+    """Provision a session: rent a number, start the device and its stream, wait for the code."""
+    _quiet_prefect(verbose)
+    settings = _settings()
+    from pydantic import ValidationError
+
+    from provisioning.numbers import NoProviderConfigured
+    from provisioning.request import ProvisionRequest
+
+    if not settings.providers.configured_names():
+        err.print(
+            f"[red]{NoProviderConfigured()}[/red]\nFor a local try-out, run the simulator (`provisioner sim`) and point a provider at it, or run scripts/demo."
+        )
+        raise typer.Exit(2)
+    try:
+        request = ProvisionRequest(
+            service=service,
+            country=country,
+            providers=provider or None,
+            max_price=Decimal(str(max_price)) if max_price is not None else None,
+            device_profile=profile,
+            code_timeout_s=code_timeout,
+            number_attempts=attempts,
+            ttl_s=ttl,
+        )
+    except ValidationError as exc:
+        err.print(f"[red]invalid options:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_provision(request))
+
+
+@app.command()
+def sessions(
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 30,
+) -> None:
+    """List sessions, newest first."""
+    _settings()
+    from store import get_sessionmaker
+    from store import repository as repo
+    from tasks.publish import mask_phone
+
+    table = Table("id", "state", "service", "provider", "phone", "created", "stream URL", "last error")
+    with get_sessionmaker()() as db:
+        for s in repo.list_sessions(db, limit=limit):
+            table.add_row(
+                s.id,
+                s.state,
+                f"{s.service}/{s.country}",
+                s.provider or "-",
+                mask_phone(s.phone_number),
+                f"{s.created_at:%Y-%m-%d %H:%M:%S}",
+                s.stream_url or "-",
+                (s.last_error or "")[:60],
+            )
+    console.print(table)
+
+
+@app.command()
+def release(session_id: str, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Release a session: remove its containers, close its number."""
+    _quiet_prefect(verbose)
+    _settings()
+    from flows.release import release_session
+
+    state = release_session(session_id=session_id, return_state=True)
+    if state.is_completed():
+        console.print(state.result())
+        return
+    err.print(f"[red]{state.message}[/red]")
+    raise typer.Exit(1)
+
+
+@app.command()
+def sim(
+    host: str = "127.0.0.1",
+    port: int = 8800,
+    key: Annotated[list[str] | None, typer.Option(help="Accepted API key (repeatable)")] = None,
+    sms_delay: Annotated[
+        float | None, typer.Option(help="Seconds until each SMS arrives (default: on demand)")
+    ] = None,
+) -> None:
+    """Run the SMS provider simulator (all three protocols on one port)."""
+    from providers.simulator import main as simulator_main
+
+    args = ["--host", host, "--port", str(port)]
+    for k in key or ["demo-key"]:
+        args += ["--key", k]
+    if sms_delay is not None:
+        args += ["--sms-delay", str(sms_delay)]
+    simulator_main(args)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest revision."""
+    settings = _settings()
+    from store.migrate import upgrade
+
+    upgrade(settings.database.url)
+    console.print("database migrated to head")
+
+
+@app.command()
+def demo(
+    state_dir: Annotated[Path, typer.Option(help="Where the local PostgreSQL cluster lives")] = Path(
+        ".local"
+    ),
+    sms_delay: Annotated[float, typer.Option(help="Seconds until the simulator sends the code")] = 3.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Provision one session end to end against the built-in provider simulator.
+
+    Starts (or reuses) a local PostgreSQL cluster in STATE_DIR and the simulator in this process,
+    configures the providers to use it for this run only, and provisions a session."""
+    _quiet_prefect(verbose)
+    from cli.local_postgres import LocalPostgres, free_port
+    from providers.simulator import Simulator
+
+    pg_dir = state_dir.resolve() / "postgres"
+    port_file = state_dir.resolve() / "postgres.port"
+    port = int(port_file.read_text()) if port_file.exists() else free_port()
+    cluster = LocalPostgres(data_dir=pg_dir, port=port)
+    if not cluster.running():
+        console.print(f"starting PostgreSQL in {pg_dir} on port {port}")
+        cluster.start()
+        port_file.write_text(str(port))
+    url = cluster.create_database("provisioner")
+    os.environ.setdefault("PROVISIONER_DATABASE__URL", url)
+    simulator = Simulator(keys={"demo-key": 1000}, sms_delay_s=sms_delay).start()
+    for name, base_url in simulator.base_urls.items():
+        os.environ[f"PROVISIONER_PROVIDERS__{name.upper()}__API_KEY"] = "demo-key"
+        os.environ[f"PROVISIONER_PROVIDERS__{name.upper()}__BASE_URL"] = base_url
+    from settings import get_settings
+
+    get_settings.cache_clear()
+    settings = _settings()
+    from store.migrate import upgrade
+
+    upgrade(settings.database.url)
+    console.print(
+        f"simulator on {simulator.base_urls['sms_activate'].split('/stubs')[0]} (code after {sms_delay:g} s)"
+    )
+    env_file = Path(".env")
+    if not env_file.exists():
+        env_file.write_text(f"PROVISIONER_DATABASE__URL={settings.database.url}\n")
+        console.print(
+            "wrote .env with the local database URL, so `provisioner sessions` and `release` find it"
+        )
+    from provisioning.request import ProvisionRequest
+
+    try:
+        code = run_provision(
+            ProvisionRequest(providers=["sms_activate"], code_timeout_s=60, number_attempts=2)
+        )
+    finally:
+        simulator.stop()
+    if code == 0:
+        console.print("\nopen the stream URL in a browser; `provisioner release <id>` ends the session")
+    raise typer.Exit(code)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,158 @@
+"""provision: number -> device and stream -> code, every side effect undone on failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
+from prefect.states import Cancelled
+from prefect.states import State as PrefectState
+from prefect.transactions import transaction
+from pydantic import BaseModel
+
+from provisioning.deps import get_deps
+from provisioning.lifecycle import compensate
+from provisioning.numbers import NoProviderConfigured
+from provisioning.request import ProvisionRequest, resolve
+from store import SessionRow, State
+from store import repository as repo
+from tasks.containers import ensure_launch_limit, launch_session_containers
+from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
+from tasks.publish import mask_phone, publish_session
+from tasks.sessions import create_session
+
+# How long a short "cancel too early" refusal is waited out before moving on to the next number.
+CANCEL_WAIT_S = 150.0
+
+
+class CodeNotReceived(Exception):
+    """Every number tried timed out or was ended by the provider without a code."""
+
+
+class ProvisionResult(BaseModel):
+    session_id: str
+    state: str
+    stream_url: str | None
+    phone: str
+    provider: str | None
+    code: str | None
+
+
+def _actor() -> str:
+    return f"flow-run:{flow_run.id}" if flow_run.id else "flow-run:local"
+
+
+def _cancel_requested() -> str | None:
+    """Cooperative cancellation: a run cancelled through the API stops waiting at the next poll."""
+    if not flow_run.id:
+        return None
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    if state is not None and (state.is_cancelling() or state.is_cancelled()):
+        return "the flow run was cancelled"
+    return None
+
+
+def _compensate_from_hook(final: State):
+    def hook(flow: Any, run: Any, state: PrefectState) -> None:
+        """Backstop for failures outside the flow body (crash, cancellation by the worker)."""
+        deps = get_deps()
+        with deps.sessions.begin() as db:
+            ids = [sid for (sid,) in db.query(SessionRow.id).filter(SessionRow.flow_run_id == str(run.id))]
+        for session_id in ids:
+            compensate(
+                deps,
+                session_id,
+                reason=f"flow run {state.name}: {state.message}",
+                actor=f"flow-run:{run.id}",
+                final=final,
+            )
+
+    return hook
+
+
+@flow(
+    name="provision",
+    description="Rent a number, start a device and its noVNC stream, wait for the verification code.",
+    on_failure=[_compensate_from_hook(State.FAILED)],
+    on_crashed=[_compensate_from_hook(State.FAILED)],
+    on_cancellation=[_compensate_from_hook(State.CANCELLED)],
+)
+def provision_session(
+    request: ProvisionRequest | None = None, session_id: str | None = None
+) -> ProvisionResult | PrefectState:
+    logger = get_run_logger()
+    deps = get_deps()
+    plan = resolve(request or ProvisionRequest(), deps.settings)
+    if not [name for name in plan.providers if deps.settings.providers.get(name).configured]:
+        raise NoProviderConfigured()
+    actor = _actor()
+    ensure_launch_limit()
+    sid = create_session(
+        session_id=session_id,
+        service=plan.service,
+        country=plan.country,
+        profile=plan.device_profile,
+        ttl_s=plan.ttl_s,
+        flow_run_id=str(flow_run.id),
+        actor=actor,
+    )
+    rent = {
+        "providers": plan.providers,
+        "service": plan.service,
+        "country": plan.country,
+        "max_price": plan.max_price,
+        "actor": actor,
+    }
+    try:
+        with transaction():
+            rented = rent_number(sid, attempt=1, **rent)
+            launch_session_containers(sid, profile=plan.device_profile, actor=actor)
+            publish_session(sid)
+            code = None
+            for attempt in range(1, plan.number_attempts + 1):
+                result = wait_for_code(
+                    sid,
+                    rented.lease_id,
+                    timeout_s=plan.code_timeout_s,
+                    actor=actor,
+                    should_stop=_cancel_requested,
+                )
+                if result.code:
+                    code = result.code
+                    break
+                if _cancel_requested():
+                    compensate(deps, sid, reason=result.reason, actor=actor, final=State.CANCELLED)
+                    publish_session(sid)
+                    return Cancelled(message=f"session {sid} cancelled: {result.reason}")
+                logger.warning("attempt %d: %s", attempt, result.reason)
+                cancel_number(rented.lease_id, max_wait_s=CANCEL_WAIT_S)
+                if attempt < plan.number_attempts:
+                    rented = rent_number(sid, attempt=attempt + 1, **rent)
+                    publish_session(sid)
+            if code is None:
+                raise CodeNotReceived(f"no code after {plan.number_attempts} number(s): {result.reason}")
+            finish_number(rented.lease_id)
+            with deps.sessions.begin() as db:
+                repo.transition(
+                    db, sid, State.VERIFIED, reason="code received", actor=actor, expected=State.AWAITING_CODE
+                )
+            publish_session(sid)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        compensate(deps, sid, reason=reason, actor=actor)
+        publish_session(sid)
+        raise
+    with deps.sessions.begin() as db:
+        s = repo.get_session(db, sid)
+        logger.info("session %s verified; stream %s", sid, s.stream_url)
+        return ProvisionResult(
+            session_id=sid,
+            state=s.state,
+            stream_url=s.stream_url,
+            phone=mask_phone(s.phone_number),
+            provider=s.provider,
+            code=s.verification_code,
+        )

@@ -1,0 +1,87 @@
+"""reconcile: compare the database with Docker and the providers and repair the difference."""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator
+from datetime import timedelta
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from provisioning.deps import get_deps
+from reconciler import Policy, plan
+from tasks.reconcile import act_on, observe_world
+
+
+class ReconcileSummary(BaseModel):
+    ran: bool
+    dry_run: bool
+    message: str
+    actions: list[dict[str, str]]
+    failed: int = 0
+
+
+@contextlib.contextmanager
+def advisory_lock(name: str) -> Iterator[bool]:
+    """A PostgreSQL session-level advisory lock held for the pass; yields False if another holds it."""
+    key = zlib.crc32(name.encode())
+    with get_deps().sessions() as db:
+        got = bool(db.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
+        try:
+            yield got
+        finally:
+            if got:
+                db.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            db.commit()
+
+
+@flow(
+    name="reconcile",
+    description="Heal streams, retire orphaned sessions, remove leaked containers, close leaked numbers.",
+)
+def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
+    logger = get_run_logger()
+    deps = get_deps()
+    actor = f"reconcile:{flow_run.id}" if flow_run.id else "reconcile:local"
+    with advisory_lock(f"provisioner-reconcile-{deps.settings.instance_id}") as got:
+        if not got:
+            message = "another reconcile pass holds the lock; this one does nothing"
+            logger.warning(message)
+            return ReconcileSummary(ran=False, dry_run=dry_run, message=message, actions=[])
+        observed = observe_world()
+        config = deps.settings.reconcile
+        policy = Policy(
+            grace=timedelta(seconds=config.grace_s),
+            provisioning_deadline=timedelta(seconds=config.provisioning_deadline_s),
+        )
+        actions = plan(observed, policy)
+        if dry_run:
+            rows = [
+                {"action": a.kind.value, "target": a.target, "reason": str(a.reason), "result": "dry run"}
+                for a in actions
+            ]
+            failed = 0
+        else:
+            results = act_on(actions, actor=actor)
+            rows = [
+                {
+                    "action": r.action.kind.value,
+                    "target": r.action.target,
+                    "reason": str(r.action.reason),
+                    "result": r.result,
+                }
+                for r in results
+            ]
+            failed = sum(not r.ok for r in results)
+    if rows:
+        create_table_artifact(
+            table=rows, key=f"reconcile-{deps.settings.instance_id}", description="Reconcile pass"
+        )
+    message = f"{len(rows)} action(s){' planned' if dry_run else ''}, {failed} failed"
+    logger.info(message)
+    return ReconcileSummary(ran=True, dry_run=dry_run, message=message, actions=rows, failed=failed)

@@ -1,0 +1,62 @@
+"""The long-lived collaborators of one process: settings, the session store, providers, Docker."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from providers import build_provider
+from providers.base import Provider
+from runtime import ContainerRuntime
+from settings import Settings, get_settings
+from store import get_sessionmaker
+
+
+class ProviderNotConfigured(Exception):
+    """A provider was asked for by name but has no API key."""
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    _runtime: ContainerRuntime | None = None
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def runtime(self) -> ContainerRuntime:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = ContainerRuntime.from_settings(self.settings)
+            return self._runtime
+
+    def provider(self, name: str) -> Provider:
+        """The one long-lived client of a provider (built on first use)."""
+        with self._lock:
+            if name not in self._providers:
+                config = self.settings.providers.get(name)
+                if not config.configured:
+                    raise ProviderNotConfigured(name)
+                self._providers[name] = build_provider(name, config)
+            return self._providers[name]
+
+    def close(self) -> None:
+        for client in self._providers.values():
+            client.close()
+        self._providers.clear()
+
+
+@functools.cache
+def get_deps() -> Deps:
+    return Deps(settings=get_settings(), sessions=get_sessionmaker())
+
+
+def reset_deps() -> None:
+    """Forget cached collaborators (tests change settings between runs)."""
+    if get_deps.cache_info().currsize:
+        get_deps().close()
+    get_deps.cache_clear()

@@ -1,0 +1,93 @@
+"""Ending sessions: compensation after a failure, release on request or at the end of the ttl.
+
+Both are idempotent and do every step they can even when one fails, so a flow hook, a rollback and
+the reconciler may all call them for the same session without harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from provisioning.deps import Deps
+from provisioning.numbers import close_open_leases
+from runtime.errors import RuntimeFailure
+from store import TERMINAL, IllegalTransition, State
+from store import repository as repo
+from store.states import ALLOWED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EndResult:
+    session_id: str
+    state: State
+    changed: bool
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        verb = "is now" if self.changed else "was already"
+        extra = f" ({'; '.join(self.problems)})" if self.problems else ""
+        return f"session {self.session_id} {verb} {self.state}{extra}"
+
+
+def remove_containers(deps: Deps, session_id: str) -> list[str]:
+    try:
+        deps.runtime.remove_session(session_id)
+    except RuntimeFailure as exc:
+        return [f"containers: {exc}"]
+    return []
+
+
+def compensate(
+    deps: Deps, session_id: str, *, reason: str, actor: str, final: State = State.FAILED
+) -> EndResult:
+    """Undo a provision's side effects (containers, numbers) and end the session in ``final``."""
+    with deps.sessions.begin() as db:
+        session = repo.find_session(db, session_id)
+        if session is None:
+            return EndResult(session_id, final, False, ["no such session"])
+        current = State(session.state)
+    problems = remove_containers(deps, session_id)
+    problems += close_open_leases(deps, session_id)
+    if current in TERMINAL:
+        return EndResult(session_id, current, False, problems)
+    target = final if final in ALLOWED[current] else State.FAILED
+    with deps.sessions.begin() as db:
+        try:
+            row = repo.transition(
+                db, session_id, target, reason=reason[:2000], actor=actor, last_error=reason[:2000]
+            )
+            state = State(row.state)
+        except IllegalTransition:  # another actor ended it first
+            state = State(repo.get_session(db, session_id).state)
+            return EndResult(session_id, state, False, problems)
+    log.info("session %s compensated -> %s: %s", session_id, state, reason)
+    return EndResult(session_id, state, True, problems)
+
+
+def release(
+    deps: Deps,
+    session_id: str,
+    *,
+    actor: str,
+    reason: str = "released on request",
+    final: State = State.RELEASED,
+) -> EndResult:
+    """Remove the containers, finish or cancel the open number, and end the session."""
+    with deps.sessions.begin() as db:
+        current = State(repo.get_session(db, session_id, for_update=True).state)
+        if current in TERMINAL:
+            return EndResult(session_id, current, False)
+        if State.RELEASING in ALLOWED[current]:
+            repo.transition(db, session_id, State.RELEASING, reason=reason, actor=actor)
+    if current != State.RELEASING and State.RELEASING not in ALLOWED[current]:
+        # Still provisioning: releasing it means cancelling the provision.
+        return compensate(deps, session_id, reason=reason, actor=actor, final=State.CANCELLED)
+    problems = remove_containers(deps, session_id)
+    problems += close_open_leases(deps, session_id)
+    with deps.sessions.begin() as db:
+        row = repo.transition(db, session_id, final, reason=reason, actor=actor, expected=State.RELEASING)
+    return EndResult(session_id, State(row.state), True, problems)

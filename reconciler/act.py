@@ -1,0 +1,143 @@
+"""Carrying out planned actions, each isolated: one failure is reported, the rest still run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from providers.base import Lease
+from providers.errors import ProviderError
+from provisioning.deps import Deps, ProviderNotConfigured
+from provisioning.lifecycle import compensate, release
+from provisioning.numbers import CancelDeferred, cancel_number, finish_number
+from reconciler.model import Action, Kind
+from store import LeaseOutcome, LeaseRow, State
+from store import repository as repo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    ok: bool
+    result: str
+
+
+def act(deps: Deps, actions: list[Action], *, actor: str) -> list[ActionResult]:
+    results = []
+    for action in actions:
+        try:
+            outcome = _HANDLERS[action.kind](deps, action, actor)
+            results.append(ActionResult(action, True, outcome))
+        except Exception as exc:  # isolation: report it and go on with the next action
+            log.exception("reconcile action %s on %s failed", action.kind, action.target)
+            results.append(ActionResult(action, False, f"error: {type(exc).__name__}: {exc}"))
+    return results
+
+
+def _heal_stream(deps: Deps, action: Action, actor: str) -> str:
+    sid = action.session_id
+    assert sid
+    stream = deps.runtime.launch_stream(sid)
+    deps.runtime.wait_stream_ready(sid, deps.settings.docker.readiness_timeout_s)
+    url = deps.runtime.stream_url(stream) if stream.host_port else None
+    with deps.sessions.begin() as db:
+        if url:
+            repo.update_session(db, sid, stream_url=url, stream_container=stream.name)
+        repo.record_event(db, sid, reason=f"stream healed: {action.reason}", actor=actor)
+    return f"stream {stream.name} recreated"
+
+
+def _orphan(deps: Deps, action: Action, actor: str) -> str:
+    assert action.session_id
+    result = compensate(
+        deps, action.session_id, reason=f"orphaned: {action.reason}", actor=actor, final=State.ORPHANED
+    )
+    return result.message
+
+
+def _compensate(deps: Deps, action: Action, actor: str) -> str:
+    assert action.session_id
+    return compensate(deps, action.session_id, reason=action.reason, actor=actor, final=State.FAILED).message
+
+
+def _expire(deps: Deps, action: Action, actor: str) -> str:
+    assert action.session_id
+    return release(deps, action.session_id, actor=actor, reason=action.reason, final=State.EXPIRED).message
+
+
+def _remove_container(deps: Deps, action: Action, actor: str) -> str:
+    assert action.container_id
+    removed = deps.runtime.remove(action.container_id)
+    return "removed" if removed else "already gone"
+
+
+def _close_lease(deps: Deps, action: Action, actor: str) -> str:
+    assert action.lease_id is not None
+    with deps.sessions.begin() as db:
+        outcome = db.get_one(LeaseRow, action.lease_id).outcome
+    try:
+        if outcome == LeaseOutcome.CODE_RECEIVED:
+            finish_number(deps, action.lease_id)
+            return "finished"
+        cancel_number(deps, action.lease_id)
+        return "cancelled"
+    except CancelDeferred as exc:
+        return f"cancel pending until {exc.retry_at:%H:%M:%S}"
+
+
+def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
+    """A purchase whose reply was lost: find it at the provider if the protocol can list open
+    activations, adopt it and cancel it; otherwise flag it for a person."""
+    assert action.lease_id is not None
+    with deps.sessions.begin() as db:
+        row = db.get_one(LeaseRow, action.lease_id)
+        provider_name = row.provider
+        known = {
+            a for (a,) in db.query(LeaseRow.activation_id).filter(LeaseRow.provider == provider_name) if a
+        }
+    try:
+        open_activations = deps.provider(provider_name).find_open_activations()
+    except (ProviderError, ProviderNotConfigured) as exc:
+        open_activations = None
+        log.warning("cannot list %s activations: %s", provider_name, exc)
+    if open_activations is None:
+        with deps.sessions.begin() as db:
+            repo.set_lease_outcome(
+                db,
+                action.lease_id,
+                LeaseOutcome.NEEDS_ATTENTION,
+                provider_status=f"{provider_name} cannot list open activations; check the account by hand",
+            )
+        return "flagged for a person: the provider cannot list open activations"
+    unknown: list[Lease] = [a for a in open_activations if a.activation_id not in known]
+    if not unknown:
+        with deps.sessions.begin() as db:
+            repo.set_lease_outcome(
+                db, action.lease_id, LeaseOutcome.FAILED, provider_status="no purchase found at the provider"
+            )
+        return "no purchase found at the provider: nothing was bought"
+    found = unknown[0]
+    with deps.sessions.begin() as db:
+        repo.complete_lease(
+            db,
+            action.lease_id,
+            repo.BoughtNumber(found.activation_id, found.phone, found.price, found.currency, found.bought_at),
+        )
+    try:
+        cancel_number(deps, action.lease_id)
+    except CancelDeferred as exc:
+        return f"adopted activation {found.activation_id}; cancel pending until {exc.retry_at:%H:%M:%S}"
+    return f"adopted activation {found.activation_id} and cancelled it"
+
+
+_HANDLERS = {
+    Kind.HEAL_STREAM: _heal_stream,
+    Kind.ORPHAN_SESSION: _orphan,
+    Kind.COMPENSATE_SESSION: _compensate,
+    Kind.EXPIRE_SESSION: _expire,
+    Kind.REMOVE_CONTAINER: _remove_container,
+    Kind.CLOSE_LEASE: _close_lease,
+    Kind.RESOLVE_PENDING_LEASE: _resolve_pending,
+}

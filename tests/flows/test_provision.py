@@ -1,0 +1,189 @@
+"""The provision and release flows on real PostgreSQL, Docker, Prefect and the provider simulator."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Cancelling
+
+from flows.provision import ProvisionResult, provision_session
+from flows.release import release_session
+from provisioning.request import ProvisionRequest
+from store import LeaseOutcome, State
+from store import repository as repo
+
+pytestmark = pytest.mark.docker
+
+
+def leases(deps, session_id):
+    with deps.sessions() as db:
+        return [(x.provider, x.outcome, x.attempt) for x in repo.leases_for_session(db, session_id)]
+
+
+def session(deps, session_id):
+    with deps.sessions() as db:
+        return repo.get_session(db, session_id)
+
+
+def containers_of(runtime, session_id):
+    return [c for c in runtime.list_managed() if c.session_id == session_id]
+
+
+def wait_for(predicate, timeout=30.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+class TestProvision:
+    def test_happy_path_to_verified_then_release(self, provisioner_env, sim, runtime):
+        deps = provisioner_env
+        sim.set_sms_delay(0.5)
+        result = provision_session(request=ProvisionRequest(providers=["sms_activate"]))
+        assert isinstance(result, ProvisionResult)
+        assert (
+            result.state == "verified" and result.code and result.stream_url.startswith("http://127.0.0.1:")
+        )
+        assert result.phone.endswith(session(deps, result.session_id).phone_number[-4:])
+        assert "•" in result.phone
+        row = session(deps, result.session_id)
+        assert row.verification_code == result.code and row.ready_at is not None
+        assert leases(deps, result.session_id) == [("sms_activate", LeaseOutcome.FINISHED, 1)]
+        running = containers_of(runtime, result.session_id)
+        assert sorted(c.role for c in running) == ["device", "stream"]
+        assert all(c.state == "running" for c in running)
+        ledger = sim.ledger()
+        assert len(ledger.purchases) == 1 and len(ledger.finishes) == 1 and ledger.settled
+
+        with deps.sessions() as db:
+            states = [e.to_state for e in repo.recent_events(db, result.session_id)]
+        assert states[0] == "requested" and states[-1] == "verified"
+        assert {"number_acquired", "launching", "awaiting_code"} <= set(states)
+
+        message = release_session(session_id=result.session_id)
+        assert "is now released" in message
+        assert containers_of(runtime, result.session_id) == []
+        assert session(deps, result.session_id).state == State.RELEASED
+        again = release_session(session_id=result.session_id)
+        assert "was already released" in again
+
+    def test_no_numbers_at_first_provider_falls_back_to_the_second(self, provisioner_env, sim):
+        sim.set_sms_delay(0.2)
+        sim.inject("no_numbers", protocol="sms_man", times=None)
+        result = provision_session(request=ProvisionRequest(providers=["sms_man", "onlinesim"]))
+        assert result.state == "verified" and result.provider == "onlinesim"
+        assert leases(provisioner_env, result.session_id) == [
+            ("sms_man", LeaseOutcome.FAILED, 1),
+            ("onlinesim", LeaseOutcome.FINISHED, 1),
+        ]
+
+    def test_http_500_twice_then_success_buys_exactly_once(self, provisioner_env, sim):
+        sim.set_sms_delay(0.2)
+        sim.inject("http", status=500, protocol="sms_activate", action="getNumber", times=2)
+        result = provision_session(request=ProvisionRequest(providers=["sms_activate"]))
+        assert result.state == "verified"
+        assert sim.purchases == 1
+        outcomes = [o for _, o, _ in leases(provisioner_env, result.session_id)]
+        assert outcomes == [LeaseOutcome.FAILED, LeaseOutcome.FAILED, LeaseOutcome.FINISHED]
+
+    def test_code_never_arrives_then_second_number_gets_it(self, provisioner_env, sim):
+        def deliver_to_second_number():
+            wait_for(lambda: len(sim.ledger().purchases) >= 2, timeout=60)
+            second = sim.ledger().purchases[1].activation_id
+            sim.deliver(second, "424242")
+
+        helper = threading.Thread(target=deliver_to_second_number, daemon=True)
+        helper.start()
+        result = provision_session(
+            request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=2, number_attempts=2)
+        )
+        helper.join(timeout=5)
+        assert result.state == "verified" and result.code == "424242"
+        ledger = sim.ledger()
+        assert len(ledger.purchases) == 2 and len(ledger.refunds) == 1 and len(ledger.finishes) == 1
+        assert ledger.refunds[0].activation_id == ledger.purchases[0].activation_id
+        assert ledger.settled
+        assert [o for _, o, _ in leases(provisioner_env, result.session_id)] == [
+            LeaseOutcome.CANCELLED,
+            LeaseOutcome.FINISHED,
+        ]
+
+    def test_no_code_on_any_number_fails_and_refunds_everything(self, provisioner_env, sim, runtime):
+        state = provision_session(
+            request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=1, number_attempts=2),
+            return_state=True,
+        )
+        assert state.is_failed()
+        ledger = sim.ledger()
+        assert len(ledger.purchases) == 2 and len(ledger.refunds) == 2 and ledger.settled
+        with provisioner_env.sessions() as db:
+            row = repo.list_sessions(db, limit=1)[0]
+        assert row.state == State.FAILED and "CodeNotReceived" in row.last_error
+        assert containers_of(runtime, row.id) == []
+
+    def test_device_that_exits_cancels_the_number_and_leaves_no_container(
+        self, provisioner_env, sim, runtime
+    ):
+        state = provision_session(
+            request=ProvisionRequest(providers=["sms_activate"], device_profile="stub-exits"),
+            return_state=True,
+        )
+        assert state.is_failed()
+        with provisioner_env.sessions() as db:
+            row = repo.list_sessions(db, limit=1)[0]
+        assert row.state == State.FAILED
+        assert (
+            "exit" in row.last_error.lower() and "FAKE_EXIT_CODE" in row.last_error or "3" in row.last_error
+        )
+        assert containers_of(runtime, row.id) == []
+        ledger = sim.ledger()
+        assert len(ledger.purchases) == 1 and len(ledger.refunds) == 1 and ledger.settled
+
+    def test_stop_error_fails_at_once_naming_the_setting(self, provisioner_env, sim, monkeypatch):
+        from provisioning.deps import reset_deps
+        from settings import get_settings
+
+        monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_ACTIVATE__API_KEY", "wrong-key-123")
+        get_settings.cache_clear()
+        reset_deps()
+        state = provision_session(
+            request=ProvisionRequest(providers=["sms_activate", "sms_man"]), return_state=True
+        )
+        assert state.is_failed()
+        assert "PROVISIONER_PROVIDERS__SMS_ACTIVATE__API_KEY" in state.message
+        assert "wrong-key-123" not in state.message
+        assert sim.purchases == 0
+
+    def test_cancelled_while_waiting_for_the_code(self, provisioner_env, sim, runtime):
+        deps = provisioner_env
+        outcome = {}
+
+        def run():
+            outcome["state"] = provision_session(
+                request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=60), return_state=True
+            )
+
+        worker = threading.Thread(target=run)
+        worker.start()
+
+        def awaiting():
+            with deps.sessions() as db:
+                rows = repo.list_sessions(db, limit=1, states=[State.AWAITING_CODE])
+                return rows[0] if rows else None
+
+        row = wait_for(awaiting, timeout=60)
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(row.flow_run_id, Cancelling(), force=True)
+        worker.join(timeout=60)
+        assert outcome["state"].is_cancelled()
+        assert session(deps, row.id).state == State.CANCELLED
+        assert containers_of(runtime, row.id) == []
+        assert [o for _, o, _ in leases(deps, row.id)] == [LeaseOutcome.CANCELLED]
+        assert sim.ledger().settled

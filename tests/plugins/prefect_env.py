@@ -1,0 +1,69 @@
+"""Prefect and the whole provisioner environment for flow tests.
+
+`prefect_api` starts Prefect's test harness (a real API server) once per session. `provisioner_env`
+points the settings at the test database, the simulator (all three protocols) and a Docker runtime
+with its own instance id, so a flow run here touches only what the test owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.plugins.docker_engine import TEST_NETWORK, TEST_PROFILES_FILE
+from tests.plugins.simulator import SIM_KEY
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> dict[str, str]:
+    """The PROVISIONER_* variables of a test run (also handed to subprocesses)."""
+    env = {
+        "PROVISIONER_INSTANCE_ID": instance_id,
+        "PROVISIONER_DOCKER__NETWORK": TEST_NETWORK,
+        "PROVISIONER_DOCKER__PROFILES_FILE": str(TEST_PROFILES_FILE),
+        "PROVISIONER_DOCKER__READINESS_TIMEOUT_S": "30",
+        "PROVISIONER_DEFAULTS__POLL_INITIAL_S": "0.2",
+        "PROVISIONER_DEFAULTS__POLL_MAX_S": "0.5",
+        "PROVISIONER_DEFAULTS__CODE_TIMEOUT_S": "20",
+        "PROVISIONER_DEFAULTS__SERVICE": "tg",
+        "PROVISIONER_DEFAULTS__COUNTRY": "0",
+        "PROVISIONER_PROVIDERS__ORDER": '["sms_activate", "sms_man", "onlinesim"]',
+        "PROVISIONER_RECONCILE__GRACE_S": "1",
+        "PROVISIONER_RECONCILE__PROVISIONING_DEADLINE_S": "1",
+    }
+    for name, url in sim_urls.items():
+        env[f"PROVISIONER_PROVIDERS__{name.upper()}__API_KEY"] = SIM_KEY
+        env[f"PROVISIONER_PROVIDERS__{name.upper()}__BASE_URL"] = url
+        env[f"PROVISIONER_PROVIDERS__{name.upper()}__TIMEOUT_S"] = "3"
+    return env
+
+
+@pytest.fixture
+def provisioner_env(monkeypatch, database_url, db_sessions, sim, runtime, prefect_api):
+    """Settings for this test's flow runs; yields the process's Deps. Containers of the runtime's
+    instance are removed afterwards."""
+    from provisioning.deps import get_deps, reset_deps
+    from settings import get_settings
+
+    for key, value in provisioner_environment(
+        instance_id=runtime.instance_id, sim_urls=sim.base_urls
+    ).items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    reset_deps()
+    try:
+        yield get_deps()
+    finally:
+        for container in runtime.list_managed():
+            runtime.remove(container.id)
+        reset_deps()
+        monkeypatch.undo()
+        get_settings.cache_clear()
