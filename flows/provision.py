@@ -13,7 +13,7 @@ from prefect.transactions import transaction
 from pydantic import BaseModel
 
 from provisioning.deps import get_deps
-from provisioning.lifecycle import compensate
+from provisioning.lifecycle import Heartbeat, compensate
 from provisioning.numbers import NoProviderConfigured
 from provisioning.request import ProvisionRequest, resolve
 from store import SessionRow, State
@@ -106,8 +106,9 @@ def provision_session(
         "max_price": plan.max_price,
         "actor": actor,
     }
+    heartbeat = Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s)
     try:
-        with transaction():
+        with heartbeat, transaction():
             rented = rent_number(sid, attempt=1, **rent)
             launch_session_containers(sid, profile=plan.device_profile, actor=actor)
             publish_session(sid)

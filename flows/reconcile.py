@@ -58,6 +58,7 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
         policy = Policy(
             grace=timedelta(seconds=config.grace_s),
             provisioning_deadline=timedelta(seconds=config.provisioning_deadline_s),
+            stale_after=timedelta(seconds=config.stale_after_s),
         )
         actions = plan(observed, policy)
         if dry_run:

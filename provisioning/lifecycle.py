@@ -7,6 +7,7 @@ the reconciler may all call them for the same session without harm.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 from provisioning.deps import Deps
@@ -91,3 +92,33 @@ def release(
     with deps.sessions.begin() as db:
         row = repo.transition(db, session_id, final, reason=reason, actor=actor, expected=State.RELEASING)
     return EndResult(session_id, State(row.state), True, problems)
+
+
+class Heartbeat:
+    """Touches a session's heartbeat from a background thread while a provision runs, so the
+    reconciler can tell a live flow from one whose process was killed."""
+
+    def __init__(self, deps: Deps, session_id: str, interval_s: float) -> None:
+        self.deps, self.session_id, self.interval_s = deps, session_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{session_id}", daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            with self.deps.sessions.begin() as db:
+                repo.touch_heartbeat(db, self.session_id)
+        except Exception:  # a missed beat is harmless; the next one retries
+            log.warning("heartbeat of %s failed", self.session_id, exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._beat()
+
+    def __enter__(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

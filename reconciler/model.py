@@ -17,6 +17,7 @@ class SessionView:
     updated_at: datetime
     expires_at: datetime | None
     has_code: bool
+    heartbeat_at: datetime | None = None
 
 
 @dataclass(frozen=True)

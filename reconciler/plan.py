@@ -13,9 +13,12 @@ from store import LIVE, PROVISIONING, LeaseOutcome
 class Policy:
     grace: timedelta  # before an unowned container or a pending purchase is trusted as leaked
     provisioning_deadline: timedelta  # a dead flow's session is compensated this long after its last change
+    stale_after: timedelta = timedelta(seconds=90)  # a heartbeat this old means the flow's process died
 
 
-def _flow_run_dead(session: SessionView, observed: Observed) -> str | None:
+def _flow_run_dead(session: SessionView, observed: Observed, policy: Policy) -> str | None:
+    """Why the provision in charge of this session is dead, or None while it lives. A run Prefect
+    still calls running is dead too when its heartbeat stopped: its process was killed."""
     if not session.flow_run_id:
         return "no flow run recorded"
     state = observed.flow_runs.get(session.flow_run_id)
@@ -23,6 +26,9 @@ def _flow_run_dead(session: SessionView, observed: Observed) -> str | None:
         return f"flow run {session.flow_run_id} not found"
     if state not in FLOW_RUN_ALIVE:
         return f"flow run {session.flow_run_id} is {state.lower()}"
+    last_sign_of_life = session.heartbeat_at or session.updated_at
+    if observed.now - last_sign_of_life >= policy.stale_after:
+        return f"flow run {session.flow_run_id} is {state.lower()} but its heartbeat stopped at {last_sign_of_life:%H:%M:%S}"
     return None
 
 
@@ -38,7 +44,7 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
     for session in observed.sessions:
         mine = by_session.get(session.id, {})
         # d. a provision whose flow run died: undo what it did.
-        dead = _flow_run_dead(session, observed) if session.state in PROVISIONING else None
+        dead = _flow_run_dead(session, observed, policy) if session.state in PROVISIONING else None
         if dead and observed.now - session.updated_at >= policy.provisioning_deadline:
             actions.append(
                 Action(Kind.COMPENSATE_SESSION, f"{Reason.FLOW_RUN_GONE}: {dead}", session_id=session.id)

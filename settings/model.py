@@ -102,6 +102,14 @@ class ReconcileSettings(BaseModel):
     provisioning_deadline_s: float = Field(
         120.0, ge=0, description="How long a provisioning session may outlive its flow run"
     )
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="How often a running provision touches its session"
+    )
+    stale_after_s: float = Field(
+        90.0,
+        gt=0,
+        description="A provisioning session whose heartbeat is older than this has lost its flow process",
+    )
 
 
 class GatewaySettings(BaseModel):

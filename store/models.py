@@ -78,6 +78,8 @@ class SessionRow(Base):
     updated_at: Mapped[datetime] = _tz_now()
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Touched by the running provision flow; a stale heartbeat means its process died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
 

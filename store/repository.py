@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from store.models import OPEN_LEASE_OUTCOMES, EventRow, LeaseOutcome, LeaseRow, SessionRow
@@ -150,6 +150,11 @@ def update_session(db: Session, session_id: str, **fields: Any) -> SessionRow:
     row.updated_at = func.now()
     db.flush()
     return row
+
+
+def touch_heartbeat(db: Session, session_id: str) -> None:
+    """Mark the session's provision process as alive (no version bump: not a change of substance)."""
+    db.execute(update(SessionRow).where(SessionRow.id == session_id).values(heartbeat_at=func.now()))
 
 
 def record_event(db: Session, session_id: str, *, reason: str, actor: str) -> None:

@@ -38,6 +38,8 @@ def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> di
         "PROVISIONER_PROVIDERS__ORDER": '["sms_activate", "sms_man", "onlinesim"]',
         "PROVISIONER_RECONCILE__GRACE_S": "1",
         "PROVISIONER_RECONCILE__PROVISIONING_DEADLINE_S": "1",
+        "PROVISIONER_RECONCILE__HEARTBEAT_INTERVAL_S": "0.5",
+        "PROVISIONER_RECONCILE__STALE_AFTER_S": "3",
     }
     for name, url in sim_urls.items():
         env[f"PROVISIONER_PROVIDERS__{name.upper()}__API_KEY"] = SIM_KEY
