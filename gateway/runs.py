@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import httpx
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -47,22 +48,31 @@ class FlowRuns(Protocol):
 
 
 class PrefectFlowRuns:
-    """Creates flow runs of registered deployments and returns at once (timeout=0)."""
+    """Creates flow runs of registered deployments and returns at once (timeout=0).
+
+    The API is PREFECT_API_URL unless ``api_url`` is given (tests aim one gateway at one server).
+    """
+
+    def __init__(self, api_url: str | None = None) -> None:
+        self.api_url = api_url
 
     async def start(
         self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None
     ) -> FlowRun:
-        if not get_current_settings().api.url:
+        api_url = self.api_url or get_current_settings().api.url
+        if not api_url:
             # Without it Prefect would start a throwaway in-process server: never what we want here.
             raise OrchestratorUnavailable("PREFECT_API_URL is not set")
         try:
-            return await arun_deployment(
-                name=deployment,
-                parameters=parameters,
-                timeout=0,
-                idempotency_key=idempotency_key,
-                as_subflow=False,
-            )
+            async with PrefectClient(api_url) as client:
+                return await arun_deployment(
+                    name=deployment,
+                    client=client,
+                    parameters=parameters,
+                    timeout=0,
+                    idempotency_key=idempotency_key,
+                    as_subflow=False,
+                )
         except ObjectNotFound as exc:
             raise DeploymentMissing(deployment) from exc
         except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:

@@ -1,0 +1,191 @@
+"""Flows through Prefect: a real `prefect server start`, `prefect deploy --all` of prefect.yaml, a
+process worker, and the gateway creating runs. POST /sessions -> the provision run completes ->
+the stream is 200; DELETE -> the release run completes -> 503 "released"."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.runs import PrefectFlowRuns
+from tests.gateway.conftest import free_port, make_deps, serve
+from tests.plugins.prefect_env import provisioner_environment
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+POOL = "provisioner-process"
+
+
+def _prefect(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _base_env(home: Path, api_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROVISIONER_"))}
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
+    """`prefect server start` on a free loopback port with its own home (SQLite); (api url, env)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = _base_env(home, api_url)
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{api_url}/health", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield api_url, env
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server) -> tuple[str, dict[str, str]]:
+    api_url, env = prefect_server
+    created = _prefect("work-pool", "create", POOL, "--type", "process", env=env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    # The pull step records $PWD as the flows' directory: deploy from the project root.
+    deployed = _prefect("--no-prompt", "deploy", "--all", env={**env, "PWD": str(ROOT)})
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    return api_url, env
+
+
+def test_prefect_deploy_registers_the_three_deployments(deployed) -> None:
+    api_url, _ = deployed
+    reply = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10, trust_env=False)
+    by_name = {d["name"]: d for d in reply.json()}
+    assert set(by_name) == {"provision", "release", "reconcile"}
+    assert all(d["work_pool_name"] == POOL for d in by_name.values())
+    assert by_name["provision"]["entrypoint"] == "flows/provision.py:provision_session"
+    assert by_name["release"]["entrypoint"] == "flows/release.py:release_session"
+    reconcile = by_name["reconcile"]
+    assert reconcile["entrypoint"] == "flows/reconcile.py:reconcile_sessions"
+    assert [s["schedule"]["interval"] for s in reconcile["schedules"]] == [120.0]
+    assert reconcile["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    assert reconcile["global_concurrency_limit"]["limit"] == 1
+    pull = by_name["provision"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+    assert Path(pull["directory"]) == ROOT
+
+
+@pytest.fixture
+def worker(deployed, database_url, sim, runtime_factory, tmp_path):
+    """A process worker whose flow runs use the test database, the simulator and a fresh instance."""
+    api_url, env = deployed
+    runtime = runtime_factory()
+    worker_env = {
+        **env,
+        **provisioner_environment(instance_id=runtime.instance_id, sim_urls=sim.base_urls),
+        "PROVISIONER_DATABASE__URL": database_url,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+            cwd=ROOT,
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield runtime, log_path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            for container in runtime.list_managed():
+                runtime.remove(container.id)
+
+
+def _wait_state(
+    client: httpx.Client, session_id: str, states: set[str], log_path: Path, timeout: float = 120
+):
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        reply = client.get(f"/sessions/{session_id}")
+        if reply.status_code == 200:
+            body = reply.json()
+            if body["state"] in states:
+                return body
+            if body["state"] in {"failed", "cancelled"} - states:
+                break
+        time.sleep(0.5)
+    pytest.fail(f"session {session_id}: {body}\nworker log:\n{log_path.read_text()[-4000:]}")
+
+
+def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, db_sessions, sim) -> None:
+    api_url, _ = deployed
+    runtime, log_path = worker
+    sim.set_sms_delay(1.0)
+    runs = PrefectFlowRuns(api_url=api_url)
+    app = create_app(make_deps(db_sessions, runtime, token=None), runtime=runtime, runs=runs)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
+        body = {"providers": ["sms_activate"], "code_timeout_s": 30}
+        created = client.post("/sessions", json=body, headers={"Idempotency-Key": "e2e-1"})
+        assert created.status_code == 202, created.text
+        session_id, run_id = created.json()["session_id"], created.json()["flow_run_id"]
+        replay = client.post("/sessions", json=body, headers={"Idempotency-Key": "e2e-1"})
+        assert replay.json() == created.json()
+
+        done = _wait_state(client, session_id, {"verified"}, log_path)
+        assert done["flow_run_id"] == run_id and done["code_received"] is True
+        stream = client.get(f"/sessions/{session_id}/stream")
+        assert stream.status_code == 200, stream.text
+        assert client.get(f"/vnc/{session_id}/vnc.html").status_code == 200
+
+        released = client.delete(f"/sessions/{session_id}")
+        assert released.status_code == 202
+        _wait_state(client, session_id, {"released"}, log_path, timeout=90)
+        gone = client.get(f"/sessions/{session_id}/stream")
+        assert gone.status_code == 503 and gone.json()["reason"] == "released"
+    assert [c for c in runtime.list_managed() if c.session_id == session_id] == []
+
+
+if shutil.which("prefect") is None and not (VENV_BIN / "prefect").exists():  # pragma: no cover
+    pytest.skip("the prefect CLI is not installed in this environment", allow_module_level=True)
