@@ -1,0 +1,377 @@
+"""plan(observed, policy) as tables: every rule and its boundaries, no Docker, no database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reconciler import Kind, Observed, Policy, plan
+from reconciler.model import ContainerView, LeaseView, Reason, SessionView
+from store import LeaseOutcome, State
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+GRACE = timedelta(seconds=60)
+DEADLINE = timedelta(seconds=120)
+STALE = timedelta(seconds=90)
+POLICY = Policy(grace=GRACE, provisioning_deadline=DEADLINE, stale_after=STALE)
+TICK = timedelta(microseconds=1)
+SID = "sabcdefghijk"
+RUN = "0b1c2d3e-0000-4000-8000-000000000001"
+
+
+def session(
+    state: State,
+    *,
+    sid: str = SID,
+    run: str | None = RUN,
+    age: timedelta = timedelta(hours=1),
+    heartbeat_age: timedelta | None = timedelta(seconds=1),
+    expires_in: timedelta | None = timedelta(hours=1),
+) -> SessionView:
+    return SessionView(
+        id=sid,
+        state=state,
+        flow_run_id=run,
+        updated_at=NOW - age,
+        expires_at=NOW + expires_in if expires_in is not None else None,
+        has_code=state == State.VERIFIED,
+        heartbeat_at=NOW - heartbeat_age if heartbeat_age is not None else None,
+    )
+
+
+def container(role: str, state: str = "running", *, sid: str = SID, age: timedelta | None = GRACE * 10):
+    return ContainerView(
+        id=f"id-{sid}-{role}",
+        name=f"prov-t-{sid}-{role}",
+        session_id=sid,
+        role=role,
+        state=state,
+        created_at=NOW - age if age is not None else None,
+    )
+
+
+def both(sid: str = SID) -> list[ContainerView]:
+    return [container("device", sid=sid), container("stream", sid=sid)]
+
+
+def lease(
+    outcome: LeaseOutcome,
+    *,
+    sid: str = SID,
+    activation: str | None = "1001",
+    age: timedelta = timedelta(hours=1),
+    retry_after: datetime | None = None,
+    lease_id: int = 7,
+) -> LeaseView:
+    return LeaseView(lease_id, sid, "sms_activate", activation, outcome, NOW - age, retry_after)
+
+
+def observed(sessions=(), containers=(), leases=(), runs=None) -> Observed:
+    return Observed(
+        now=NOW,
+        sessions=list(sessions),
+        leases=list(leases),
+        containers=list(containers),
+        flow_runs={RUN: "RUNNING"} if runs is None else runs,
+    )
+
+
+def kinds(actions) -> list[tuple[Kind, str | None]]:
+    return [(a.kind, a.session_id) for a in actions]
+
+
+class TestHealStream:
+    """a. live session, device running, stream missing or stopped -> HEAL_STREAM."""
+
+    @pytest.mark.parametrize("state", [State.AWAITING_CODE, State.VERIFIED])
+    @pytest.mark.parametrize(
+        ("stream", "reason"),
+        [
+            (None, Reason.STREAM_MISSING),
+            ("exited", Reason.STREAM_STOPPED),
+            ("created", Reason.STREAM_STOPPED),
+            ("dead", Reason.STREAM_STOPPED),
+        ],
+    )
+    def test_stream_missing_or_not_running(self, state, stream, reason):
+        containers = [container("device")] + ([container("stream", stream)] if stream else [])
+        actions = plan(observed([session(state)], containers), POLICY)
+        assert kinds(actions) == [(Kind.HEAL_STREAM, SID)]
+        assert actions[0].reason == reason
+
+    @pytest.mark.parametrize("state", [State.AWAITING_CODE, State.VERIFIED])
+    def test_both_running_needs_nothing(self, state):
+        assert plan(observed([session(state)], both()), POLICY) == []
+
+    def test_verified_session_whose_flow_completed_needs_nothing(self):
+        """The provision flow ends when the session is verified; that is not a dead flow."""
+        obs = observed(
+            [session(State.VERIFIED, heartbeat_age=timedelta(days=1))], both(), runs={RUN: "COMPLETED"}
+        )
+        assert plan(obs, POLICY) == []
+
+
+class TestOrphan:
+    """b. live session whose device is missing or not running -> ORPHAN_SESSION (never a heal)."""
+
+    @pytest.mark.parametrize("state", [State.AWAITING_CODE, State.VERIFIED])
+    @pytest.mark.parametrize(
+        ("containers", "reason"),
+        [
+            ([], Reason.DEVICE_MISSING),
+            ([container("stream")], Reason.DEVICE_MISSING),
+            ([container("device", "exited"), container("stream")], Reason.DEVICE_STOPPED),
+            ([container("device", "exited")], Reason.DEVICE_STOPPED),
+            ([container("device", "created"), container("stream", "exited")], Reason.DEVICE_STOPPED),
+        ],
+    )
+    def test_device_missing_or_stopped(self, state, containers, reason):
+        actions = plan(observed([session(state)], containers), POLICY)
+        assert kinds(actions) == [(Kind.ORPHAN_SESSION, SID)]
+        assert actions[0].reason == reason
+
+    def test_its_stream_is_not_removed_separately(self):
+        """The orphaning removes the session's containers; rule c leaves them alone meanwhile."""
+        actions = plan(observed([session(State.VERIFIED)], [container("stream")]), POLICY)
+        assert [a.kind for a in actions] == [Kind.ORPHAN_SESSION]
+
+
+class TestLeakedContainers:
+    """c. a container whose session is terminal or unknown is removed, only after the grace."""
+
+    @pytest.mark.parametrize(
+        ("age", "removed"),
+        [
+            (GRACE - TICK, False),
+            (GRACE, True),
+            (GRACE * 5, True),
+            (timedelta(0), False),
+            (None, True),  # no creation time at all: old enough
+        ],
+    )
+    def test_grace_boundary(self, age, removed):
+        leaked = container("device", sid="sunknown2345", age=age)
+        actions = plan(observed([], [leaked]), POLICY)
+        if removed:
+            assert [(a.kind, a.container_id) for a in actions] == [(Kind.REMOVE_CONTAINER, leaked.id)]
+            assert actions[0].target == leaked.name and actions[0].session_id == "sunknown2345"
+        else:
+            assert actions == []
+
+    def test_every_container_of_an_ended_session_is_removed(self):
+        ended = [container("device", "exited", sid="sended234567"), container("stream", sid="sended234567")]
+        actions = plan(observed([], ended), POLICY)
+        assert sorted(a.container_name for a in actions) == sorted(c.name for c in ended)
+        assert {a.reason for a in actions} == {Reason.SESSION_TERMINAL}
+
+    def test_container_without_session_label(self):
+        actions = plan(observed([], [container("device", sid="")]), POLICY)
+        assert [(a.kind, a.reason, a.session_id) for a in actions] == [
+            (Kind.REMOVE_CONTAINER, Reason.SESSION_UNKNOWN, None)
+        ]
+
+    @pytest.mark.parametrize("state", [State.REQUESTED, State.NUMBER_ACQUIRED, State.RELEASING])
+    def test_containers_of_nonterminal_sessions_are_never_removed(self, state):
+        obs = observed([session(state)], [container("device", "exited"), container("stream", "created")])
+        assert [a for a in plan(obs, POLICY) if a.kind == Kind.REMOVE_CONTAINER] == []
+
+    def test_only_the_leaked_one_goes(self):
+        obs = observed([session(State.VERIFIED)], [*both(), *both("sother234567")])
+        actions = plan(obs, POLICY)
+        assert sorted(a.container_name for a in actions) == sorted(c.name for c in both("sother234567"))
+
+
+DEAD_RUN_STATES = ["CRASHED", "CANCELLED", "FAILED", "COMPLETED", None]
+ALIVE_RUN_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
+PROVISIONING_STATES = [State.REQUESTED, State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE]
+
+
+class TestDeadProvision:
+    """d. a provisioning session whose flow run is gone (or whose heartbeat stopped) is compensated,
+    but only once provisioning_deadline has passed since its last change."""
+
+    @pytest.mark.parametrize("state", PROVISIONING_STATES)
+    @pytest.mark.parametrize("run_state", DEAD_RUN_STATES)
+    def test_flow_run_not_alive(self, state, run_state):
+        obs = observed([session(state)], both(), runs={RUN: run_state})
+        actions = plan(obs, POLICY)
+        assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)]
+        assert actions[0].reason.startswith(Reason.FLOW_RUN_GONE)
+        assert ("not found" if run_state is None else run_state.lower()) in actions[0].reason
+
+    def test_flow_run_missing_from_prefect(self):
+        actions = plan(observed([session(State.REQUESTED)], runs={}), POLICY)
+        assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)] and "not found" in actions[0].reason
+
+    def test_no_flow_run_recorded(self):
+        actions = plan(observed([session(State.NUMBER_ACQUIRED, run=None)]), POLICY)
+        assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)] and "no flow run" in actions[0].reason
+
+    @pytest.mark.parametrize("state", PROVISIONING_STATES)
+    @pytest.mark.parametrize("run_state", ALIVE_RUN_STATES)
+    def test_live_flow_with_fresh_heartbeat_is_left_alone(self, state, run_state):
+        containers = both() if state == State.AWAITING_CODE else []
+        obs = observed([session(state)], containers, runs={RUN: run_state})
+        assert plan(obs, POLICY) == []
+
+    @pytest.mark.parametrize(
+        ("heartbeat_age", "dead"), [(STALE - TICK, False), (STALE, True), (STALE * 10, True)]
+    )
+    def test_stale_heartbeat_boundary(self, heartbeat_age, dead):
+        obs = observed([session(State.LAUNCHING, heartbeat_age=heartbeat_age)])
+        actions = plan(obs, POLICY)
+        assert kinds(actions) == ([(Kind.COMPENSATE_SESSION, SID)] if dead else [])
+        if dead:
+            assert "heartbeat stopped" in actions[0].reason
+
+    def test_without_heartbeat_the_last_change_counts(self):
+        recent = session(State.REQUESTED, heartbeat_age=None, age=STALE - TICK)
+        stale = session(State.REQUESTED, heartbeat_age=None, age=max(STALE, DEADLINE))
+        assert plan(observed([recent]), POLICY) == []
+        assert kinds(plan(observed([stale]), POLICY)) == [(Kind.COMPENSATE_SESSION, SID)]
+
+    def test_fresh_heartbeat_outweighs_an_old_change(self):
+        """A provision waiting minutes for its code changes nothing; its heartbeat keeps it alive."""
+        waiting = session(State.AWAITING_CODE, age=timedelta(hours=2), heartbeat_age=timedelta(seconds=1))
+        assert plan(observed([waiting], both()), POLICY) == []
+
+    @pytest.mark.parametrize(("age", "acted"), [(DEADLINE - TICK, False), (DEADLINE, True)])
+    def test_provisioning_deadline_boundary(self, age, acted):
+        obs = observed([session(State.NUMBER_ACQUIRED, age=age)], runs={RUN: "CRASHED"})
+        assert kinds(plan(obs, POLICY)) == ([(Kind.COMPENSATE_SESSION, SID)] if acted else [])
+
+    def test_awaiting_code_with_dead_flow_is_compensated_not_orphaned(self):
+        obs = observed([session(State.AWAITING_CODE)], [], runs={RUN: "CRASHED"})
+        assert [a.kind for a in plan(obs, POLICY)] == [Kind.COMPENSATE_SESSION]
+
+    def test_half_created_launch_of_a_live_provision_is_left_alone(self):
+        """Launching: the device exists but is not running yet and the stream is missing."""
+        obs = observed(
+            [session(State.LAUNCHING, age=timedelta(seconds=2))],
+            [container("device", "created", age=timedelta(0))],
+        )
+        assert plan(obs, POLICY) == []
+
+    @pytest.mark.parametrize("state", [State.VERIFIED, State.RELEASING])
+    def test_states_no_flow_is_in_charge_of_are_not_compensated(self, state):
+        obs = observed([session(state, heartbeat_age=None)], both(), runs={RUN: "CRASHED"})
+        assert [a for a in plan(obs, POLICY) if a.kind == Kind.COMPENSATE_SESSION] == []
+
+
+class TestExpiry:
+    """e. a live session past expires_at -> EXPIRE_SESSION."""
+
+    @pytest.mark.parametrize("state", [State.AWAITING_CODE, State.VERIFIED])
+    @pytest.mark.parametrize(("expires_in", "expired"), [(TICK, False), (timedelta(0), True), (-TICK, True)])
+    def test_ttl_boundary(self, state, expires_in, expired):
+        obs = observed([session(state, expires_in=expires_in)], both())
+        assert kinds(plan(obs, POLICY)) == ([(Kind.EXPIRE_SESSION, SID)] if expired else [])
+
+    def test_no_ttl_never_expires(self):
+        assert plan(observed([session(State.VERIFIED, expires_in=None)], both()), POLICY) == []
+
+    def test_expiry_wins_over_healing(self):
+        obs = observed([session(State.VERIFIED, expires_in=-TICK)], [container("device")])
+        assert [a.kind for a in plan(obs, POLICY)] == [Kind.EXPIRE_SESSION]
+
+    @pytest.mark.parametrize("state", [State.REQUESTED, State.LAUNCHING, State.RELEASING])
+    def test_only_live_sessions_expire(self, state):
+        obs = observed([session(state, expires_in=-timedelta(hours=1))])
+        assert [a for a in plan(obs, POLICY) if a.kind == Kind.EXPIRE_SESSION] == []
+
+
+class TestLeases:
+    """f. numbers left open on ended sessions; cancel retries; purchases with no recorded result."""
+
+    @pytest.mark.parametrize(
+        "outcome", [LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.CANCEL_PENDING]
+    )
+    def test_open_lease_on_ended_session_is_closed(self, outcome):
+        actions = plan(observed([], leases=[lease(outcome)]), POLICY)
+        assert [(a.kind, a.lease_id) for a in actions] == [(Kind.CLOSE_LEASE, 7)]
+        assert actions[0].target == "lease 7"
+
+    @pytest.mark.parametrize(
+        "outcome",
+        [LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.CANCEL_PENDING, LeaseOutcome.PENDING],
+    )
+    def test_leases_of_live_sessions_are_left_to_their_flow(self, outcome):
+        obs = observed([session(State.AWAITING_CODE)], both(), leases=[lease(outcome, activation=None)])
+        assert plan(obs, POLICY) == []
+
+    @pytest.mark.parametrize(
+        ("retry_in", "closed"),
+        [(timedelta(seconds=30), False), (TICK, False), (timedelta(0), True), (-TICK, True)],
+    )
+    def test_cancel_pending_waits_for_retry_after(self, retry_in, closed):
+        pending = lease(LeaseOutcome.CANCEL_PENDING, retry_after=NOW + retry_in)
+        actions = plan(observed([], leases=[pending]), POLICY)
+        if closed:
+            assert [(a.kind, a.reason) for a in actions] == [(Kind.CLOSE_LEASE, Reason.CANCEL_RETRY)]
+        else:
+            assert actions == []
+
+    def test_cancel_pending_without_retry_time_is_retried(self):
+        actions = plan(observed([], leases=[lease(LeaseOutcome.CANCEL_PENDING)]), POLICY)
+        assert [(a.kind, a.reason) for a in actions] == [(Kind.CLOSE_LEASE, Reason.CANCEL_RETRY)]
+
+    @pytest.mark.parametrize(("age", "resolved"), [(GRACE - TICK, False), (GRACE, True), (GRACE * 3, True)])
+    def test_pending_purchase_without_activation_after_grace(self, age, resolved):
+        pending = lease(LeaseOutcome.PENDING, activation=None, age=age)
+        actions = plan(observed([], leases=[pending]), POLICY)
+        assert [(a.kind, a.lease_id) for a in actions] == (
+            [(Kind.RESOLVE_PENDING_LEASE, 7)] if resolved else []
+        )
+
+    def test_lease_of_a_session_compensated_in_this_pass_is_left_to_the_compensation(self):
+        obs = observed(
+            [session(State.NUMBER_ACQUIRED)], leases=[lease(LeaseOutcome.ACTIVE)], runs={RUN: "CRASHED"}
+        )
+        assert [a.kind for a in plan(obs, POLICY)] == [Kind.COMPENSATE_SESSION]
+
+
+class TestWholePlan:
+    def test_nothing_observed_nothing_planned(self):
+        assert plan(observed(), POLICY) == []
+
+    def test_one_action_per_problem_in_a_mixed_world(self):
+        healthy, heal, orphan, dead, old = (
+            "shealthy2345",
+            "sheal2345678",
+            "sorphan23456",
+            "sdead2345678",
+            "sold23456789",
+        )
+        sessions = [
+            session(State.VERIFIED, sid=healthy),
+            session(State.VERIFIED, sid=heal),
+            session(State.AWAITING_CODE, sid=orphan),
+            session(State.LAUNCHING, sid=dead, heartbeat_age=STALE),
+            session(State.VERIFIED, sid=old, expires_in=-TICK),
+        ]
+        containers = [*both(healthy), container("device", sid=heal), container("stream", sid=orphan)]
+        containers += [*both(old), container("device", sid="sgone2345678")]
+        leases = [
+            lease(LeaseOutcome.CODE_RECEIVED, sid="sgone2345678", lease_id=1),
+            lease(LeaseOutcome.PENDING, sid="sgone2345678", activation=None, lease_id=2),
+            lease(LeaseOutcome.ACTIVE, sid=dead, lease_id=3),
+        ]
+        actions = plan(observed(sessions, containers, leases), POLICY)
+        assert sorted((a.kind.value, a.target) for a in actions) == sorted(
+            [
+                (Kind.HEAL_STREAM.value, heal),
+                (Kind.ORPHAN_SESSION.value, orphan),
+                (Kind.COMPENSATE_SESSION.value, dead),
+                (Kind.EXPIRE_SESSION.value, old),
+                (Kind.REMOVE_CONTAINER.value, "prov-t-sgone2345678-device"),
+                (Kind.CLOSE_LEASE.value, "lease 1"),
+                (Kind.RESOLVE_PENDING_LEASE.value, "lease 2"),
+            ]
+        )
+
+    def test_deterministic(self):
+        obs = observed(
+            [session(State.VERIFIED)], [container("device")], [lease(LeaseOutcome.ACTIVE, sid="sx2345678901")]
+        )
+        assert plan(obs, POLICY) == plan(obs, POLICY)
