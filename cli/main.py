@@ -28,6 +28,8 @@ def _settings():
 
 
 def _quiet_prefect(verbose: bool) -> None:
+    # No telemetry: this machine may have no route out, and the CLI should not try.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -171,6 +173,13 @@ def sessions(
 @app.command()
 def release(session_id: str, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Release a session: remove its containers, close its number."""
+    import re
+
+    from store import SESSION_ID_PATTERN
+
+    if not re.match(SESSION_ID_PATTERN, session_id):
+        err.print(f"[red]{session_id!r} is not a session id (12 lowercase letters and digits)[/red]")
+        raise typer.Exit(2)
     _quiet_prefect(verbose)
     _settings()
     from flows.release import release_session
@@ -226,6 +235,9 @@ def demo(
     Starts (or reuses) a local PostgreSQL cluster in STATE_DIR and the simulator in this process,
     configures the providers to use it for this run only, and provisions a session."""
     _quiet_prefect(verbose)
+    if not os.environ.get("PREFECT_API_URL"):
+        # Prefect's temporary server keeps its SQLite file here, apart from any other Prefect use.
+        os.environ.setdefault("PREFECT_HOME", str(state_dir.resolve() / "prefect"))
     from cli.local_postgres import LocalPostgres, free_port
     from providers.simulator import Simulator
 

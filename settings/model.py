@@ -65,12 +65,24 @@ class ProviderSettings(BaseModel):
         return self.api_key is not None and bool(self.api_key.get_secret_value())
 
 
+# One subclass per provider so that setting only a key (…__API_KEY) keeps the default base URL.
+class SmsManSettings(ProviderSettings):
+    base_url: str = "https://api.sms-man.com/control/"
+
+
+class OnlineSimSettings(ProviderSettings):
+    base_url: str = "https://onlinesim.io/api/"
+
+
+class SmsActivateSettings(ProviderSettings):
+    # The original SMS-Activate hosts are gone; any compatible provider's handler_api.php URL works.
+    base_url: str = "https://api.sms-activate.ae/stubs/handler_api.php"
+
+
 class ProvidersSettings(BaseModel):
-    sms_man: ProviderSettings = ProviderSettings(base_url="https://api.sms-man.com/control/")
-    onlinesim: ProviderSettings = ProviderSettings(base_url="https://onlinesim.io/api/")
-    sms_activate: ProviderSettings = ProviderSettings(
-        base_url="https://api.sms-activate.ae/stubs/handler_api.php"
-    )
+    sms_man: SmsManSettings = SmsManSettings()
+    onlinesim: OnlineSimSettings = OnlineSimSettings()
+    sms_activate: SmsActivateSettings = SmsActivateSettings()
     order: list[ProviderName] = Field(
         default_factory=lambda: ["sms_man", "onlinesim", "sms_activate"],
         description="Fallback order; providers without an API key are skipped",

@@ -49,3 +49,10 @@ class TestSettings:
         monkeypatch.setenv("PROVISIONER_INSTANCE_ID", "Bad_ID!")
         with pytest.raises(SettingsError, match="PROVISIONER_INSTANCE_ID is invalid"):
             load_settings()
+
+    def test_a_key_alone_keeps_the_default_base_url(self, clean_env, monkeypatch):
+        monkeypatch.setenv("PROVISIONER_DATABASE__URL", "postgresql://u@h/d")
+        monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__API_KEY", "k")
+        settings = load_settings()
+        assert settings.providers.sms_man.base_url == "https://api.sms-man.com/control/"
+        assert settings.providers.configured_names() == ["sms_man"]
