@@ -81,11 +81,17 @@ def _compensate_from_hook(final: State):
     on_cancellation=[_compensate_from_hook(State.CANCELLED)],
 )
 def provision_session(
-    request: ProvisionRequest | None = None, session_id: str | None = None
+    request: ProvisionRequest = ProvisionRequest(), session_id: str | None = None
 ) -> ProvisionResult | PrefectState:
+    """Provision one phone-verified device session.
+
+    `request` holds the business inputs (empty fields take the configured defaults).
+    `session_id` is optional: the gateway chooses one so it can answer before the run starts, and
+    a re-run with the same id resumes that session instead of buying or launching twice.
+    """
     logger = get_run_logger()
     deps = get_deps()
-    plan = resolve(request or ProvisionRequest(), deps.settings)
+    plan = resolve(request, deps.settings)
     if not [name for name in plan.providers if deps.settings.providers.get(name).configured]:
         raise NoProviderConfigured()
     actor = _actor()

@@ -35,6 +35,10 @@ class NoProviderConfigured(Exception):
         )
 
 
+# A re-run resumes a number of the same attempt only while it can still receive the code.
+_RESUMABLE = frozenset({LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED})
+
+
 @dataclass(frozen=True)
 class RentedNumber:
     lease_id: int
@@ -86,7 +90,7 @@ def rent_number(
     """
     with deps.sessions.begin() as db:
         for row in repo.leases_for_session(db, session_id):
-            if row.attempt == attempt and row.activation_id:
+            if row.attempt == attempt and row.activation_id and row.outcome in _RESUMABLE:
                 log.info("attempt %d already rented %s from %s", attempt, row.activation_id, row.provider)
                 return _rented(row)
 

@@ -9,9 +9,13 @@ from prefect.cache_policies import NONE
 
 from provisioning.deps import get_deps
 from provisioning.lifecycle import EndResult, compensate, release
-from store import State
+from store import TERMINAL, State
 from store import repository as repo
 from tasks.retry import RETRY_POLICY
+
+
+class SessionEnded(Exception):
+    """A re-run was asked to resume a session that has already ended."""
 
 
 @task(name="create-session", cache_policy=NONE, **RETRY_POLICY)
@@ -29,6 +33,10 @@ def create_session(
     deps = get_deps()
     with deps.sessions.begin() as db:
         if session_id and (existing := repo.find_session(db, session_id)):
+            if State(existing.state) in TERMINAL:
+                raise SessionEnded(
+                    f"session {session_id} already ended ({existing.state}); start a new provision"
+                )
             get_run_logger().info("session %s exists (%s); resuming it", session_id, existing.state)
             if not existing.flow_run_id:
                 repo.update_session(db, session_id, flow_run_id=flow_run_id)

@@ -1,0 +1,60 @@
+"""A retried step or a re-run flow finds what it already made: one purchase, one pair of containers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from flows.provision import provision_session
+from provisioning.containers import launch_containers
+from provisioning.numbers import rent_number
+from provisioning.request import ProvisionRequest
+from store import State
+from store import repository as repo
+
+pytestmark = pytest.mark.docker
+
+
+def new_session(deps) -> str:
+    with deps.sessions.begin() as db:
+        return repo.create_session(db, service="tg", country="0", actor="test", ttl=timedelta(minutes=5)).id
+
+
+def test_renting_twice_for_the_same_attempt_buys_once(provisioner_env, sim):
+    deps = provisioner_env
+    sid = new_session(deps)
+    args = {"providers": ["sms_activate"], "service": "tg", "country": "0", "max_price": None, "actor": "t"}
+    first = rent_number(deps, sid, attempt=1, **args)
+    again = rent_number(deps, sid, attempt=1, **args)
+    assert again == first
+    assert sim.purchases == 1
+    second = rent_number(deps, sid, attempt=2, **args)
+    assert second.activation_id != first.activation_id and sim.purchases == 2
+
+
+def test_launching_twice_starts_one_pair(provisioner_env, runtime):
+    deps = provisioner_env
+    sid = new_session(deps)
+    rent_number(
+        deps, sid, providers=["sms_activate"], service="tg", country="0", max_price=None, attempt=1, actor="t"
+    )
+    first = launch_containers(deps, sid, profile="stub", actor="t")
+    ids = sorted(c.id for c in runtime.list_managed() if c.session_id == sid)
+    again = launch_containers(deps, sid, profile="stub", actor="t")
+    assert again == first
+    assert sorted(c.id for c in runtime.list_managed() if c.session_id == sid) == ids and len(ids) == 2
+    with deps.sessions() as db:
+        assert repo.get_session(db, sid).state == State.AWAITING_CODE
+
+
+def test_rerun_of_an_ended_session_is_refused(provisioner_env, sim):
+    deps = provisioner_env
+    sid = new_session(deps)
+    with deps.sessions.begin() as db:
+        repo.transition(db, sid, State.FAILED, reason="earlier failure", actor="t")
+    state = provision_session(
+        request=ProvisionRequest(providers=["sms_activate"]), session_id=sid, return_state=True
+    )
+    assert state.is_failed() and "already ended" in state.message
+    assert sim.purchases == 0
