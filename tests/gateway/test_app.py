@@ -242,3 +242,29 @@ class TestAuth:
         gw.client.cookies.clear()
         assert gw.client.get(f"/vnc/{sid}/app/ui.js").status_code == 401
         assert gw.client.get(f"/sessions/{sid}", headers=header).status_code == 401  # cookie only for /vnc/
+
+
+class TestLogging:
+    def test_access_log_lines_never_carry_the_token(self) -> None:
+        import logging
+
+        from gateway.app import RedactTokens
+
+        record = logging.LogRecord(
+            "uvicorn.access",
+            logging.INFO,
+            __file__,
+            1,
+            '%s - "%s %s HTTP/%s" %d',
+            (
+                "127.0.0.1:5000",
+                "GET",
+                f"/vnc/abcdefghijkm/vnc.html?autoconnect=1&token={TOKEN}&x=1",
+                "1.1",
+                200,
+            ),
+            None,
+        )
+        assert RedactTokens().filter(record)
+        line = record.getMessage()
+        assert TOKEN not in line and "token=***&x=1" in line and "autoconnect=1" in line
