@@ -187,3 +187,24 @@ class TestProvision:
         assert containers_of(runtime, row.id) == []
         assert [o for _, o, _ in leases(deps, row.id)] == [LeaseOutcome.CANCELLED]
         assert sim.ledger().settled
+
+
+class TestEarlyCancel:
+    def test_cancel_refused_as_too_early_is_waited_out_never_rebought(self, provisioner_env, sim):
+        sim.configure(min_cancel_s=2.0, early_cancel_style="http409")
+
+        def deliver_to_second_number():
+            wait_for(lambda: len(sim.ledger().purchases) >= 2, timeout=60)
+            sim.deliver(sim.ledger().purchases[1].activation_id, "777111")
+
+        helper = threading.Thread(target=deliver_to_second_number, daemon=True)
+        helper.start()
+        result = provision_session(
+            request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=0.5, number_attempts=2)
+        )
+        helper.join(timeout=5)
+        assert result.state == "verified" and result.code == "777111"
+        ledger = sim.ledger()
+        # The first number was cancelled once its minimum time passed, then exactly one more was bought.
+        assert [e.kind for e in ledger.entries] == ["purchase", "refund", "purchase", "finish"]
+        assert ledger.settled
