@@ -19,7 +19,13 @@ def observe(db: Session, runtime: ContainerRuntime, flow_run_states: FlowRunStat
     now = db.scalar(select(func.now()))  # the database's clock, the one timestamps were written with
     sessions = [
         SessionView(
-            s.id, State(s.state), s.flow_run_id, s.updated_at, s.expires_at, bool(s.verification_code)
+            s.id,
+            State(s.state),
+            s.flow_run_id,
+            s.updated_at,
+            s.expires_at,
+            bool(s.verification_code),
+            heartbeat_at=s.heartbeat_at,
         )
         for s in repo.list_nonterminal_sessions(db)
     ]

@@ -1,0 +1,370 @@
+"""The reconcile flow on real PostgreSQL, Docker, Prefect and the provider simulator."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import zlib
+from datetime import timedelta
+
+import httpx
+import psycopg
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from sqlalchemy import event, func, select, text
+
+from flows.provision import ProvisionResult, provision_session
+from flows.reconcile import ReconcileSummary, reconcile_sessions
+from provisioning.request import ProvisionRequest
+from reconciler import observe
+from runtime.model import Role, ownership_labels
+from store import LeaseOutcome, LeaseRow, State, get_engine, new_session_id
+from store import repository as repo
+from tasks.reconcile import read_flow_run_states
+from tests.plugins.postgres import _plain_dsn
+
+pytestmark = pytest.mark.docker
+
+STUB_IMAGE = "provisioner/device-stub:latest"
+
+
+def run_pass(dry_run: bool = False) -> ReconcileSummary:
+    summary = reconcile_sessions(dry_run=dry_run)
+    assert isinstance(summary, ReconcileSummary)
+    return summary
+
+
+def on(summary: ReconcileSummary, target: str) -> list[str]:
+    return [row["action"] for row in summary.actions if target in row["target"]]
+
+
+def session(deps, session_id):
+    with deps.sessions() as db:
+        return repo.get_session(db, session_id)
+
+
+def lease_outcomes(deps, session_id) -> list[str]:
+    with deps.sessions() as db:
+        return [x.outcome for x in repo.leases_for_session(db, session_id)]
+
+
+def containers_of(runtime, session_id):
+    return {c.role: c for c in runtime.list_managed() if c.session_id == session_id}
+
+
+def wait_for(predicate, timeout=30.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def provision(**request) -> ProvisionResult:
+    result = provision_session(request=ProvisionRequest(providers=["sms_activate"], **request))
+    assert isinstance(result, ProvisionResult) and result.state == State.VERIFIED
+    return result
+
+
+def leaked_container(runtime, session_id: str, role: Role = Role.DEVICE) -> str:
+    """A created (not started) container of ours for ``session_id``: cheap, and list_managed sees it."""
+    container = runtime.client.containers.create(
+        STUB_IMAGE,
+        command=["sleep", "infinity"],
+        name=runtime.name_for(session_id, role),
+        labels=ownership_labels(runtime.instance_id, session_id, role),
+    )
+    return container.id
+
+
+def lock_key(deps) -> int:
+    return zlib.crc32(f"provisioner-reconcile-{deps.settings.instance_id}".encode())
+
+
+class TestHealAndOrphan:
+    def test_missing_stream_is_healed_then_missing_device_orphans_the_session(
+        self, provisioner_env, sim, runtime
+    ):
+        deps = provisioner_env
+        sim.set_sms_delay(0.2)
+        sid = provision().session_id
+        assert run_pass().actions == []  # a healthy world: nothing to do
+
+        runtime.remove(runtime.name_for(sid, Role.STREAM))
+        summary = run_pass()
+        assert on(summary, sid) == ["heal_stream"] and summary.failed == 0
+        mine = containers_of(runtime, sid)
+        assert mine["stream"].state == "running" and mine["device"].state == "running"
+        row = session(deps, sid)
+        assert row.state == State.VERIFIED
+        with deps.sessions() as db:
+            assert any("stream healed" in e.reason for e in repo.recent_events(db, sid))
+        runtime.wait_stream_ready(sid, 10)  # noVNC page and the device's RFB banner over the WebSocket
+        assert httpx.get(row.stream_url.split("?")[0], timeout=5).status_code == 200
+        assert run_pass().actions == []  # healed for good
+
+        runtime.remove(runtime.name_for(sid, Role.DEVICE))
+        summary = run_pass()
+        assert on(summary, sid) == ["orphan_session"] and summary.failed == 0
+        assert session(deps, sid).state == State.ORPHANED
+        assert containers_of(runtime, sid) == {}
+        assert lease_outcomes(deps, sid) == [LeaseOutcome.FINISHED]
+        assert sim.ledger().settled
+        assert run_pass().actions == []
+
+
+class TestLeakedContainers:
+    def test_unknown_session_container_is_listed_by_a_dry_run_then_removed(self, provisioner_env, runtime):
+        deps = provisioner_env
+        stray = new_session_id()
+        runtime.launch_device(stray, "stub")
+        time.sleep(deps.settings.reconcile.grace_s + 1.1)  # created-at has whole seconds
+
+        dry = run_pass(dry_run=True)
+        assert dry.dry_run and dry.ran
+        assert [(r["action"], r["result"]) for r in dry.actions] == [("remove_container", "dry run")]
+        assert dry.actions[0]["target"] == runtime.name_for(stray, Role.DEVICE)
+        assert containers_of(runtime, stray)["device"].state == "running"  # nothing was done
+
+        summary = run_pass()
+        assert [(r["action"], r["result"]) for r in summary.actions] == [("remove_container", "removed")]
+        assert containers_of(runtime, stray) == {}
+        assert run_pass().actions == []
+
+        key = f"reconcile-{deps.settings.instance_id}"
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            )
+        assert artifacts and artifacts[0].type == "table"
+        assert any("remove_container" in str(a.data) for a in artifacts)
+
+
+class TestRaceWithProvision:
+    def test_a_live_provision_is_left_alone_and_completes(self, provisioner_env, sim, runtime):
+        """Passes run while the provision launches and waits for its code (longer than stale_after:
+        its heartbeat, not its last change, shows it is alive)."""
+        deps = provisioner_env
+        outcome: dict[str, object] = {}
+
+        def run():
+            outcome["result"] = provision_session(
+                request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=60)
+            )
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        seen: set[str] = set()
+        acted: list[dict] = []
+        waiting_since = None
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with deps.sessions() as db:
+                    rows = repo.list_sessions(db, limit=1)
+                if rows:
+                    seen.add(rows[0].state)
+                    if rows[0].state == State.AWAITING_CODE and waiting_since is None:
+                        waiting_since = time.monotonic()
+                acted += run_pass().actions
+                if (
+                    waiting_since
+                    and time.monotonic() - waiting_since > deps.settings.reconcile.stale_after_s + 2
+                ):
+                    break
+            assert waiting_since, f"the provision never reached awaiting_code (saw {seen})"
+            assert acted == []
+            sim.deliver(sim.ledger().purchases[0].activation_id, "777111")
+        finally:
+            worker.join(timeout=60)
+        assert acted == []
+        assert {State.AWAITING_CODE} <= seen
+        result = outcome["result"]
+        assert (
+            isinstance(result, ProvisionResult) and result.state == State.VERIFIED and result.code == "777111"
+        )
+        assert sorted(containers_of(runtime, result.session_id)) == ["device", "stream"]
+        assert sim.ledger().settled
+
+
+class TestLock:
+    def test_a_second_pass_reports_the_lock_and_does_nothing(self, provisioner_env, runtime):
+        deps = provisioner_env
+        stray = new_session_id()
+        leaked_container(runtime, stray)
+        time.sleep(deps.settings.reconcile.grace_s + 1.1)
+        with psycopg.connect(_plain_dsn(deps.settings.database.url), autocommit=True) as other:
+            assert other.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(deps),)).fetchone()[0]
+            summary = run_pass()
+            assert not summary.ran and "lock" in summary.message and summary.actions == []
+            assert "device" in containers_of(runtime, stray)
+            other.execute("SELECT pg_advisory_unlock(%s)", (lock_key(deps),))
+        summary = run_pass()
+        assert summary.ran and on(summary, stray) == ["remove_container"]
+
+    def test_two_passes_at_once_one_runs(self, provisioner_env):
+        results: list[ReconcileSummary] = []
+        barrier = threading.Barrier(2)
+        deps = provisioner_env
+
+        def hold_then_pass():
+            barrier.wait()
+            results.append(run_pass())
+
+        # Hold the lock while both threads start, so their passes overlap for certain.
+        with psycopg.connect(_plain_dsn(deps.settings.database.url), autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (lock_key(deps),))
+            threads = [threading.Thread(target=hold_then_pass) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+        assert [r.ran for r in results] == [False, False]
+        # Without the outside holder, two concurrent passes: at most one is turned away, and every
+        # pass either ran or said why not.
+        results.clear()
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=hold_then_pass) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(results) == 2 and any(r.ran for r in results)
+        assert all(r.ran or "lock" in r.message for r in results)
+
+
+class TestEndingSessions:
+    def test_ttl_passed_expires_the_session(self, provisioner_env, sim, runtime):
+        deps = provisioner_env
+        sim.set_sms_delay(0.2)
+        sid = provision(ttl_s=4).session_id
+
+        def expired():
+            with deps.sessions() as db:
+                return db.scalar(select(func.now())) >= repo.get_session(db, sid).expires_at
+
+        wait_for(expired, timeout=10)
+        summary = run_pass()
+        assert on(summary, sid) == ["expire_session"] and summary.failed == 0
+        assert session(deps, sid).state == State.EXPIRED
+        assert containers_of(runtime, sid) == {}
+        assert lease_outcomes(deps, sid) == [LeaseOutcome.FINISHED]
+        assert sim.ledger().settled
+
+    def test_cancel_refused_as_too_early_is_retried_by_a_later_pass(self, provisioner_env, sim):
+        """A provision that died with a number bought: compensation's cancel is refused as too early,
+        the lease stays cancel_pending until retry_after, and a later pass refunds it."""
+        deps = provisioner_env
+        sim.configure(min_cancel_s=4, early_cancel_style="http409")  # the reply says how long to wait
+        with deps.sessions.begin() as db:
+            sid = repo.create_session(db, service="tg", country="0", actor="test").id  # no flow run
+            lease_id = repo.record_lease_pending(
+                db, sid, provider="sms_activate", service="tg", country="0", attempt=1
+            ).id
+        bought = deps.provider("sms_activate").acquire("tg", "0", None)
+        with deps.sessions.begin() as db:
+            repo.complete_lease(
+                db,
+                lease_id,
+                repo.BoughtNumber(
+                    bought.activation_id, bought.phone, bought.price, bought.currency, bought.bought_at
+                ),
+            )
+            repo.transition(db, sid, State.NUMBER_ACQUIRED, reason="test", actor="test")
+        time.sleep(deps.settings.reconcile.provisioning_deadline_s + 0.1)
+
+        summary = run_pass()
+        assert on(summary, sid) == ["compensate_session"]
+        assert session(deps, sid).state == State.FAILED
+        with deps.sessions() as db:
+            row = db.get_one(LeaseRow, lease_id)
+            assert row.outcome == LeaseOutcome.CANCEL_PENDING and row.retry_after is not None
+            retry_after = row.retry_after
+        assert not sim.ledger().settled
+
+        assert run_pass().actions == []  # before retry_after: left alone
+        assert lease_outcomes(deps, sid) == [LeaseOutcome.CANCEL_PENDING]
+
+        sim.advance(4)
+
+        def retry_time_reached():
+            with deps.sessions() as db:
+                return db.scalar(select(func.now())) >= retry_after
+
+        wait_for(retry_time_reached, timeout=10)
+        summary = run_pass()
+        assert [(r["action"], r["result"]) for r in summary.actions] == [("close_lease", "cancelled")]
+        assert lease_outcomes(deps, sid) == [LeaseOutcome.CANCELLED]
+        assert sim.ledger().settled
+        assert run_pass().actions == []
+
+
+class TestObservationCost:
+    """One pass observes with a constant number of database statements and Docker API calls."""
+
+    def _world(self, deps, runtime, n: int) -> None:
+        with deps.sessions.begin() as db:
+            db.execute(text("TRUNCATE session_events, number_leases, sessions RESTART IDENTITY CASCADE"))
+            for _ in range(n):
+                row = repo.create_session(
+                    db,
+                    service="tg",
+                    country="0",
+                    actor="test",
+                    flow_run_id=str(uuid.uuid4()),
+                    ttl=timedelta(hours=1),
+                )
+                repo.record_lease_pending(
+                    db, row.id, provider="sms_activate", service="tg", country="0", attempt=1
+                )
+        for c in runtime.list_managed():
+            runtime.remove(c.id)
+        with deps.sessions() as db:
+            ids = [s.id for s in repo.list_nonterminal_sessions(db)]
+        for sid in ids:
+            leaked_container(runtime, sid)
+
+    def _count(self, deps, monkeypatch) -> tuple[int, int, int, int]:
+        statements: list[str] = []
+        docker_calls: list[str] = []
+        prefect_calls: list[list[str]] = []
+        api = deps.runtime.client.api
+        send = api.send
+
+        def counting_send(request, **kwargs):
+            docker_calls.append(f"{request.method} {request.path_url}")
+            return send(request, **kwargs)
+
+        def counting_states(run_ids):
+            prefect_calls.append(list(run_ids))
+            return read_flow_run_states(run_ids)
+
+        def on_execute(conn, cursor, statement, *args):
+            statements.append(statement)
+
+        monkeypatch.setattr(api, "send", counting_send)
+        engine = get_engine()
+        event.listen(engine, "before_cursor_execute", on_execute)
+        try:
+            with deps.sessions() as db:
+                observed = observe(db, deps.runtime, counting_states)
+        finally:
+            event.remove(engine, "before_cursor_execute", on_execute)
+            monkeypatch.setattr(api, "send", send)
+        assert len(prefect_calls) == 1
+        return len(statements), len(docker_calls), len(observed.sessions), len(observed.containers)
+
+    def test_same_cost_for_1_and_20_sessions(self, provisioner_env, runtime, monkeypatch):
+        deps = provisioner_env
+        self._world(deps, deps.runtime, 1)
+        small = self._count(deps, monkeypatch)
+        self._world(deps, deps.runtime, 20)
+        large = self._count(deps, monkeypatch)
+        assert small[2:] == (1, 1) and large[2:] == (20, 20)
+        assert small[:2] == large[:2]
+        statements, docker_calls = large[:2]
+        assert statements <= 3 and docker_calls == 1  # now(), sessions, leases; one label-filtered list
