@@ -67,6 +67,11 @@ def _expire(deps: Deps, action: Action, actor: str) -> str:
     return release(deps, action.session_id, actor=actor, reason=action.reason, final=State.EXPIRED).message
 
 
+def _finish_release(deps: Deps, action: Action, actor: str) -> str:
+    assert action.session_id
+    return release(deps, action.session_id, actor=actor, reason=action.reason).message
+
+
 def _remove_container(deps: Deps, action: Action, actor: str) -> str:
     assert action.container_id
     removed = deps.runtime.remove(action.container_id)
@@ -140,4 +145,5 @@ _HANDLERS = {
     Kind.REMOVE_CONTAINER: _remove_container,
     Kind.CLOSE_LEASE: _close_lease,
     Kind.RESOLVE_PENDING_LEASE: _resolve_pending,
+    Kind.FINISH_RELEASE: _finish_release,
 }

@@ -62,6 +62,7 @@ class Kind(enum.StrEnum):
     EXPIRE_SESSION = "expire_session"
     CLOSE_LEASE = "close_lease"
     RESOLVE_PENDING_LEASE = "resolve_pending_lease"
+    FINISH_RELEASE = "finish_release"
 
 
 class Reason(enum.StrEnum):
@@ -76,6 +77,7 @@ class Reason(enum.StrEnum):
     LEASE_ON_ENDED_SESSION = "number still open on an ended session"
     CANCEL_RETRY = "cancel refused earlier as too early; retrying"
     PURCHASE_UNKNOWN = "purchase recorded as pending with no result"
+    RELEASE_STALLED = "its release stopped half-way"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from reconciler.model import FLOW_RUN_ALIVE, Action, ContainerView, Kind, Observed, Reason, SessionView
-from store import LIVE, PROVISIONING, LeaseOutcome
+from store import LIVE, PROVISIONING, LeaseOutcome, State
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
         # e. past its ttl: release it.
         if session.state in LIVE and session.expires_at is not None and session.expires_at <= observed.now:
             actions.append(Action(Kind.EXPIRE_SESSION, Reason.TTL_PASSED, session_id=session.id))
+            continue
+        # g. a release whose process died after it marked the session releasing: finish it.
+        if session.state == State.RELEASING:
+            if observed.now - session.updated_at >= policy.provisioning_deadline:
+                actions.append(Action(Kind.FINISH_RELEASE, Reason.RELEASE_STALLED, session_id=session.id))
             continue
         if session.state not in LIVE:
             continue

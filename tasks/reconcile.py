@@ -14,9 +14,11 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from provisioning.deps import get_deps
 from reconciler import Action, ActionResult, Observed, act, observe
 
+FLOW_RUN_PAGE = 200  # PREFECT_SERVER_API_DEFAULT_LIMIT: the most runs one read_flow_runs may return
+
 
 def read_flow_run_states(run_ids: Iterable[str]) -> dict[str, str | None]:
-    """State types of the given flow runs in one API call; runs that do not exist map to None."""
+    """State types of the given flow runs, one API call per 200; runs that do not exist map to None."""
     ids = list(run_ids)
     states: dict[str, str | None] = dict.fromkeys(ids)
     valid = []
@@ -26,11 +28,14 @@ def read_flow_run_states(run_ids: Iterable[str]) -> dict[str, str | None]:
     if not valid:
         return states
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=valid)), limit=len(valid)
-        )
-    for run in runs:
-        states[str(run.id)] = run.state.type.value if run.state else None
+        # The API refuses a limit above its default page size (200): one call per page of ids.
+        for start in range(0, len(valid), FLOW_RUN_PAGE):
+            page = valid[start : start + FLOW_RUN_PAGE]
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
+            )
+            for run in runs:
+                states[str(run.id)] = run.state.type.value if run.state else None
     return states
 
 

@@ -281,6 +281,22 @@ class TestExpiry:
         assert [a for a in plan(obs, POLICY) if a.kind == Kind.EXPIRE_SESSION] == []
 
 
+class TestStalledRelease:
+    """g. a session left in releasing (its release process died) is released, after the deadline."""
+
+    @pytest.mark.parametrize(("age", "acted"), [(DEADLINE - TICK, False), (DEADLINE, True)])
+    def test_deadline_boundary(self, age, acted):
+        obs = observed([session(State.RELEASING, age=age, expires_in=-TICK)], both(), runs={RUN: "COMPLETED"})
+        actions = plan(obs, POLICY)
+        assert [(a.kind, a.reason) for a in actions] == (
+            [(Kind.FINISH_RELEASE, Reason.RELEASE_STALLED)] if acted else []
+        )
+
+    def test_its_containers_and_leases_are_left_to_the_release(self):
+        obs = observed([session(State.RELEASING)], both(), leases=[lease(LeaseOutcome.ACTIVE)])
+        assert [a.kind for a in plan(obs, POLICY)] == [Kind.FINISH_RELEASE]
+
+
 class TestLeases:
     """f. numbers left open on ended sessions; cancel retries; purchases with no recorded result."""
 

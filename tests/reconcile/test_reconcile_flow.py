@@ -302,6 +302,45 @@ class TestEndingSessions:
         assert sim.ledger().settled
         assert run_pass().actions == []
 
+    def test_release_stopped_half_way_is_finished(self, provisioner_env, sim, runtime):
+        """A release process died after marking the session releasing: its containers and its
+        number would stay forever (the session is not terminal); a pass finishes the release."""
+        deps = provisioner_env
+        with deps.sessions.begin() as db:
+            sid = repo.create_session(db, service="tg", country="0", actor="test").id
+            lease_id = repo.record_lease_pending(
+                db, sid, provider="sms_activate", service="tg", country="0", attempt=1
+            ).id
+        bought = deps.provider("sms_activate").acquire("tg", "0", None)
+        with deps.sessions.begin() as db:
+            repo.complete_lease(
+                db,
+                lease_id,
+                repo.BoughtNumber(
+                    bought.activation_id, bought.phone, bought.price, bought.currency, bought.bought_at
+                ),
+            )
+            for state in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE, State.RELEASING):
+                repo.transition(db, sid, state, reason="test", actor="test")
+        leaked_container(runtime, sid, Role.DEVICE)
+        leaked_container(runtime, sid, Role.STREAM)
+        time.sleep(deps.settings.reconcile.provisioning_deadline_s + 0.1)
+
+        summary = run_pass()
+        assert on(summary, sid) == ["finish_release"] and summary.failed == 0
+        assert session(deps, sid).state == State.RELEASED
+        assert containers_of(runtime, sid) == {}
+        assert lease_outcomes(deps, sid) == [LeaseOutcome.CANCELLED]
+        assert sim.ledger().settled
+        assert run_pass().actions == []
+
+
+class TestFlowRunStates:
+    def test_more_runs_than_one_api_page(self, prefect_api):
+        """The API caps a page at 200 runs; more provisions than that must not break observation."""
+        ids = [str(uuid.uuid4()) for _ in range(201)] + ["local"]
+        assert read_flow_run_states(ids) == dict.fromkeys(ids)
+
 
 class TestObservationCost:
     """One pass observes with a constant number of database statements and Docker API calls."""
