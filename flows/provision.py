@@ -18,7 +18,7 @@ from provisioning.numbers import NoProviderConfigured
 from provisioning.request import ProvisionRequest, resolve
 from store import SessionRow, State
 from store import repository as repo
-from tasks.containers import ensure_launch_limit, launch_session_containers
+from tasks.containers import ensure_launch_limit, launch_session_containers, launch_slot
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
 from tasks.publish import mask_phone, publish_session
 from tasks.sessions import create_session
@@ -116,7 +116,8 @@ def provision_session(
     try:
         with heartbeat, transaction():
             rented = rent_number(sid, attempt=1, **rent)
-            launch_session_containers(sid, profile=plan.device_profile, actor=actor)
+            with launch_slot(logger):
+                launch_session_containers(sid, profile=plan.device_profile, actor=actor)
             publish_session(sid)
             code = None
             for attempt in range(1, plan.number_attempts + 1):

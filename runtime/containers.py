@@ -10,6 +10,7 @@ one replaced. Docker exceptions are translated by runtime.errors and never leave
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from runtime.errors import (
     NameConflict,
     NotOwned,
     NotReady,
+    RuntimeFailure,
     UnknownProfile,
     translate_docker_errors,
 )
@@ -53,6 +55,7 @@ STREAM_MEM_LIMIT = "128m"
 STREAM_NANO_CPUS = 500_000_000
 LOG_TAIL_LINES = 30
 _STOPPED_STATES = frozenset({"exited", "dead"})
+_NETWORK_LOCK = threading.Lock()  # one creator per process; duplicates across processes are pruned
 
 
 class ContainerRuntime:
@@ -82,10 +85,12 @@ class ContainerRuntime:
         """Build the runtime from Settings (instance_id and the docker group)."""
         docker_settings = settings.docker
         with translate_docker_errors():
+            # Each concurrent launch makes a few calls at once: size the pool past the launch slots.
+            pool = max(10, 4 * docker_settings.launch_slots)
             if docker_settings.host:
-                client = docker.DockerClient(base_url=docker_settings.host)
+                client = docker.DockerClient(base_url=docker_settings.host, max_pool_size=pool)
             else:
-                client = docker.from_env()
+                client = docker.from_env(max_pool_size=pool)
         return cls(
             client,
             instance_id=settings.instance_id,
@@ -113,21 +118,36 @@ class ContainerRuntime:
         """Create the deployment's bridge network when it does not exist yet.
 
         Checked on every launch rather than cached: another process may remove an unused network.
+        Docker allows two networks of one name (check_duplicate is best-effort), and a name that
+        matches two makes every later container start fail; so when concurrent creators both won,
+        every one of them keeps the oldest and removes the rest.
         """
-        if not self._network_exists():
-            # A concurrent launch may create it first: a name conflict means it exists now.
-            with contextlib.suppress(NameConflict), translate_docker_errors(container=self.network):
-                self.client.api.create_network(
-                    self.network,
-                    driver="bridge",
-                    check_duplicate=True,
-                    labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: self.instance_id},
-                )
+        with _NETWORK_LOCK:
+            matches = self._networks_named()
+            if not matches:
+                # A concurrent launch may create it first: a name conflict means it exists now.
+                with contextlib.suppress(NameConflict), translate_docker_errors(container=self.network):
+                    self.client.api.create_network(
+                        self.network,
+                        driver="bridge",
+                        check_duplicate=True,
+                        labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: self.instance_id},
+                    )
+                matches = self._networks_named()
+            if len(matches) > 1:
+                keep = min(matches, key=lambda n: (n.get("Created", ""), n["Id"]))
+                for network in matches:
+                    if network["Id"] != keep["Id"]:
+                        with (
+                            contextlib.suppress(RuntimeFailure),
+                            translate_docker_errors(container=self.network),
+                        ):
+                            self.client.api.remove_network(network["Id"])
 
-    def _network_exists(self) -> bool:
-        # The names filter matches substrings; look for the exact name.
+    def _networks_named(self) -> list[dict[str, Any]]:
+        # The names filter matches substrings; keep the exact name.
         with translate_docker_errors():
-            return any(n["Name"] == self.network for n in self.client.api.networks(names=[self.network]))
+            return [n for n in self.client.api.networks(names=[self.network]) if n["Name"] == self.network]
 
     def launch_device(self, session_id: str, profile: str) -> ContainerInfo:
         """Start the session's device container (or return the running one)."""

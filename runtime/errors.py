@@ -116,7 +116,8 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, EngineUnreachable | NameConflict):
         return True
     if isinstance(exc, EngineError):
-        return exc.status_code is None or exc.status_code >= 500
+        # "ambiguous": two networks of one name for a moment, until ensure_network prunes one.
+        return exc.status_code is None or exc.status_code >= 500 or "is ambiguous" in str(exc)
     return False
 
 
