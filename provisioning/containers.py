@@ -41,7 +41,7 @@ def launch_containers(deps: Deps, session_id: str, *, profile: str, actor: str) 
     runtime = deps.runtime
     device_name, stream_name = runtime.name_for(session_id, "device"), runtime.name_for(session_id, "stream")
     with deps.sessions.begin() as db:
-        session = repo.get_session(db, session_id, for_update=True)
+        session = repo.ensure_not_ended(db, session_id)
         if session.state == State.NUMBER_ACQUIRED:
             repo.transition(
                 db,

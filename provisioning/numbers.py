@@ -12,7 +12,7 @@ from decimal import Decimal
 from providers.base import Cancelled, CodeReceived, Expired, Lease, Waiting
 from providers.errors import CancelTooEarly, ProviderError, StopError, TransientError, UnavailableError
 from provisioning.deps import Deps
-from store import LeaseOutcome, LeaseRow, State
+from store import TERMINAL, LeaseOutcome, LeaseRow, State
 from store import repository as repo
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def rent_number(
     lease row is written as pending before each purchase call and completed right after it.
     """
     with deps.sessions.begin() as db:
+        repo.ensure_not_ended(db, session_id)
         for row in repo.leases_for_session(db, session_id):
             if row.attempt == attempt and row.activation_id and row.outcome in _RESUMABLE:
                 log.info("attempt %d already rented %s from %s", attempt, row.activation_id, row.provider)
@@ -212,6 +213,10 @@ def wait_for_code(
         last_status = result.status
         if final_check:
             break
+        with deps.sessions() as db:
+            state = State(repo.get_session(db, session_id).state)
+        if state in TERMINAL:  # reconciliation (or a release) ended it meanwhile
+            return CodeResult(None, f"the session ended ({state}) while waiting")
         stop_reason = should_stop()
         if stop_reason:
             return CodeResult(None, stop_reason)

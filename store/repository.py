@@ -23,6 +23,26 @@ class SessionNotFound(LookupError):
         super().__init__(f"no session {session_id!r}")
 
 
+class SessionEnded(Exception):
+    """The session reached a terminal state (another actor ended it); no more work may start for it."""
+
+    def __init__(self, session_id: str, state: str) -> None:
+        self.session_id = session_id
+        self.state = state
+        super().__init__(f"session {session_id} already ended ({state}); start a new provision")
+
+    def __reduce__(self):  # picklable, for Prefect's state results
+        return (type(self), (self.session_id, self.state))
+
+
+def ensure_not_ended(db: Session, session_id: str) -> SessionRow:
+    """The session, or SessionEnded when it is terminal (so no number is bought for a dead session)."""
+    row = get_session(db, session_id)
+    if State(row.state) in TERMINAL:
+        raise SessionEnded(session_id, row.state)
+    return row
+
+
 class StaleState(Exception):
     """The session is no longer in the state the caller expected (another actor moved it)."""
 

@@ -11,11 +11,8 @@ from provisioning.deps import get_deps
 from provisioning.lifecycle import EndResult, compensate, release
 from store import TERMINAL, State
 from store import repository as repo
+from store.repository import SessionEnded
 from tasks.retry import RETRY_POLICY
-
-
-class SessionEnded(Exception):
-    """A re-run was asked to resume a session that has already ended."""
 
 
 @task(name="create-session", cache_policy=NONE, **RETRY_POLICY)
@@ -34,9 +31,7 @@ def create_session(
     with deps.sessions.begin() as db:
         if session_id and (existing := repo.find_session(db, session_id)):
             if State(existing.state) in TERMINAL:
-                raise SessionEnded(
-                    f"session {session_id} already ended ({existing.state}); start a new provision"
-                )
+                raise SessionEnded(session_id, existing.state)
             get_run_logger().info("session %s exists (%s); resuming it", session_id, existing.state)
             if not existing.flow_run_id:
                 repo.update_session(db, session_id, flow_run_id=flow_run_id)

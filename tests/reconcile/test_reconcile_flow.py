@@ -191,11 +191,6 @@ class TestRaceWithProvision:
         assert sorted(containers_of(runtime, result.session_id)) == ["device", "stream"]
         assert sim.ledger().settled
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="provision bug: rent_number does not check that the session ended; a provision whose "
-        "session was orphaned while it waited for the code rents a second number (see the report)",
-    )
     def test_orphaned_while_waiting_rents_no_second_number(self, provisioner_env, sim, runtime):
         deps = provisioner_env
         outcome: dict[str, object] = {}
