@@ -94,7 +94,12 @@ def _close_lease(deps: Deps, action: Action, actor: str) -> str:
 
 def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
     """A purchase whose reply was lost: find it at the provider if the protocol can list open
-    activations, adopt it and cancel it; otherwise flag it for a person."""
+    activations, adopt it and cancel it; otherwise flag it for a person.
+
+    An open activation our database does not know is taken to be the lost purchase only when it
+    is the only one, and no purchase of that provider is in flight right now; anything less
+    certain is flagged for a person. This assumes the provider account is this deployment's alone.
+    """
     assert action.lease_id is not None
     with deps.sessions.begin() as db:
         row = db.get_one(LeaseRow, action.lease_id)
@@ -102,6 +107,18 @@ def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
         known = {
             a for (a,) in db.query(LeaseRow.activation_id).filter(LeaseRow.provider == provider_name) if a
         }
+        # Another pending purchase of this provider, not this one: its reply may still be on its way.
+        in_flight = (
+            db.query(LeaseRow.id)
+            .filter(
+                LeaseRow.provider == provider_name,
+                LeaseRow.outcome == LeaseOutcome.PENDING.value,
+                LeaseRow.activation_id.is_(None),
+                LeaseRow.id != action.lease_id,
+            )
+            .first()
+            is not None
+        )
     try:
         open_activations = deps.provider(provider_name).find_open_activations()
     except (ProviderError, ProviderNotConfigured) as exc:
@@ -117,6 +134,16 @@ def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
             )
         return "flagged for a person: the provider cannot list open activations"
     unknown: list[Lease] = [a for a in open_activations if a.activation_id not in known]
+    if len(unknown) > 1 or (unknown and in_flight):
+        with deps.sessions.begin() as db:
+            repo.set_lease_outcome(
+                db,
+                action.lease_id,
+                LeaseOutcome.NEEDS_ATTENTION,
+                provider_status=f"{len(unknown)} unknown open activation(s) at {provider_name}; which one is ours "
+                "is uncertain: check the account by hand",
+            )
+        return "flagged for a person: the lost purchase cannot be told apart with certainty"
     if not unknown:
         with deps.sessions.begin() as db:
             repo.set_lease_outcome(
