@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -14,6 +13,7 @@ from flows.release import release_session
 from provisioning.request import ProvisionRequest
 from store import LeaseOutcome, State
 from store import repository as repo
+from tests.support import session, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -23,23 +23,8 @@ def leases(deps, session_id):
         return [(x.provider, x.outcome, x.attempt) for x in repo.leases_for_session(db, session_id)]
 
 
-def session(deps, session_id):
-    with deps.sessions() as db:
-        return repo.get_session(db, session_id)
-
-
 def containers_of(runtime, session_id):
     return [c for c in runtime.list_managed() if c.session_id == session_id]
-
-
-def wait_for(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 class TestProvision:

@@ -25,6 +25,7 @@ from store import LeaseOutcome, LeaseRow, State, get_engine, new_session_id
 from store import repository as repo
 from tasks.reconcile import read_flow_run_states
 from tests.plugins.postgres import _plain_dsn
+from tests.support import session, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -41,11 +42,6 @@ def on(summary: ReconcileSummary, target: str) -> list[str]:
     return [row["action"] for row in summary.actions if target in row["target"]]
 
 
-def session(deps, session_id):
-    with deps.sessions() as db:
-        return repo.get_session(db, session_id)
-
-
 def lease_outcomes(deps, session_id) -> list[str]:
     with deps.sessions() as db:
         return [x.outcome for x in repo.leases_for_session(db, session_id)]
@@ -53,16 +49,6 @@ def lease_outcomes(deps, session_id) -> list[str]:
 
 def containers_of(runtime, session_id):
     return {c.role: c for c in runtime.list_managed() if c.session_id == session_id}
-
-
-def wait_for(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def provision(**request) -> ProvisionResult:
