@@ -142,10 +142,24 @@ def simulator() -> Iterator[Any]:
 
 @contextlib.contextmanager
 def prefect_api() -> Iterator[None]:
+    """The Prefect server named by PREFECT_API_URL when set (e.g. `prefect server start` on
+    PostgreSQL, as in production), else the test harness's temporary SQLite-backed server."""
+    import os
+
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def prefect_api_label() -> str:
+    import os
+
+    url = os.environ.get("PREFECT_API_URL")
+    return f"Prefect server at {url}" if url else "prefect_test_harness API server (subprocess, SQLite)"
 
 
 # -- the three ways to provision ----------------------------------------------------------------
@@ -545,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "(flow: the verified event).\n"
         "baseline: provider client + ContainerRuntime calls only, NO DB; baseline-db: the flow's plain "
         "functions with the PostgreSQL store, no Prefect.\n"
-        "flow: prefect_test_harness API server (subprocess, SQLite) on the same CPUs; flows in-process, one "
+        f"flow: {prefect_api_label()} on the same CPUs; flows in-process, one "
         "thread each; all modes share one DB pool, Docker client and provider client.\n"
         "flow: number_acquired -> launching includes the wait for the Prefect global concurrency slot."
     )
