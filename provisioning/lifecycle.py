@@ -15,7 +15,7 @@ from provisioning.numbers import close_open_leases
 from runtime.errors import RuntimeFailure
 from store import TERMINAL, IllegalTransition, State
 from store import repository as repo
-from store.states import ALLOWED
+from store.states import ALLOWED, ENDING
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def compensate(
         current = State(session.state)
     problems = remove_containers(deps, session_id)
     problems += close_open_leases(deps, session_id)
-    if current in TERMINAL:
+    if current in ENDING:  # ended, or a release is finishing it: that actor sets the final state
         return EndResult(session_id, current, False, problems)
     target = final if final in ALLOWED[current] else State.FAILED
     with deps.sessions.begin() as db:

@@ -12,8 +12,9 @@ from decimal import Decimal
 from providers.base import Cancelled, CodeReceived, Expired, Lease, Waiting
 from providers.errors import CancelTooEarly, ProviderError, StopError, TransientError, UnavailableError
 from provisioning.deps import Deps
-from store import TERMINAL, LeaseOutcome, LeaseRow, State
+from store import LeaseOutcome, LeaseRow, State
 from store import repository as repo
+from store.states import ENDING
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def wait_for_code(
             break
         with deps.sessions() as db:
             state = State(repo.get_session(db, session_id).state)
-        if state in TERMINAL:  # reconciliation (or a release) ended it meanwhile
+        if state in ENDING:  # reconciliation or a release ended it meanwhile
             return CodeResult(None, f"the session ended ({state}) while waiting")
         stop_reason = should_stop()
         if stop_reason:

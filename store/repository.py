@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from store.models import OPEN_LEASE_OUTCOMES, EventRow, LeaseOutcome, LeaseRow, SessionRow
-from store.states import TERMINAL, State, check_transition
+from store.states import ENDING, TERMINAL, State, check_transition
 
 
 class SessionNotFound(LookupError):
@@ -36,9 +36,10 @@ class SessionEnded(Exception):
 
 
 def ensure_not_ended(db: Session, session_id: str) -> SessionRow:
-    """The session, or SessionEnded when it is terminal (so no number is bought for a dead session)."""
+    """The session, or SessionEnded when it has ended or is being released (so no number is bought
+    and no container started for a session on its way out)."""
     row = get_session(db, session_id)
-    if State(row.state) in TERMINAL:
+    if State(row.state) in ENDING:
         raise SessionEnded(session_id, row.state)
     return row
 

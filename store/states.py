@@ -42,6 +42,8 @@ ALLOWED: dict[State, frozenset[State]] = {
 }
 
 TERMINAL: frozenset[State] = frozenset(state for state, targets in ALLOWED.items() if not targets)
+# Ended or being ended: nothing new (a number, a container) may start for a session in these.
+ENDING: frozenset[State] = TERMINAL | {State.RELEASING}
 # A provision flow run is in charge of these; if it dies, the reconciler compensates.
 PROVISIONING: frozenset[State] = frozenset({S.REQUESTED, S.NUMBER_ACQUIRED, S.LAUNCHING, S.AWAITING_CODE})
 # Both containers must exist and run in these states.

@@ -193,3 +193,35 @@ class TestEarlyCancel:
         # The first number was cancelled once its minimum time passed, then exactly one more was bought.
         assert [e.kind for e in ledger.entries] == ["purchase", "refund", "purchase", "finish"]
         assert ledger.settled
+
+
+class TestReleaseDuringProvision:
+    def test_release_while_waiting_for_the_code_ends_the_provision_without_a_new_number(
+        self, provisioner_env, sim, runtime
+    ):
+        deps = provisioner_env
+        outcome = {}
+
+        def run():
+            outcome["state"] = provision_session(
+                request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=30, number_attempts=3),
+                return_state=True,
+            )
+
+        worker = threading.Thread(target=run)
+        worker.start()
+
+        def awaiting():
+            with deps.sessions() as db:
+                rows = repo.list_sessions(db, limit=1, states=[State.AWAITING_CODE])
+                return rows[0] if rows else None
+
+        row = wait_for(awaiting, timeout=60)
+        assert "is now released" in release_session(session_id=row.id)
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert outcome["state"].is_failed() and "already ended" in outcome["state"].message
+        assert session(deps, row.id).state == State.RELEASED
+        assert containers_of(runtime, row.id) == []
+        ledger = sim.ledger()
+        assert len(ledger.purchases) == 1 and ledger.settled
