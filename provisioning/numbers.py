@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from providers.base import Cancelled, CodeReceived, Expired, Lease, Waiting
-from providers.errors import CancelTooEarly, ProviderError, StopError, TransientError, UnavailableError
+from providers.errors import CancelTooEarly, ProviderError, TransientError, UnavailableError
 from provisioning.deps import Deps
 from store import LeaseOutcome, LeaseRow, State
 from store import repository as repo
@@ -97,6 +97,7 @@ def rent_number(
                 return _rented(row)
 
     reasons: dict[str, str] = {}
+    transient: TransientError | None = None
     for name in providers:
         if not deps.settings.providers.get(name).configured:
             reasons[name] = "not configured"
@@ -113,10 +114,19 @@ def rent_number(
             reasons[name] = str(exc)
             log.warning("%s cannot rent a number now (%s); trying the next provider", name, exc)
             continue
-        except (StopError, ProviderError) as exc:
-            if isinstance(exc, TransientError) and exc.code == "timeout":
-                # The purchase may have gone through: leave the row pending for the reconciler.
+        except TransientError as exc:
+            if exc.code == "timeout":
+                # The purchase may have gone through: leave the row pending for the reconciler,
+                # and buy nowhere else meanwhile; the task's retry comes back after a backoff.
                 raise
+            # Nothing was sold. Try the next provider now; if none can sell, raise the first
+            # transient error so the task retries the whole list after a backoff.
+            _mark_failed(deps, lease_id, exc)
+            reasons[name] = str(exc)
+            transient = transient or exc
+            log.warning("%s failed transiently (%s); trying the next provider", name, exc)
+            continue
+        except ProviderError as exc:  # stop errors and malformed replies: fix something first
             _mark_failed(deps, lease_id, exc)
             raise
         with deps.sessions.begin() as db:
@@ -139,6 +149,8 @@ def rent_number(
                     db, session_id, reason=f"attempt {attempt}: new number from {name}", actor=actor
                 )
             return _rented(row)
+    if transient is not None:
+        raise transient
     raise NoNumberAvailable(reasons)
 
 

@@ -69,6 +69,17 @@ class TestProvision:
             ("onlinesim", LeaseOutcome.FINISHED, 1),
         ]
 
+    def test_provider_failing_transiently_falls_back_to_the_next(self, provisioner_env, sim):
+        sim.set_sms_delay(0.2)
+        sim.inject("http", status=502, protocol="sms_man", times=None)
+        result = provision_session(request=ProvisionRequest(providers=["sms_man", "sms_activate"]))
+        assert result.state == "verified" and result.provider == "sms_activate"
+        assert leases(provisioner_env, result.session_id) == [
+            ("sms_man", LeaseOutcome.FAILED, 1),
+            ("sms_activate", LeaseOutcome.FINISHED, 1),
+        ]
+        assert sim.purchases == 1
+
     def test_http_500_twice_then_success_buys_exactly_once(self, provisioner_env, sim):
         sim.set_sms_delay(0.2)
         sim.inject("http", status=500, protocol="sms_activate", action="getNumber", times=2)
