@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from provisioning.deps import get_deps
-from provisioning.lifecycle import EndResult, compensate, release
+from provisioning.lifecycle import EndResult, release
 from store import TERMINAL, State
 from store import repository as repo
 from store.repository import SessionEnded
@@ -48,13 +48,6 @@ def create_session(
         )
         get_run_logger().info("session %s requested (%s, country %s)", row.id, service, country)
         return row.id
-
-
-@task(name="compensate-session", cache_policy=NONE)
-def compensate_session(session_id: str, *, reason: str, actor: str, final: State = State.FAILED) -> EndResult:
-    result = compensate(get_deps(), session_id, reason=reason, actor=actor, final=final)
-    get_run_logger().warning(result.message)
-    return result
 
 
 @task(name="release-session", cache_policy=NONE, **RETRY_POLICY)
