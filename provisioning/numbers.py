@@ -306,6 +306,16 @@ def cancel_number_waiting(
             sleep(max(exc.wait_s, 0.5))
 
 
+def close_number(deps: Deps, lease_id: int, *, code_received: bool) -> str:
+    """Finish a number that got its code (the charge stands), cancel (refund) any other.
+    Raises CancelDeferred when the provider refuses the cancel for now."""
+    if code_received:
+        finish_number(deps, lease_id)
+        return "finished"
+    cancel_number(deps, lease_id)
+    return "cancelled"
+
+
 def close_open_leases(deps: Deps, session_id: str) -> list[str]:
     """Finish leases that got a code, cancel the rest; returns problems (never raises for one lease)."""
     problems: list[str] = []
@@ -313,10 +323,8 @@ def close_open_leases(deps: Deps, session_id: str) -> list[str]:
         leases = [(row.id, row.outcome, row.activation_id) for row in repo.leases_for_session(db, session_id)]
     for lease_id, outcome, activation_id in leases:
         try:
-            if outcome == LeaseOutcome.CODE_RECEIVED:
-                finish_number(deps, lease_id)
-            elif outcome in (LeaseOutcome.ACTIVE, LeaseOutcome.CANCEL_PENDING):
-                cancel_number(deps, lease_id)
+            if outcome in (LeaseOutcome.CODE_RECEIVED, LeaseOutcome.ACTIVE, LeaseOutcome.CANCEL_PENDING):
+                close_number(deps, lease_id, code_received=outcome == LeaseOutcome.CODE_RECEIVED)
             elif outcome == LeaseOutcome.PENDING and not activation_id:
                 problems.append(f"lease {lease_id}: purchase outcome unknown, left for reconciliation")
         except CancelDeferred as exc:

@@ -9,7 +9,7 @@ from providers.base import Lease
 from providers.errors import ProviderError
 from provisioning.deps import Deps, ProviderNotConfigured
 from provisioning.lifecycle import compensate, release
-from provisioning.numbers import CancelDeferred, cancel_number, finish_number
+from provisioning.numbers import CancelDeferred, cancel_number, close_number
 from reconciler.model import Action, Kind
 from store import LeaseOutcome, LeaseRow, State
 from store import repository as repo
@@ -39,7 +39,7 @@ def act(deps: Deps, actions: list[Action], *, actor: str) -> list[ActionResult]:
 def _heal_stream(deps: Deps, action: Action, actor: str) -> str:
     sid = action.session_id
     assert sid
-    stream = deps.runtime.launch_stream(sid)
+    stream = deps.runtime.heal_stream(sid)
     deps.runtime.wait_stream_ready(sid, deps.settings.docker.readiness_timeout_s)
     url = deps.runtime.stream_url(stream) if stream.host_port else None
     with deps.sessions.begin() as db:
@@ -83,11 +83,7 @@ def _close_lease(deps: Deps, action: Action, actor: str) -> str:
     with deps.sessions.begin() as db:
         outcome = db.get_one(LeaseRow, action.lease_id).outcome
     try:
-        if outcome == LeaseOutcome.CODE_RECEIVED:
-            finish_number(deps, action.lease_id)
-            return "finished"
-        cancel_number(deps, action.lease_id)
-        return "cancelled"
+        return close_number(deps, action.lease_id, code_received=outcome == LeaseOutcome.CODE_RECEIVED)
     except CancelDeferred as exc:
         return f"cancel pending until {exc.retry_at:%H:%M:%S}"
 

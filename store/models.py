@@ -88,10 +88,6 @@ class SessionRow(Base):
 
     __table_args__ = (Index("ix_sessions_state", "state"),)
 
-    @property
-    def state_enum(self) -> State:
-        return State(self.state)
-
 
 class LeaseRow(Base):
     __tablename__ = "number_leases"

@@ -22,10 +22,11 @@ def mask_phone(phone: str | None) -> str:
 def session_summary_markdown(session_id: str) -> tuple[str, str | None]:
     with get_deps().sessions.begin() as db:
         s = repo.get_session(db, session_id)
-        lease = repo.open_lease_for_session(db, session_id) or next(
-            iter(reversed(repo.leases_for_session(db, session_id))), None
+        # The newest number actually bought (failed purchase attempts have no price).
+        lease = next(
+            (x for x in reversed(repo.leases_for_session(db, session_id)) if x.price is not None), None
         )
-        price = f"{lease.price} {lease.currency}" if lease is not None and lease.price is not None else "-"
+        price = f"{lease.price} {lease.currency}" if lease is not None else "-"
         rows = [
             ("Session", f"`{s.id}`"),
             ("State", f"**{s.state}**"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,3 +26,35 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
 def session(deps, session_id: str):
     with deps.sessions() as db:
         return repo.get_session(db, session_id)
+
+
+class BackgroundProvision:
+    """A provision flow run in a thread, so a test can act while it runs; ``join()`` gives its
+    final Prefect state."""
+
+    def __init__(self, request) -> None:
+        from flows.provision import provision_session
+
+        self.state = None
+
+        def run() -> None:
+            self.state = provision_session(request=request, return_state=True)
+
+        self.thread = threading.Thread(target=run, name="background-provision")
+        self.thread.start()
+
+    def join(self, timeout: float = 60.0):
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive(), "the provision did not end"
+        return self.state
+
+
+def newest_session_in(deps, state, timeout: float = 60.0):
+    """Wait until the newest session is in ``state`` and return it."""
+
+    def probe():
+        with deps.sessions() as db:
+            rows = repo.list_sessions(db, limit=1, states=[state])
+            return rows[0] if rows else None
+
+    return wait_for(probe, timeout=timeout)

@@ -13,7 +13,7 @@ from flows.release import release_session
 from provisioning.request import ProvisionRequest
 from store import LeaseOutcome, State
 from store import repository as repo
-from tests.support import session, wait_for
+from tests.support import BackgroundProvision, newest_session_in, session, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -159,26 +159,11 @@ class TestProvision:
 
     def test_cancelled_while_waiting_for_the_code(self, provisioner_env, sim, runtime):
         deps = provisioner_env
-        outcome = {}
-
-        def run():
-            outcome["state"] = provision_session(
-                request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=60), return_state=True
-            )
-
-        worker = threading.Thread(target=run)
-        worker.start()
-
-        def awaiting():
-            with deps.sessions() as db:
-                rows = repo.list_sessions(db, limit=1, states=[State.AWAITING_CODE])
-                return rows[0] if rows else None
-
-        row = wait_for(awaiting, timeout=60)
+        provision = BackgroundProvision(ProvisionRequest(providers=["sms_activate"], code_timeout_s=60))
+        row = newest_session_in(deps, State.AWAITING_CODE)
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(row.flow_run_id, Cancelling(), force=True)
-        worker.join(timeout=60)
-        assert outcome["state"].is_cancelled()
+        assert provision.join().is_cancelled()
         assert session(deps, row.id).state == State.CANCELLED
         assert containers_of(runtime, row.id) == []
         assert [o for _, o, _ in leases(deps, row.id)] == [LeaseOutcome.CANCELLED]
@@ -211,27 +196,13 @@ class TestReleaseDuringProvision:
         self, provisioner_env, sim, runtime
     ):
         deps = provisioner_env
-        outcome = {}
-
-        def run():
-            outcome["state"] = provision_session(
-                request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=30, number_attempts=3),
-                return_state=True,
-            )
-
-        worker = threading.Thread(target=run)
-        worker.start()
-
-        def awaiting():
-            with deps.sessions() as db:
-                rows = repo.list_sessions(db, limit=1, states=[State.AWAITING_CODE])
-                return rows[0] if rows else None
-
-        row = wait_for(awaiting, timeout=60)
+        provision = BackgroundProvision(
+            ProvisionRequest(providers=["sms_activate"], code_timeout_s=30, number_attempts=3)
+        )
+        row = newest_session_in(deps, State.AWAITING_CODE)
         assert "is now released" in release_session(session_id=row.id)
-        worker.join(timeout=60)
-        assert not worker.is_alive()
-        assert outcome["state"].is_failed() and "already ended" in outcome["state"].message
+        state = provision.join()
+        assert state.is_failed() and "already ended" in state.message
         assert session(deps, row.id).state == State.RELEASED
         assert containers_of(runtime, row.id) == []
         ledger = sim.ledger()

@@ -25,7 +25,7 @@ from store import LeaseOutcome, LeaseRow, State, get_engine, new_session_id
 from store import repository as repo
 from tasks.reconcile import read_flow_run_states
 from tests.plugins.postgres import _plain_dsn
-from tests.support import session, wait_for
+from tests.support import BackgroundProvision, newest_session_in, session, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -136,15 +136,7 @@ class TestRaceWithProvision:
         """Passes run while the provision launches and waits for its code (longer than stale_after:
         its heartbeat, not its last change, shows it is alive)."""
         deps = provisioner_env
-        outcome: dict[str, object] = {}
-
-        def run():
-            outcome["result"] = provision_session(
-                request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=60)
-            )
-
-        worker = threading.Thread(target=run)
-        worker.start()
+        provision = BackgroundProvision(ProvisionRequest(providers=["sms_activate"], code_timeout_s=60))
         seen: set[str] = set()
         acted: list[dict] = []
         waiting_since = None
@@ -167,10 +159,10 @@ class TestRaceWithProvision:
             assert acted == []
             sim.deliver(sim.ledger().purchases[0].activation_id, "777111")
         finally:
-            worker.join(timeout=60)
+            state = provision.join()
         assert acted == []
         assert {State.AWAITING_CODE} <= seen
-        result = outcome["result"]
+        result = state.result()
         assert (
             isinstance(result, ProvisionResult) and result.state == State.VERIFIED and result.code == "777111"
         )
@@ -179,24 +171,11 @@ class TestRaceWithProvision:
 
     def test_orphaned_while_waiting_rents_no_second_number(self, provisioner_env, sim, runtime):
         deps = provisioner_env
-        outcome: dict[str, object] = {}
-
-        def run():
-            outcome["state"] = provision_session(
-                request=ProvisionRequest(providers=["sms_activate"], code_timeout_s=30, number_attempts=2),
-                return_state=True,
-            )
-
-        worker = threading.Thread(target=run)
-        worker.start()
+        provision = BackgroundProvision(
+            ProvisionRequest(providers=["sms_activate"], code_timeout_s=30, number_attempts=2)
+        )
         try:
-
-            def awaiting():
-                with deps.sessions() as db:
-                    rows = repo.list_sessions(db, limit=1, states=[State.AWAITING_CODE])
-                    return rows[0] if rows else None
-
-            row = wait_for(awaiting, timeout=60)
+            row = newest_session_in(deps, State.AWAITING_CODE)
             runtime.remove(runtime.name_for(row.id, Role.DEVICE))
             assert on(run_pass(), row.id) == ["orphan_session"]
             time.sleep(5)  # the provision polls every 0.5 s at most
@@ -204,7 +183,7 @@ class TestRaceWithProvision:
         finally:
             with get_client(sync_client=True) as client:
                 client.set_flow_run_state(row.flow_run_id, Cancelling(), force=True)
-            worker.join(timeout=60)
+            provision.join()
         assert purchases == 1
 
 
