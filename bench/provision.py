@@ -128,7 +128,7 @@ def postgres() -> Iterator[str]:
 
 @contextlib.contextmanager
 def simulator() -> Iterator[Any]:
-    from providers.simulator import Simulator
+    from simulator.server import Simulator
 
     sim = Simulator(host="127.0.0.1", port=0, keys={SIM_KEY: "100000000"}, sms_delay_s=None)
     sim.start()

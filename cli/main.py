@@ -202,7 +202,7 @@ def sim(
     ] = None,
 ) -> None:
     """Run the SMS provider simulator (all three protocols on one port)."""
-    from providers.simulator import main as simulator_main
+    from simulator.server import main as simulator_main
 
     args = ["--host", host, "--port", str(port)]
     for k in key or ["demo-key"]:
@@ -239,7 +239,7 @@ def demo(
         # Prefect's temporary server keeps its SQLite file here, apart from any other Prefect use.
         os.environ.setdefault("PREFECT_HOME", str(state_dir.resolve() / "prefect"))
     from cli.local_postgres import LocalPostgres, free_port
-    from providers.simulator import Simulator
+    from simulator.server import Simulator
 
     pg_dir = state_dir.resolve() / "postgres"
     port_file = state_dir.resolve() / "postgres.port"

@@ -83,7 +83,7 @@ class TestCompose:
         assert "s3cretpw" in gateway["environment"]["PROVISIONER_DATABASE__URL"]
         for name in ("migrate", "worker", "gateway", "simulator"):
             assert services[name]["build"]["dockerfile"].endswith("images/app/Dockerfile"), name
-        assert services["simulator"]["command"][:3] == ["python", "-m", "providers.simulator"]
+        assert services["simulator"]["command"][:3] == ["python", "-m", "simulator.server"]
         assert services["simulator"]["profiles"] == ["sim"]
         assert all("profiles" not in s for n, s in services.items() if n != "simulator")
         assert "pgdata" in config["volumes"]

@@ -78,7 +78,7 @@ def test_runs_as_a_command():
     command = [
         sys.executable,
         "-m",
-        "providers.simulator",
+        "simulator.server",
         "--port",
         "0",
         "--key",

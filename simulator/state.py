@@ -1,6 +1,6 @@
 """The provider simulator's protocol-neutral state: accounts, offers, activations, clock, ledger.
 
-Used by `providers.simulator` (HTTP and faults) and `providers.sim_wire` (the three wire formats).
+Used by `simulator.server` (HTTP and faults) and `simulator.wire` (the three wire formats).
 Time is `time.monotonic()` plus an offset that `advance()` moves, so tests can pass a rental
 lifetime or a minimum cancel time without sleeping. Due SMS and expiries are applied lazily by
 `tick()`, which every request and every ledger read calls.

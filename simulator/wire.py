@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from providers.sim_state import OPEN, Activation, SimError, SimState
+from simulator.state import OPEN, Activation, SimError, SimState
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"

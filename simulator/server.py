@@ -2,7 +2,7 @@
 
 All three protocols share one state (accounts, inventory, activations, ledger). Run it as a command:
 
-    python -m providers.simulator --host 127.0.0.1 --port 8800 --key demo-key --sms-delay 3
+    python -m simulator.server --host 127.0.0.1 --port 8800 --key demo-key --sms-delay 3
 
 or in-process on a free loopback port:
 
@@ -51,9 +51,9 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from providers import sim_wire
-from providers.sim_state import Ledger, Offer, SimConfig, SimError, SimState
-from providers.sim_wire import TEXT, Reply
+from simulator import wire as sim_wire
+from simulator.state import Ledger, Offer, SimConfig, SimError, SimState
+from simulator.wire import TEXT, Reply
 
 PROTOCOLS = ("sms_man", "onlinesim", "sms_activate")
 SECRET_PARAMS = ("token", "apikey", "api_key")
@@ -322,9 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m providers.simulator", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m simulator.server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8800)
     parser.add_argument("--key", action="append", help="API key accepted by all three protocols (repeatable)")
