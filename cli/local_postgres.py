@@ -1,12 +1,15 @@
 """A throwaway PostgreSQL cluster from the installed server binaries, for tests and the demo.
 
 initdb refuses to run as root, so as root the cluster is owned by the ``postgres`` user that
-Debian's postgresql package creates.
+Debian's postgresql package creates, and its data directory must be one that user can reach:
+``data_dir_for`` picks one (the checkout's own state directory when reachable, else a directory
+named after the checkout under /var/lib/postgresql or /var/tmp) and says why.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -153,9 +156,55 @@ class LocalPostgres:
         return self.url_for(name)
 
 
+SERVER_USER = "postgres"
+FALLBACK_BASES = (Path("/var/lib/postgresql"), Path("/var/tmp"))
+
+
+def reachable_by_server_user(directory: Path) -> bool:
+    """Whether the ``postgres`` user can enter ``directory`` (every parent searchable)."""
+    if os.geteuid() != 0:
+        return True  # the cluster runs as ourselves
+    result = subprocess.run(
+        ["runuser", "-u", SERVER_USER, "--", "test", "-x", str(directory)], capture_output=True
+    )
+    return result.returncode == 0
+
+
+def data_dir_for(state_dir: Path) -> tuple[Path, str | None]:
+    """Where a cluster kept for ``state_dir`` lives, and why when it is not ``state_dir/postgres``.
+
+    As root the cluster runs as ``postgres``, which cannot enter a checkout under a directory only
+    root can enter (root's home, a ``mktemp -d``): then the data goes to
+    ``/var/lib/postgresql/provisioner-<hash of state_dir>`` (or under /var/tmp), one per checkout.
+    """
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if reachable_by_server_user(state_dir):
+        return state_dir / "postgres", None
+    name = "provisioner-" + hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+    for base in FALLBACK_BASES:
+        if base.is_dir() and reachable_by_server_user(base):
+            return base / name / "data", (
+                f"the {SERVER_USER} user cannot enter {state_dir} (a parent directory is not "
+                f"searchable by it), so the PostgreSQL data for this checkout is in {base / name}"
+            )
+    raise PostgresUnavailable(
+        f"the {SERVER_USER} user cannot enter {state_dir} nor any of "
+        f"{', '.join(map(str, FALLBACK_BASES))}: run from a checkout it can reach, or set "
+        "PROVISIONER_DATABASE__URL to an existing server"
+    )
+
+
 def throwaway() -> LocalPostgres:
-    """A new cluster in a fresh temporary directory (the caller starts and stops it)."""
+    """A new cluster in a fresh temporary directory (the caller starts and stops it).
+
+    The directory is under the system's temporary directory unless the ``postgres`` user cannot
+    enter it (a root-only TMPDIR), then under /var/tmp."""
     base = Path(tempfile.mkdtemp(prefix="provisioner-pg-"))
     if os.geteuid() == 0:
         os.chmod(base, 0o755)
+        if not reachable_by_server_user(base):
+            os.rmdir(base)
+            base = Path(tempfile.mkdtemp(prefix="provisioner-pg-", dir="/var/tmp"))
+            os.chmod(base, 0o755)
     return LocalPostgres(data_dir=base / "data")

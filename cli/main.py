@@ -238,10 +238,16 @@ def demo(
     if not os.environ.get("PREFECT_API_URL"):
         # Prefect's temporary server keeps its SQLite file here, apart from any other Prefect use.
         os.environ.setdefault("PREFECT_HOME", str(state_dir.resolve() / "prefect"))
-    from cli.local_postgres import LocalPostgres, free_port
+    from cli.local_postgres import LocalPostgres, PostgresUnavailable, data_dir_for, free_port
     from simulator.server import Simulator
 
-    pg_dir = state_dir.resolve() / "postgres"
+    try:
+        pg_dir, why_elsewhere = data_dir_for(state_dir)
+    except PostgresUnavailable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if why_elsewhere:
+        console.print(why_elsewhere)
     port_file = state_dir.resolve() / "postgres.port"
     port = int(port_file.read_text()) if port_file.exists() else free_port()
     cluster = LocalPostgres(data_dir=pg_dir, port=port)
