@@ -67,7 +67,7 @@ class TestCompose:
         }
         assert services["postgres"]["image"] == "postgres:16"
         assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
-        assert services["prefect-server"]["image"] == "prefecthq/prefect:3-python3.11"
+        assert services["prefect-server"]["image"] == "provisioner/app:latest"
         assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
             "postgresql+asyncpg://provisioner:s3cretpw@postgres:5432/"
         )
@@ -81,10 +81,12 @@ class TestCompose:
         gateway = services["gateway"]
         assert gateway["environment"]["PROVISIONER_GATEWAY__TOKEN"] == "gwtoken"
         assert "s3cretpw" in gateway["environment"]["PROVISIONER_DATABASE__URL"]
-        for name in ("migrate", "worker", "gateway", "simulator"):
+        for name in ("migrate", "prefect-server", "worker", "gateway", "simulator"):
             assert services[name]["build"]["dockerfile"].endswith("images/app/Dockerfile"), name
         assert services["simulator"]["command"][:3] == ["python", "-m", "simulator.server"]
         assert services["simulator"]["profiles"] == ["sim"]
+        sim_command = services["simulator"]["command"]
+        assert float(sim_command[sim_command.index("--balance") + 1]) >= 10000
         assert all("profiles" not in s for n, s in services.items() if n != "simulator")
         assert "pgdata" in config["volumes"]
 
