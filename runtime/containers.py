@@ -388,7 +388,12 @@ class ContainerRuntime:
             attrs = self._inspect(name)
             info = self._info(attrs)
             if info.state in _STOPPED_STATES:
-                raise ContainerExited(name, exit_code=attrs["State"].get("ExitCode"), logs=self.logs(name))
+                raise ContainerExited(
+                    name,
+                    exit_code=attrs["State"].get("ExitCode"),
+                    logs=self.logs(name),
+                    profile=info.labels.get(LABEL_PROFILE),
+                )
             if info.state == "running":
                 try:
                     probe(info)

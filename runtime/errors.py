@@ -85,13 +85,14 @@ class UnknownProfile(RuntimeFailure):
 class ContainerExited(RuntimeFailure):
     """The container stopped; `logs` holds its last lines."""
 
-    def __init__(self, container: str, *, exit_code: int | None, logs: str) -> None:
-        super().__init__(
-            f"container {container} exited with code {exit_code}; last log lines:\n{logs}",
-            container=container,
-        )
+    def __init__(
+        self, container: str, *, exit_code: int | None, logs: str, profile: str | None = None
+    ) -> None:
+        what = f"container {container} (device profile {profile})" if profile else f"container {container}"
+        super().__init__(f"{what} exited with code {exit_code}; last log lines:\n{logs}", container=container)
         self.exit_code = exit_code
         self.logs = logs
+        self.profile = profile
 
 
 class NotReady(RuntimeFailure):

@@ -135,12 +135,15 @@ class TestProvision:
         with provisioner_env.sessions() as db:
             row = repo.list_sessions(db, limit=1)[0]
         assert row.state == State.FAILED
-        assert (
-            "exit" in row.last_error.lower() and "FAKE_EXIT_CODE" in row.last_error or "3" in row.last_error
-        )
+        assert row.last_error.startswith("ContainerExited: container ")
+        assert "(device profile stub-exits) exited with code 3" in row.last_error
+        assert "FAKE_EXIT_CODE=3" in row.last_error  # the device's own last log line
         assert containers_of(runtime, row.id) == []
         ledger = sim.ledger()
-        assert len(ledger.purchases) == 1 and len(ledger.refunds) == 1 and ledger.settled
+        assert len(ledger.purchases) == 1
+        assert [r.activation_id for r in ledger.refunds] == [ledger.purchases[0].activation_id]
+        assert ledger.settled
+        assert [o for _, o, _ in leases(provisioner_env, row.id)] == [LeaseOutcome.CANCELLED]
 
     def test_stop_error_fails_at_once_naming_the_setting(self, provisioner_env, sim, monkeypatch):
         from provisioning.deps import reset_deps

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from providers import PROVIDER_NAMES, Provider, build_provider
+from providers.base import Cancelled, Expired
 from settings.model import ProviderSettings
 from tests.plugins.simulator import SIM_KEY
 
@@ -29,6 +30,9 @@ class Spec:
     early_cancel: bool = True  # the protocol has a minimum time before cancel
     another_code: bool = True
     lists_open: bool = False
+    # What `check()` reads once a number's lifetime ran out: the SMS-Activate protocol and SMS-MAN
+    # report it as cancelled; OnlineSim forgets the operation (read as expired).
+    after_expiry: type = Cancelled
 
 
 SPECS = {
@@ -41,7 +45,15 @@ SPECS = {
         early_cancel=False,
         another_code=False,
     ),
-    "onlinesim": Spec("onlinesim", "getBalance", "getNum", "getState", "setOperationOk", lists_open=True),
+    "onlinesim": Spec(
+        "onlinesim",
+        "getBalance",
+        "getNum",
+        "getState",
+        "setOperationOk",
+        lists_open=True,
+        after_expiry=Expired,
+    ),
     "sms_activate": Spec("sms_activate", "getBalance", "getNumber", "getStatus", "setStatus"),
 }
 assert set(SPECS) == set(PROVIDER_NAMES)

@@ -96,7 +96,9 @@ class TestInPool:
         assert lease.phone.startswith("+7900")
         assert [action for _, action, _ in sim.calls].count("getState") >= 2
 
-    def test_no_number_in_time_is_found_by_reconciliation(self, sim, provider_settings):
+    def test_a_number_that_arrives_after_the_wait_is_listed_as_open_and_can_be_cancelled(
+        self, sim, provider_settings
+    ):
         sim.configure(pool_s=5)
         client = OnlineSimProvider(provider_settings("onlinesim"), number_wait_s=0.1, number_poll_s=0.05)
         try:
