@@ -78,7 +78,7 @@ class Bench:
     deps: Any
     sim: Any
     request: Any
-    timeout_s: float
+    timeout_s: float | None
     started: list[Sample] = field(default_factory=list)  # every provision begun, for the cleanup
 
 

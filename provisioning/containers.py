@@ -52,7 +52,7 @@ def launch_containers(deps: Deps, session_id: str, *, profile: str, actor: str) 
                 device_container=device_name,
                 stream_container=stream_name,
             )
-    timeout = deps.settings.docker.readiness_timeout_s
+    timeout = deps.settings.docker.readiness_timeout_s  # None: the profile's boot_timeout_s
     runtime.ensure_network()  # once, before the two launches race to create it
     # The device boots while the stream container starts; websockify connects lazily.
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -45,6 +45,7 @@ from runtime.model import (
     owner_filter,
     ownership_labels,
     parse_created_at,
+    parse_health,
 )
 from runtime.probes import ProbeFailed, fetch_page, read_banner_over_websocket, read_rfb_banner
 from runtime.profiles import DeviceProfile, load_profiles
@@ -53,6 +54,7 @@ STREAM_PORT = 6080
 DEFAULT_VNC_PORT = 5900
 STREAM_MEM_LIMIT = "128m"
 STREAM_NANO_CPUS = 500_000_000
+STREAM_READY_S = 30.0
 LOG_TAIL_LINES = 30
 _STOPPED_STATES = frozenset({"exited", "dead"})
 _NETWORK_LOCK = threading.Lock()  # one creator per process; duplicates across processes are pruned
@@ -166,6 +168,7 @@ class ContainerRuntime:
             devices=prof.device_mappings(),
             ports=None,
             security_opt=["no-new-privileges"] if prof.no_new_privileges else [],
+            healthcheck=prof.healthcheck(),
         )
 
     def launch_stream(self, session_id: str) -> ContainerInfo:
@@ -277,6 +280,7 @@ class ContainerRuntime:
                     session_id=labels.get(LABEL_SESSION, ""),
                     role=labels.get(LABEL_ROLE, ""),
                     state=row.get("State", ""),
+                    health=parse_health(row.get("Status", "")),
                     created_at=created_at,
                     labels=dict(labels),
                 )
@@ -332,7 +336,9 @@ class ContainerRuntime:
     def wait_device_ready(
         self, session_id: str, profile: str, timeout_s: float | None = None
     ) -> ContainerInfo:
-        """Wait until the device reports booted (profile readiness) and its VNC port answers RFB."""
+        """Wait until the device reports booted (profile readiness) and its VNC port answers RFB.
+
+        The deadline is the profile's boot_timeout_s unless `timeout_s` overrides it."""
         prof = self.profile(profile)
         name = self.name_for(session_id, Role.DEVICE)
         command = prof.readiness.probe_command()
@@ -353,7 +359,7 @@ class ContainerRuntime:
 
         return self._wait(name, timeout_s if timeout_s is not None else prof.boot_timeout_s, probe)
 
-    def wait_stream_ready(self, session_id: str, timeout_s: float = 30.0) -> ContainerInfo:
+    def wait_stream_ready(self, session_id: str, timeout_s: float | None = None) -> ContainerInfo:
         """Wait until noVNC's page is served and the WebSocket relays the device's RFB banner."""
         name = self.name_for(session_id, Role.STREAM)
 
@@ -367,7 +373,7 @@ class ContainerRuntime:
             fetch_page(f"http://{base}/vnc.html")
             read_banner_over_websocket(f"ws://{base}/websockify")
 
-        return self._wait(name, timeout_s, probe)
+        return self._wait(name, timeout_s if timeout_s is not None else STREAM_READY_S, probe)
 
     def _exec(self, container_id: str, command: list[str]) -> str:
         try:

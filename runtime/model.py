@@ -64,6 +64,19 @@ def parse_created_at(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def parse_health(status: str) -> str | None:
+    """The health in a container list row's Status ("Up 5 minutes (unhealthy)"): healthy,
+    unhealthy, starting, or None when the container has no healthcheck or is not running."""
+    for marker, health in (
+        ("(healthy)", "healthy"),
+        ("(unhealthy)", "unhealthy"),
+        ("(health: starting)", "starting"),
+    ):
+        if status.endswith(marker):
+            return health
+    return None
+
+
 @dataclass(frozen=True)
 class ContainerInfo:
     """A launched container as the engine reports it right after launch."""
@@ -89,3 +102,4 @@ class ManagedContainer:
     state: str  # running, exited, created, restarting, paused, dead, removing
     created_at: datetime | None
     labels: dict[str, str] = field(default_factory=dict)
+    health: str | None = None  # healthy, unhealthy, starting; None without a healthcheck

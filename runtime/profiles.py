@@ -42,6 +42,23 @@ class Readiness(BaseModel):
         return None
 
 
+class Health(BaseModel):
+    """The Docker HEALTHCHECK a device container runs after boot (liveness, not readiness).
+
+    `command` unset keeps the image's own HEALTHCHECK (the stub: its VNC server answers an RFB
+    handshake); set it for images without one, e.g. ["adb", "shell", "getprop", "sys.boot_completed"]
+    wrapped in a shell test. The start period is the profile's boot_timeout_s: failures while the
+    device boots do not count.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: list[str] | None = None
+    interval_s: float = Field(5.0, ge=1)
+    timeout_s: float = Field(3.0, ge=1)
+    retries: int = Field(2, ge=1)
+
+
 class DeviceProfile(BaseModel):
     """One device image and the limits and devices its container gets. Never privileged."""
 
@@ -59,7 +76,8 @@ class DeviceProfile(BaseModel):
     devices: list[str] = Field(default_factory=list, description="Host devices, e.g. /dev/kvm")
     no_new_privileges: bool = Field(True, description="Set false for images that use sudo inside")
     readiness: Readiness = Readiness()
-    boot_timeout_s: float = Field(60.0, gt=0)
+    boot_timeout_s: float = Field(60.0, gt=0, description="Readiness deadline of a boot")
+    health: Health = Health()
 
     @field_validator("env", mode="before")
     @classmethod
@@ -80,6 +98,19 @@ class DeviceProfile(BaseModel):
     @property
     def nano_cpus(self) -> int:
         return int(self.cpus * 1_000_000_000)
+
+    def healthcheck(self) -> dict[str, object]:
+        """Docker's container healthcheck config (durations in nanoseconds)."""
+        ns = 1_000_000_000
+        config: dict[str, object] = {
+            "interval": int(self.health.interval_s * ns),
+            "timeout": int(self.health.timeout_s * ns),
+            "retries": self.health.retries,
+            "start_period": int(self.boot_timeout_s * ns),
+        }
+        if self.health.command:
+            config["test"] = ["CMD", *self.health.command]
+        return config
 
     def device_mappings(self) -> list[str]:
         """Docker's "host:container:perms" form for each requested device."""

@@ -42,7 +42,9 @@ class DockerSettings(BaseModel):
     publish_host: str = Field("127.0.0.1", description="Host address the stream port is published on")
     publish_streams: bool = Field(True, description="Publish each stream port on publish_host")
     launch_slots: int = Field(4, ge=1, description="Concurrent container launches allowed on this host")
-    readiness_timeout_s: float = Field(60.0, gt=0)
+    readiness_timeout_s: float | None = Field(
+        None, gt=0, description="Overrides every profile's boot_timeout_s when set (and the stream's 30 s)"
+    )
     profiles_file: Path | None = Field(None, description="YAML file of extra device image profiles")
     default_profile: str = "stub"
     stream_image: str = "provisioner/websockify:latest"

@@ -270,3 +270,98 @@ class TestFromSettings:
             assert rt.list_managed() == []
         finally:
             rt.client.close()
+
+
+def _wait_for(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _listed(runtime: ContainerRuntime, name: str):
+    return next((c for c in runtime.list_managed() if c.name == name), None)
+
+
+class TestEmulatorLikeBoot:
+    """The stub boots in stages like docker-android; the android profile's readiness path runs on it."""
+
+    def _as_stub(self, profile, **update):
+        fields = {"image": "provisioner/device-stub:latest", "devices": [], "no_new_privileges": True}
+        fields.update(mem_limit="256m", cpus=0.5, health=profile.health.model_copy(update={"command": None}))
+        return profile.model_copy(update={**fields, **update})
+
+    def test_stub_slow_writes_creating_booting_ready_and_waits_for_ready(
+        self, runtime_factory, session_id: str
+    ) -> None:
+        from runtime.profiles import builtin_profiles
+
+        slow = builtin_profiles()["stub-slow"]
+        assert slow.env["BOOT_S"] == "45" and slow.readiness.kind == "status_file"
+        fast = slow.model_copy(update={"env": {"BOOT_S": "3"}})
+        rt = runtime_factory(profiles={"stub-slow": fast})
+        started = time.monotonic()
+        device = rt.launch_device(session_id, "stub-slow")
+        assert rt._exec(device.id, ["cat", slow.readiness.status_file]) in ("CREATING", "BOOTING")
+        rt.wait_device_ready(session_id, "stub-slow")
+        assert time.monotonic() - started >= 2.5
+        assert rt._exec(device.id, ["cat", slow.readiness.status_file]) == "READY"
+
+    def test_android_profile_readiness_runs_on_the_stub(self, runtime_factory, session_id: str) -> None:
+        from runtime.profiles import builtin_profiles
+
+        android = builtin_profiles()["android"]
+        assert android.boot_timeout_s == 300
+        rt = runtime_factory(profiles={"android": self._as_stub(android, env={"BOOT_S": "2"})})
+        rt.launch_device(session_id, "android")
+        info = rt.wait_device_ready(session_id, "android")  # no override: the profile's 300 s
+        assert rt._exec(info.id, ["cat", android.readiness.status_file]) == "READY"
+
+    def test_profile_boot_timeout_is_the_deadline_unless_overridden(
+        self, runtime_factory, session_id: str
+    ) -> None:
+        from runtime.profiles import builtin_profiles
+
+        android = builtin_profiles()["android"]
+        never = self._as_stub(android, env={"BOOT_S": "600"}, boot_timeout_s=2)
+        rt = runtime_factory(profiles={"android": never})
+        rt.launch_device(session_id, "android")
+        with pytest.raises(NotReady) as caught:
+            rt.wait_device_ready(session_id, "android")
+        assert caught.value.deadline_s == 2
+        assert "BOOTING" in caught.value.reason
+        with pytest.raises(NotReady) as overridden:
+            rt.wait_device_ready(session_id, "android", timeout_s=1)
+        assert overridden.value.deadline_s == 1
+        assert DockerSettings().readiness_timeout_s is None  # the global override is unset by default
+
+    def test_device_runs_its_healthcheck_and_a_hung_vnc_turns_unhealthy(
+        self, runtime: ContainerRuntime, session_id: str
+    ) -> None:
+        device = runtime.launch_device(session_id, "stub-hang")
+        runtime.wait_device_ready(session_id, "stub-hang")
+        _wait_for(lambda: getattr(_listed(runtime, device.name), "health", None) == "healthy", 10, "healthy")
+        hung = _wait_for(
+            lambda: (c := _listed(runtime, device.name)) and c.health == "unhealthy" and c, 20, "unhealthy"
+        )
+        assert hung.state == "running"  # the container runs on; only its health says it is dead
+        with pytest.raises(NotReady):
+            runtime.wait_device_ready(session_id, "stub-hang", timeout_s=2)
+
+    def test_stream_healthcheck_reports_websockify_answering(
+        self, runtime: ContainerRuntime, session_id: str
+    ) -> None:
+        runtime.launch_device(session_id, "stub")
+        stream = runtime.launch_stream(session_id)
+        _wait_for(lambda: getattr(_listed(runtime, stream.name), "health", None) == "healthy", 20, "healthy")
+
+    def test_exit_after_stops_the_container(self, runtime: ContainerRuntime, session_id: str) -> None:
+        device = runtime.launch_device(session_id, "stub-exit-later")
+        runtime.wait_device_ready(session_id, "stub-exit-later")
+        gone = _wait_for(
+            lambda: (c := _listed(runtime, device.name)) and c.state == "exited" and c, 15, "exit"
+        )
+        assert gone.health is None

@@ -72,3 +72,38 @@ class TestExtraProfilesFile:
 
     def test_profile_is_never_privileged(self) -> None:
         assert "privileged" not in DeviceProfile.model_fields
+
+
+class TestBootAndHealth:
+    def test_stub_slow_boots_45_s_and_waits_for_device_status_like_android(self) -> None:
+        profiles = builtin_profiles()
+        slow, android = profiles["stub-slow"], profiles["android"]
+        assert slow.env["BOOT_S"] == "45"
+        assert slow.readiness == android.readiness
+        assert slow.readiness.probe_command() == android.readiness.probe_command()
+        assert slow.boot_timeout_s > 45
+
+    def test_healthcheck_starts_after_the_boot_timeout_and_keeps_the_image_check(self) -> None:
+        slow = builtin_profiles()["stub-slow"]
+        config = slow.healthcheck()
+        assert config["start_period"] == int(slow.boot_timeout_s * 1e9)
+        assert "test" not in config  # the image's own HEALTHCHECK (an RFB handshake)
+        android = builtin_profiles()["android"].healthcheck()
+        assert android["test"][0] == "CMD" and "sys.boot_completed" in android["test"][-1]
+
+
+class TestParseHealth:
+    @pytest.mark.parametrize(
+        ("status", "health"),
+        [
+            ("Up 5 minutes (healthy)", "healthy"),
+            ("Up 2 seconds (health: starting)", "starting"),
+            ("Up 1 hour (unhealthy)", "unhealthy"),
+            ("Up 3 seconds", None),
+            ("Exited (1) 2 seconds ago", None),
+        ],
+    )
+    def test_status_column_gives_health(self, status: str, health: str | None) -> None:
+        from runtime.model import parse_health
+
+        assert parse_health(status) == health
