@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from decimal import Decimal
@@ -10,11 +11,29 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from settings.version import VERSION
+
+        console.print(f"provisioner {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit"),
+    ] = None,
+) -> None:
+    """Provision, list and release sessions, run the simulator, the demo."""
 
 
 def _settings():
@@ -147,27 +166,136 @@ def provision(
 @app.command()
 def sessions(
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts")] = False,
 ) -> None:
-    """List sessions, newest first."""
+    """List sessions, newest first (ids are never shortened: copy them into `release`)."""
     _settings()
     from store import get_sessionmaker
     from store import repository as repo
     from tasks.publish import mask_phone
 
-    table = Table("id", "state", "service", "provider", "phone", "created", "stream URL", "last error")
     with get_sessionmaker()() as db:
-        for s in repo.list_sessions(db, limit=limit):
-            table.add_row(
-                s.id,
-                s.state,
-                f"{s.service}/{s.country}",
-                s.provider or "-",
-                mask_phone(s.phone_number),
-                f"{s.created_at:%Y-%m-%d %H:%M:%S}",
-                s.stream_url or "-",
-                (s.last_error or "")[:60],
-            )
+        rows = [
+            {
+                "id": s.id,
+                "state": s.state,
+                "service": s.service,
+                "country": s.country,
+                "provider": s.provider,
+                "phone": mask_phone(s.phone_number) if s.phone_number else None,
+                "created_at": s.created_at.isoformat(),
+                "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+                "stream_url": s.stream_url,
+                "last_error": s.last_error,
+            }
+            for s in repo.list_sessions(db, limit=limit)
+        ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = _table("id", "state", "service", "provider", "phone", "created", "stream URL", "last error")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["state"],
+            f"{r['service']}/{r['country']}",
+            r["provider"] or "-",
+            r["phone"] or "-",
+            r["created_at"][:19].replace("T", " "),
+            r["stream_url"] or "-",
+            (r["last_error"] or "")[:60],
+        )
     console.print(table)
+
+
+def _table(first: str, *others: str, whole: tuple[str, ...] = ()) -> Table:
+    """A table whose first column (an id) and ``whole`` columns are never cut or wrapped; the
+    others fold, never elide."""
+    table = Table(Column(first, no_wrap=True, min_width=12))
+    for name in others:
+        if name in whole:
+            table.add_column(name, no_wrap=True)
+        else:
+            table.add_column(name, overflow="fold")
+    return table
+
+
+@app.command()
+def leases(
+    attention: Annotated[
+        bool, typer.Option("--attention", help="Only numbers that need a person (outcome unknown)")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts")] = False,
+) -> None:
+    """List rented numbers (leases), newest first; --attention: those a person must look at."""
+    _settings()
+    from store import get_sessionmaker
+    from store import repository as repo
+    from store.models import ATTENTION_LEASE_OUTCOMES
+    from tasks.publish import mask_phone
+
+    with get_sessionmaker()() as db:
+        found = repo.list_leases(db, outcomes=ATTENTION_LEASE_OUTCOMES if attention else None, limit=limit)
+        rows = [
+            {
+                "id": x.id,
+                "session_id": x.session_id,
+                "provider": x.provider,
+                "activation_id": x.activation_id,
+                "phone": mask_phone(x.phone) if x.phone else None,
+                "price": str(x.price) if x.price is not None else None,
+                "currency": x.currency,
+                "outcome": x.outcome,
+                "provider_status": x.provider_status,
+                "requested_at": x.requested_at.isoformat(),
+            }
+            for x in found
+        ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if attention and not rows:
+        console.print("no lease needs attention")
+        return
+    table = _table(
+        "session", "lease", "provider", "activation", "price", "outcome", "requested", whole=("outcome",)
+    )
+    for r in rows:
+        table.add_row(
+            r["session_id"],
+            str(r["id"]),
+            r["provider"],
+            r["activation_id"] or "-",
+            f"{r['price']} {r['currency'] or ''}".strip() if r["price"] else "-",
+            r["outcome"],
+            r["requested_at"][:19].replace("T", " "),
+        )
+    console.print(table)
+
+
+@app.command()
+def reconcile(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the actions without doing them")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs")] = False,
+) -> None:
+    """Run one reconciliation pass now (in this process) and print what it did."""
+    _quiet_prefect(verbose)
+    _settings()
+    from flows.reconcile import reconcile_sessions
+
+    state = reconcile_sessions(dry_run=dry_run, return_state=True)
+    if not state.is_completed():
+        err.print(f"[red]reconcile failed: {state.message}[/red]")
+        raise typer.Exit(1)
+    summary = state.result()
+    if summary.actions:
+        table = _table("action", "target", "reason", "result")
+        for row in summary.actions:
+            table.add_row(row["action"], row["target"], row["reason"], row["result"])
+        console.print(table)
+    console.print(summary.message)
+    raise typer.Exit(1 if summary.failed or not summary.ran else 0)
 
 
 @app.command()

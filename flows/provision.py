@@ -16,6 +16,7 @@ from provisioning.deps import get_deps
 from provisioning.lifecycle import Heartbeat, compensate
 from provisioning.numbers import NoProviderConfigured
 from provisioning.request import ProvisionRequest, resolve
+from settings.version import VERSION
 from store import SessionRow, State
 from store import repository as repo
 from tasks.containers import ensure_launch_limit, launch_session_containers, launch_slot
@@ -90,6 +91,7 @@ def provision_session(
     a re-run with the same id resumes that session instead of buying or launching twice.
     """
     logger = get_run_logger()
+    logger.info("provisioner %s", VERSION)
     deps = get_deps()
     plan = resolve(request, deps.settings)
     if not [name for name in plan.providers if deps.settings.providers.get(name).configured]:

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from provisioning.deps import get_deps
 from reconciler import Policy, plan
+from settings.version import VERSION
 from tasks.reconcile import act_on, observe_world
 
 
@@ -46,6 +47,7 @@ def advisory_lock(name: str) -> Iterator[bool]:
 )
 def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
     logger = get_run_logger()
+    logger.info("provisioner %s", VERSION)
     deps = get_deps()
     actor = f"reconcile:{flow_run.id}" if flow_run.id else "reconcile:local"
     with advisory_lock(f"provisioner-reconcile-{deps.settings.instance_id}") as got:
@@ -79,10 +81,14 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
                 for r in results
             ]
             failed = sum(not r.ok for r in results)
-    if rows:
-        create_table_artifact(
-            table=rows, key=f"reconcile-{deps.settings.instance_id}", description="Reconcile pass"
-        )
-    message = f"{len(rows)} action(s){' planned' if dry_run else ''}, {failed} failed"
+    message = (
+        f"{len(rows)} action(s){' planned' if dry_run else ''}, {failed} failed" if rows else "nothing to do"
+    )
+    # Every pass leaves its table, an empty pass included, so the UI shows when the last one ran.
+    create_table_artifact(
+        table=rows or [{"action": "none", "target": "-", "reason": "nothing to do", "result": "-"}],
+        key=f"reconcile-{deps.settings.instance_id}",
+        description=f"Reconcile pass{' (dry run)' if dry_run else ''}: {message}",
+    )
     logger.info(message)
     return ReconcileSummary(ran=True, dry_run=dry_run, message=message, actions=rows, failed=failed)

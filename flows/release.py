@@ -7,6 +7,7 @@ import re
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from settings.version import VERSION
 from store import SESSION_ID_PATTERN
 from tasks.publish import publish_session
 from tasks.sessions import release_session_task
@@ -14,6 +15,8 @@ from tasks.sessions import release_session_task
 
 @flow(name="release", description="Release a session: containers removed, number finished or cancelled.")
 def release_session(session_id: str, reason: str = "released on request") -> str:
+    logger = get_run_logger()
+    logger.info("provisioner %s", VERSION)
     if not re.match(SESSION_ID_PATTERN, session_id):
         raise ValueError(f"{session_id!r} is not a session id")
     actor = f"flow-run:{flow_run.id}" if flow_run.id else "flow-run:local"
@@ -21,5 +24,5 @@ def release_session(session_id: str, reason: str = "released on request") -> str
     if result.changed:
         publish_session(session_id)
     else:
-        get_run_logger().info("%s: nothing to do", result.message)
+        logger.info("%s: nothing to do", result.message)
     return result.message

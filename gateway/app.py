@@ -1,7 +1,8 @@
 """The stream gateway: one ASGI app (starlette) in front of the sessions' noVNC streams.
 
 Routes: GET /sessions, GET|DELETE /sessions/{id}, GET /sessions/{id}/stream, POST /sessions,
-/vnc/{id}/... (HTTP and WebSocket proxy), GET /healthz. Served by uvicorn: ``python -m gateway``.
+/vnc/{id}/... (HTTP and WebSocket proxy), GET /healthz, GET /version. Every reply carries
+X-Provisioner-Version; HTML replies carry Cache-Control: no-store (gateway.headers). Served by uvicorn: ``python -m gateway``.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ from starlette.routing import Route
 
 from gateway import api, proxy
 from gateway.auth import BearerAuth, redact
+from gateway.headers import StandardHeaders
 from gateway.runs import FlowRuns
 from gateway.service import Gateway
 from provisioning.deps import Deps, get_deps
 from runtime import ContainerRuntime
+from settings.version import VERSION
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": VERSION})
 
 
 def create_app(
@@ -46,8 +53,11 @@ def create_app(
             await gateway.stop()
 
     app = Starlette(
-        routes=[Route("/healthz", healthz), *api.routes, *proxy.routes],
-        middleware=[Middleware(BearerAuth, token=token.get_secret_value() if token else None)],
+        routes=[Route("/healthz", healthz), Route("/version", version), *api.routes, *proxy.routes],
+        middleware=[
+            Middleware(StandardHeaders),
+            Middleware(BearerAuth, token=token.get_secret_value() if token else None),
+        ],
         lifespan=lifespan,
     )
     app.state.gateway = gateway

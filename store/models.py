@@ -50,6 +50,9 @@ OPEN_LEASE_OUTCOMES = frozenset(
     {LeaseOutcome.PENDING, LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.CANCEL_PENDING}
 )
 
+# Leases a person must look at: nothing we can discover says what the provider did.
+ATTENTION_LEASE_OUTCOMES = frozenset({LeaseOutcome.NEEDS_ATTENTION})
+
 
 class Base(DeclarativeBase):
     pass

@@ -4,7 +4,7 @@ the transaction (``with sessionmaker.begin() as db:``), so a transition and its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -211,6 +211,16 @@ def list_open_leases(db: Session) -> list[LeaseRow]:
         .where(LeaseRow.outcome.in_([o.value for o in OPEN_LEASE_OUTCOMES]))
         .order_by(LeaseRow.id)
     )
+    return list(db.scalars(stmt))
+
+
+def list_leases(
+    db: Session, *, outcomes: Iterable[LeaseOutcome] | None = None, limit: int = 100
+) -> list[LeaseRow]:
+    """Leases newest first, optionally only those with the given outcomes."""
+    stmt = select(LeaseRow).order_by(LeaseRow.id.desc()).limit(limit)
+    if outcomes is not None:
+        stmt = stmt.where(LeaseRow.outcome.in_([o.value for o in outcomes]))
     return list(db.scalars(stmt))
 
 

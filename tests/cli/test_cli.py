@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import tomllib
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,3 +74,91 @@ def test_bad_provision_options_are_reported(no_providers, monkeypatch):
     result = runner.invoke(app, ["provision", "--attempts", "0", "--service", "bad service!"])
     assert result.exit_code == 2
     assert "invalid options" in result.output and "number_attempts" in result.output
+
+
+def test_version_is_the_project_version():
+    from settings.version import VERSION
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"provisioner {VERSION}"
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert VERSION == tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
+def test_sessions_never_cut_ids_on_a_narrow_pipe_and_json_lists_them(db, no_providers):
+    rows = [
+        repo.create_session(db, service="tg", country="7", actor="test", ttl=timedelta(minutes=1))
+        for _ in range(2)
+    ]
+    repo.update_session(db, rows[0].id, stream_url="http://127.0.0.1:8080/vnc/" + rows[0].id + "/vnc.html")
+    db.commit()
+    narrow = runner.invoke(app, ["sessions"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    for row in rows:
+        assert row.id in narrow.output
+    assert "…" not in narrow.output
+
+    as_json = runner.invoke(app, ["sessions", "--json"], env={"COLUMNS": "80"})
+    assert as_json.exit_code == 0, as_json.output
+    listed = {r["id"]: r for r in json.loads(as_json.output)}
+    assert set(listed) == {r.id for r in rows}
+    assert listed[rows[0].id]["stream_url"].endswith(f"/vnc/{rows[0].id}/vnc.html")
+    assert listed[rows[1].id]["state"] == "requested"
+
+
+def test_leases_attention_lists_only_leases_a_person_must_look_at(db, no_providers):
+    from store import LeaseOutcome
+
+    s = repo.create_session(db, service="tg", country="7", actor="test", ttl=timedelta(minutes=1))
+    calm = repo.record_lease_pending(db, s.id, provider="sms_man", service="tg", country="7", attempt=1)
+    lost = repo.record_lease_pending(db, s.id, provider="sms_activate", service="tg", country="7", attempt=2)
+    db.flush()
+    lost.outcome = LeaseOutcome.NEEDS_ATTENTION.value
+    db.commit()
+
+    nothing = runner.invoke(app, ["leases", "--attention", "--json"])
+    assert nothing.exit_code == 0, nothing.output
+    assert [(r["id"], r["outcome"]) for r in json.loads(nothing.output)] == [(lost.id, "needs_attention")]
+
+    everything = runner.invoke(app, ["leases", "--json"])
+    assert [r["id"] for r in json.loads(everything.output)] == [lost.id, calm.id]
+
+    table = runner.invoke(app, ["leases", "--attention"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    assert s.id in table.output
+    assert "needs_attention" in table.output
+
+
+def test_leases_attention_says_when_nothing_needs_a_person(db, no_providers):
+    result = runner.invoke(app, ["leases", "--attention"])
+    assert result.exit_code == 0, result.output
+    assert "no lease needs attention" in result.output
+
+
+@pytest.mark.docker
+def test_reconcile_dry_run_lists_then_reconcile_removes_a_leaked_container(provisioner_env, runtime):
+    import time
+
+    from store import new_session_id
+
+    stray = new_session_id()
+    runtime.launch_device(stray, "stub")
+    name = runtime.name_for(stray, "device")
+    time.sleep(provisioner_env.settings.reconcile.grace_s + 1.1)  # created-at has whole seconds
+
+    dry = runner.invoke(app, ["reconcile", "--dry-run"], env={"COLUMNS": "200"})
+    assert dry.exit_code == 0, dry.output
+    assert "remove_container" in dry.output
+    assert name in dry.output
+    assert "1 action(s) planned, 0 failed" in dry.output
+    assert [c.session_id for c in runtime.list_managed()] == [stray]
+
+    done = runner.invoke(app, ["reconcile"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert "removed" in done.output
+    assert runtime.list_managed() == []
+
+    again = runner.invoke(app, ["reconcile"])
+    assert again.exit_code == 0, again.output
+    assert "nothing to do" in again.output

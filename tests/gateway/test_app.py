@@ -173,6 +173,34 @@ class TestStreamAvailability:
         assert page.status_code == 503 and "has been released" in page.text
 
 
+class TestVersionAndHeaders:
+    def test_version_route_and_header_on_every_reply(self, gateway_factory, make_session, launched) -> None:
+        from settings.version import VERSION
+
+        gw = gateway_factory(token=TOKEN)
+        reply = gw.client.get("/version")
+        assert reply.status_code == 401, "only /healthz is open"
+        authed = {"Authorization": f"Bearer {TOKEN}"}
+        reply = gw.client.get("/version", headers=authed)
+        assert reply.json() == {"version": VERSION}
+        assert reply.headers["x-provisioner-version"] == VERSION
+        assert gw.client.get("/healthz").headers["x-provisioner-version"] == VERSION
+
+        sid = launched.session_id
+        make_session(State.AWAITING_CODE, session_id=sid)
+        page = gw.client.get(f"/vnc/{sid}/vnc.html", headers=authed)
+        assert page.status_code == 200
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["x-provisioner-version"] == VERSION
+        script = gw.client.get(f"/vnc/{sid}/app/ui.js", headers=authed)
+        assert script.status_code == 200
+        assert script.headers.get("cache-control") != "no-store", "static assets keep their caching"
+        released = make_session(State.RELEASED)
+        gone = gw.client.get(f"/vnc/{released}/vnc.html", headers={**authed, "Accept": "text/html"})
+        assert gone.status_code == 503
+        assert gone.headers["cache-control"] == "no-store"
+
+
 class TestProxy:
     def test_serves_novnc_and_relays_the_rfb_banner(self, gw, make_session, launched) -> None:
         sid = launched.session_id

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.runs import PrefectFlowRuns
+from settings.version import VERSION
 from tests.gateway.conftest import free_port, make_deps, serve
 from tests.plugins.prefect_env import provisioner_environment
 
@@ -98,6 +99,7 @@ def test_prefect_deploy_registers_the_three_deployments(deployed) -> None:
     by_name = {d["name"]: d for d in reply.json()}
     assert set(by_name) == {"provision", "release", "reconcile"}
     assert all(d["work_pool_name"] == POOL for d in by_name.values())
+    assert {d["version"] for d in by_name.values()} == {VERSION}
     assert by_name["provision"]["entrypoint"] == "flows/provision.py:provision_session"
     assert by_name["release"]["entrypoint"] == "flows/release.py:release_session"
     reconcile = by_name["reconcile"]
