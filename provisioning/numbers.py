@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from providers.base import Cancelled, CodeReceived, Expired, Lease, Waiting
+from providers.base import Lease
 from providers.errors import CancelTooEarly, ProviderError, TransientError, UnavailableError
+from provisioning.codes import CodeResult, poll_delays, wait_for_code  # noqa: F401 (the flow's names)
 from provisioning.deps import Deps
 from store import LeaseOutcome, LeaseRow, State
 from store import repository as repo
-from store.states import ENDING
 
 log = logging.getLogger(__name__)
 
@@ -159,85 +159,6 @@ def _mark_failed(deps: Deps, lease_id: int, exc: Exception) -> None:
         repo.set_lease_outcome(
             db, lease_id, LeaseOutcome.FAILED, provider_status=f"{type(exc).__name__}: {exc}"
         )
-
-
-@dataclass(frozen=True)
-class CodeResult:
-    """What waiting for a code ended with: a code, or why there is none."""
-
-    code: str | None
-    reason: str
-
-
-def poll_delays(initial_s: float, max_s: float) -> Callable[[int], float]:
-    """Capped exponential backoff between status checks: initial, x1.5 each time, at most max."""
-    return lambda n: min(max_s, initial_s * (1.5**n))
-
-
-def wait_for_code(
-    deps: Deps,
-    session_id: str,
-    lease_id: int,
-    *,
-    timeout_s: float,
-    actor: str,
-    should_stop: Callable[[], str | None] = lambda: None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> CodeResult:
-    """Poll the provider until the code arrives, the rental ends or ``timeout_s`` passes.
-
-    ``should_stop`` is asked between polls (e.g. "was the flow run cancelled?"); a non-empty
-    answer ends the wait. Transient provider errors only delay the next poll.
-    """
-    with deps.sessions.begin() as db:
-        row = db.get_one(LeaseRow, lease_id)
-        lease = lease_of(row)
-    client = deps.provider(lease.provider)
-    defaults = deps.settings.defaults
-    delay = poll_delays(defaults.poll_initial_s, defaults.poll_max_s)
-    deadline = time.monotonic() + timeout_s
-    polls = 0
-    last_status = ""
-    while True:
-        final_check = time.monotonic() >= deadline
-        try:
-            result = client.check(lease)
-        except TransientError as exc:
-            log.warning("status check of %s failed (%s); polling again", lease.activation_id, exc)
-            result = Waiting(status=f"check failed: {exc.code or type(exc).__name__}")
-        if isinstance(result, CodeReceived):
-            with deps.sessions.begin() as db:
-                repo.set_lease_outcome(
-                    db, lease_id, LeaseOutcome.CODE_RECEIVED, provider_status="code received"
-                )
-                repo.update_session(db, session_id, verification_code=result.code)
-                repo.record_event(
-                    db,
-                    session_id,
-                    reason=f"code received on {lease.provider}:{lease.activation_id}",
-                    actor=actor,
-                )
-            return CodeResult(result.code, "code received")
-        if isinstance(result, Cancelled | Expired):
-            outcome = LeaseOutcome.CANCELLED if isinstance(result, Cancelled) else LeaseOutcome.EXPIRED
-            with deps.sessions.begin() as db:
-                repo.set_lease_outcome(db, lease_id, outcome, provider_status=result.status)
-            return CodeResult(None, f"the provider ended the rental ({result.status})")
-        last_status = result.status
-        if final_check:
-            break
-        with deps.sessions() as db:
-            state = State(repo.get_session(db, session_id).state)
-        if state in ENDING:  # reconciliation or a release ended it meanwhile
-            return CodeResult(None, f"the session ended ({state}) while waiting")
-        stop_reason = should_stop()
-        if stop_reason:
-            return CodeResult(None, stop_reason)
-        sleep(min(delay(polls), max(0.0, deadline - time.monotonic())))
-        polls += 1
-    with deps.sessions.begin() as db:
-        repo.set_lease_outcome(db, lease_id, LeaseOutcome.ACTIVE, provider_status=last_status)
-    return CodeResult(None, f"no code within {timeout_s:g} s")
 
 
 def finish_number(deps: Deps, lease_id: int) -> None:

@@ -126,6 +126,25 @@ class ReconcileSettings(BaseModel):
     )
 
 
+class CodesSettings(BaseModel):
+    """The code watcher (`provisioner watch`), provider webhooks, and how flows wait for codes."""
+
+    poll_interval_s: float = Field(2.0, gt=0, description="Watcher: one listing call (or round) per interval")
+    requests_per_s: float = Field(
+        5.0, gt=0, description="Watcher: request budget per provider (token bucket rate)"
+    )
+    burst: int = Field(5, ge=1, description="Watcher: token bucket size per provider")
+    heartbeat_s: float = Field(2.0, gt=0, description="Watcher: how often the lock holder beats")
+    stale_after_s: float = Field(
+        10.0, gt=0, description="A watcher silent this long is dead: flows poll their own lease"
+    )
+    standby_retry_s: float = Field(1.0, gt=0, description="Watcher: how often a standby tries the lock")
+    webhook_secret: SecretStr | None = Field(
+        None, description="Secret path segment of POST /webhooks/{provider}/{secret}; unset = webhooks off"
+    )
+    webhook_max_bytes: int = Field(16384, ge=256, description="Largest webhook body accepted")
+
+
 class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -153,6 +172,7 @@ class Settings(BaseSettings):
     defaults: DefaultsSettings = DefaultsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     gateway: GatewaySettings = GatewaySettings()
+    codes: CodesSettings = CodesSettings()
 
 
 def env_var_for(loc: tuple[int | str, ...]) -> str:

@@ -111,6 +111,9 @@ class LeaseRow(Base):
     retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[str] = mapped_column(String(32), nullable=False, default=LeaseOutcome.PENDING.value)
     provider_status: Mapped[str | None] = mapped_column(String(200))
+    # The latest code, written once per SMS by provisioning.codes.record_code (watcher, webhook or poll).
+    code: Mapped[str | None] = mapped_column(String(64))
+    code_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     session: Mapped[SessionRow] = relationship(back_populates="leases")
 
@@ -134,3 +137,15 @@ class EventRow(Base):
     session: Mapped[SessionRow] = relationship(back_populates="events")
 
     __table_args__ = (Index("ix_session_events_session_id", "session_id"),)
+
+
+class CodeWatcherRow(Base):
+    """The heartbeat of the code watcher polling one provider (the holder of its advisory lock)."""
+
+    __tablename__ = "code_watchers"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    watcher: Mapped[str] = mapped_column(String(128), nullable=False)  # host:pid of the holder
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)  # list | each
+    started_at: Mapped[datetime] = _tz_now()
+    beat_at: Mapped[datetime] = _tz_now()

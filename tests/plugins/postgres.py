@@ -85,7 +85,9 @@ def db_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
     yield get_sessionmaker()
     with get_engine().begin() as conn:
-        conn.execute(text("TRUNCATE session_events, number_leases, sessions RESTART IDENTITY CASCADE"))
+        conn.execute(
+            text("TRUNCATE session_events, number_leases, sessions, code_watchers RESTART IDENTITY CASCADE")
+        )
 
 
 @pytest.fixture

@@ -1,0 +1,42 @@
+"""Codes tests: real PostgreSQL and the provider simulator over HTTP; no Docker or Prefect needed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from provisioning.deps import Deps
+from tests.plugins.prefect_env import provisioner_environment
+
+
+@pytest.fixture
+def codes_env(monkeypatch, database_url, db_sessions, sim) -> Iterator[Deps]:
+    """Settings aimed at the test database and the simulator; yields the process's Deps."""
+    from provisioning.deps import get_deps, reset_deps
+    from settings import get_settings
+
+    for key, value in provisioner_environment(instance_id="codes-test", sim_urls=sim.base_urls).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PROVISIONER_CODES__STALE_AFTER_S", "3")
+    get_settings.cache_clear()
+    reset_deps()
+    try:
+        yield get_deps()
+    finally:
+        reset_deps()
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+def rent(deps: Deps, provider: str = "sms_activate") -> tuple[str, int, str]:
+    """A session with one bought number waiting for its code: (session id, lease id, activation id)."""
+    from provisioning.numbers import rent_number
+    from store import repository as repo
+
+    with deps.sessions.begin() as db:
+        sid = repo.create_session(db, service="tg", country="0", actor="test").id
+    rented = rent_number(
+        deps, sid, providers=[provider], service="tg", country="0", max_price=None, attempt=1, actor="test"
+    )
+    return sid, rented.lease_id, rented.activation_id
