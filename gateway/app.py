@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import api, proxy
+from gateway import api, proxy, webhooks
 from gateway.auth import BearerAuth, redact
 from gateway.headers import StandardHeaders
 from gateway.runs import FlowRuns
@@ -53,7 +53,13 @@ def create_app(
             await gateway.stop()
 
     app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/version", version), *api.routes, *proxy.routes],
+        routes=[
+            Route("/healthz", healthz),
+            Route("/version", version),
+            *api.routes,
+            *webhooks.routes,
+            *proxy.routes,
+        ],
         middleware=[
             Middleware(StandardHeaders),
             Middleware(BearerAuth, token=token.get_secret_value() if token else None),

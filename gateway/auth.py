@@ -22,12 +22,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 COOKIE_NAME = "provisioner_vnc"
 VNC_PREFIX = "/vnc/"
 OPEN_PATHS = frozenset({"/healthz"})
+# Provider webhooks carry their own secret in the path (gateway.webhooks checks it).
+OPEN_PREFIXES = ("/webhooks/",)
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']*")
+_WEBHOOK_SECRET = re.compile(r"(/webhooks/[^/\s]*/)[^\s?\"']*")
 
 
 def redact(text: str) -> str:
-    """Hide ``token=...`` values, e.g. in access-log lines."""
-    return _TOKEN_IN_TEXT.sub(r"\1***", text)
+    """Hide ``token=...`` values and webhook secrets, e.g. in access-log lines."""
+    return _WEBHOOK_SECRET.sub(r"\1***", _TOKEN_IN_TEXT.sub(r"\1***", text))
 
 
 def cookie_value(token: str) -> str:
@@ -47,7 +50,13 @@ class BearerAuth:
         self.cookie = cookie_value(token) if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if (
+            self.token is None
+            or scope["type"] not in ("http", "websocket")
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         via = self._authorized_by(scope)

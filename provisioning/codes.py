@@ -53,6 +53,17 @@ def record_code(deps: Deps, lease_id: int, code: str, *, via: str, actor: str) -
         return store_codes.record_code(db, lease_id, code, via=via, actor=actor)
 
 
+def record_code_for(deps: Deps, provider: str, activation_id: str, code: str, *, via: str, actor: str) -> str:
+    """Record a code named by the provider's activation id (webhooks): "recorded", "duplicate"
+    (this lease already has it, or no longer waits) or "unknown activation"."""
+    with deps.sessions.begin() as db:
+        lease_id = store_codes.lease_for_activation(db, provider, activation_id)
+        if lease_id is None:
+            return "unknown activation"
+        recorded = store_codes.record_code(db, lease_id, code, via=via, actor=actor)
+    return "recorded" if recorded else "duplicate"
+
+
 def record_result(deps: Deps, lease_id: int, result: CheckResult, *, via: str, actor: str) -> bool:
     """Record what a status check said: a code, or the provider's end of the rental. Waiting: nothing."""
     if isinstance(result, CodeReceived):

@@ -16,6 +16,8 @@ or in-process on a free loopback port:
     sim.advance(121)         # move the simulated clock (minimum cancel time, lifetimes)
     sim.set_offer("tg", "0", price="10.00", count=5)
     sim.inject("http", status=502, protocol="onlinesim", action="getNum", nth=2, times=1)
+    sim.set_webhook("sms_activate", url, lose=0, duplicate=False)  # POST each SMS there (None: off)
+    sim.webhooks_sent        # [Sent(protocol, activation_id, code, sms_at, status, error)]
     sim.ledger()             # Ledger: .entries .purchases .refunds .finishes .open .settled
     sim.purchases            # number of purchases so far
     sim.calls                # [(protocol, action, params without the key)] since the last reset
@@ -29,7 +31,8 @@ URL layout on the one server (these are the base URLs):
     /stubs/handler_api.php             SMS-Activate protocol (api_key=, action=)
     /_sim/...                          control: GET ledger, health; POST deliver {activation_id, code,
                                        text?}, inject {kind, ...}, reset, sms-delay {seconds},
-                                       advance {seconds}, configure {...}
+                                       advance {seconds}, configure {...}, webhook {protocol, url,
+                                       lose?, duplicate?}
 
 Faults (`inject(kind, *, protocol=None, action=None, nth=1, times=1, ...)`): the fault matches
 calls of that protocol/action (None = any), fires from the `nth` matching call on, `times` times
@@ -53,6 +56,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from simulator import wire as sim_wire
 from simulator.state import Ledger, Offer, SimConfig, SimError, SimState
+from simulator.webhooks import Sent, WebhookSender
 from simulator.wire import TEXT, Reply
 
 PROTOCOLS = ("sms_man", "onlinesim", "sms_activate")
@@ -122,6 +126,8 @@ class Simulator:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.state = self._fresh_state()
+        self.webhooks = WebhookSender(self.state)
+        self.state.on_sms = self.webhooks.on_sms
 
     def _fresh_state(self) -> SimState:
         return SimState(balances=dict(self._keys), config=replace(self._config))
@@ -137,6 +143,7 @@ class Simulator:
         return self
 
     def stop(self) -> None:
+        self.webhooks.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -160,6 +167,7 @@ class Simulator:
     # --- control ---------------------------------------------------------------------------
 
     def reset(self) -> None:
+        self.webhooks.reset()
         with self.state.lock:
             self._faults.clear()
             self.calls.clear()
@@ -195,6 +203,15 @@ class Simulator:
         with self.state.lock:
             self._faults.append(fault)
         return fault
+
+    def set_webhook(self, protocol: str, url: str | None, *, lose: int = 0, duplicate: bool = False) -> None:
+        """POST every SMS of ``protocol`` to ``url`` (None: stop); lose the next ``lose``, or send twice."""
+        self.webhooks.configure(protocol, url, lose=lose, duplicate=duplicate)
+
+    @property
+    def webhooks_sent(self) -> list[Sent]:
+        with self.state.lock:
+            return list(self.webhooks.sent)
 
     def ledger(self) -> Ledger:
         with self.state.lock:
@@ -255,6 +272,13 @@ class Simulator:
                 self.advance(float(body["seconds"]))
             elif action == "configure":
                 self.configure(**body)
+            elif action == "webhook":
+                self.set_webhook(
+                    str(body["protocol"]),
+                    body.get("url"),
+                    lose=int(body.get("lose", 0)),
+                    duplicate=bool(body.get("duplicate", False)),
+                )
             else:
                 return Reply(404, json.dumps({"error": f"unknown control action {action!r}"}))
         except (KeyError, TypeError, ValueError, SimError) as exc:
@@ -332,6 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lifetime", type=float, default=1200.0, help="rental lifetime in seconds")
     parser.add_argument("--min-cancel", type=float, default=0.0, help="seconds before a cancel is allowed")
+    parser.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="PROTOCOL=URL",
+        help="POST each SMS of sms_activate or onlinesim to URL (repeatable)",
+    )
     args = parser.parse_args(argv)
     sim = Simulator(
         host=args.host,
@@ -343,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
         min_cancel_s=args.min_cancel,
     )
     sim.start()
+    for spec in args.webhook:
+        protocol, _, url = spec.partition("=")
+        sim.set_webhook(protocol, url)
     for name, url in sim.base_urls.items():
         print(f"{name:13} {url}", flush=True)
     print(f"control       http://{sim.host}:{sim.port}/_sim/ledger (Ctrl-C to stop)", flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -119,6 +120,7 @@ class SimState:
     offset: float = 0.0
     next_id: int = 1001
     lock: threading.RLock = field(default_factory=threading.RLock)
+    on_sms: Callable[[Activation], None] | None = None  # webhooks (simulator.webhooks), under the lock
 
     def now(self) -> float:
         return time.monotonic() + self.offset
@@ -142,6 +144,8 @@ class SimState:
     def _receive(self, act: Activation, code: str, text: str | None = None) -> None:
         act.status, act.code, act.deliver_at = "code", code, None
         act.text = text or f"Your verification code is {code}"
+        if self.on_sms is not None:
+            self.on_sms(act)
 
     def _close(self, act: Activation, status: str, kind: str, reason: str) -> None:
         act.status = status

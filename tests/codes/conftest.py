@@ -9,6 +9,9 @@ import pytest
 from provisioning.deps import Deps
 from tests.plugins.prefect_env import provisioner_environment
 
+WEBHOOK_SECRET = "hook-secret-8c1f4e2a"
+GATEWAY_TOKEN = "gw-token-codes-91d2"
+
 
 @pytest.fixture
 def codes_env(monkeypatch, database_url, db_sessions, sim) -> Iterator[Deps]:
@@ -19,6 +22,8 @@ def codes_env(monkeypatch, database_url, db_sessions, sim) -> Iterator[Deps]:
     for key, value in provisioner_environment(instance_id="codes-test", sim_urls=sim.base_urls).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PROVISIONER_CODES__STALE_AFTER_S", "3")
+    monkeypatch.setenv("PROVISIONER_CODES__WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("PROVISIONER_GATEWAY__TOKEN", GATEWAY_TOKEN)
     get_settings.cache_clear()
     reset_deps()
     try:
