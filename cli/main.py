@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -119,12 +118,21 @@ def run_provision(request, *, session_id: str | None = None) -> int:
 
 @app.command()
 def provision(
-    service: Annotated[str | None, typer.Option(help="Service code passed to the provider")] = None,
-    country: Annotated[str | None, typer.Option(help="Country code passed to the provider")] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            help="Service: telegram, whatsapp, google, ... (or <provider>:<code>, e.g. sms_activate:tg)"
+        ),
+    ] = None,
+    country: Annotated[
+        str | None, typer.Option(help="Country, ISO 3166 alpha-2: RU, KZ, GB, ... (or <provider>:<code>)")
+    ] = None,
     provider: Annotated[
         list[str] | None, typer.Option("--provider", "-p", help="Provider to try (repeat for fallback order)")
     ] = None,
-    max_price: Annotated[float | None, typer.Option(help="Highest price to pay")] = None,
+    max_price: Annotated[
+        str | None, typer.Option(help="Highest price to pay, with its currency: '0.50 USD'")
+    ] = None,
     profile: Annotated[str | None, typer.Option(help="Device image profile")] = None,
     code_timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait for the code per number")
@@ -151,7 +159,7 @@ def provision(
             service=service,
             country=country,
             providers=provider or None,
-            max_price=Decimal(str(max_price)) if max_price is not None else None,
+            max_price=max_price,
             device_profile=profile,
             code_timeout_s=code_timeout,
             number_attempts=attempts,

@@ -42,4 +42,6 @@ def build_provider(name: str, settings: ProviderSettings, client: httpx.Client |
         cls = _CLASSES[name]
     except KeyError:
         raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDER_NAMES)}") from None
-    return cls(settings, client)
+    if settings.currency:
+        return cls(settings, client, currency=settings.currency)
+    return cls(settings, client)  # the protocol's usual currency

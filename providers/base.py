@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from providers.catalog import Listing
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Provider(Protocol):
     """One SMS provider account. Methods raise only `providers.errors.ProviderError` subclasses."""
 
     name: str
+    currency: str  # the account's currency: every price and lease is in it
 
     def balance(self) -> Decimal: ...
 
@@ -75,6 +79,10 @@ class Provider(Protocol):
 
     def find_open_activations(self) -> list[Lease] | None:
         """Open activations of the account, or None when the protocol cannot list them."""
+        ...
+
+    def listing(self) -> Listing:
+        """The provider's own service and country lists (its catalog is learned from them)."""
         ...
 
     def close(self) -> None: ...

@@ -18,6 +18,7 @@ import httpx
 
 from providers._http import NO_OFFER, Http, parse_decimal, purchase_price
 from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease, PriceInfo, Waiting
+from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
     MalformedReply,
@@ -41,8 +42,8 @@ _STOP = {
     "API_ACCESS_DISABLED": "api_key",
     "API_ACCESS_IP": "api_key",
     "WARNING_LOW_BALANCE": "api_key",
-    "ERROR_NO_SERVICE": "service",
-    "ERROR_PARAMS": "service",
+    "ERROR_NO_SERVICE": "services",  # a code outside its catalog: fix the override
+    "ERROR_PARAMS": "countries",
 }
 _UNAVAILABLE = {"WARNING_NO_NUMS", "NO_NUMBER", "EXCEEDED_CONCURRENT_OPERATIONS", "DUPLICATE_OPERATION"}
 _TRANSIENT = {"INTERVAL_CONCURRENT_REQUESTS_ERROR", "TRY_AGAIN_LATER", "TIME_INTERVAL_ERROR", "ERROR_SQL"}
@@ -88,7 +89,7 @@ class OnlineSimProvider:
         message = f"{NAME} {method}: {code}"
         if code in _STOP:
             field = _STOP[code]
-            setting = api_key_var(NAME) if field == "api_key" else env_var_for(("defaults", field))
+            setting = api_key_var(NAME) if field == "api_key" else env_var_for(("providers", NAME, field))
             return StopError(message, provider=NAME, action=method, code=code, setting=setting)
         if code in _TRANSIENT:
             return TransientError(message, provider=NAME, action=method, code=code)
@@ -225,3 +226,22 @@ class OnlineSimProvider:
                 )
             )
         return leases
+
+    def listing(self) -> Listing:
+        """getNumbersStats?country=all: countries by calling code, each with the services sold there."""
+        data = self._call("getNumbersStats", country="all", lang="en")
+        rows = list(data.values()) if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise self._http.malformed("getNumbersStats", data)
+        countries: list[Entry] = []
+        services: dict[str, Entry] = {}
+        for row in rows:
+            if not isinstance(row, dict) or row.get("code") is None:
+                continue
+            countries.append(Entry(str(row["code"]), str(row.get("name") or "")))
+            offers = row.get("services")
+            for offer in offers.values() if isinstance(offers, dict) else []:
+                if isinstance(offer, dict) and offer.get("slug"):
+                    slug = str(offer["slug"])
+                    services.setdefault(slug, Entry(slug, str(offer.get("service") or slug)))
+        return Listing(list(services.values()), countries)

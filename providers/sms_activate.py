@@ -16,6 +16,7 @@ import httpx
 
 from providers._http import NO_OFFER, Http, parse_decimal, purchase_price, redact
 from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease, PriceInfo, Waiting
+from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
     ProviderError,
@@ -37,8 +38,8 @@ _STOP = {
     "BANNED": api_key_var,
     "ACCOUNT_BLOCKED": api_key_var,
     "BAD_ACTION": base_url_var,
-    "BAD_SERVICE": lambda _: env_var_for(("defaults", "service")),
-    "BAD_COUNTRY": lambda _: env_var_for(("defaults", "country")),
+    "BAD_SERVICE": lambda name: env_var_for(("providers", name, "services")),
+    "BAD_COUNTRY": lambda name: env_var_for(("providers", name, "countries")),
 }
 _UNAVAILABLE = {"NO_NUMBERS", "WRONG_MAX_PRICE", "CHANNELS_LIMIT", "NO_NUMBERS_AVAILABLE"}
 _TRANSIENT = {"ERROR_SQL", "TRY_AGAIN_LATER", "INTERVAL_CONCURRENT_REQUESTS_ERROR"}
@@ -204,6 +205,35 @@ class SmsActivateProvider:
 
     def find_open_activations(self) -> list[Lease] | None:
         return None
+
+    def _json(self, action: str) -> object:
+        response = self._raw(action)
+        try:
+            return response.json()
+        except ValueError:
+            raise self._error(action, response.text.strip()) from None
+
+    def listing(self) -> Listing:
+        """getServicesList ({"services": [{code, name}]}) and getCountries ({number: {id, eng}})."""
+        data = self._json("getServicesList")
+        rows = data.get("services") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise self._http.malformed("getServicesList", data)
+        services = [
+            Entry(str(r["code"]), str(r.get("name") or ""))
+            for r in rows
+            if isinstance(r, dict) and r.get("code")
+        ]
+        data = self._json("getCountries")
+        rows = list(data.values()) if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise self._http.malformed("getCountries", data)
+        countries = [
+            Entry(str(r["id"]), str(r.get("eng") or r.get("name") or ""))
+            for r in rows
+            if isinstance(r, dict) and r.get("id") is not None
+        ]
+        return Listing(services, countries)
 
 
 def _is_number(value: object) -> bool:

@@ -15,6 +15,7 @@ import httpx
 
 from providers._http import NO_OFFER, Http, parse_decimal, purchase_price
 from providers.base import Cancelled, CheckResult, CodeReceived, Lease, PriceInfo, Waiting
+from providers.catalog import Entry, Listing
 from providers.errors import (
     NotSupported,
     ProviderError,
@@ -56,7 +57,7 @@ class SmsManProvider:
                 provider=NAME,
                 action=action,
                 code="bad_application",
-                setting=env_var_for(("defaults", "service")),
+                setting=env_var_for(("providers", NAME, "services")),
             )
         data = self._http.json(action, response)
         if isinstance(data, dict) and (data.get("success") is False or "error_code" in data):
@@ -152,6 +153,18 @@ class SmsManProvider:
 
     def find_open_activations(self) -> list[Lease] | None:
         return None
+
+    def listing(self) -> Listing:
+        """`applications` and `countries`: objects keyed by id, each with a title and a code."""
+
+        def entries(action: str) -> list[Entry]:
+            return [
+                Entry(str(row.get("id", key)), str(row.get("title") or ""), str(row.get("code") or ""))
+                for key, row in self._call(action).items()
+                if isinstance(row, dict)
+            ]
+
+        return Listing(entries("applications"), entries("countries"))
 
 
 def _error_of(data: dict) -> tuple[str, str]:

@@ -11,6 +11,8 @@ from decimal import Decimal
 
 from providers.base import Lease
 from providers.errors import CancelTooEarly, ProviderError, TransientError, UnavailableError
+from providers.money import Money
+from provisioning.catalogs import purchase_target
 from provisioning.codes import CodeResult, poll_delays, wait_for_code  # noqa: F401 (the flow's names)
 from provisioning.deps import Deps
 from store import LeaseOutcome, LeaseRow, State
@@ -80,12 +82,14 @@ def rent_number(
     providers: list[str],
     service: str,
     country: str,
-    max_price: Decimal | None,
+    max_price: Money | None,
     attempt: int,
     actor: str,
 ) -> RentedNumber:
     """Rent one number for ``attempt``, trying providers in order.
 
+    ``service``/``country`` are canonical: each provider is asked with its own codes from its
+    catalog and the cap in its own currency, or skipped with the reason it cannot be.
     Idempotent per (session, attempt): a retried task finds the number it already bought. The
     lease row is written as pending before each purchase call and completed right after it.
     """
@@ -103,12 +107,23 @@ def rent_number(
             reasons[name] = "not configured"
             continue
         client = deps.provider(name)
+        target = purchase_target(deps, name, service=service, country=country, max_price=max_price)
+        if isinstance(target, str):
+            reasons[name] = target
+            log.warning("%s skipped: %s", name, target)
+            continue
         with deps.sessions.begin() as db:
             lease_id = repo.record_lease_pending(
-                db, session_id, provider=name, service=service, country=country, attempt=attempt
+                db,
+                session_id,
+                provider=name,
+                service=target.service,
+                country=target.country,
+                attempt=attempt,
+                currency=target.currency,
             ).id
         try:
-            lease = client.acquire(service, country, max_price)
+            lease = client.acquire(target.service, target.country, target.max_price)
         except UnavailableError as exc:
             _mark_failed(deps, lease_id, exc)
             reasons[name] = str(exc)

@@ -4,37 +4,71 @@ gateway's POST body. Business inputs only, never secrets; unset fields take the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from providers.canonical import COUNTRIES, PROVIDER_CODE, SERVICES, check_country, check_service
+from providers.money import Money
 from settings import Settings
 
 ProviderChoice = Literal["sms_man", "onlinesim", "sms_activate"]
 
 
+def _optional(check):
+    return lambda value: None if value in (None, "") else check(value)
+
+
+def _choices(title: str, names: list[str]) -> WithJsonSchema:
+    """A choice list in the Prefect form, or a provider's own code as `<provider>:<code>`."""
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "title": title, "enum": names},
+                {"type": "string", "title": "Provider's own code", "pattern": PROVIDER_CODE.pattern},
+                {"type": "null"},
+            ]
+        }
+    )
+
+
+ServiceName = Annotated[
+    str | None, AfterValidator(_optional(check_service)), _choices("Service", list(SERVICES))
+]
+CountryCode = Annotated[
+    str | None, AfterValidator(_optional(check_country)), _choices("Country", list(COUNTRIES))
+]
+PriceCap = Annotated[
+    str | None,
+    BeforeValidator(_optional(lambda v: str(Money.parse(v)))),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?\s*[A-Za-z]{3}$"}, {"type": "null"}]}
+    ),
+]
+
+
 class ProvisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", title="Provision request")
 
-    service: str | None = Field(
+    service: ServiceName = Field(
         None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Service code passed to the provider as is (e.g. tg); empty = the configured default",
+        description="Service to verify (telegram, whatsapp, ...), mapped to each provider's own code; "
+        "or one provider's own code as <provider>:<code> (sms_activate:tg), sent to that provider only; "
+        "empty = the configured default",
     )
-    country: str | None = Field(
+    country: CountryCode = Field(
         None,
-        min_length=1,
-        max_length=16,
-        pattern=r"^[A-Za-z0-9_-]+$",
-        description="Country code passed to the provider as is; empty = the configured default",
+        description="Country of the number, ISO 3166 alpha-2 (RU, KZ, GB, ...), mapped to each "
+        "provider's own code; or <provider>:<code>; empty = the configured default",
     )
     providers: list[ProviderChoice] | None = Field(
         None, description="Providers to try, in fallback order; empty = the configured order"
     )
-    max_price: Decimal | None = Field(None, gt=0, description="Highest price to pay for a number")
+    max_price: PriceCap = Field(
+        None,
+        description="Highest price to pay for a number, with its currency ('0.50 USD'); providers billing "
+        "in another currency are compared through PROVISIONER_FX or skipped",
+    )
     device_profile: str | None = Field(
         None, pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Device image profile (stub, android, ...)"
     )
@@ -52,7 +86,7 @@ class ResolvedRequest:
     service: str
     country: str
     providers: list[str]
-    max_price: Decimal | None
+    max_price: Money | None
     device_profile: str
     code_timeout_s: float
     number_attempts: int
@@ -66,7 +100,7 @@ def resolve(request: ProvisionRequest, settings: Settings) -> ResolvedRequest:
         service=request.service or d.service,
         country=request.country or d.country,
         providers=list(request.providers or settings.providers.order),
-        max_price=Decimal(str(max_price)) if max_price is not None else None,
+        max_price=Money.parse(max_price) if max_price is not None else None,
         device_profile=request.device_profile or settings.docker.default_profile,
         code_timeout_s=request.code_timeout_s or d.code_timeout_s,
         number_attempts=request.number_attempts or d.number_attempts,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,41 @@ class ProviderSettings(BaseModel):
     api_key: SecretStr | None = None
     base_url: str
     timeout_s: float = Field(15.0, gt=0)
+    currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z]{3}$",
+        description="Account currency (ISO 4217); unset = the protocol's usual one (SMS-MAN and OnlineSim USD, SMS-Activate RUB)",
+    )
+    services: dict[str, str] = Field(
+        default_factory=dict,
+        description='Canonical service -> this provider\'s code, over its catalog: {"telegram": "3"}',
+    )
+    countries: dict[str, str] = Field(
+        default_factory=dict,
+        description='ISO country -> this provider\'s code, over its catalog: {"KZ": "2"}',
+    )
+
+    @field_validator("services")
+    @classmethod
+    def _canonical_services(cls, value: dict[str, str]) -> dict[str, str]:
+        from providers.canonical import SERVICES  # here: providers imports this module
+
+        unknown = sorted(set(value) - set(SERVICES))
+        if unknown:
+            raise ValueError(
+                f"unknown canonical service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}"
+            )
+        return value
+
+    @field_validator("countries")
+    @classmethod
+    def _iso_countries(cls, value: dict[str, str]) -> dict[str, str]:
+        from providers.canonical import COUNTRIES
+
+        unknown = sorted(k for k in value if k.upper() not in COUNTRIES)
+        if unknown:
+            raise ValueError(f"unknown ISO 3166 alpha-2 code(s) {', '.join(unknown)}")
+        return {k.upper(): v for k, v in value.items()}
 
     @field_validator("base_url")
     @classmethod
@@ -89,6 +125,11 @@ class ProvidersSettings(BaseModel):
         default_factory=lambda: ["sms_man", "onlinesim", "sms_activate"],
         description="Fallback order; providers without an API key are skipped",
     )
+    catalog_refresh_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Age after which reconcile refreshes a provider's catalog from its listings",
+    )
 
     def get(self, name: str) -> ProviderSettings:
         if name not in PROVIDER_NAMES:
@@ -100,14 +141,35 @@ class ProvidersSettings(BaseModel):
 
 
 class DefaultsSettings(BaseModel):
-    service: str = "tg"
-    country: str = "0"
-    max_price: float | None = None
+    service: str = Field("telegram", description="Canonical service name, or <provider>:<code>")
+    country: str = Field("RU", description="ISO 3166 alpha-2 country code, or <provider>:<code>")
+    max_price: str | None = Field(None, description="Price cap with its currency, e.g. '0.50 USD'")
     code_timeout_s: float = Field(300.0, gt=0)
     number_attempts: int = Field(3, ge=1, le=10)
     ttl_s: float = Field(3600.0, gt=0)
     poll_initial_s: float = Field(1.0, gt=0, le=2.0)
     poll_max_s: float = Field(10.0, gt=0)
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        from providers.canonical import check_service  # here: providers imports this module
+
+        return check_service(value)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        from providers.canonical import check_country
+
+        return check_country(value)
+
+    @field_validator("max_price")
+    @classmethod
+    def _max_price(cls, value: str | None) -> str | None:
+        from providers.money import Money
+
+        return None if value in (None, "") else str(Money.parse(value))
 
 
 class ReconcileSettings(BaseModel):
@@ -173,6 +235,19 @@ class Settings(BaseSettings):
     reconcile: ReconcileSettings = ReconcileSettings()
     gateway: GatewaySettings = GatewaySettings()
     codes: CodesSettings = CodesSettings()
+    fx: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description='Exchange rates: each currency\'s value in USD, e.g. {"RUB": "0.011"}; a provider billing in '
+        "a currency the price cap is not in is skipped unless both have a rate",
+    )
+
+    @field_validator("fx")
+    @classmethod
+    def _rates(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        bad = sorted(k for k, v in value.items() if not re.match(r"^[A-Za-z]{3}$", k) or v <= 0)
+        if bad:
+            raise ValueError(f"rates must be positive and keyed by ISO 4217 codes: {', '.join(bad)}")
+        return {k.upper(): v for k, v in value.items()}
 
 
 def env_var_for(loc: tuple[int | str, ...]) -> str:

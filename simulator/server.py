@@ -14,7 +14,8 @@ or in-process on a free loopback port:
     sim.configure(min_cancel_s=120, lifetime_s=900, pool_s=0, early_cancel_style="http409",
                   sms_activate_cancel_statuses=("-1",))
     sim.advance(121)         # move the simulated clock (minimum cancel time, lifetimes)
-    sim.set_offer("tg", "0", price="10.00", count=5)
+    sim.set_offer("tg", "0", price="10.00", count=5)  # native codes; protocol= to pick one
+    sim.requests("sms_man", "get-number")  # the request log: params of each call, keys removed
     sim.inject("http", status=502, protocol="onlinesim", action="getNum", nth=2, times=1)
     sim.set_webhook("sms_activate", url, lose=0, duplicate=False)  # POST each SMS there (None: off)
     sim.webhooks_sent        # [Sent(protocol, activation_id, code, sms_at, status, error)]
@@ -55,6 +56,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from simulator import wire as sim_wire
+from simulator.codes import CODE_SPACES
 from simulator.state import Ledger, Offer, SimConfig, SimError, SimState
 from simulator.webhooks import Sent, WebhookSender
 from simulator.wire import TEXT, Reply
@@ -192,9 +194,36 @@ class Simulator:
         with self.state.lock:
             self.state.offset += seconds
 
-    def set_offer(self, service: str, country: str, price: Decimal | float | str, count: int) -> None:
+    def set_offer(
+        self,
+        service: str,
+        country: str,
+        price: Decimal | float | str,
+        count: int,
+        *,
+        protocol: str | None = None,
+    ) -> None:
+        """Set the offer for native codes; without `protocol`, at every protocol whose own code
+        space has both codes (ValueError when none has)."""
+        protocols = [protocol] if protocol else list(PROTOCOLS)
+        matching = [
+            p for p in protocols
+            if service in CODE_SPACES[p].services and country in CODE_SPACES[p].countries
+        ]  # fmt: skip
+        if not matching:
+            raise ValueError(f"no protocol among {protocols} has service {service!r} in country {country!r}")
         with self.state.lock:
-            self.state.offers[(service, country)] = Offer(Decimal(str(price)), count)
+            for p in matching:
+                self.state.offers[(p, service, country)] = Offer(Decimal(str(price)), count)
+
+    def requests(self, protocol: str | None = None, action: str | None = None) -> list[dict[str, str]]:
+        """The request log: parameters (keys removed) of the calls of `protocol`/`action`, in order."""
+        with self.state.lock:
+            return [
+                dict(params)
+                for p, a, params in self.calls
+                if protocol in (None, p) and action in (None, a)
+            ]  # fmt: skip
 
     def inject(self, kind: str, **options: object) -> Fault:
         if kind not in FAULT_KINDS:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from simulator.codes import CODE_SPACES, offer_keys
+
 OPEN = ("waiting", "code")
 
 
@@ -102,19 +104,20 @@ class Ledger:
         }
 
 
-DEFAULT_SERVICES = ("tg", "wa", "go", "ot", "1", "2", "3")
-DEFAULT_COUNTRIES = ("0", "1", "7")
-
-
-def default_offers() -> dict[tuple[str, str], Offer]:
-    return {(s, c): Offer(Decimal("10.00"), 100) for s in DEFAULT_SERVICES for c in DEFAULT_COUNTRIES}
+def default_offers() -> dict[tuple[str, str, str], Offer]:
+    """(protocol, service, country) -> offer: every pair of each protocol's own code space."""
+    return {
+        (protocol, s, c): Offer(Decimal("10.00"), 100)
+        for protocol in CODE_SPACES
+        for s, c in offer_keys(protocol)
+    }
 
 
 @dataclass
 class SimState:
     balances: dict[str, Decimal]
     config: SimConfig = field(default_factory=SimConfig)
-    offers: dict[tuple[str, str], Offer] = field(default_factory=default_offers)
+    offers: dict[tuple[str, str, str], Offer] = field(default_factory=default_offers)
     activations: dict[str, Activation] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     offset: float = 0.0
@@ -153,6 +156,10 @@ class SimState:
             self.balances[act.key] += act.price
         self.entries.append(LedgerEntry(kind, act.id, act.protocol, act.price, reason))
 
+    def offers_of(self, protocol: str) -> dict[tuple[str, str], Offer]:
+        """(service, country) -> offer of one protocol."""
+        return {(s, c): o for (p, s, c), o in self.offers.items() if p == protocol}
+
     def check_key(self, key: str | None) -> str:
         if not key:
             raise SimError("no_key")
@@ -163,9 +170,12 @@ class SimState:
     def buy(
         self, protocol: str, key: str, service: str, country: str, max_price: Decimal | None
     ) -> Activation:
-        if not any(s == service for s, _ in self.offers):
+        space = CODE_SPACES[protocol]
+        if service not in space.services:
             raise SimError("bad_service")
-        offer = self.offers.get((service, country))
+        if country not in space.countries:
+            raise SimError("bad_country")
+        offer = self.offers.get((protocol, service, country))
         if offer is None or offer.count <= 0:
             raise SimError("no_numbers")
         if max_price is not None and offer.price > max_price:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from simulator import codes as sim_codes
 from simulator.state import OPEN, Activation, SimError, SimState
 
 JSON = "application/json"
@@ -72,16 +73,18 @@ def sms_man(state: SimState, action: str, params: dict[str, str]) -> Reply:
             return as_json(
                 [
                     {"application_id": s, "country_id": c, "numbers": str(o.count)}
-                    for (s, c), o in state.offers.items()
+                    for (s, c), o in state.offers_of("sms_man").items()
                     if params.get("country_id", c) == c and params.get("application_id", s) == s
                 ]
             )
         if action == "get-prices":
             prices: dict[str, dict] = {}
-            for (s, c), o in state.offers.items():
+            for (s, c), o in state.offers_of("sms_man").items():
                 if params.get("country_id", c) == c:
                     prices.setdefault(c, {})[s] = {"cost": f"{o.price:.2f}", "count": o.count}
             return as_json(prices)
+        if action in ("applications", "countries"):
+            return as_json(sim_codes.sms_man_list(action))
         if action == "get-number":
             service, country = params.get("application_id", ""), params.get("country_id", "")
             act = state.buy("sms_man", key, service, country, _decimal(params.get("maxPrice")))
@@ -110,6 +113,8 @@ def sms_man(state: SimState, action: str, params: dict[str, str]) -> Reply:
     except SimError as exc:
         if exc.reason == "bad_service":
             return Reply(400, "Wrong application ID", TEXT)
+        if exc.reason == "bad_country":
+            return sms_man_error("wrong_country", {"country_id": "Wrong country ID"})
         code, message = _SMS_MAN_ERRORS.get(exc.reason, ("wrong_status", f"Wrong status ({exc.reason})"))
         return sms_man_error(code, message)
 
@@ -120,6 +125,7 @@ _ONLINESIM_ERRORS = {
     "no_key": "ERROR_NO_KEY",
     "bad_key": "ERROR_WRONG_KEY",
     "bad_service": "ERROR_NO_SERVICE",
+    "bad_country": "ERROR_PARAMS",
     "no_numbers": "WARNING_NO_NUMS",
     "price_above": "WARNING_NO_NUMS",
     "no_balance": "WARNING_LOW_BALANCE",
@@ -158,6 +164,19 @@ def _onlinesim_state(state: SimState, act: Activation, to_code: bool) -> dict:
     return item
 
 
+def _onlinesim_stats(state: SimState, country: str) -> dict:
+    """One country of getNumbersStats: its name, calling code and the services sold there."""
+    names = sim_codes.CODE_SPACES["onlinesim"].services
+    services = {
+        f"service_{s}": {"count": o.count, "popular": True, "code": _num(c), "price": float(o.price),
+                         "id": i, "service": names.get(s, (s,))[0], "slug": s}
+        for i, ((s, c), o) in enumerate(state.offers_of("onlinesim").items())
+        if c == country
+    }  # fmt: skip
+    name = sim_codes.CODE_SPACES["onlinesim"].countries.get(country, (f"country {country}",))[0]
+    return {"name": name, "position": 1, "code": _num(country), "services": services}
+
+
 def onlinesim(state: SimState, method: str, params: dict[str, str], authorization: str | None) -> Reply:
     bearer = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
     try:
@@ -171,15 +190,10 @@ def onlinesim(state: SimState, method: str, params: dict[str, str], authorizatio
             )
         if method == "getNumbersStats":
             country = params.get("country", "")
-            services = {
-                f"service_{s}": {"count": o.count, "popular": True, "code": _num(c), "price": float(o.price),
-                                 "id": i, "service": s.upper(), "slug": s}
-                for i, ((s, c), o) in enumerate(state.offers.items())
-                if c == country
-            }  # fmt: skip
-            return as_json(
-                {"name": f"country {country}", "position": 1, "code": _num(country), "services": services}
-            )
+            if country == "all":
+                codes = sim_codes.CODE_SPACES["onlinesim"].countries
+                return as_json({c: _onlinesim_stats(state, c) for c in codes})
+            return as_json(_onlinesim_stats(state, country))
         if method == "getNum":
             act = state.buy("onlinesim", key, params.get("service", ""), params.get("country", "7"), None)
             reply: dict = {"response": 1, "tzid": int(act.id)}
@@ -217,6 +231,7 @@ _SMS_ACTIVATE_ERRORS = {
     "no_key": "BAD_KEY",
     "bad_key": "BAD_KEY",
     "bad_service": "BAD_SERVICE",
+    "bad_country": "BAD_COUNTRY",
     "no_numbers": "NO_NUMBERS",
     "no_balance": "NO_BALANCE",
     "no_activation": "NO_ACTIVATION",
@@ -239,13 +254,18 @@ def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
             return text(f"ACCESS_BALANCE:{state.balances[key]:.2f}")
         if action == "getPrices":
             prices: dict[str, dict] = {}
-            for (s, c), o in state.offers.items():
+            for (s, c), o in state.offers_of("sms_activate").items():
                 if params.get("country", c) == c and params.get("service", s) == s:
                     prices.setdefault(c, {})[s] = {"cost": f"{o.price:.2f}", "count": o.count}
             return as_json(prices)
         if action == "getNumbersStatus":
             country = params.get("country", "")
-            return as_json({f"{s}_0": o.count for (s, c), o in state.offers.items() if c == country})
+            offers = state.offers_of("sms_activate").items()
+            return as_json({f"{s}_0": o.count for (s, c), o in offers if c == country})
+        if action == "getServicesList":
+            return as_json(sim_codes.sms_activate_services())
+        if action == "getCountries":
+            return as_json(sim_codes.sms_activate_countries())
         if action == "getNumber":
             service, country = params.get("service", ""), params.get("country", "")
             act = state.buy("sms_activate", key, service, country, _decimal(params.get("maxPrice")))

@@ -19,6 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from store.states import State
@@ -149,3 +150,13 @@ class CodeWatcherRow(Base):
     mode: Mapped[str] = mapped_column(String(16), nullable=False)  # list | each
     started_at: Mapped[datetime] = _tz_now()
     beat_at: Mapped[datetime] = _tz_now()
+
+
+class CatalogRow(Base):
+    """A provider's learned catalog (see providers.catalog), refreshed from its listing endpoints."""
+
+    __tablename__ = "provider_catalogs"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -250,15 +250,24 @@ class BoughtNumber:
 
 
 def record_lease_pending(
-    db: Session, session_id: str, *, provider: str, service: str, country: str, attempt: int
+    db: Session,
+    session_id: str,
+    *,
+    provider: str,
+    service: str,
+    country: str,
+    attempt: int,
+    currency: str | None = None,
 ) -> LeaseRow:
-    """Write the intent to buy before the purchase call, so a crash in between leaves a trace."""
+    """Write the intent to buy before the purchase call, so a crash in between leaves a trace.
+    `service`/`country` are the provider's own codes; `currency` the account's."""
     lease = LeaseRow(
         session_id=session_id,
         provider=provider,
         service=service,
         country=country,
         attempt=attempt,
+        currency=currency,
         outcome=LeaseOutcome.PENDING.value,
     )
     db.add(lease)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
+from providers.money import Money
 from provisioning import numbers
 from provisioning.deps import get_deps
 from tasks.retry import RETRY_POLICY
@@ -21,7 +21,7 @@ def rent_number(
     providers: list[str],
     service: str,
     country: str,
-    max_price: Decimal | None,
+    max_price: Money | None,
     attempt: int,
     actor: str,
 ) -> numbers.RentedNumber:

@@ -24,7 +24,13 @@ def new_session(deps) -> str:
 def test_renting_twice_for_the_same_attempt_buys_once(provisioner_env, sim):
     deps = provisioner_env
     sid = new_session(deps)
-    args = {"providers": ["sms_activate"], "service": "tg", "country": "0", "max_price": None, "actor": "t"}
+    args = {
+        "providers": ["sms_activate"],
+        "service": "telegram",
+        "country": "RU",
+        "max_price": None,
+        "actor": "t",
+    }
     first = rent_number(deps, sid, attempt=1, **args)
     again = rent_number(deps, sid, attempt=1, **args)
     assert again == first
@@ -37,7 +43,14 @@ def test_launching_twice_starts_one_pair(provisioner_env, runtime):
     deps = provisioner_env
     sid = new_session(deps)
     rent_number(
-        deps, sid, providers=["sms_activate"], service="tg", country="0", max_price=None, attempt=1, actor="t"
+        deps,
+        sid,
+        providers=["sms_activate"],
+        service="telegram",
+        country="RU",
+        max_price=None,
+        attempt=1,
+        actor="t",
     )
     first = launch_containers(deps, sid, profile="stub", actor="t")
     ids = sorted(c.id for c in runtime.list_managed() if c.session_id == sid)

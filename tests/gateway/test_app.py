@@ -95,7 +95,7 @@ class TestCreateAndRelease:
         assert gw.runs.started == []
 
     def test_post_starts_a_provision_run_and_a_replay_returns_it(self, gw) -> None:
-        body = {"service": "tg", "providers": ["sms_man"], "max_price": "1.5"}
+        body = {"service": "telegram", "providers": ["sms_man"], "max_price": "1.5 USD"}
         first = gw.client.post("/sessions", json=body, headers={"Idempotency-Key": "k-1"})
         assert first.status_code == 202
         sid = first.json()["session_id"]
@@ -103,7 +103,7 @@ class TestCreateAndRelease:
             (
                 "provision/provision",
                 {
-                    "request": {"service": "tg", "providers": ["sms_man"], "max_price": "1.5"},
+                    "request": {"service": "telegram", "providers": ["sms_man"], "max_price": "1.5 USD"},
                     "session_id": sid,
                 },
                 "gateway:provision:k-1",

@@ -86,7 +86,10 @@ def db_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     yield get_sessionmaker()
     with get_engine().begin() as conn:
         conn.execute(
-            text("TRUNCATE session_events, number_leases, sessions, code_watchers RESTART IDENTITY CASCADE")
+            text(
+                "TRUNCATE session_events, number_leases, sessions, code_watchers, provider_catalogs "
+                "RESTART IDENTITY CASCADE"
+            )
         )
 
 

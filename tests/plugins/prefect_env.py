@@ -33,8 +33,8 @@ def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> di
         "PROVISIONER_DEFAULTS__POLL_INITIAL_S": "0.2",
         "PROVISIONER_DEFAULTS__POLL_MAX_S": "0.5",
         "PROVISIONER_DEFAULTS__CODE_TIMEOUT_S": "20",
-        "PROVISIONER_DEFAULTS__SERVICE": "tg",
-        "PROVISIONER_DEFAULTS__COUNTRY": "0",
+        "PROVISIONER_DEFAULTS__SERVICE": "telegram",
+        "PROVISIONER_DEFAULTS__COUNTRY": "RU",
         "PROVISIONER_PROVIDERS__ORDER": '["sms_activate", "sms_man", "onlinesim"]',
         "PROVISIONER_RECONCILE__GRACE_S": "1",
         "PROVISIONER_RECONCILE__PROVISIONING_DEADLINE_S": "1",
@@ -61,6 +61,10 @@ def provisioner_env(monkeypatch, database_url, db_sessions, sim, runtime, prefec
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     reset_deps()
+    # Every provider's catalog learned now, before a test injects faults into the simulator.
+    from provisioning.catalogs import refresh_stale
+
+    assert all(r.startswith("refreshed") for r in refresh_stale(get_deps(), force=True).values())
     try:
         yield get_deps()
     finally:

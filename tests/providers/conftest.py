@@ -25,7 +25,7 @@ class Spec:
     buy_action: str
     check_action: str
     cancel_action: str
-    service: str = "tg"
+    service: str = "tg"  # the protocol's own codes for telegram in Russia
     country: str = "0"
     early_cancel: bool = True  # the protocol has a minimum time before cancel
     another_code: bool = True
@@ -42,6 +42,8 @@ SPECS = {
         "get-number",
         "get-sms",
         "set-status",
+        service="3",
+        country="1",
         early_cancel=False,
         another_code=False,
     ),
@@ -51,6 +53,8 @@ SPECS = {
         "getNum",
         "getState",
         "setOperationOk",
+        service="telegram",
+        country="7",
         lists_open=True,
         after_expiry=Expired,
     ),

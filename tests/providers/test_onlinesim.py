@@ -34,11 +34,11 @@ class TestErrors:
     def test_purchase_error_codes(self, sim, client, code, error):
         sim.inject("error", code=code, protocol="onlinesim", action="getNum")
         with pytest.raises(error) as caught:
-            client.acquire("tg", "7", None)
+            client.acquire("telegram", "7", None)
         assert caught.value.code == code
 
     def test_no_complete_tzid_is_cancel_too_early(self, sim, client):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         sim.inject("error", code="NO_COMPLETE_TZID", protocol="onlinesim", action="setOperationOk")
         with pytest.raises(CancelTooEarly) as caught:
             client.cancel(lease)
@@ -46,20 +46,20 @@ class TestErrors:
 
     @pytest.mark.parametrize("code", GONE)
     def test_cancel_of_a_gone_operation_is_done(self, sim, client, code):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         sim.inject("error", code=code, protocol="onlinesim", action="setOperationOk")
         client.cancel(lease)
 
     @pytest.mark.parametrize("code", GONE)
     def test_check_of_a_gone_operation_is_expired(self, sim, client, code):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         sim.inject("error", code=code, protocol="onlinesim", action="getState")
         assert isinstance(client.check(lease), Expired)
 
 
 class TestWire:
     def test_get_state_is_an_array_with_msg_false(self, sim, client):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         reply = httpx.get(
             sim.base_urls["onlinesim"] + "getState.php", params={"apikey": KEY, "tzid": lease.activation_id}
         )
@@ -74,7 +74,7 @@ class TestWire:
         assert "getBalance.php" in caplog.text and KEY not in caplog.text
 
     def test_frozen_money_shows_in_zbalance_until_cancel(self, sim, client):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         url = sim.base_urls["onlinesim"] + "getBalance.php"
         assert httpx.get(url, params={"apikey": KEY}).json()["zbalance"] == 10.0
         client.cancel(lease)
@@ -90,7 +90,7 @@ class TestInPool:
         sim.configure(pool_s=0.3)
         client = OnlineSimProvider(provider_settings("onlinesim"), number_poll_s=0.05)
         try:
-            lease = client.acquire("tg", "7", Decimal("10"))
+            lease = client.acquire("telegram", "7", Decimal("10"))
         finally:
             client.close()
         assert lease.phone.startswith("+7900")
@@ -103,7 +103,7 @@ class TestInPool:
         client = OnlineSimProvider(provider_settings("onlinesim"), number_wait_s=0.1, number_poll_s=0.05)
         try:
             with pytest.raises(UnavailableError, match="no number"):
-                client.acquire("tg", "7", None)
+                client.acquire("telegram", "7", None)
             assert client.find_open_activations() == []  # still TZ_INPOOL
             sim.advance(6)
             [lease] = client.find_open_activations()

@@ -12,7 +12,7 @@ import pytest
 
 from providers.base import CodeReceived
 from providers.errors import UnavailableError
-from tests.providers.conftest import KEY
+from tests.providers.conftest import KEY, SPECS
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ class TestControlEndpoints:
         control.post("sms-delay", json={"seconds": 10})
         control.post("configure", json={"lifetime_s": 60})
         provider = make_provider("sms_man")
-        lease = provider.acquire("tg", "0", None)
+        lease = provider.acquire("3", "1", None)
         control.post("advance", json={"seconds": 11})
         assert isinstance(provider.check(lease), CodeReceived)
         control.post("advance", json={"seconds": 60})
@@ -61,16 +61,16 @@ class TestControlEndpoints:
 class TestPythonApi:
     def test_reset_restores_balances_offers_and_clock(self, sim, make_provider):
         provider = make_provider("sms_man")
-        sim.set_offer("tg", "0", "99", 1)
-        provider.acquire("tg", "0", None)
+        sim.set_offer("3", "1", "99", 1)
+        provider.acquire("3", "1", None)
         sim.advance(5000)
         sim.reset()
         assert sim.purchases == 0 and sim.balance(KEY) == Decimal("100") and sim.state.offset == 0
-        assert provider.price("tg", "0").price == Decimal("10.00")
+        assert provider.price("3", "1").price == Decimal("10.00")
 
     def test_keys_are_shared_by_all_protocols(self, sim, make_provider):
         for name in sim.base_urls:
-            make_provider(name).acquire("tg", "0", None)
+            make_provider(name).acquire(SPECS[name].service, SPECS[name].country, None)
         assert sim.balance(KEY) == Decimal("70") and len(sim.ledger().open) == 3
 
 

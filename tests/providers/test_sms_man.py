@@ -27,7 +27,7 @@ class TestErrors:
     def test_error_codes(self, sim, client, code, error):
         sim.inject("error", code=code, protocol="sms_man", action="get-number")
         with pytest.raises(error) as caught:
-            client.acquire("tg", "0", None)
+            client.acquire("3", "1", None)
         assert caught.value.code == code and caught.value.action == "get-number"
 
     @pytest.mark.parametrize(
@@ -49,23 +49,23 @@ class TestErrors:
         assert "PROVISIONER_PROVIDERS__SMS_MAN__API_KEY" in str(caught.value)
 
     def test_wrong_application_is_http_400(self, sim, client):
-        with pytest.raises(StopError, match="PROVISIONER_DEFAULTS__SERVICE"):
-            client.acquire("999", "0", None)
+        with pytest.raises(StopError, match="PROVISIONER_PROVIDERS__SMS_MAN__SERVICES"):
+            client.acquire("999", "1", None)
 
 
 class TestWire:
     def test_number_gets_a_plus_and_price_from_get_prices(self, sim, client):
-        sim.set_offer("1", "7", "0.15", 3)
-        lease = client.acquire("1", "7", Decimal("1"))
+        sim.set_offer("1", "2", "0.15", 3)
+        lease = client.acquire("1", "2", Decimal("1"))
         assert lease.phone == "+7900000" + lease.activation_id and lease.price == Decimal("0.15")
         assert (
             "sms_man",
             "get-number",
-            {"country_id": "7", "application_id": "1", "maxPrice": "1"},
+            {"country_id": "2", "application_id": "1", "maxPrice": "1"},
         ) in sim.calls
 
     def test_cancel_is_reject_and_finish_is_close(self, sim, client):
-        first, second = client.acquire("tg", "0", None), client.acquire("tg", "0", None)
+        first, second = client.acquire("3", "1", None), client.acquire("3", "1", None)
         client.cancel(first)
         sim.deliver(second.activation_id, "77")
         client.finish(second)
@@ -73,6 +73,6 @@ class TestWire:
         assert statuses == ["reject", "close"] and sim.ledger().settled
 
     def test_no_second_code(self, sim, client):
-        lease = client.acquire("tg", "0", None)
+        lease = client.acquire("3", "1", None)
         with pytest.raises(NotSupported):
             client.request_another_code(lease)
