@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 MODES = ("flow", "baseline", "baseline-db")
 PROVIDER = "sms_activate"
-SERVICE, COUNTRY = "tg", "0"
+SERVICE, COUNTRY = "tg", "0"  # the SMS-Activate protocol's own codes, for the plain baselines
 PROFILE = "stub"
 SIM_KEY = "bench-key-" + secrets.token_hex(4)
 ACTOR = "bench"
@@ -96,8 +96,8 @@ def bench_environment(*, instance_id: str, database_url: str, sim_url: str, slot
         "PROVISIONER_DOCKER__LAUNCH_SLOTS": str(slots),
         "PROVISIONER_DOCKER__READINESS_TIMEOUT_S": "120",
         "PROVISIONER_DOCKER__DEFAULT_PROFILE": PROFILE,
-        "PROVISIONER_DEFAULTS__SERVICE": SERVICE,
-        "PROVISIONER_DEFAULTS__COUNTRY": COUNTRY,
+        "PROVISIONER_DEFAULTS__SERVICE": "telegram",  # canonical: tg / 0 at SMS-Activate
+        "PROVISIONER_DEFAULTS__COUNTRY": "RU",
         "PROVISIONER_DEFAULTS__CODE_TIMEOUT_S": "60",
         "PROVISIONER_DEFAULTS__NUMBER_ATTEMPTS": "1",
         "PROVISIONER_PROVIDERS__ORDER": f'["{PROVIDER}"]',
