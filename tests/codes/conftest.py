@@ -40,8 +40,8 @@ def rent(deps: Deps, provider: str = "sms_activate") -> tuple[str, int, str]:
     from store import repository as repo
 
     with deps.sessions.begin() as db:
-        sid = repo.create_session(db, service="tg", country="0", actor="test").id
+        sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
     rented = rent_number(
-        deps, sid, providers=[provider], service="tg", country="0", max_price=None, attempt=1, actor="test"
+        deps, sid, providers=[provider], service="telegram", country="RU", max_price=None, attempt=1, actor="test"
     )
     return sid, rented.lease_id, rented.activation_id
