@@ -10,18 +10,18 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 from prefect.states import State as PrefectState
 from prefect.transactions import transaction
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from provisioning.deps import get_deps
 from provisioning.lifecycle import Heartbeat, compensate
 from provisioning.numbers import NoProviderConfigured
-from provisioning.request import ProvisionRequest, resolve
+from provisioning.request import ProvisionRequest, form_defaults, resolve
 from settings.version import VERSION
-from store import SessionRow, State
+from store import SESSION_ID_PATTERN, SessionRow, State
 from store import repository as repo
 from tasks.containers import ensure_launch_limit, launch_session_containers, launch_slot
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
-from tasks.publish import mask_phone, publish_session
+from tasks.publish import label_flow_run, mask_phone, publish_session
 from tasks.sessions import create_session
 
 # How long a short "cancel too early" refusal is waited out before moving on to the next number.
@@ -82,7 +82,19 @@ def _compensate_from_hook(final: State):
     on_cancellation=[_compensate_from_hook(State.CANCELLED)],
 )
 def provision_session(
-    request: ProvisionRequest = ProvisionRequest(), session_id: str | None = None
+    request: ProvisionRequest = Field(
+        ProvisionRequest(),
+        json_schema_extra={"title": "Provision request", "default": form_defaults()},
+    ),
+    session_id: str | None = Field(
+        None,
+        description="Advanced, leave empty: a new session id is chosen. Set it only to resume a "
+        "session whose provision was interrupted (the gateway sets it itself).",
+        json_schema_extra={
+            "title": "Advanced: resume session id",
+            "anyOf": [{"type": "string", "pattern": SESSION_ID_PATTERN}, {"type": "null"}],
+        },
+    ),
 ) -> ProvisionResult | PrefectState:
     """Provision one phone-verified device session.
 
@@ -107,6 +119,7 @@ def provision_session(
         flow_run_id=str(flow_run.id),
         actor=actor,
     )
+    label_flow_run("provision", sid)
     rent = {
         "providers": plan.providers,
         "service": plan.service,

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 
 from settings.version import VERSION
 from store import SESSION_ID_PATTERN
-from tasks.publish import publish_session
+from tasks.publish import label_flow_run, publish_session
 from tasks.sessions import release_session_task
 
 
@@ -19,6 +19,7 @@ def release_session(session_id: str, reason: str = "released on request") -> str
     logger.info("provisioner %s", VERSION)
     if not re.match(SESSION_ID_PATTERN, session_id):
         raise ValueError(f"{session_id!r} is not a session id")
+    label_flow_run("release", session_id)
     actor = f"flow-run:{flow_run.id}" if flow_run.id else "flow-run:local"
     result = release_session_task(session_id, actor=actor, reason=reason)
     if result.changed:

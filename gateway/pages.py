@@ -9,17 +9,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 # Reasons worth retrying soon: the session is coming up or its stream may come back.
 _TRANSIENT = frozenset({"provisioning", "stream down", "orchestrator unavailable"})
+RETRY_AFTER_S = 5
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8">{refresh}<title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:40em;margin:4em auto;color:#222}}
 code{{background:#eee;padding:0 .3em}}</style></head>
 <body><h1>{title}</h1><p>{message}</p>{detail}</body></html>
 """
 
 _MESSAGES = {
-    "provisioning": "This session is still being provisioned; its stream is not up yet. Reload in a few seconds.",
-    "stream down": "This session's stream is not answering right now. Reload in a few seconds.",
+    "provisioning": "This session is still being provisioned; its stream is not up yet. This page reloads itself.",
+    "stream down": "This session's stream is not answering right now. This page reloads itself.",
     "released": "This session has been released; its device is gone.",
     "releasing": "This session is being released.",
     "expired": "This session has expired; its device is gone.",
@@ -37,10 +38,13 @@ def error_reply(
     conn: HTTPConnection, status_code: int, reason: str, *, detail: str = "", session_id: str | None = None
 ) -> Response:
     """A clear error; 503 replies carry Retry-After when the condition is likely to pass."""
-    headers = {"Retry-After": "5"} if status_code == 503 and reason in _TRANSIENT else {}
+    transient = status_code == 503 and reason in _TRANSIENT
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if transient else {}
     if wants_html(conn):
         title = f"Session {session_id}: {reason}" if session_id else reason.capitalize()
         body = _PAGE.format(
+            # The page reloads itself while the condition is likely to pass (a stream being healed).
+            refresh=f'<meta http-equiv="refresh" content="{RETRY_AFTER_S}">' if transient else "",
             title=html.escape(title),
             message=html.escape(_MESSAGES.get(reason, reason)),
             detail=f"<p><code>{html.escape(detail)}</code></p>" if detail else "",

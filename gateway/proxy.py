@@ -23,9 +23,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from gateway import novnc
 from gateway.pages import error_reply
 from gateway.service import Gateway, UnknownSession
 from gateway.upstream import STREAM_DOWN, StreamUnavailable, valid_session_id
+from provisioning.containers import vnc_page_path
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,7 @@ async def vnc_root(request: Request) -> Response:
     session_id = request.path_params["session_id"]
     if not valid_session_id(session_id):
         return error_reply(request, 404, "unknown session", detail="not a session id")
-    return RedirectResponse(
-        f"/vnc/{session_id}/vnc.html?autoconnect=1&path=vnc/{session_id}/websockify", status_code=307
-    )
+    return RedirectResponse(vnc_page_path(session_id), status_code=307)
 
 
 async def vnc_http(request: Request) -> Response:
@@ -116,7 +116,12 @@ async def vnc_http(request: Request) -> Response:
             session_id=session_id,
         )
     out = {k: v for k in _FORWARD_RESPONSE if (v := reply.headers.get(k)) is not None}
-    return Response(reply.content, status_code=reply.status_code, headers=out)
+    content = reply.content
+    if path == novnc.PAGE and reply.status_code == 200:
+        content = novnc.with_retry(content)
+        out.pop("etag", None)  # the body is no longer the container's
+        out.pop("last-modified", None)
+    return Response(content, status_code=reply.status_code, headers=out)
 
 
 async def _deny(websocket: WebSocket, reply: Response) -> None:

@@ -22,9 +22,17 @@ class LaunchedSession:
     stream_url: str
 
 
+def vnc_page_path(session_id: str) -> str:
+    """The gateway path of a session's noVNC page: connects at once, and reconnects by itself
+    (every 2 s) when the stream goes away and comes back (a heal)."""
+    return (
+        f"/vnc/{session_id}/vnc.html?autoconnect=1&reconnect=1&reconnect_delay=2000"
+        f"&path=vnc/{session_id}/websockify"
+    )
+
+
 def gateway_stream_url(deps: Deps, session_id: str) -> str:
-    base = deps.settings.gateway.public_url.rstrip("/")
-    return f"{base}/vnc/{session_id}/vnc.html?autoconnect=1&path=vnc/{session_id}/websockify"
+    return deps.settings.gateway.public_url.rstrip("/") + vnc_page_path(session_id)
 
 
 def stream_url_for(deps: Deps, session_id: str, stream: ContainerInfo) -> str:

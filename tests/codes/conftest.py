@@ -42,6 +42,13 @@ def rent(deps: Deps, provider: str = "sms_activate") -> tuple[str, int, str]:
     with deps.sessions.begin() as db:
         sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
     rented = rent_number(
-        deps, sid, providers=[provider], service="telegram", country="RU", max_price=None, attempt=1, actor="test"
+        deps,
+        sid,
+        providers=[provider],
+        service="telegram",
+        country="RU",
+        max_price=None,
+        attempt=1,
+        actor="test",
     )
     return sid, rented.lease_id, rented.activation_id

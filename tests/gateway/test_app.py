@@ -38,7 +38,7 @@ class TestSessionsApi:
         assert "123456" not in str(body) and body["code_received"] is True
         assert (
             body["stream_url"]
-            == f"http://gateway.test/vnc/{sid}/vnc.html?autoconnect=1&path=vnc/{sid}/websockify"
+            == f"http://gateway.test/vnc/{sid}/vnc.html?autoconnect=1&reconnect=1&reconnect_delay=2000&path=vnc/{sid}/websockify"
         )
         assert [e["to"] for e in body["events"]] == [
             "requested",

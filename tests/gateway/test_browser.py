@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from provisioning.containers import vnc_page_path
+from runtime import Role
 from store import State
-from tests.gateway.conftest import TOKEN
+from tests.gateway.conftest import TOKEN, launch
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -74,6 +76,60 @@ def test_novnc_connects_through_the_gateway(browser, gateway_factory, make_sessi
     except Exception:
         page.screenshot(path=str(tmp_path / "failure.png"))
         print("\n".join(console[-30:]), f"\nscreenshot: {tmp_path / 'failure.png'}")
+        raise
+    finally:
+        page.close()
+
+
+@pytest.fixture
+def healable(runtime):
+    """A session of its own (this test kills its stream), started before the browser."""
+    from store import new_session_id
+
+    sid = new_session_id()
+    launch(runtime, sid)
+    yield sid
+    runtime.remove_session(sid)
+
+
+def test_novnc_reconnects_by_itself_when_a_killed_stream_is_healed(
+    healable, browser, gateway_factory, make_session, runtime, tmp_path
+):
+    gw = gateway_factory(token=TOKEN)
+    sid = healable
+    make_session(State.VERIFIED, session_id=sid)
+    page = browser.new_page(viewport={"width": 1100, "height": 850})
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    try:
+        url = f"{gw.url}{vnc_page_path(sid)}&token={TOKEN}"  # the session's stream link
+        for attempt in range(3):  # a network change on the host may still abort a load
+            page.goto(url)
+            try:
+                page.wait_for_function(CONNECTED_JS, timeout=10_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
+        page.wait_for_function(f"({GREEN_PIXELS_JS})() > 500", timeout=20_000)
+
+        runtime.remove(runtime.name_for(sid, Role.STREAM))
+        page.wait_for_function(f"!{CONNECTED_JS}", timeout=10_000)
+        opened = len(sockets)
+        # noVNC's own reconnect is refused (503: stream down); the gateway's page keeps retrying.
+        for _ in range(100):
+            if len(sockets) >= opened + 2:
+                break
+            page.wait_for_timeout(100)
+        assert len(sockets) >= opened + 2, "noVNC gave up after the first failed reconnect"
+
+        runtime.heal_stream(sid)
+        runtime.wait_stream_ready(sid, timeout_s=30)
+        page.wait_for_function(CONNECTED_JS, timeout=30_000)
+        page.wait_for_function(f"({GREEN_PIXELS_JS})() > 500", timeout=20_000)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        print(f"websockets: {sockets}\nscreenshot: {tmp_path / 'failure.png'}")
         raise
     finally:
         page.close()

@@ -177,6 +177,9 @@ def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, 
 
         done = _wait_state(client, session_id, {"verified"}, log_path)
         assert done["flow_run_id"] == run_id and done["code_received"] is True
+        run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10, trust_env=False).json()
+        assert run["name"] == f"provision-{session_id}"
+        assert f"session:{session_id}" in run["tags"]
         stream = client.get(f"/sessions/{session_id}/stream")
         assert stream.status_code == 200, stream.text
         assert client.get(f"/vnc/{session_id}/vnc.html").status_code == 200
