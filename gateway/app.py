@@ -1,7 +1,7 @@
 """The stream gateway: one ASGI app (starlette) in front of the sessions' noVNC streams.
 
 Routes: GET /sessions, GET|DELETE /sessions/{id}, GET /sessions/{id}/stream, POST /sessions,
-/vnc/{id}/... (HTTP and WebSocket proxy), GET /healthz, GET /version. Every reply carries
+/vnc/{id}/... (HTTP and WebSocket proxy), GET /healthz, GET /version, GET /metrics (Prometheus). Every reply carries
 X-Provisioner-Version; HTML replies carry Cache-Control: no-store (gateway.headers). Served by uvicorn: ``python -m gateway``.
 """
 
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import api, proxy, webhooks
+from gateway import api, metrics, proxy, webhooks
 from gateway.auth import BearerAuth, redact
 from gateway.headers import StandardHeaders
 from gateway.runs import FlowRuns
@@ -58,6 +58,7 @@ def create_app(
             Route("/version", version),
             *api.routes,
             *webhooks.routes,
+            *metrics.routes,
             *proxy.routes,
         ],
         middleware=[

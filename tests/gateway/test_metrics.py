@@ -1,0 +1,83 @@
+"""GET /metrics: Prometheus text derived from real rows in PostgreSQL at scrape time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from settings.version import VERSION
+from store import LeaseOutcome, State
+from store import repository as repo
+from tests.gateway.conftest import TOKEN
+
+pytestmark = pytest.mark.docker
+
+
+def scrape(gw, headers=None) -> dict[str, dict[tuple, float]]:
+    reply = gw.client.get("/metrics", headers=headers or {})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain")
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(reply.text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+def lease(db, session_id, *, price=None, outcome=None, status=None):
+    row = repo.record_lease_pending(db, session_id, provider="sms_man", service="tg", country="0", attempt=1)
+    if price is not None:
+        repo.complete_lease(
+            db,
+            row.id,
+            repo.BoughtNumber(
+                activation_id=f"a{row.id}",
+                phone="+79001234567",
+                price=Decimal(price),
+                currency="RUB",
+                bought_at=datetime.now(UTC),
+            ),
+        )
+    if outcome is not None:
+        repo.set_lease_outcome(db, row.id, outcome, provider_status=status)
+
+
+def test_metrics_families_from_the_store(gateway_factory, make_session, db_sessions) -> None:
+    gw = gateway_factory(token=TOKEN)
+    assert gw.client.get("/metrics").status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    empty = scrape(gw, auth)
+    assert empty["provisioner_sessions"][(("state", "verified"),)] == 0
+    assert empty["provisioner_build_info"][(("version", VERSION),)] == 1
+
+    verified = [make_session(State.VERIFIED) for _ in range(2)]
+    failed = make_session(State.FAILED)
+    make_session(State.AWAITING_CODE)
+    with db_sessions.begin() as db:
+        lease(db, verified[0], price="12.5", outcome=LeaseOutcome.FINISHED, status="finished")
+        lease(db, verified[1], price="7.5", outcome=LeaseOutcome.FINISHED, status="finished")
+        lease(db, verified[1], price="99", outcome=LeaseOutcome.CANCELLED, status="cancelled")  # refunded
+        lease(db, failed, outcome=LeaseOutcome.FAILED, status="ProviderUnavailable: HTTP 503")
+        repo.record_event(db, verified[0], reason="stream healed: stream missing", actor="reconcile:t")
+
+    m = scrape(gw, auth)
+    assert m["provisioner_sessions"][(("state", "verified"),)] == 2
+    assert m["provisioner_sessions"][(("state", "awaiting_code"),)] == 1
+    assert m["provisioner_sessions"][(("state", "failed"),)] == 1
+    provisions = m["provisioner_provisions_total"]
+    assert provisions[(("outcome", "started"), ("provider", "sms_man"), ("reason", ""))] == 3
+    assert provisions[(("outcome", "started"), ("provider", "none"), ("reason", ""))] == 1
+    assert provisions[(("outcome", "verified"), ("provider", "sms_man"), ("reason", ""))] == 2
+    assert provisions[(("outcome", "failed"), ("provider", "none"), ("reason", "test"))] == 1
+    assert m["provisioner_provision_duration_seconds_count"][()] == 2
+    assert m["provisioner_provision_duration_seconds_bucket"][(("le", "+Inf"),)] == 2
+    assert m["provisioner_provision_duration_seconds_bucket"][(("le", "1.0"),)] == 2  # made at once
+    assert m["provisioner_code_wait_duration_seconds_count"][()] == 2
+    assert m["provisioner_reconcile_actions_total"] == {(("kind", "heal_stream"),): 1}
+    assert m["provisioner_provider_errors_total"] == {
+        (("error", "ProviderUnavailable"), ("provider", "sms_man")): 1
+    }
+    assert m["provisioner_money_spent_total"] == {(("currency", "RUB"), ("provider", "sms_man")): 20.0}
