@@ -22,7 +22,7 @@ from store import repository as repo
 from tasks.containers import ensure_launch_limit, launch_session_containers, launch_slot
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
 from tasks.publish import label_flow_run, mask_phone, publish_session
-from tasks.sessions import create_session
+from tasks.sessions import adopt_session
 
 # How long a short "cancel too early" refusal is waited out before moving on to the next number.
 CANCEL_WAIT_S = 150.0
@@ -99,18 +99,18 @@ def provision_session(
     """Provision one phone-verified device session.
 
     `request` holds the business inputs (empty fields take the configured defaults).
-    `session_id` is optional: the gateway chooses one so it can answer before the run starts, and
-    a re-run with the same id resumes that session instead of buying or launching twice.
+    `session_id` is optional: the gateway writes the session before it creates the run, and the run
+    adopts it. A flow run owns at most one session: a re-run of the same flow run (a Retry in the
+    UI, a crashed run restarted) resumes that session while it is live, or ends at once saying it
+    already ended; it never starts a second session and never buys again for an attempt made.
     """
     logger = get_run_logger()
     logger.info("provisioner %s", VERSION)
     deps = get_deps()
     plan = resolve(request, deps.settings)
-    if not [name for name in plan.providers if deps.settings.providers.get(name).configured]:
-        raise NoProviderConfigured()
     actor = _actor()
     ensure_launch_limit()
-    sid = create_session(
+    adopted = adopt_session(
         session_id=session_id,
         service=plan.service,
         country=plan.country,
@@ -119,7 +119,14 @@ def provision_session(
         flow_run_id=str(flow_run.id),
         actor=actor,
     )
+    sid = adopted.session_id
     label_flow_run("provision", sid)
+    if adopted.state == State.VERIFIED:  # a re-run of a run that finished its work: nothing to do
+        return _result(deps, sid)
+    if not [name for name in plan.providers if deps.settings.providers.get(name).configured]:
+        error = NoProviderConfigured()
+        compensate(deps, sid, reason=str(error), actor=actor)
+        raise error
     rent = {
         "providers": plan.providers,
         "service": plan.service,
@@ -130,12 +137,12 @@ def provision_session(
     heartbeat = Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s)
     try:
         with heartbeat, transaction():
-            rented = rent_number(sid, attempt=1, **rent)
+            rented = rent_number(sid, attempt=adopted.attempt, **rent)
             with launch_slot(logger):
                 launch_session_containers(sid, profile=plan.device_profile, actor=actor)
             publish_session(sid)
             code = None
-            for attempt in range(1, plan.number_attempts + 1):
+            for attempt in range(adopted.attempt, max(plan.number_attempts, adopted.attempt) + 1):
                 result = wait_for_code(
                     sid,
                     rented.lease_id,
@@ -152,7 +159,7 @@ def provision_session(
                     return Cancelled(message=f"session {sid} cancelled: {result.reason}")
                 logger.warning("attempt %d: %s", attempt, result.reason)
                 cancel_number(rented.lease_id, max_wait_s=CANCEL_WAIT_S)
-                if attempt < plan.number_attempts:
+                if attempt < max(plan.number_attempts, adopted.attempt):
                     rented = rent_number(sid, attempt=attempt + 1, **rent)
                     publish_session(sid)
             if code is None:
@@ -168,9 +175,13 @@ def provision_session(
         compensate(deps, sid, reason=reason, actor=actor)
         publish_session(sid)
         raise
+    return _result(deps, sid)
+
+
+def _result(deps, sid: str) -> ProvisionResult:
     with deps.sessions.begin() as db:
         s = repo.get_session(db, sid)
-        logger.info("session %s verified; stream %s", sid, s.stream_url)
+        get_run_logger().info("session %s %s; stream %s", sid, s.state, s.stream_url)
         return ProvisionResult(
             session_id=sid,
             state=s.state,

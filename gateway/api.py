@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,13 +10,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.accept import accept, end
+from gateway.limits import BadBody, parse_json_body, validation_errors
 from gateway.pages import error_reply
-from gateway.runs import IDEMPOTENCY_KEY_MAX, PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT, OrchestratorError
+from gateway.runs import IDEMPOTENCY_KEY_MAX, OrchestratorError
 from gateway.service import Gateway, UnknownSession
 from gateway.upstream import StreamUnavailable, valid_session_id
 from provisioning.containers import gateway_stream_url
 from provisioning.request import ProvisionRequest
-from store import SessionRow, State, new_session_id
+from store import SessionRow, State
 from store import repository as repo
 from tasks.publish import mask_phone
 
@@ -128,33 +129,37 @@ def _idempotency_key(request: Request, kind: str) -> str | None:
     return f"gateway:{kind}:{key}"
 
 
+def _requested_by(request: Request) -> str:
+    client = request.client.host if request.client else "unknown"
+    return f"gateway:{client}"[:128]
+
+
 async def create_session(request: Request) -> Response:
     gw = _gateway(request)
     if len(request.headers.get("idempotency-key", "")) > IDEMPOTENCY_KEY_MAX:
         return error_reply(request, 400, "bad idempotency key", detail=f"at most {IDEMPOTENCY_KEY_MAX} chars")
-    raw = await request.body()
     try:
-        body = json.loads(raw) if raw.strip() else {}
-        provision = ProvisionRequest.model_validate(body)
-    except json.JSONDecodeError as exc:
-        return JSONResponse({"reason": "invalid JSON", "detail": str(exc)}, status_code=422)
+        provision = ProvisionRequest.model_validate(parse_json_body(await request.body()))
+    except BadBody as exc:
+        return error_reply(request, exc.status, exc.reason, detail=exc.detail)
     except ValidationError as exc:
-        errors = json.loads(exc.json(include_url=False))
-        return JSONResponse({"reason": "invalid request", "errors": errors}, status_code=422)
-    parameters = {
-        "request": provision.model_dump(mode="json", exclude_none=True),
-        "session_id": new_session_id(),
-    }
+        return JSONResponse({"reason": "invalid request", "errors": validation_errors(exc)}, status_code=422)
     try:
-        run = await gw.runs.start(
-            PROVISION_DEPLOYMENT, parameters, idempotency_key=_idempotency_key(request, "provision")
+        accepted = await accept(
+            gw.deps,
+            gw.runs,
+            provision,
+            idempotency_key=_idempotency_key(request, "provision"),
+            requested_by=_requested_by(request),
         )
     except OrchestratorError as exc:
         return error_reply(request, 503, exc.reason, detail=str(exc))
-    # A replayed key returns the first run: its parameters carry the session id it was given.
-    session_id = (run.parameters or {}).get("session_id") or parameters["session_id"]
     return JSONResponse(
-        {"session_id": session_id, "flow_run_id": str(run.id), "status_url": f"/sessions/{session_id}"},
+        {
+            "session_id": accepted.session_id,
+            "flow_run_id": accepted.flow_run_id,
+            "status_url": f"/sessions/{accepted.session_id}",
+        },
         status_code=202,
     )
 
@@ -165,18 +170,19 @@ async def delete_session(request: Request) -> Response:
     if not valid_session_id(session_id):
         return _bad_id(request, session_id)
     try:
-        await gw.session_state(session_id)
-    except UnknownSession:
-        return error_reply(request, 404, "unknown session", session_id=session_id)
-    try:
-        run = await gw.runs.start(
-            RELEASE_DEPLOYMENT,
-            {"session_id": session_id},
-            idempotency_key=_idempotency_key(request, f"release:{session_id}"),
+        ending = await end(
+            gw.deps,
+            gw.runs,
+            session_id,
+            actor=_requested_by(request),
+            idempotency_key=_idempotency_key(request, f"release:{session_id}") or f"release:{session_id}",
         )
+    except repo.SessionNotFound:
+        return error_reply(request, 404, "unknown session", session_id=session_id)
     except OrchestratorError as exc:
         return error_reply(request, 503, exc.reason, detail=str(exc), session_id=session_id)
-    return JSONResponse({"session_id": session_id, "flow_run_id": str(run.id)}, status_code=202)
+    body = {"session_id": session_id, "state": ending.state, "flow_run_id": ending.flow_run_id}
+    return JSONResponse(body, status_code=202 if ending.flow_run_id else 200)
 
 
 routes = [

@@ -1,8 +1,11 @@
 """The stream gateway: one ASGI app (starlette) in front of the sessions' noVNC streams.
 
 Routes: GET /sessions, GET|DELETE /sessions/{id}, GET /sessions/{id}/stream, POST /sessions,
-/vnc/{id}/... (HTTP and WebSocket proxy), GET /healthz, GET /version, GET /metrics (Prometheus). Every reply carries
-X-Provisioner-Version; HTML replies carry Cache-Control: no-store (gateway.headers). Served by uvicorn: ``python -m gateway``.
+/vnc/{id}/... (HTTP and WebSocket proxy), GET /healthz (liveness), GET /readyz (readiness),
+GET /version, GET /metrics (Prometheus). Every reply carries X-Provisioner-Version; HTML replies
+carry Cache-Control: no-store (gateway.headers). Middleware, outermost first: StandardHeaders,
+Degrade (any failure -> 503), BodyLimit (413 over 64 KiB), BearerAuth. Served by uvicorn:
+``python -m gateway``.
 """
 
 from __future__ import annotations
@@ -20,16 +23,15 @@ from starlette.routing import Route
 
 from gateway import api, metrics, proxy, webhooks
 from gateway.auth import BearerAuth, redact
+from gateway.degrade import Degrade
 from gateway.headers import StandardHeaders
+from gateway.health import healthz, readyz
+from gateway.limits import BodyLimit
 from gateway.runs import FlowRuns
 from gateway.service import Gateway
 from provisioning.deps import Deps, get_deps
 from runtime import ContainerRuntime
 from settings.version import VERSION
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"ok": True})
 
 
 async def version(request: Request) -> Response:
@@ -55,6 +57,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
+            Route("/readyz", readyz),
             Route("/version", version),
             *api.routes,
             *webhooks.routes,
@@ -63,6 +66,8 @@ def create_app(
         ],
         middleware=[
             Middleware(StandardHeaders),
+            Middleware(Degrade),
+            Middleware(BodyLimit),
             Middleware(BearerAuth, token=token.get_secret_value() if token else None),
         ],
         lifespan=lifespan,

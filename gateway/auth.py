@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE_NAME = "provisioner_vnc"
 VNC_PREFIX = "/vnc/"
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # Provider webhooks carry their own secret in the path (gateway.webhooks checks it).
 OPEN_PREFIXES = ("/webhooks/",)
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']*")

@@ -8,7 +8,17 @@ from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 # Reasons worth retrying soon: the session is coming up or its stream may come back.
-_TRANSIENT = frozenset({"provisioning", "stream down", "orchestrator unavailable"})
+_TRANSIENT = frozenset(
+    {
+        "provisioning",
+        "stream down",
+        "orchestrator unavailable",
+        "database unavailable",
+        "docker unavailable",
+        "internal error",
+        "not ready",
+    }
+)
 RETRY_AFTER_S = 5
 
 _PAGE = """<!doctype html>
@@ -27,6 +37,11 @@ _MESSAGES = {
     "failed": "This session failed; it has no device.",
     "cancelled": "This session was cancelled.",
     "orphaned": "This session lost its device.",
+    "ended": "This session has ended; its device is gone and will not come back. Start a new session.",
+    "database unavailable": "The session store is not answering right now. Reload in a few seconds.",
+    "docker unavailable": "The Docker engine is not answering right now. Reload in a few seconds.",
+    "orchestrator unavailable": "The Prefect API is not answering right now. Try again in a few seconds.",
+    "internal error": "Something went wrong on our side. Reload in a few seconds.",
 }
 
 

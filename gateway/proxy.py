@@ -28,6 +28,17 @@ from gateway.pages import error_reply
 from gateway.service import Gateway, UnknownSession
 from gateway.upstream import STREAM_DOWN, StreamUnavailable, valid_session_id
 from provisioning.containers import vnc_page_path
+from store.states import ENDING
+
+_ENDED_REASONS = frozenset(state.value for state in ENDING)
+
+
+def unavailable_reply(conn: Request | WebSocket, exc: StreamUnavailable, session_id: str) -> Response:
+    """410 for a session that has ended (its stream never comes back), else 503 (it may)."""
+    if exc.reason in _ENDED_REASONS:
+        return error_reply(conn, 410, "ended", detail=f"the session is {exc.reason}", session_id=session_id)
+    return error_reply(conn, 503, exc.reason, detail=exc.detail, session_id=session_id)
+
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +105,7 @@ async def vnc_http(request: Request) -> Response:
     except UnknownSession:
         return error_reply(request, 404, "unknown session", session_id=session_id)
     except StreamUnavailable as exc:
-        return error_reply(request, 503, exc.reason, detail=exc.detail, session_id=session_id)
+        return unavailable_reply(request, exc, session_id)
     query = _query_without_token(request)
     url = f"http://{upstream.base}{path}" + (f"?{query}" if query else "")
     headers = {k: v for k in _FORWARD_REQUEST if (v := request.headers.get(k)) is not None}
@@ -144,8 +155,7 @@ async def vnc_websocket(websocket: WebSocket) -> None:
         await _deny(websocket, error_reply(websocket, 404, "unknown session", session_id=session_id))
         return
     except StreamUnavailable as exc:
-        reply = error_reply(websocket, 503, exc.reason, detail=exc.detail, session_id=session_id)
-        await _deny(websocket, reply)
+        await _deny(websocket, unavailable_reply(websocket, exc, session_id))
         return
     query = _query_without_token(websocket)
     url = f"ws://{upstream.base}{path}" + (f"?{query}" if query else "")

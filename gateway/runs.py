@@ -10,13 +10,15 @@ Prefect and httpx exceptions are translated here, once.
 from __future__ import annotations
 
 from typing import Any, Protocol
+from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import arun_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import get_current_settings
+from prefect.states import Cancelled
 
 PROVISION_DEPLOYMENT = "provision/provision"
 RELEASE_DEPLOYMENT = "release/release"
@@ -41,10 +43,18 @@ class DeploymentMissing(OrchestratorError):
         self.deployment = deployment
 
 
+# A flow run in one of these has not started its work: cancelling it loses nothing.
+NOT_STARTED = frozenset({StateType.SCHEDULED, StateType.PENDING})
+
+
 class FlowRuns(Protocol):
     async def start(
         self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None
     ) -> FlowRun: ...
+
+    async def cancel_unstarted(self, run_id: str) -> bool:
+        """Cancel the run if it has not started (or does not exist): True; False when it runs."""
+        ...
 
 
 class PrefectFlowRuns:
@@ -56,15 +66,38 @@ class PrefectFlowRuns:
     def __init__(self, api_url: str | None = None) -> None:
         self.api_url = api_url
 
-    async def start(
-        self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None
-    ) -> FlowRun:
+    def _api_url(self) -> str:
         api_url = self.api_url or get_current_settings().api.url
         if not api_url:
             # Without it Prefect would start a throwaway in-process server: never what we want here.
             raise OrchestratorUnavailable("PREFECT_API_URL is not set")
+        return api_url
+
+    async def cancel_unstarted(self, run_id: str) -> bool:
         try:
-            async with PrefectClient(api_url) as client:
+            run_uuid = UUID(run_id)
+        except ValueError:
+            return True  # not a Prefect run id: nothing there to cancel
+        try:
+            async with PrefectClient(self._api_url()) as client:
+                try:
+                    run = await client.read_flow_run(run_uuid)
+                except ObjectNotFound:
+                    return True
+                if run.state is None or run.state.type in NOT_STARTED:
+                    result = await client.set_flow_run_state(
+                        run_uuid, Cancelled(message="session cancelled before its run started")
+                    )
+                    return result.state is not None and result.state.type == StateType.CANCELLED
+                return run.state.type == StateType.CANCELLED
+        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            raise OrchestratorUnavailable(f"Prefect API: {type(exc).__name__}") from exc
+
+    async def start(
+        self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None
+    ) -> FlowRun:
+        try:
+            async with PrefectClient(self._api_url()) as client:
                 return await arun_deployment(
                     name=deployment,
                     client=client,

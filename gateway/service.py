@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from gateway.runs import FlowRuns, PrefectFlowRuns
@@ -20,6 +23,8 @@ from runtime import ContainerRuntime, RuntimeFailure
 from settings import Settings
 from store import State
 from store import repository as repo
+
+log = logging.getLogger(__name__)
 
 
 class UnknownSession(LookupError):
@@ -71,8 +76,20 @@ class Gateway:
         return State(state)
 
     async def upstream(self, session_id: str, *, probe: bool = False) -> Upstream:
-        """The live session's stream container, or StreamUnavailable saying why not."""
-        reason = reason_for_state(await self.session_state(session_id))
+        """The live session's stream container, or StreamUnavailable saying why not. While the
+        database does not answer, the last known route of a session that was live is used for
+        ``gateway.route_keep_s`` (its stream still runs; only the store is away)."""
+        try:
+            state = await self.session_state(session_id)
+        except SQLAlchemyError:
+            last = self.cache.last_known(session_id, self.settings.gateway.route_keep_s)
+            if last is None:
+                raise
+            log.warning(
+                "session %s: database unavailable; using the last known route %s", session_id, last.base
+            )
+            return last
+        reason = reason_for_state(state)
         if reason is not None:
             self.cache.forget(session_id)
             raise StreamUnavailable(reason)

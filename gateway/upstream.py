@@ -113,23 +113,27 @@ async def probe_stream(client: httpx.AsyncClient, upstream: Upstream) -> None:
 
 
 class UpstreamCache:
-    """Resolved upstreams for a couple of seconds: a noVNC page load fetches dozens of files."""
+    """Resolved upstreams of live sessions. Fresh for a couple of seconds (a noVNC page load fetches
+    dozens of files); kept longer as the *last known route*, used only while the database cannot
+    say whether the session is still live, so a verified session's stream survives a short outage."""
 
     def __init__(self, ttl_s: float = CACHE_TTL_S) -> None:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Upstream]] = {}
 
     def get(self, session_id: str) -> Upstream | None:
+        return self.last_known(session_id, self.ttl_s)
+
+    def last_known(self, session_id: str, max_age_s: float) -> Upstream | None:
         entry = self._entries.get(session_id)
-        if entry is None or entry[0] < time.monotonic():
-            self._entries.pop(session_id, None)
+        if entry is None or time.monotonic() - entry[0] > max_age_s:
             return None
         return entry[1]
 
     def put(self, session_id: str, upstream: Upstream) -> None:
         if len(self._entries) > 1000:
             self._entries.clear()
-        self._entries[session_id] = (time.monotonic() + self.ttl_s, upstream)
+        self._entries[session_id] = (time.monotonic(), upstream)
 
     def forget(self, session_id: str) -> None:
         self._entries.pop(session_id, None)

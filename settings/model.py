@@ -212,6 +212,11 @@ class GatewaySettings(BaseModel):
     port: int = 8080
     token: SecretStr | None = Field(None, description="Bearer token; unset means no auth (local runs)")
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL browsers use to reach the gateway")
+    route_keep_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a live session's last known stream route serves while the database is down",
+    )
 
 
 class Settings(BaseSettings):

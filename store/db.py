@@ -9,9 +9,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from settings import get_settings
 
+# Bounded waits: while the database is down a caller learns it in seconds (the gateway answers 503).
+CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10
+
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    return create_engine(url, pool_size=pool_size, pool_pre_ping=True, future=True)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT_S,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        future=True,
+    )
 
 
 @functools.cache

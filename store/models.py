@@ -85,12 +85,25 @@ class SessionRow(Base):
     # Touched by the running provision flow; a stale heartbeat means its process died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The accepted provision request, who asked and under which idempotency key: written by the
+    # gateway before any flow run exists, so an accepted request is never lost.
+    request: Mapped[dict | None] = mapped_column(JSONB)
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    # Provision flow runs created for this session (the gateway's first, reconciliation's re-submit).
+    submissions: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    # When reconciliation first saw the device paused, restarting or missing (None: it was fine).
+    device_down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
 
     leases: Mapped[list[LeaseRow]] = relationship(back_populates="session", order_by="LeaseRow.id")
     events: Mapped[list[EventRow]] = relationship(back_populates="session", order_by="EventRow.id")
 
-    __table_args__ = (Index("ix_sessions_state", "state"),)
+    __table_args__ = (
+        Index("ix_sessions_state", "state"),
+        Index("ux_sessions_idempotency_key", "idempotency_key", unique=True),
+        Index("ix_sessions_flow_run_id", "flow_run_id"),
+    )
 
 
 class LeaseRow(Base):

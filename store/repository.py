@@ -81,6 +81,9 @@ def create_session(
     flow_run_id: str | None = None,
     ttl: timedelta | None = None,
     session_id: str | None = None,
+    request: dict[str, Any] | None = None,
+    requested_by: str | None = None,
+    idempotency_key: str | None = None,
 ) -> SessionRow:
     """Insert a session in state requested, with its first event."""
     row = SessionRow(
@@ -89,6 +92,10 @@ def create_session(
         device_profile=device_profile,
         flow_run_id=flow_run_id,
         state=State.REQUESTED.value,
+        request=request,
+        requested_by=requested_by,
+        idempotency_key=idempotency_key,
+        submissions=1 if flow_run_id else 0,
     )
     if session_id is not None:
         row.id = session_id
@@ -117,6 +124,32 @@ def get_session(db: Session, session_id: str, *, for_update: bool = False) -> Se
 
 def find_session(db: Session, session_id: str) -> SessionRow | None:
     return db.get(SessionRow, session_id)
+
+
+def find_by_idempotency_key(db: Session, key: str) -> SessionRow | None:
+    return db.scalars(select(SessionRow).where(SessionRow.idempotency_key == key)).one_or_none()
+
+
+def find_by_flow_run(db: Session, flow_run_id: str) -> SessionRow | None:
+    """The session a flow run owns (a flow run owns at most one)."""
+    stmt = select(SessionRow).where(SessionRow.flow_run_id == flow_run_id).order_by(SessionRow.created_at)
+    return db.scalars(stmt.limit(1)).first()
+
+
+def record_submission(db: Session, session_id: str, flow_run_id: str) -> SessionRow:
+    """A provision flow run was created for the session: it is now the one in charge."""
+    row = get_session(db, session_id, for_update=True)
+    if row.flow_run_id != flow_run_id:
+        row.flow_run_id = flow_run_id
+        row.submissions += 1
+        row.updated_at = func.now()
+    db.flush()
+    return row
+
+
+def set_device_down_since(db: Session, session_id: str, since: datetime | None) -> None:
+    """Reconciliation's memory of a device seen down (None: seen running again)."""
+    db.execute(update(SessionRow).where(SessionRow.id == session_id).values(device_down_since=since))
 
 
 def transition(

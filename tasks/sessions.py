@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from provisioning.adopt import Adopted
+from provisioning.adopt import adopt_session as _adopt
 from provisioning.deps import get_deps
 from provisioning.lifecycle import EndResult, release
-from store import TERMINAL, State
-from store import repository as repo
-from store.repository import SessionEnded
 from tasks.retry import RETRY_POLICY
 
 
-@task(name="create-session", cache_policy=NONE, **RETRY_POLICY)
-def create_session(
+@task(name="adopt-session", cache_policy=NONE, **RETRY_POLICY)
+def adopt_session(
     *,
     session_id: str | None,
     service: str,
@@ -25,29 +22,29 @@ def create_session(
     ttl_s: float,
     flow_run_id: str,
     actor: str,
-) -> str:
-    """Insert the session row (state requested); a re-run with the same id finds the existing one."""
-    deps = get_deps()
-    with deps.sessions.begin() as db:
-        if session_id and (existing := repo.find_session(db, session_id)):
-            if State(existing.state) in TERMINAL:
-                raise SessionEnded(session_id, existing.state)
-            get_run_logger().info("session %s exists (%s); resuming it", session_id, existing.state)
-            if not existing.flow_run_id:
-                repo.update_session(db, session_id, flow_run_id=flow_run_id)
-            return session_id
-        row = repo.create_session(
-            db,
-            service=service,
-            country=country,
-            device_profile=profile,
-            flow_run_id=flow_run_id,
-            ttl=timedelta(seconds=ttl_s),
-            actor=actor,
-            session_id=session_id,
+) -> Adopted:
+    """The session this flow run works on (see provisioning.adopt); SessionEnded if it has ended."""
+    adopted = _adopt(
+        get_deps(),
+        session_id=session_id,
+        flow_run_id=flow_run_id,
+        service=service,
+        country=country,
+        profile=profile,
+        ttl_s=ttl_s,
+        actor=actor,
+    )
+    logger = get_run_logger()
+    if adopted.resumed:
+        logger.info(
+            "session %s is %s; resuming it from attempt %d",
+            adopted.session_id,
+            adopted.state,
+            adopted.attempt,
         )
-        get_run_logger().info("session %s requested (%s, country %s)", row.id, service, country)
-        return row.id
+    else:
+        logger.info("session %s requested (%s, country %s)", adopted.session_id, service, country)
+    return adopted
 
 
 @task(name="release-session", cache_policy=NONE, **RETRY_POLICY)

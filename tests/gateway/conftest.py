@@ -50,7 +50,15 @@ class RecordingRuns:
     """FlowRuns stand-in for API tests without Prefect: same idempotency semantics as the server."""
 
     started: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    running: set[str] = field(default_factory=set)  # run ids a test says have started
     _by_key: dict[str, FlowRun] = field(default_factory=dict)
+
+    async def cancel_unstarted(self, run_id: str) -> bool:
+        if run_id in self.running:
+            return False
+        self.cancelled.append(run_id)
+        return True
 
     async def start(self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None):
         if idempotency_key and idempotency_key in self._by_key:
@@ -108,6 +116,7 @@ class GatewayUnderTest:
     client: httpx.Client
     runs: RecordingRuns
     deps: Deps
+    gateway: Any = None  # the app's Gateway (tests swap its Prefect client)
 
     @property
     def ws_url(self) -> str:
@@ -124,9 +133,10 @@ def gateway_factory(
         def make(token: str | None = None) -> GatewayUnderTest:
             runs = RecordingRuns()
             deps = make_deps(db_sessions, runtime, token=token)
-            url = stack.enter_context(serve(create_app(deps, runtime=runtime, runs=runs)))
+            app = create_app(deps, runtime=runtime, runs=runs)
+            url = stack.enter_context(serve(app))
             client = stack.enter_context(httpx.Client(base_url=url, timeout=10, trust_env=False))
-            return GatewayUnderTest(url=url, client=client, runs=runs, deps=deps)
+            return GatewayUnderTest(url=url, client=client, runs=runs, deps=deps, gateway=app.state.gateway)
 
         yield make
 

@@ -119,7 +119,8 @@ class TestCreateAndRelease:
         sid = make_session(State.VERIFIED)
         reply = gw.client.delete(f"/sessions/{sid}")
         assert reply.status_code == 202 and reply.json()["session_id"] == sid
-        assert gw.runs.started == [("release/release", {"session_id": sid}, None)]
+        assert reply.json()["state"] == "releasing"
+        assert gw.runs.started == [("release/release", {"session_id": sid}, f"release:{sid}")]
 
 
 class TestStreamAvailability:
@@ -167,10 +168,10 @@ class TestStreamAvailability:
         finally:
             runtime.remove_session(sid)
 
-    def test_released_session_page_is_a_clear_503(self, gw, make_session, launched) -> None:
+    def test_released_session_page_is_410_saying_it_ended(self, gw, make_session, launched) -> None:
         make_session(State.RELEASED, session_id=launched.session_id)
         page = gw.client.get(f"/vnc/{launched.session_id}/vnc.html", headers={"Accept": "text/html"})
-        assert page.status_code == 503 and "has been released" in page.text
+        assert page.status_code == 410 and "has ended" in page.text and "released" in page.text
 
 
 class TestVersionAndHeaders:

@@ -64,7 +64,7 @@ def arm(point: str) -> None:
 
     providers = (OnlineSimProvider, SmsActivateProvider, SmsManProvider)
     if point == "session_created":
-        after(flows.provision, "create_session")  # the task returns after its transaction commits
+        after(flows.provision, "adopt_session")  # the task returns after its transaction commits
     elif point == "lease_pending":
         for cls in providers:
             before(cls, "acquire")
