@@ -198,7 +198,7 @@ class TestVersionAndHeaders:
         assert script.headers.get("cache-control") != "no-store", "static assets keep their caching"
         released = make_session(State.RELEASED)
         gone = gw.client.get(f"/vnc/{released}/vnc.html", headers={**authed, "Accept": "text/html"})
-        assert gone.status_code == 503
+        assert gone.status_code == 410  # ended: the page says so, and is never cached
         assert gone.headers["cache-control"] == "no-store"
 
 
