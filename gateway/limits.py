@@ -134,7 +134,16 @@ def parse_json_body(raw: bytes) -> Any:
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors as field, message and type: never the input (it may be huge or a secret)."""
     errors = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+    for error in exc.errors(include_url=False, include_context=False):
         loc = [part if isinstance(part, int) else str(part)[:_FIELD_NAME_MAX] for part in error["loc"]]
-        errors.append({"loc": loc, "msg": error["msg"], "type": error["type"]})
+        errors.append(
+            {"loc": loc, "msg": _without_input(error["msg"], error.get("input")), "type": error["type"]}
+        )
     return errors
+
+
+def _without_input(message: str, value: Any) -> str:
+    """A validator's message may quote the value it refused: cut it out."""
+    if isinstance(value, str) and value and value in message:
+        message = message.replace(repr(value), "the given value").replace(value, "the given value")
+    return message[:300]

@@ -26,17 +26,17 @@ def row(gw, session_id):
 class TestDurableAccept:
     def test_post_writes_the_session_before_the_run_and_records_the_run(self, gw) -> None:
         reply = gw.client.post(
-            "/sessions", json={"service": "tg", "ttl_s": 60}, headers={"Idempotency-Key": "a"}
+            "/sessions", json={"service": "telegram", "ttl_s": 60}, headers={"Idempotency-Key": "a"}
         )
         assert reply.status_code == 202
         sid, run_id = reply.json()["session_id"], reply.json()["flow_run_id"]
         session = row(gw, sid)
-        assert session.state == "requested" and session.request == {"service": "tg", "ttl_s": 60.0}
+        assert session.state == "requested" and session.request == {"service": "telegram", "ttl_s": 60.0}
         assert session.idempotency_key == "gateway:provision:a" and session.requested_by.startswith(
             "gateway:"
         )
         assert session.flow_run_id == run_id and session.submissions == 1
-        assert gw.runs.started[0][1] == {"request": {"service": "tg", "ttl_s": 60.0}, "session_id": sid}
+        assert gw.runs.started[0][1] == {"request": {"service": "telegram", "ttl_s": 60.0}, "session_id": sid}
         assert gw.client.get(f"/sessions/{sid}").json()["state"] == "requested"
 
     def test_prefect_down_is_503_and_a_keyless_session_is_failed_not_left_behind(

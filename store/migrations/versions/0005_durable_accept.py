@@ -1,7 +1,7 @@
 """sessions: the accepted request, who asked, the idempotency key, run submissions, device down since
 
-Revision ID: 0004_durable_accept
-Revises: 0003_lease_codes
+Revision ID: 0005_durable_accept
+Revises: 0004_provider_catalogs
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0004_durable_accept"
-down_revision: str | None = "0003_lease_codes"
+revision: str = "0005_durable_accept"
+down_revision: str | None = "0004_provider_catalogs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
