@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from cli.catalog import catalog as catalog_command
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
@@ -424,6 +426,9 @@ def demo(
     if code == 0:
         console.print("\nopen the stream URL in a browser; `provisioner release <id>` ends the session")
     raise typer.Exit(code)
+
+
+app.command(name="catalog")(catalog_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

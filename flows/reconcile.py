@@ -16,6 +16,7 @@ from sqlalchemy import text
 from provisioning.deps import get_deps
 from reconciler import Policy, plan
 from settings.version import VERSION
+from tasks.catalogs import refresh_catalogs
 from tasks.reconcile import act_on, observe_world
 
 
@@ -25,6 +26,7 @@ class ReconcileSummary(BaseModel):
     message: str
     actions: list[dict[str, str]]
     failed: int = 0
+    catalogs: dict[str, str] = {}  # provider -> catalog refresh result (fresh, refreshed, failed)
 
 
 @contextlib.contextmanager
@@ -43,7 +45,8 @@ def advisory_lock(name: str) -> Iterator[bool]:
 
 @flow(
     name="reconcile",
-    description="Heal streams, retire orphaned sessions, remove leaked containers, close leaked numbers.",
+    description="Heal streams, retire orphaned sessions, remove leaked containers, close leaked numbers, "
+    "refresh stale provider catalogs.",
 )
 def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
     logger = get_run_logger()
@@ -69,6 +72,7 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
                 for a in actions
             ]
             failed = 0
+            catalogs = {}
         else:
             results = act_on(actions, actor=actor)
             rows = [
@@ -81,6 +85,7 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
                 for r in results
             ]
             failed = sum(not r.ok for r in results)
+            catalogs = refresh_catalogs()
     message = (
         f"{len(rows)} action(s){' planned' if dry_run else ''}, {failed} failed" if rows else "nothing to do"
     )
@@ -91,4 +96,6 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
         description=f"Reconcile pass{' (dry run)' if dry_run else ''}: {message}",
     )
     logger.info(message)
-    return ReconcileSummary(ran=True, dry_run=dry_run, message=message, actions=rows, failed=failed)
+    return ReconcileSummary(
+        ran=True, dry_run=dry_run, message=message, actions=rows, failed=failed, catalogs=catalogs
+    )

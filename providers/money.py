@@ -72,4 +72,6 @@ def rate(source: str, target: str, fx: Mapping[str, Decimal]) -> Decimal:
 def cap_in(cap: Money, currency: str, fx: Mapping[str, Decimal]) -> Decimal:
     """The cap expressed in `currency`, rounded down so a price at it never exceeds the cap.
     Raises NoRate when the operator set no rate for the pair."""
+    if cap.currency == currency:
+        return cap.amount
     return (cap.amount * rate(cap.currency, currency, fx)).quantize(QUANTUM, rounding=ROUND_DOWN)

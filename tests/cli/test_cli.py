@@ -162,3 +162,62 @@ def test_reconcile_dry_run_lists_then_reconcile_removes_a_leaked_container(provi
     again = runner.invoke(app, ["reconcile"])
     assert again.exit_code == 0, again.output
     assert "nothing to do" in again.output
+
+
+def test_provision_with_an_unknown_service_lists_close_matches_and_buys_nothing(
+    db, no_providers, monkeypatch
+):
+    from settings import get_settings
+
+    monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__API_KEY", "k")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["provision", "--service", "telgram"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "unknown service 'telgram'; did you mean telegram" in result.output
+    assert repo.list_sessions(db) == []
+
+
+@pytest.fixture
+def sim_providers(sim, db, monkeypatch):
+    """All three providers configured against the simulator, for this test's settings."""
+    from provisioning.deps import reset_deps
+    from settings import get_settings
+    from tests.plugins.simulator import SIM_KEY
+
+    for name, url in sim.base_urls.items():
+        monkeypatch.setenv(f"PROVISIONER_PROVIDERS__{name.upper()}__API_KEY", SIM_KEY)
+        monkeypatch.setenv(f"PROVISIONER_PROVIDERS__{name.upper()}__BASE_URL", url)
+    get_settings.cache_clear()
+    reset_deps()
+    yield
+    reset_deps()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_catalog_shows_each_providers_codes_offer_and_unmapped_entries(sim, sim_providers):
+    sim.set_offer("tg", "0", "42.50", 7, protocol="sms_activate")
+    result = runner.invoke(
+        app, ["catalog", "--refresh", "--service", "telegram", "--country", "RU"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    cells = [
+        [c.strip() for c in line.strip("│ ").split("│")]
+        for line in result.output.splitlines()
+        if line.startswith("│")
+    ]
+    offers = {row[0]: row[1:] for row in cells if len(row) == 5}  # the mapping tables have 4 columns
+    assert offers == {
+        "sms_man": ["3", "1", "10.00 USD", "100"],
+        "onlinesim": ["telegram", "7", "10.0 USD", "100"],  # OnlineSim prices are JSON numbers
+        "sms_activate": ["tg", "0", "42.50 RUB", "7"],
+    }
+    assert "unmapped services: qb (Quibbit)" in result.output
+    assert "unmapped countries: 12 (USA (virtual))" in result.output
+    assert [(p, a) for p, a, _ in sim.calls if a in ("get-number", "getNum", "getNumber")] == []
+
+
+def test_catalog_refuses_a_provider_that_is_not_configured(no_providers, database_url):
+    result = runner.invoke(app, ["catalog", "--provider", "onlinesim"])
+    assert result.exit_code == 2
+    assert "not configured: onlinesim" in result.output

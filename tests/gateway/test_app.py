@@ -94,6 +94,16 @@ class TestCreateAndRelease:
         assert gw.client.post("/sessions", content=b"{not json").status_code == 422
         assert gw.runs.started == []
 
+    def test_unknown_service_country_or_a_bare_price_is_422_with_close_matches(self, gw) -> None:
+        body = {"service": "telgram", "country": "Kazakstan", "max_price": "0.5"}
+        reply = gw.client.post("/sessions", json=body)
+        assert reply.status_code == 422
+        errors = {e["loc"][0]: e["msg"] for e in reply.json()["errors"]}
+        assert "unknown service 'telgram'; did you mean telegram" in errors["service"]
+        assert "did you mean KZ (Kazakhstan)" in errors["country"]
+        assert "needs an amount and a currency" in errors["max_price"]
+        assert gw.runs.started == []
+
     def test_post_starts_a_provision_run_and_a_replay_returns_it(self, gw) -> None:
         body = {"service": "telegram", "providers": ["sms_man"], "max_price": "1.5 USD"}
         first = gw.client.post("/sessions", json=body, headers={"Idempotency-Key": "k-1"})
