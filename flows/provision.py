@@ -87,12 +87,13 @@ def provision_session(
         json_schema_extra={"title": "Provision request", "default": form_defaults()},
     ),
     session_id: str | None = Field(
-        None,
+        "",
         description="Advanced, leave empty: a new session id is chosen. Set it only to resume a "
         "session whose provision was interrupted (the gateway sets it itself).",
         json_schema_extra={
             "title": "Advanced: resume session id",
-            "anyOf": [{"type": "string", "pattern": SESSION_ID_PATTERN}, {"type": "null"}],
+            # A plain text field, empty by default (no "None" alternative in the form).
+            "anyOf": [{"type": "string", "pattern": f"^({SESSION_ID_PATTERN.strip('^$')})?$"}],
         },
     ),
 ) -> ProvisionResult | PrefectState:
@@ -111,7 +112,7 @@ def provision_session(
     actor = _actor()
     ensure_launch_limit()
     adopted = adopt_session(
-        session_id=session_id,
+        session_id=session_id or None,
         service=plan.service,
         country=plan.country,
         profile=plan.device_profile,

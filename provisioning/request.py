@@ -145,13 +145,13 @@ class ProvisionRequest(BaseModel):
     service: ServiceName = Field(
         None,
         description="Service to verify (telegram, whatsapp, ...), mapped to each provider's own code; "
-        "or one provider's own code as <provider>:<code> (sms_activate:tg), sent to that provider only; "
+        "or one provider's own code as PROVIDER:CODE (sms_activate:tg), sent to that provider only; "
         "empty = the configured default",
     )
     country: CountryCode = Field(
         None,
         description="Country of the number, ISO 3166 alpha-2 (RU, KZ, GB, ...), mapped to each "
-        "provider's own code; or <provider>:<code>; empty = the configured default",
+        "provider's own code; or PROVIDER:CODE (sms_activate:0); empty = the configured default",
     )
     providers: list[ProviderChoice] | None = Field(
         None,

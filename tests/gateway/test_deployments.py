@@ -5,6 +5,7 @@ the stream is 200; DELETE -> the release run completes -> 503 "released"."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
         PREFECT_HOME=str(home),
         PREFECT_API_URL=api_url,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
+        PREFECT_UI_ENABLED="true",  # the run form is tested in a browser below
         PREFECT_LOGGING_LEVEL="WARNING",
     )
     return env
@@ -190,6 +191,81 @@ def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, 
         gone = client.get(f"/sessions/{session_id}/stream")
         assert gone.status_code == 503 and gone.json()["reason"] == "released"
     assert [c for c in runtime.list_managed() if c.session_id == session_id] == []
+
+
+@pytest.mark.browser
+def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
+    deployed, worker, db_sessions, sim
+) -> None:
+    """A person opens the provision deployment's run form in the Prefect UI: real titles and the
+    configured defaults; Submit starts a run that the worker names provision-<session>."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    api_url, _ = deployed
+    runtime, log_path = worker
+    sim.set_sms_delay(1.0)
+    server = api_url.removesuffix("/api")
+    deployments = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10, trust_env=False).json()
+    provision_id = next(d["id"] for d in deployments if d["name"] == "provision")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 2000})
+            page.goto(f"{server}/deployments/deployment/{provision_id}/run")
+            page.get_by_text("Session lifetime (seconds)").wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            for title in ("Providers, in fallback order", "Device profile", "Code timeout (seconds)"):
+                assert title in body
+            assert "Advanced: resume session id" in body
+            assert 'Property is type "None"' not in body
+            numbers = [el.input_value() for el in page.locator("input[type=number]").all()]
+            assert numbers == ["300", "3", "3600"]
+            for shown in ("telegram", "RU", "stub"):
+                assert page.get_by_role("button", name=shown, exact=True).count() == 1, shown
+            # The providers, all chosen, in the configured fallback order.
+            in_order = re.compile(r"^sms_man\s+onlinesim\s+sms_activate$")
+            assert page.get_by_role("button", name=in_order).count() == 1
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_url(f"**/deployments/deployment/{provision_id}?**", timeout=30_000)
+        finally:
+            browser.close()
+
+    deadline = time.monotonic() + 120
+    run: dict = {}
+    while time.monotonic() < deadline:
+        runs = httpx.post(
+            f"{api_url}/flow_runs/filter",
+            json={"flow_runs": {"deployment_id": {"any_": [provision_id]}}},
+            timeout=10,
+            trust_env=False,
+        ).json()
+        from_form = [r for r in runs if r["parameters"].get("session_id") == ""]
+        if from_form and from_form[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
+            run = from_form[0]
+            break
+        time.sleep(0.5)
+    assert run.get("state_type") == "COMPLETED", f"{run}\nworker log:\n{log_path.read_text()[-4000:]}"
+    tags = [t for t in run["tags"] if t.startswith("session:")]
+    assert len(tags) == 1
+    session_id = tags[0].removeprefix("session:")
+    assert run["name"] == f"provision-{session_id}"
+    from store import repository as repo
+
+    with db_sessions() as db:
+        assert repo.get_session(db, session_id).state == "verified"
+    runtime.remove_session(session_id)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1200})
+            page.goto(f"{server}/runs/flow-run/{run['id']}")
+            page.get_by_text(f"provision-{session_id}").first.wait_for(timeout=30_000)
+        finally:
+            browser.close()
 
 
 if shutil.which("prefect") is None and not (VENV_BIN / "prefect").exists():  # pragma: no cover
