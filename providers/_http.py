@@ -157,7 +157,7 @@ def purchase_price(
         if exc.code != NO_OFFER:
             raise
         return max_price if max_price is not None else Decimal(0)
-    if info.available <= 0:
+    if info.available is not None and info.available <= 0:
         raise UnavailableError(
             f"{provider} {action}: no numbers", provider=provider, action=action, code="no_numbers"
         )

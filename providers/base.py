@@ -26,7 +26,7 @@ class Lease:
 @dataclass(frozen=True)
 class PriceInfo:
     price: Decimal
-    available: int
+    available: int | None  # None: the provider lists a price but not how many numbers it has
     currency: str
 
 
@@ -72,10 +72,16 @@ class Provider(Protocol):
     def finish(self, lease: Lease) -> None: ...
 
     def cancel(self, lease: Lease) -> None:
-        """Release the number (refunded when no SMS came); an already cancelled lease counts as done."""
+        """Release the number, refunded; an already cancelled or ended lease counts as done.
+
+        Raises NotRefundable when the code already arrived (finish it instead) and CancelTooEarly
+        when the provider refuses the cancel for now."""
         ...
 
-    def request_another_code(self, lease: Lease) -> None: ...
+    def request_another_code(self, lease: Lease) -> Lease:
+        """Ask for the next SMS on the same number; returns the lease to poll from now on (a provider
+        may answer a new activation id for it)."""
+        ...
 
     def find_open_activations(self) -> list[Lease] | None:
         """Open activations of the account, or None when the protocol cannot list them."""

@@ -7,8 +7,12 @@ Every client raises only these; httpx exceptions are translated once, in `provid
     │                        stop the run, the message names the setting to fix
     ├── UnavailableError     no numbers, concurrency limit, price above max: try the next provider
     ├── TransientError       HTTP 5xx/409/429, timeouts, connection errors, try-again codes: retry
-    ├── CancelTooEarly       the provider's minimum time before cancel has not passed:
-    │                        retry the cancel after `retry_after_s`, never the purchase
+    ├── CancelTooEarly       the provider's minimum time before cancel has not passed (or it refuses
+    │                        the cancel for now): retry the cancel after `retry_after_s`, never the
+    │                        purchase; meanwhile the lease is cancel_pending
+    ├── NotRefundable        a cancel refused because the code already arrived (OTP_RECEIVED) or the
+    │                        free cancellation window is over: the charge stands, finish the number
+    │                        and record it as finished; never retried
     ├── MalformedReply       a reply we cannot parse: shows the (redacted, truncated) body
     └── NotSupported         the protocol has no such operation
 
@@ -70,6 +74,11 @@ class CancelTooEarly(ProviderError):
     ) -> None:
         super().__init__(message, provider=provider, action=action, code=code)
         self.retry_after_s = retry_after_s
+
+
+class NotRefundable(ProviderError):
+    """The provider will not cancel (refund) this activation: its code already arrived, or the
+    free cancellation window is over. Finish it and record it as finished; never retry the cancel."""
 
 
 class MalformedReply(ProviderError):

@@ -3,14 +3,20 @@
 Quirks kept here: every reply has `response` (1 on success, else an error code); getState answers
 an array, `msg` may be false, and `TZ_INPOOL` means no number yet (acquire asks getNum with
 number=true and, when the number is still missing, polls getState briefly); setOperationOk is
-both finish and cancel (closing an operation without SMS releases the frozen money);
-NO_COMPLETE_TZID = closed too early, inside the protective interval (2 minutes by default).
-getState without tzid lists every open operation, so `find_open_activations` works here.
+both finish and cancel (closing an operation without SMS releases the frozen money), so cancel
+first reads the state: an operation whose code arrived raises NotRefundable (finish it) instead of
+being closed as if refunded; NO_COMPLETE_TZID = closed too early, inside the protective interval
+(2 minutes by default, longer for some services): the wait is the rest of the 2 minutes, then backs
+off (15 s, 15 s, 30 s, 60 s ... up to 10 minutes) instead of hammering; getState is sent with
+`clean=0` so a code already shown is shown again; setOperationRevise may answer a new tzid for the
+next SMS, and the lease it returns follows it. getState without tzid lists every open operation,
+so `find_open_activations` works here.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -22,6 +28,7 @@ from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
     MalformedReply,
+    NotRefundable,
     ProviderError,
     StopError,
     TransientError,
@@ -32,6 +39,7 @@ from settings.model import ProviderSettings, env_var_for
 
 NAME = "onlinesim"
 PROTECTIVE_INTERVAL_S = 120.0
+CLOSE_BACKOFF_MIN_S, CLOSE_BACKOFF_MAX_S = 15.0, 600.0
 WAITING_STATES = {"TZ_INPOOL", "TZ_NUM_PREPARE", "TZ_NUM_WAIT", "TZ_NUM_WAIT_RETRY"}
 GONE = {"ERROR_WRONG_TZID", "ERROR_NO_OPERATIONS", "LIFICYCLE_NUM_EXPIRED"}
 
@@ -156,7 +164,7 @@ class OnlineSimProvider:
 
     def _states(self, **params: str) -> list[dict]:
         try:
-            data = self._call("getState", message_to_code="1", msg_list="0", **params)
+            data = self._call("getState", message_to_code="1", msg_list="0", clean="0", **params)
         except UnavailableError as exc:
             if exc.code in GONE:
                 return []
@@ -190,13 +198,13 @@ class OnlineSimProvider:
             if exc.code in GONE:
                 return  # already closed or expired
             if exc.code == "NO_COMPLETE_TZID":
-                age = (datetime.now(UTC) - lease.bought_at).total_seconds()
+                wait = close_retry_after(lease.bought_at)
                 raise CancelTooEarly(
-                    f"{NAME} setOperationOk: NO_COMPLETE_TZID (protective interval not over)",
+                    f"{NAME} setOperationOk: NO_COMPLETE_TZID (protective interval not over); retry in {wait:.0f} s",
                     provider=NAME,
                     action="setOperationOk",
                     code=exc.code,
-                    retry_after_s=max(1.0, PROTECTIVE_INTERVAL_S - age),
+                    retry_after_s=wait,
                 ) from None
             raise
 
@@ -204,10 +212,22 @@ class OnlineSimProvider:
         self._close(lease)
 
     def cancel(self, lease: Lease) -> None:
+        # Closing is also finishing: never close an operation whose code arrived as if refunded.
+        if isinstance(self.check(lease), CodeReceived):
+            raise NotRefundable(
+                f"{NAME} setOperationOk: the code already arrived; finish the operation instead",
+                provider=NAME,
+                action="setOperationOk",
+                code="TZ_NUM_ANSWER",
+            )
         self._close(lease)
 
-    def request_another_code(self, lease: Lease) -> None:
-        self._call("setOperationRevise", tzid=lease.activation_id)
+    def request_another_code(self, lease: Lease) -> Lease:
+        data = self._call("setOperationRevise", tzid=lease.activation_id)
+        tzid = data.get("tzid") if isinstance(data, dict) else None
+        if tzid is not None and str(tzid) != lease.activation_id:
+            return replace(lease, activation_id=str(tzid))  # the next SMS comes on a new operation
+        return lease
 
     def find_open_activations(self) -> list[Lease] | None:
         now = datetime.now(UTC)
@@ -245,3 +265,12 @@ class OnlineSimProvider:
                     slug = str(offer["slug"])
                     services.setdefault(slug, Entry(slug, str(offer.get("service") or slug)))
         return Listing(list(services.values()), countries)
+
+
+def close_retry_after(bought_at: datetime, now: datetime | None = None) -> float:
+    """When to retry a close refused with NO_COMPLETE_TZID: at the end of the default protective
+    interval, then backing off (15 s, 15 s, 30 s, 60 s ...) for services with a longer one."""
+    age = ((now or datetime.now(UTC)) - bought_at).total_seconds()
+    if age < PROTECTIVE_INTERVAL_S:
+        return max(1.0, PROTECTIVE_INTERVAL_S - age)
+    return min(CLOSE_BACKOFF_MAX_S, max(CLOSE_BACKOFF_MIN_S, age - PROTECTIVE_INTERVAL_S))

@@ -1,14 +1,32 @@
 """SMS-Activate protocol client (`<base>?api_key=...&action=...`), spoken by many providers.
 
-Quirks kept here: plain-text replies `CODE[:data]` (prices are JSON); cancel is setStatus 8, and a
-provider that refuses 8 with BAD_STATUS gets the legacy -1, then 6 (what OnlineSim's copy and one
-public client use); the status that worked is remembered. EARLY_CANCEL_DENIED comes as plain text
-or as HTTP 409 JSON {"title":"EARLY_CANCEL_DENIED","info":{"minActivationTime":120}}.
-NO_ACTIVATION on cancel means already cancelled. No way to list open activations.
+The providers copying the protocol speak dialects of it; this client accepts all of them and
+classifies every reply through one table (`TOKENS`), whichever way it arrives:
+- plain text `TOKEN[:data]` with HTTP 200 (the original), or the same token as the body of an
+  HTTP error status (Hero/Tiger-style: 401 BAD_KEY, 402 NO_BALANCE, 400 WRONG_MAX_PRICE/BAD_STATUS,
+  403 CHANNELS_LIMIT/BANNED/EARLY_CANCEL_DENIED, 404 NO_ACTIVATION/NOT_FOUND, 409 OTP_RECEIVED/
+  FREE_CANCELLATION_EXPIRED/ACTIVATION_NOT_ACTIVE), or JSON `{"title": TOKEN, "info": {...}}`;
+  a token-less 401/402/403 stops and a token-less 409 is retried;
+- getPrices as `{country:{service:{"cost","count"}}}`, `{country:{service:{"<price>": count}}}`
+  (price map: the cheapest level in stock) or `{service:{"<country>": price}}` (no count);
+  `{"status":"false","msg":...}` is a refused filter;
+- getNumberV2 (JSON with `activationCost` and `currency`: the amount actually charged, which at
+  auction-priced providers differs from the listed cost) where the provider has it, detected once
+  (BAD_ACTION or a token-less 404), else getNumber with the listed cost recorded;
+- ACCESS_CANCEL on getStatus (a cancelled activation at Tiger); BAD_ACTION inside an action every
+  copy has is an internal error (retried), except on getBalance where it means a wrong base URL;
+- free text ("The service is prohibited for sale by administration") refusing a purchase falls back.
+An unknown id (NO_ACTIVATION, NOT_FOUND) means the number has ended: Expired on getStatus, done on
+cancel or finish. A cancel refused because the code arrived raises NotRefundable (finish it).
+Cancel is setStatus 8, then the legacy -1, then 6 (what OnlineSim's copy uses); the status that
+worked is remembered. No way to list open activations.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,6 +37,7 @@ from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease,
 from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
+    NotRefundable,
     ProviderError,
     StopError,
     TransientError,
@@ -31,18 +50,78 @@ from settings.model import ProviderSettings, env_var_for
 NAME = "sms_activate"
 CANCEL_STATUSES = ("8", "-1", "6")
 DEFAULT_CANCEL_WAIT_S = 120.0
+ISO_CURRENCIES = {"643": "RUB", "840": "USD", "978": "EUR"}
 
-_STOP = {
-    "BAD_KEY": api_key_var,
-    "NO_BALANCE": api_key_var,
-    "BANNED": api_key_var,
-    "ACCOUNT_BLOCKED": api_key_var,
-    "BAD_ACTION": base_url_var,
-    "BAD_SERVICE": lambda name: env_var_for(("providers", name, "services")),
-    "BAD_COUNTRY": lambda name: env_var_for(("providers", name, "countries")),
+# What a reply token means, whatever the HTTP status and body shape it came in.
+STOP, UNAVAILABLE, TRANSIENT, TOO_EARLY = "stop", "unavailable", "transient", "too_early"
+GONE = "gone"  # unknown id: the number has ended
+NOT_ACTIVE = "not_active"  # no longer active (finished, cancelled or expired)
+REFUSED = "refused"  # this status change is not allowed in the activation's state
+NOT_REFUNDABLE = "not_refundable"  # the code arrived, or free cancellation is over
+BAD_ACTION = "bad_action"
+TOKENS: dict[str, str] = {
+    **dict.fromkeys(("BAD_KEY", "NO_KEY", "NO_BALANCE", "BANNED", "ACCOUNT_BLOCKED"), STOP),
+    **dict.fromkeys(("BAD_SERVICE", "BAD_COUNTRY", "WRONG_SERVICE", "WRONG_COUNTRY"), STOP),
+    **dict.fromkeys(("NO_NUMBERS", "NO_NUMBERS_AVAILABLE", "WRONG_MAX_PRICE", "CHANNELS_LIMIT"), UNAVAILABLE),
+    **dict.fromkeys(("ERROR_SQL", "TRY_AGAIN_LATER", "INTERVAL_CONCURRENT_REQUESTS_ERROR"), TRANSIENT),
+    **dict.fromkeys(("NO_ACTIVATION", "NOT_FOUND", "WRONG_ACTIVATION_ID"), GONE),
+    **dict.fromkeys(("OTP_RECEIVED", "FREE_CANCELLATION_EXPIRED"), NOT_REFUNDABLE),
+    "EARLY_CANCEL_DENIED": TOO_EARLY,
+    "ACTIVATION_NOT_ACTIVE": NOT_ACTIVE,
+    "BAD_STATUS": REFUSED,
+    "BAD_ACTION": BAD_ACTION,
 }
-_UNAVAILABLE = {"NO_NUMBERS", "WRONG_MAX_PRICE", "CHANNELS_LIMIT", "NO_NUMBERS_AVAILABLE"}
-_TRANSIENT = {"ERROR_SQL", "TRY_AGAIN_LATER", "INTERVAL_CONCURRENT_REQUESTS_ERROR"}
+# The provider setting a stop token points at (default: the API key): a code outside its catalog.
+_STOP_SETTING = {
+    "BAD_SERVICE": "services",
+    "WRONG_SERVICE": "services",
+    "BAD_COUNTRY": "countries",
+    "WRONG_COUNTRY": "countries",
+}
+# A body naming no known token: the HTTP status decides.
+_STATUS_KIND = {401: STOP, 402: STOP, 403: STOP, 409: TRANSIENT}
+_TOKEN = re.compile(r"^[A-Z][A-Z0-9_]*(?::.*)?$", re.DOTALL)
+_FREE_TEXT = re.compile(r"^[^\W\d_][^<>{}\[\]]{2,300}$")  # a sentence, not markup or JSON
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One decoded handler_api reply: its HTTP status, token (or ""), data after the colon, JSON."""
+
+    status: int
+    text: str
+    token: str = ""
+    data: str = ""
+    info: dict = field(default_factory=dict)
+    json: object = None
+
+    @property
+    def kind(self) -> str | None:
+        if self.token in TOKENS:
+            return TOKENS[self.token]
+        return _STATUS_KIND.get(self.status) if self.status >= 400 else None
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+
+def decode(response: httpx.Response) -> Reply:
+    text = response.text.strip()
+    status = response.status_code
+    if text[:1] in ("{", "["):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return Reply(status, text)
+        if isinstance(data, dict) and isinstance(data.get("title"), str):
+            info = data.get("info") if isinstance(data.get("info"), dict) else {}
+            return Reply(status, text, data["title"], "", info, data)
+        return Reply(status, text, json=data)
+    if _TOKEN.match(text):
+        token, _, data = text.partition(":")
+        return Reply(status, text, token, data)
+    return Reply(status, text)
 
 
 class SmsActivateProvider:
@@ -60,6 +139,7 @@ class SmsActivateProvider:
         self.currency = currency
         self._url = settings.base_url
         self._http = Http(name, settings, client)
+        self._number_v2: bool | None = None  # None: not tried yet
 
     def __repr__(self) -> str:
         return f"SmsActivateProvider(name={self.name!r}, base_url={self._url!r})"
@@ -67,151 +147,204 @@ class SmsActivateProvider:
     def close(self) -> None:
         self._http.close()
 
-    def _raw(self, action: str, passthrough: frozenset[int] = frozenset(), **params: str) -> httpx.Response:
+    def _call(self, action: str, **params: str) -> Reply:
         query = {"api_key": self._http.key, "action": action, **params}
-        return self._http.get(action, self._url, query, passthrough=passthrough)
+        passthrough = frozenset(range(400, 500)) - {429}  # 4xx carry tokens; 429 and 5xx are retried
+        return decode(self._http.get(action, self._url, query, passthrough=passthrough))
 
-    def _text(self, action: str, **params: str) -> str:
-        response = self._raw(action, **params)
-        text = response.text.strip()
-        code = text.split(":", 1)[0]
-        if response.status_code >= 400 or not code or not code.replace("_", "").isalnum():
-            raise self._http.malformed(action, response)
-        return text
-
-    def _error(self, action: str, text: str) -> ProviderError:
-        code, _, data = text.partition(":")
-        message = f"{self.name} {action}: {redact(text)[:100]}"
-        if code in _STOP:
-            setting = _STOP[code](self.name)
-            return StopError(message, provider=self.name, action=action, code=code, setting=setting)
-        if code in _TRANSIENT:
-            return TransientError(message, provider=self.name, action=action, code=code)
-        if code == "EARLY_CANCEL_DENIED":
-            wait = float(data) if _is_number(data) else DEFAULT_CANCEL_WAIT_S
-            return CancelTooEarly(message, provider=self.name, action=action, code=code, retry_after_s=wait)
-        if code in _UNAVAILABLE or code.isupper():
-            return UnavailableError(message, provider=self.name, action=action, code=code)
-        return self._http.malformed(action, text)
+    def _error(self, action: str, reply: Reply, *, purchase: bool = False) -> ProviderError:
+        """The error a reply that is not the expected answer stands for."""
+        kind, token = reply.kind, reply.token or f"http_{reply.status}"
+        shown = f"HTTP {reply.status}: " if not reply.ok else ""
+        message = f"{self.name} {action}: {shown}{redact(reply.text)[:100]}"
+        context = {"provider": self.name, "action": action, "code": token}
+        if kind == BAD_ACTION:
+            if action == "getBalance":  # the one action every copy has: the URL is not a handler
+                return StopError(message, setting=base_url_var(self.name), **context)
+            kind = TRANSIENT  # inside a known action: the provider's internal error
+        if kind == STOP:
+            field = _STOP_SETTING.get(token)
+            setting = env_var_for(("providers", self.name, field)) if field else api_key_var(self.name)
+            return StopError(message, setting=setting, **context)
+        if kind == TRANSIENT:
+            return TransientError(message, **context)
+        if kind == TOO_EARLY:
+            wait = reply.info.get("minActivationTime", reply.data)
+            wait_s = float(wait) if _is_number(wait) else DEFAULT_CANCEL_WAIT_S
+            return CancelTooEarly(message, retry_after_s=wait_s, **context)
+        if kind == NOT_REFUNDABLE:
+            return NotRefundable(message, **context)
+        if kind in (UNAVAILABLE, GONE, REFUSED, NOT_ACTIVE):
+            return UnavailableError(message, **context)
+        if purchase and (reply.token or _FREE_TEXT.match(reply.text)):
+            return UnavailableError(message, **context)  # a refusal we have no entry for
+        return self._http.malformed(action, f"HTTP {reply.status}: {reply.text}")
 
     def balance(self) -> Decimal:
-        text = self._text("getBalance")
-        code, _, amount = text.partition(":")
-        if code != "ACCESS_BALANCE":
-            raise self._error("getBalance", text)
-        return parse_decimal(amount, provider=self.name, action="getBalance", body=text)
+        reply = self._call("getBalance")
+        if not (reply.ok and reply.token == "ACCESS_BALANCE"):
+            raise self._error("getBalance", reply)
+        return parse_decimal(reply.data, provider=self.name, action="getBalance", body=reply.text)
 
     def price(self, service: str, country: str) -> PriceInfo:
-        response = self._raw("getPrices", country=country, service=service)
-        try:
-            data = response.json()
-        except ValueError:
-            raise self._error("getPrices", response.text.strip()) from None
-        offer = data.get(country, {}).get(service) if isinstance(data, dict) else None
-        if not isinstance(offer, dict):
+        reply = self._call("getPrices", country=country, service=service)
+        data = reply.json
+        if not reply.ok or not isinstance(data, dict):
+            raise self._error("getPrices", reply)
+        if str(data.get("status")).lower() in ("false", "error"):
+            why = str(data.get("msg") or data.get("message") or "filter refused")
+            field = "countries" if "country" in why.lower() else "services"
+            raise StopError(
+                f"{self.name} getPrices: {why[:100]} (service {service}, country {country})",
+                provider=self.name,
+                action="getPrices",
+                code="status_false",
+                setting=env_var_for(("providers", self.name, field)),
+            )
+        info = self._offer(data, service, country)
+        if info is None:
             raise UnavailableError(
                 f"{self.name} getPrices: no offer for {service} in country {country}",
                 provider=self.name,
                 action="getPrices",
                 code=NO_OFFER,
             )
-        cost = parse_decimal(offer.get("cost"), provider=self.name, action="getPrices", body=str(offer))
-        return PriceInfo(price=cost, available=int(offer.get("count") or 0), currency=self.currency)
+        return info
+
+    def _offer(self, data: dict, service: str, country: str) -> PriceInfo | None:
+        """The offer in any of the three price shapes, or None when the reply lists none."""
+        amount = lambda value: parse_decimal(value, provider=self.name, action="getPrices", body=str(data))  # noqa: E731
+        by_country = data.get(country)
+        offer = by_country.get(service) if isinstance(by_country, dict) else None
+        if isinstance(offer, dict) and "cost" in offer:
+            return PriceInfo(amount(offer["cost"]), int(offer.get("count") or 0), self.currency)
+        if isinstance(offer, dict) and offer:  # {"<price>": count, ...}
+            levels = sorted((amount(price), int(count or 0)) for price, count in offer.items())
+            in_stock = [price for price, count in levels if count > 0]
+            cheapest = in_stock[0] if in_stock else levels[0][0]
+            return PriceInfo(cheapest, sum(count for _, count in levels), self.currency)
+        by_service = data.get(service)
+        price = by_service.get(country) if isinstance(by_service, dict) else None
+        if isinstance(price, int | float | str) and _is_number(price):
+            return PriceInfo(amount(price), None, self.currency)
+        return None
 
     def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
-        price = purchase_price(
+        listed = purchase_price(
             lambda: self.price(service, country), max_price, provider=self.name, action="getNumber"
         )
         params = {"service": service, "country": country}
         if max_price is not None:
             params["maxPrice"] = str(max_price)
-        text = self._text("getNumber", **params)
-        parts = text.split(":")
-        if parts[0] != "ACCESS_NUMBER":
-            raise self._error("getNumber", text)
-        if len(parts) != 3 or not parts[2].lstrip("+").isdigit():
-            raise self._http.malformed("getNumber", text)
+        if self._number_v2 is not False:
+            lease = self._acquire_v2(params)
+            if lease is not None:
+                return lease
+        reply = self._call("getNumber", **params)
+        if not (reply.ok and reply.token == "ACCESS_NUMBER"):
+            raise self._error("getNumber", reply, purchase=True)
+        activation_id, _, phone = reply.data.partition(":")
+        return self._lease("getNumber", reply.text, activation_id, phone, listed, self.currency)
+
+    def _acquire_v2(self, params: dict[str, str]) -> Lease | None:
+        """Buy with getNumberV2 (it answers the amount charged); None when the provider lacks it."""
+        reply = self._call("getNumberV2", **params)
+        if reply.token == "BAD_ACTION" or (reply.status == 404 and reply.kind is None):
+            self._number_v2 = False
+            return None
+        data = reply.json
+        if not reply.ok or not isinstance(data, dict):
+            raise self._error("getNumberV2", reply, purchase=True)
+        self._number_v2 = True
+        cost = parse_decimal(
+            data.get("activationCost"), provider=self.name, action="getNumberV2", body=reply.text
+        )
+        currency = str(data.get("currency") or self.currency).upper()
+        currency = ISO_CURRENCIES.get(currency, currency)
+        return self._lease(
+            "getNumberV2", reply.text, str(data.get("activationId") or ""), str(data.get("phoneNumber") or ""),
+            cost, currency,
+        )  # fmt: skip
+
+    def _lease(
+        self, action: str, body: str, activation_id: str, phone: str, price: Decimal, currency: str
+    ) -> Lease:
+        if not activation_id or not phone.lstrip("+").isdigit():
+            raise self._http.malformed(action, body)
         return Lease(
             provider=self.name,
-            activation_id=parts[1],
-            phone="+" + parts[2].lstrip("+"),
+            activation_id=activation_id,
+            phone="+" + phone.lstrip("+"),
             price=price,
-            currency=self.currency,
+            currency=currency,
             bought_at=datetime.now(UTC),
         )
 
     def check(self, lease: Lease) -> CheckResult:
-        text = self._text("getStatus", id=lease.activation_id)
-        code, _, data = text.partition(":")
-        if code == "STATUS_OK":
-            return CodeReceived(code=data, text=data)
-        if code in ("STATUS_WAIT_CODE", "STATUS_WAIT_RETRY", "STATUS_WAIT_RESEND"):
-            return Waiting(code)
-        if code == "STATUS_CANCEL":
-            return Cancelled(code)
-        if code == "NO_ACTIVATION":
-            return Expired(code)
-        raise self._error("getStatus", text)
+        reply = self._call("getStatus", id=lease.activation_id)
+        token = reply.token
+        if reply.ok and token == "STATUS_OK":
+            return CodeReceived(code=reply.data, text=reply.data)
+        if reply.ok and token in ("STATUS_WAIT_CODE", "STATUS_WAIT_RETRY", "STATUS_WAIT_RESEND"):
+            return Waiting(token)
+        if reply.ok and token in ("STATUS_CANCEL", "ACCESS_CANCEL"):
+            return Cancelled(token)
+        if reply.kind in (GONE, NOT_ACTIVE):
+            return Expired(token)
+        raise self._error("getStatus", reply)
 
-    def _set_status(self, lease: Lease, status: str, expected: str) -> str:
-        """The reply code of setStatus; raises for anything but `expected`, BAD_STATUS, NO_ACTIVATION."""
-        response = self._raw("setStatus", frozenset({409}), id=lease.activation_id, status=status)
-        if response.status_code == 409:
-            raise self._conflict(response)
-        text = response.text.strip()
-        code = text.split(":", 1)[0]
-        if response.status_code < 400 and code in (expected, "BAD_STATUS", "NO_ACTIVATION"):
-            return code
-        if response.status_code >= 400:
-            raise self._http.malformed("setStatus", response)
-        raise self._error("setStatus", text)
-
-    def _conflict(self, response: httpx.Response) -> ProviderError:
-        """HTTP 409: early-cancel denial (JSON) or a generic, retryable conflict."""
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and data.get("title") == "EARLY_CANCEL_DENIED":
-            info = data.get("info") if isinstance(data.get("info"), dict) else {}
-            wait = info.get("minActivationTime")
-            return self._error("setStatus", f"EARLY_CANCEL_DENIED:{wait if _is_number(wait) else ''}")
-        return TransientError(
-            f"{self.name} setStatus: HTTP 409: {redact(response.text[:200])!r}",
-            provider=self.name,
-            action="setStatus",
-            code="http_409",
-        )
+    def _set_status(self, lease: Lease, status: str) -> Reply:
+        return self._call("setStatus", id=lease.activation_id, status=status)
 
     def finish(self, lease: Lease) -> None:
-        code = self._set_status(lease, "6", "ACCESS_ACTIVATION")
-        if code == "BAD_STATUS":
-            raise self._error("setStatus", "BAD_STATUS")
+        reply = self._set_status(lease, "6")
+        if reply.ok and reply.token == "ACCESS_ACTIVATION":
+            return
+        if reply.kind in (GONE, NOT_ACTIVE):
+            return  # an unknown or ended activation has nothing left to finish
+        if reply.kind == REFUSED and isinstance(self.check(lease), CodeReceived):
+            return  # 6 refused while the code shows: finished already
+        raise self._error("setStatus", reply)
 
     def cancel(self, lease: Lease) -> None:
-        # 8 first; BAD_STATUS means this provider (or this activation's state) refuses it.
+        # 8 first; a refusal (BAD_STATUS, ACTIVATION_NOT_ACTIVE) is looked into once: a code that
+        # arrived makes it NotRefundable, an activation already over is done, else the next status.
+        looked = False
         for status in CANCEL_STATUSES:
             expected = "ACCESS_ACTIVATION" if status == "6" else "ACCESS_CANCEL"
-            if self._set_status(lease, status, expected) in (expected, "NO_ACTIVATION"):
-                return  # NO_ACTIVATION: already cancelled, expired or never existed
-        if not isinstance(self.check(lease), Waiting):
-            return  # already over (finished, cancelled): nothing left to cancel
-        raise self._error("setStatus", "BAD_STATUS")
+            reply = self._set_status(lease, status)
+            if (reply.ok and reply.token == expected) or reply.kind == GONE:
+                return  # GONE: already cancelled, expired or never existed
+            if reply.kind not in (REFUSED, NOT_ACTIVE):
+                raise self._error("setStatus", reply)
+            if not looked:
+                looked = True
+                state = self.check(lease)
+                if isinstance(state, CodeReceived):
+                    raise NotRefundable(
+                        f"{self.name} setStatus: the code already arrived; finish the number instead",
+                        provider=self.name,
+                        action="setStatus",
+                        code=reply.token or "STATUS_OK",
+                    )
+                if not isinstance(state, Waiting):
+                    return  # already over (cancelled, expired): nothing left to cancel
+        raise self._error("setStatus", reply)
 
-    def request_another_code(self, lease: Lease) -> None:
-        code = self._set_status(lease, "3", "ACCESS_RETRY_GET")
-        if code != "ACCESS_RETRY_GET":
-            raise self._error("setStatus", code)
+    def request_another_code(self, lease: Lease) -> Lease:
+        reply = self._set_status(lease, "3")
+        if not (reply.ok and reply.token == "ACCESS_RETRY_GET"):
+            raise self._error("setStatus", reply)
+        return lease
 
     def find_open_activations(self) -> list[Lease] | None:
         return None
 
     def _json(self, action: str) -> object:
-        response = self._raw(action)
-        try:
-            return response.json()
-        except ValueError:
-            raise self._error(action, response.text.strip()) from None
+        reply = self._call(action)
+        if not reply.ok or reply.json is None:
+            raise self._error(action, reply)
+        return reply.json
 
     def listing(self) -> Listing:
         """getServicesList ({"services": [{code, name}]}) and getCountries ({number: {id, eng}})."""

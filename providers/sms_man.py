@@ -2,14 +2,19 @@
 
 Quirks kept here: amounts are strings; numbers come without "+"; `error_msg` is a string or an
 object such as {"token": "Wrong token!"}; cancel = set-status `reject` (refunded), finish =
-set-status `close`; no "another code" operation and no way to list open requests.
-[inf] a rejected, closed or expired request answers get-sms with error_code `wrong_status`.
+set-status `close` (complete: the charge stands, so it is never a cancel fallback); `maxPrice` is
+an integer (the max price rounded up; the listed price is checked against the exact max first)
+sent with the account `currency`; no "another code" operation and no way to list open requests.
+[inf] a rejected, closed or expired request answers get-sms with error_code `wrong_status`; a
+`reject` refused with `wrong_status` is looked into: a code that arrived -> NotRefundable, a
+request already over -> done, one still waiting -> CancelTooEarly (the lease stays cancel_pending
+for reconciliation or a person).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import httpx
 
@@ -17,6 +22,8 @@ from providers._http import NO_OFFER, Http, parse_decimal, purchase_price
 from providers.base import Cancelled, CheckResult, CodeReceived, Lease, PriceInfo, Waiting
 from providers.catalog import Entry, Listing
 from providers.errors import (
+    CancelTooEarly,
+    NotRefundable,
     NotSupported,
     ProviderError,
     StopError,
@@ -28,6 +35,7 @@ from settings.model import ProviderSettings, env_var_for
 NAME = "sms_man"
 WAIT = "wait_sms"
 WRONG_STATUS = "wrong_status"
+REJECT_RETRY_S = 60.0
 
 _STOP_CODES = {"wrong_token", "balance"}  # bad key, insufficient funds
 
@@ -97,9 +105,9 @@ class SmsManProvider:
         price = purchase_price(
             lambda: self.price(service, country), max_price, provider=self.name, action="get-number"
         )
-        params = {"country_id": country, "application_id": service}
+        params = {"country_id": country, "application_id": service, "currency": self.currency}
         if max_price is not None:
-            params["maxPrice"] = str(max_price)
+            params["maxPrice"] = str(int(max_price.to_integral_value(ROUND_CEILING)))
         data = self._call("get-number", **params)
         request_id, number = data.get("request_id"), str(data.get("number") or "")
         if request_id is None or not number.lstrip("+").isdigit():
@@ -139,12 +147,27 @@ class SmsManProvider:
         self._set_status(lease, "close")
 
     def cancel(self, lease: Lease) -> None:
-        # A request that already got its SMS cannot be rejected, only closed; an already rejected
-        # or expired one refuses both, which counts as done.
-        if not self._set_status(lease, "reject"):
-            self._set_status(lease, "close")
+        if self._set_status(lease, "reject"):
+            return
+        state = self.check(lease)  # refused: find out why, never `close` (that charges)
+        if isinstance(state, CodeReceived):
+            raise NotRefundable(
+                f"{NAME} set-status reject: the code already arrived; finish the request instead",
+                provider=NAME,
+                action="set-status",
+                code=WRONG_STATUS,
+            )
+        if isinstance(state, Waiting):
+            raise CancelTooEarly(
+                f"{NAME} set-status reject: refused (wrong_status) while the request still waits",
+                provider=NAME,
+                action="set-status",
+                code=WRONG_STATUS,
+                retry_after_s=REJECT_RETRY_S,
+            )
+        # already rejected, closed or expired: nothing left to cancel
 
-    def request_another_code(self, lease: Lease) -> None:
+    def request_another_code(self, lease: Lease) -> Lease:
         raise NotSupported(
             f"{NAME}: the API has no 'send another code' status",
             provider=NAME,

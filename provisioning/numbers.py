@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from providers.base import Lease
-from providers.errors import CancelTooEarly, ProviderError, TransientError, UnavailableError
+from providers.errors import CancelTooEarly, NotRefundable, ProviderError, TransientError, UnavailableError
 from providers.money import Money
 from provisioning.catalogs import purchase_target
 from provisioning.codes import CodeResult, poll_delays, wait_for_code  # noqa: F401 (the flow's names)
@@ -200,7 +200,8 @@ class CancelDeferred(Exception):
 
 def cancel_number(deps: Deps, lease_id: int) -> None:
     """Cancel (refund) a number. Raises CancelDeferred when the provider says too early: the
-    lease is then recorded as cancel_pending with the time to retry."""
+    lease is then recorded as cancel_pending with the time to retry. A number the provider will
+    not refund (its code arrived first) is finished and recorded as finished."""
     with deps.sessions.begin() as db:
         row = db.get_one(LeaseRow, lease_id)
         if row.outcome in (
@@ -211,8 +212,17 @@ def cancel_number(deps: Deps, lease_id: int) -> None:
         ):
             return
         lease = lease_of(row)
+    client = deps.provider(lease.provider)
     try:
-        deps.provider(lease.provider).cancel(lease)
+        client.cancel(lease)
+    except NotRefundable as exc:
+        # The code arrived first (or free cancellation is over): the charge stands, never a refund.
+        client.finish(lease)
+        with deps.sessions.begin() as db:
+            repo.set_lease_outcome(
+                db, lease_id, LeaseOutcome.FINISHED, provider_status=f"finished instead of cancelled: {exc}"
+            )
+        return
     except CancelTooEarly as exc:
         retry_at = datetime.now(UTC) + timedelta(seconds=exc.retry_after_s)
         with deps.sessions.begin() as db:

@@ -12,7 +12,8 @@ or in-process on a free loopback port:
     sim.deliver(activation_id, "123456", text=None)  # SMS now (sms_delay_s=None: only on demand)
     sim.set_sms_delay(2.0)   # or None: SMS arrive `seconds` after purchase, or never by themselves
     sim.configure(min_cancel_s=120, lifetime_s=900, pool_s=0, early_cancel_style="http409",
-                  sms_activate_cancel_statuses=("-1",))
+                  sms_activate_cancel_statuses=("-1",), dialect="status-codes")
+    sim.set_dialect("test-key", "auction")  # SMS-Activate dialect of one key (simulator.dialects)
     sim.advance(121)         # move the simulated clock (minimum cancel time, lifetimes)
     sim.set_offer("tg", "0", price="10.00", count=5)  # native codes; protocol= to pick one
     sim.requests("sms_man", "get-number")  # the request log: params of each call, keys removed
@@ -33,7 +34,7 @@ URL layout on the one server (these are the base URLs):
     /_sim/...                          control: GET ledger, health; POST deliver {activation_id, code,
                                        text?}, inject {kind, ...}, reset, sms-delay {seconds},
                                        advance {seconds}, configure {...}, webhook {protocol, url,
-                                       lose?, duplicate?}
+                                       lose?, duplicate?}, dialect {key, dialect}
 
 Faults (`inject(kind, *, protocol=None, action=None, nth=1, times=1, ...)`): the fault matches
 calls of that protocol/action (None = any), fires from the `nth` matching call on, `times` times
@@ -55,6 +56,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from simulator import dialects as sim_dialects
 from simulator import wire as sim_wire
 from simulator.codes import CODE_SPACES
 from simulator.state import Ledger, Offer, SimConfig, SimError, SimState
@@ -91,7 +93,7 @@ class Fault:
         self.fired += 1
         return True
 
-    def reply(self, protocol: str) -> Reply:
+    def reply(self, protocol: str, dialect: str = "classic") -> Reply:
         if self.kind == "http":
             return Reply(self.status, "Internal Server Error" if self.status == 500 else "Bad Gateway", TEXT)
         if self.kind == "malformed":
@@ -100,7 +102,7 @@ class Fault:
             return sim_wire.error_reply(protocol, sim_wire.NO_NUMBERS[protocol])
         if self.kind == "rate_limit":
             return sim_wire.rate_limit_reply(protocol)
-        return sim_wire.error_reply(protocol, self.code)
+        return sim_wire.error_reply(protocol, self.code, dialect)
 
 
 class Simulator:
@@ -174,7 +176,16 @@ class Simulator:
             self._faults.clear()
             self.calls.clear()
             fresh = self._fresh_state()
-            for name in ("balances", "config", "offers", "activations", "entries", "offset", "next_id"):
+            for name in (
+                "balances",
+                "config",
+                "offers",
+                "activations",
+                "entries",
+                "offset",
+                "next_id",
+                "aliases",
+            ):
                 setattr(self.state, name, getattr(fresh, name))
 
     def deliver(self, activation_id: str, code: str, text: str | None = None) -> None:
@@ -187,12 +198,20 @@ class Simulator:
             self.state.config.sms_delay_s = seconds
 
     def configure(self, **options: object) -> None:
+        for name in [options.get("dialect", "classic"), *dict(options.get("dialects") or {}).values()]:  # type: ignore[call-overload]
+            sim_dialects.get(str(name))
         with self.state.lock:
             self.state.config = replace(self.state.config, **options)  # type: ignore[arg-type]
 
     def advance(self, seconds: float) -> None:
         with self.state.lock:
             self.state.offset += seconds
+
+    def set_dialect(self, key: str, dialect: str) -> None:
+        """The SMS-Activate dialect `key` speaks (simulator.dialects); reset() forgets it."""
+        sim_dialects.get(dialect)
+        with self.state.lock:
+            self.state.config.dialects = {**self.state.config.dialects, key: dialect}
 
     def set_offer(
         self,
@@ -266,10 +285,14 @@ class Simulator:
         with self.state.lock:
             self.calls.append((protocol, action, {k: v for k, v in params.items() if k not in SECRET_PARAMS}))
         fault = self._fault_for(protocol, action)
+        with self.state.lock:
+            dialect = (
+                self.state.dialect_of(params.get("api_key")) if protocol == "sms_activate" else "classic"
+            )
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.delay_s)
         if fault is not None and fault.kind != "slow" and not fault.execute:
-            return fault.reply(protocol)
+            return fault.reply(protocol, dialect)
         with self.state.lock:
             self.state.tick()
             if protocol == "sms_man":
@@ -278,7 +301,7 @@ class Simulator:
                 reply = sim_wire.onlinesim(self.state, action, params, authorization)
             else:
                 reply = sim_wire.sms_activate(self.state, params)
-        return fault.reply(protocol) if fault is not None and fault.kind != "slow" else reply
+        return fault.reply(protocol, dialect) if fault is not None and fault.kind != "slow" else reply
 
     def control(self, method: str, action: str, body: dict) -> Reply:
         if method == "GET" and action == "ledger":
@@ -308,6 +331,8 @@ class Simulator:
                     lose=int(body.get("lose", 0)),
                     duplicate=bool(body.get("duplicate", False)),
                 )
+            elif action == "dialect":
+                self.set_dialect(str(body["key"]), str(body["dialect"]))
             else:
                 return Reply(404, json.dumps({"error": f"unknown control action {action!r}"}))
         except (KeyError, TypeError, ValueError, SimError) as exc:
@@ -392,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PROTOCOL=URL",
         help="POST each SMS of sms_activate or onlinesim to URL (repeatable)",
     )
+    parser.add_argument(
+        "--dialect", default="classic", choices=sim_dialects.NAMES, help="SMS-Activate dialect of every key"
+    )
     args = parser.parse_args(argv)
     sim = Simulator(
         host=args.host,
@@ -401,6 +429,7 @@ def main(argv: list[str] | None = None) -> None:
         balance=args.balance,
         lifetime_s=args.lifetime,
         min_cancel_s=args.min_cancel,
+        dialect=args.dialect,
     )
     sim.start()
     for spec in args.webhook:

@@ -37,6 +37,9 @@ class SimConfig:
     pool_s: float = 0.0  # OnlineSim: seconds in TZ_INPOOL before a number is assigned
     early_cancel_style: str = "text"  # SMS-Activate: "text" or "http409"
     sms_activate_cancel_statuses: tuple[str, ...] = ("8", "-1")
+    onlinesim_revise_new_tzid: bool = False  # setOperationRevise answers a new tzid for the next SMS
+    dialect: str = "classic"  # SMS-Activate dialect of every key without its own (simulator.dialects)
+    dialects: dict[str, str] = field(default_factory=dict)  # key -> dialect
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Activation:
     text: str | None = None
     previous_code: str | None = None
     deliver_at: float | None = None
+    public_id: str | None = None  # OnlineSim: the tzid after a revise that answered a new one
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class SimState:
     entries: list[LedgerEntry] = field(default_factory=list)
     offset: float = 0.0
     next_id: int = 1001
+    aliases: dict[str, str] = field(default_factory=dict)  # public id -> activation id
     lock: threading.RLock = field(default_factory=threading.RLock)
     on_sms: Callable[[Activation], None] | None = None  # webhooks (simulator.webhooks), under the lock
 
@@ -160,6 +165,9 @@ class SimState:
         """(service, country) -> offer of one protocol."""
         return {(s, c): o for (p, s, c), o in self.offers.items() if p == protocol}
 
+    def dialect_of(self, key: str | None) -> str:
+        return self.config.dialects.get(key or "", self.config.dialect)
+
     def check_key(self, key: str | None) -> str:
         if not key:
             raise SimError("no_key")
@@ -168,8 +176,15 @@ class SimState:
         return key
 
     def buy(
-        self, protocol: str, key: str, service: str, country: str, max_price: Decimal | None
+        self,
+        protocol: str,
+        key: str,
+        service: str,
+        country: str,
+        max_price: Decimal | None,
+        charge: Decimal = Decimal(1),
     ) -> Activation:
+        """Sell a number at the offer's price times `charge` (an auction charges less than listed)."""
         space = CODE_SPACES[protocol]
         if service not in space.services:
             raise SimError("bad_service")
@@ -180,7 +195,8 @@ class SimState:
             raise SimError("no_numbers")
         if max_price is not None and offer.price > max_price:
             raise SimError("price_above", price=offer.price)
-        if self.balances[key] < offer.price:
+        price = (offer.price * charge).quantize(Decimal("0.01"))
+        if self.balances[key] < price:
             raise SimError("no_balance")
         now = self.now()
         act_id, self.next_id = str(self.next_id), self.next_id + 1
@@ -193,22 +209,30 @@ class SimState:
             service=service,
             country=country,
             phone=f"+7900{int(act_id):07d}",
-            price=offer.price,
+            price=price,
             bought_at=now,
             number_at=now + pool,
             deliver_at=None if delay is None else now + pool + delay,
         )
         offer.count -= 1
-        self.balances[key] -= offer.price
+        self.balances[key] -= price
         self.activations[act_id] = act
-        self.entries.append(LedgerEntry("purchase", act_id, protocol, offer.price))
+        self.entries.append(LedgerEntry("purchase", act_id, protocol, price))
         return act
 
     def get(self, key: str, act_id: str) -> Activation:
-        act = self.activations.get(str(act_id))
-        if act is None or act.key != key:
-            raise SimError("no_activation")
+        act_id = str(act_id)
+        act = self.activations.get(self.aliases.get(act_id, act_id))
+        if act is None or act.key != key or act.public_id not in (None, act_id):
+            raise SimError("no_activation")  # a replaced public id is gone
         return act
+
+    def reissue(self, act: Activation) -> str:
+        """Give an activation a new public id (the old one stops answering); the ledger keeps its id."""
+        public_id, self.next_id = str(self.next_id), self.next_id + 1
+        self.aliases[public_id] = act.id
+        act.public_id = public_id
+        return public_id
 
     def cancel(self, key: str, act_id: str, *, honour_min: bool = True) -> Activation:
         """Refund an activation that got no SMS."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from simulator import codes as sim_codes
+from simulator import dialects
+from simulator.dialects import Dialect
 from simulator.state import OPEN, Activation, SimError, SimState
 
 JSON = "application/json"
@@ -87,7 +89,12 @@ def sms_man(state: SimState, action: str, params: dict[str, str]) -> Reply:
             return as_json(sim_codes.sms_man_list(action))
         if action == "get-number":
             service, country = params.get("application_id", ""), params.get("country_id", "")
-            act = state.buy("sms_man", key, service, country, _decimal(params.get("maxPrice")))
+            max_price = params.get("maxPrice")
+            if max_price is not None and not max_price.isdigit():
+                return sms_man_error("wrong_max_price", "maxPrice must be an integer")
+            if params.get("currency", "RUB") not in ("RUB", "USD", "EUR"):
+                return sms_man_error("wrong_currency", "currency must be RUB, USD or EUR")
+            act = state.buy("sms_man", key, service, country, _decimal(max_price))
             return as_json(_sms_man_request(act))
         if action == "get-sms":
             act = state.get(key, params.get("request_id", ""))
@@ -155,7 +162,7 @@ def _onlinesim_state(state: SimState, act: Activation, to_code: bool) -> dict:
         "sum": float(act.price),
         "service": act.service,
         "response": response,
-        "tzid": int(act.id),
+        "tzid": int(act.public_id or act.id),
         "time": max(0, int(act.bought_at + state.config.lifetime_s - now)),
         "msg": (act.code if to_code else act.text) if act.code else False,
     }
@@ -214,10 +221,12 @@ def onlinesim(state: SimState, method: str, params: dict[str, str], authorizatio
             return as_json([_onlinesim_state(state, a, to_code) for a in acts])
         if method == "setOperationRevise":
             act = state.retry(key, params.get("tzid", ""))
-            return as_json({"response": 1, "tzid": int(act.id)})
+            if state.config.onlinesim_revise_new_tzid:
+                state.reissue(act)
+            return as_json({"response": 1, "tzid": int(act.public_id or act.id)})
         if method == "setOperationOk":
             act = state.finish(key, params.get("tzid", ""))
-            return as_json({"response": 1, "tzid": int(act.id)})
+            return as_json({"response": 1, "tzid": int(act.public_id or act.id)})
         return Reply(404, "Not found", TEXT)
     except SimError as exc:
         if exc.reason == "no_activation" and method == "getState":
@@ -227,37 +236,29 @@ def onlinesim(state: SimState, method: str, params: dict[str, str], authorizatio
 
 # --- SMS-Activate --------------------------------------------------------------------------
 
-_SMS_ACTIVATE_ERRORS = {
-    "no_key": "BAD_KEY",
-    "bad_key": "BAD_KEY",
-    "bad_service": "BAD_SERVICE",
-    "bad_country": "BAD_COUNTRY",
-    "no_numbers": "NO_NUMBERS",
-    "no_balance": "NO_BALANCE",
-    "no_activation": "NO_ACTIVATION",
-    "already": "NO_ACTIVATION",
-    "finished": "BAD_STATUS",
-    "has_code": "BAD_STATUS",
-    "bad_status": "BAD_STATUS",
-}
-
 
 def text(body: str, status: int = 200) -> Reply:
     return Reply(status, body, TEXT)
 
 
+def token_reply(dialect: Dialect, token: str) -> Reply:
+    """A token (`TOKEN[:data]`) as this dialect sends it: HTTP 200, or its status code."""
+    return text(token, dialects.status_of(dialect, token))
+
+
 def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
     action = params.get("action", "")
+    dialect = dialects.get(state.dialect_of(params.get("api_key")))
     try:
         key = state.check_key(params.get("api_key"))
         if action == "getBalance":
             return text(f"ACCESS_BALANCE:{state.balances[key]:.2f}")
         if action == "getPrices":
-            prices: dict[str, dict] = {}
-            for (s, c), o in state.offers_of("sms_activate").items():
-                if params.get("country", c) == c and params.get("service", s) == s:
-                    prices.setdefault(c, {})[s] = {"cost": f"{o.price:.2f}", "count": o.count}
-            return as_json(prices)
+            offers = state.offers_of("sms_activate")
+            services = sim_codes.CODE_SPACES["sms_activate"].services
+            return as_json(
+                dialects.price_list(dialect, offers, services, params.get("country"), params.get("service"))
+            )
         if action == "getNumbersStatus":
             country = params.get("country", "")
             offers = state.offers_of("sms_activate").items()
@@ -266,10 +267,19 @@ def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
             return as_json(sim_codes.sms_activate_services())
         if action == "getCountries":
             return as_json(sim_codes.sms_activate_countries())
-        if action == "getNumber":
+        if action in ("getNumber", "getNumberV2"):
+            if action == "getNumberV2" and not dialect.number_v2:
+                return token_reply(dialect, "BAD_ACTION")
             service, country = params.get("service", ""), params.get("country", "")
-            act = state.buy("sms_activate", key, service, country, _decimal(params.get("maxPrice")))
-            return text(f"ACCESS_NUMBER:{act.id}:{act.phone.lstrip('+')}")
+            max_price = _decimal(params.get("maxPrice"))
+            act = state.buy("sms_activate", key, service, country, max_price, dialect.charge)
+            if action == "getNumber":
+                return text(f"ACCESS_NUMBER:{act.id}:{act.phone.lstrip('+')}")
+            return as_json(
+                {"activationId": int(act.id), "phoneNumber": act.phone.lstrip("+"),
+                 "activationCost": float(act.price), "currency": dialect.currency,
+                 "countryCode": act.country, "canGetAnotherSms": True, "activationOperator": "any"}
+            )  # fmt: skip
         if action == "getStatus":
             act = state.get(key, params.get("id", ""))
             if act.status in ("code", "finished"):
@@ -278,26 +288,32 @@ def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
                 return text(
                     f"STATUS_WAIT_RETRY:{act.previous_code}" if act.previous_code else "STATUS_WAIT_CODE"
                 )
-            return text("STATUS_CANCEL")
+            if act.status == "expired" and dialect.http_errors:
+                return token_reply(dialect, "NO_ACTIVATION")  # expired ids are forgotten
+            return text(dialect.cancelled_token)
         if action == "setStatus":
             return _sms_activate_status(state, key, params.get("id", ""), params.get("status", ""))
-        return text("BAD_ACTION")
+        return token_reply(dialect, "BAD_ACTION")
     except SimError as exc:
         if exc.reason == "price_above":
-            return text(f"WRONG_MAX_PRICE:{exc.data['price']:.2f}")
+            return token_reply(dialect, f"WRONG_MAX_PRICE:{exc.data['price']:.2f}")
         if exc.reason == "too_early":
             wait = int(state.config.min_cancel_s)
-            if state.config.early_cancel_style == "http409":
+            if dialect.http_errors or state.config.early_cancel_style == "http409":
                 body = {"title": "EARLY_CANCEL_DENIED", "info": {"minActivationTime": wait}}
-                return as_json(body, status=409)
+                return as_json(body, status=403 if dialect.http_errors else 409)
             return text("EARLY_CANCEL_DENIED")
-        return text(_SMS_ACTIVATE_ERRORS.get(exc.reason, "BAD_STATUS"))
+        if exc.reason == "no_activation" and action == "getStatus":
+            return token_reply(dialect, "NO_ACTIVATION")
+        return token_reply(dialect, dialects.token_for(dialect, exc.reason))
 
 
 def _sms_activate_status(state: SimState, key: str, act_id: str, status: str) -> Reply:
     if status == "1":
         act = state.get(key, act_id)
-        return text("ACCESS_READY" if act.status == "waiting" else "BAD_STATUS")
+        if act.status != "waiting":
+            raise SimError("bad_status")
+        return text("ACCESS_READY")
     if status == "3":
         state.retry(key, act_id)
         return text("ACCESS_RETRY_GET")
@@ -307,7 +323,7 @@ def _sms_activate_status(state: SimState, key: str, act_id: str, status: str) ->
     if status in state.config.sms_activate_cancel_statuses:
         state.cancel(key, act_id)
         return text("ACCESS_CANCEL")
-    return text("BAD_STATUS")
+    raise SimError("bad_status")
 
 
 # --- faults rendered per protocol ----------------------------------------------------------
@@ -315,13 +331,13 @@ def _sms_activate_status(state: SimState, key: str, act_id: str, status: str) ->
 NO_NUMBERS = {"sms_man": "no_numbers", "onlinesim": "WARNING_NO_NUMS", "sms_activate": "NO_NUMBERS"}
 
 
-def error_reply(protocol: str, code: str) -> Reply:
-    """`code` rendered the way `protocol` reports errors."""
+def error_reply(protocol: str, code: str, dialect: str = "classic") -> Reply:
+    """`code` rendered the way `protocol` (in that SMS-Activate `dialect`) reports errors."""
     if protocol == "sms_man":
         return sms_man_error(code, code.replace("_", " ").capitalize())
     if protocol == "onlinesim":
         return onlinesim_error(code)
-    return text(code)
+    return token_reply(dialects.get(dialect), code)
 
 
 def rate_limit_reply(protocol: str) -> Reply:

@@ -1,18 +1,22 @@
-"""Provider clients aimed at the session simulator, and one `Spec` per protocol for shared tests.
+"""Provider clients aimed at the session simulator, and one `Spec` per protocol dialect for shared tests.
 
-Adding a provider: its client module, its simulator wire format, and one entry in SPECS.
+Adding a provider: its client module, its simulator wire format, and one entry in SPECS. Every
+SMS-Activate dialect the simulator speaks (simulator.dialects) gets its own spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
 import pytest
 
 from providers import PROVIDER_NAMES, Provider, build_provider
 from providers.base import Cancelled, Expired
 from settings.model import ProviderSettings
+from simulator import Simulator
+from simulator.dialects import NAMES as DIALECT_NAMES
 from tests.plugins.simulator import SIM_KEY
 
 
@@ -31,43 +35,68 @@ class Spec:
     another_code: bool = True
     lists_open: bool = False
     # What `check()` reads once a number's lifetime ran out: the SMS-Activate protocol and SMS-MAN
-    # report it as cancelled; OnlineSim forgets the operation (read as expired).
+    # report it as cancelled; OnlineSim and status-code providers forget it (read as expired).
     after_expiry: type = Cancelled
+    dialect: str = "classic"  # the simulator's SMS-Activate dialect (simulator.dialects)
+    charged: Decimal = Decimal("10.00")  # what buying the default 10.00 offer really costs
+    currency: str = "USD"
+
+    @property
+    def id(self) -> str:
+        return self.name if self.dialect == "classic" else f"{self.name}-{self.dialect}"
 
 
+_SMS_ACTIVATE = Spec("sms_activate", "getBalance", "getNumber", "getStatus", "setStatus", currency="RUB")
 SPECS = {
-    "sms_man": Spec(
-        "sms_man",
-        "get-balance",
-        "get-number",
-        "get-sms",
-        "set-status",
-        service="3",
-        country="1",
-        early_cancel=False,
-        another_code=False,
-    ),
-    "onlinesim": Spec(
-        "onlinesim",
-        "getBalance",
-        "getNum",
-        "getState",
-        "setOperationOk",
-        service="telegram",
-        country="7",
-        lists_open=True,
-        after_expiry=Expired,
-    ),
-    "sms_activate": Spec("sms_activate", "getBalance", "getNumber", "getStatus", "setStatus"),
+    spec.id: spec
+    for spec in (
+        Spec(
+            "sms_man",
+            "get-balance",
+            "get-number",
+            "get-sms",
+            "set-status",
+            service="3",
+            country="1",
+            early_cancel=False,
+            another_code=False,
+        ),
+        Spec(
+            "onlinesim",
+            "getBalance",
+            "getNum",
+            "getState",
+            "setOperationOk",
+            service="telegram",
+            country="7",
+            lists_open=True,
+            after_expiry=Expired,
+        ),
+        _SMS_ACTIVATE,
+        replace(_SMS_ACTIVATE, dialect="status-codes", buy_action="getNumberV2", after_expiry=Expired),
+        replace(_SMS_ACTIVATE, dialect="price-map"),
+        replace(_SMS_ACTIVATE, dialect="service-prices"),
+        replace(
+            _SMS_ACTIVATE,
+            dialect="auction",
+            buy_action="getNumberV2",
+            charged=Decimal("8.70"),
+            currency="USD",
+        ),
+    )
 }
-assert set(SPECS) == set(PROVIDER_NAMES)
+assert {spec.name for spec in SPECS.values()} == set(PROVIDER_NAMES)
+assert {spec.dialect for spec in SPECS.values()} == set(DIALECT_NAMES)
 
 KEY = SIM_KEY
 
 
-@pytest.fixture(params=PROVIDER_NAMES)
-def spec(request: pytest.FixtureRequest) -> Spec:
-    return SPECS[request.param]
+@pytest.fixture(params=list(SPECS))
+def spec(request: pytest.FixtureRequest, sim: Simulator) -> Spec:
+    """One protocol in one dialect; the simulator speaks that dialect to every key."""
+    spec = SPECS[request.param]
+    sim.configure(dialect=spec.dialect)
+    return spec
 
 
 @pytest.fixture

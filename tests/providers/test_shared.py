@@ -1,4 +1,5 @@
-"""Behaviour every provider client shares, run against the simulator over loopback HTTP."""
+"""Behaviour every provider client shares, run against the simulator over loopback HTTP in every
+dialect it speaks; the ledger says what was charged and refunded."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from providers.base import Cancelled
 from providers.errors import (
     CancelTooEarly,
     MalformedReply,
+    NotRefundable,
     NotSupported,
     ProviderError,
     StopError,
@@ -38,19 +40,25 @@ class TestHappyPath:
         sim.set_offer(spec.service, spec.country, "12.50", 7)
         assert provider.balance() == Decimal("100")
         info = provider.price(spec.service, spec.country)
-        assert (info.price, info.available) == (Decimal("12.50"), 7)
+        assert info.price == Decimal("12.50")
+        # a price map also lists a dearer level; a service-first price list has no count
+        expected = {"price-map": 10, "service-prices": None}.get(spec.dialect, 7)
+        assert info.available == expected
 
-    def test_buy_wait_code_finish(self, sim, provider, spec):
+    def test_buy_wait_code_finish_records_the_charge(self, sim, provider, spec):
         lease = buy(provider, spec, Decimal("50"))
         assert lease.provider == spec.name and lease.phone.startswith("+") and lease.phone[1:].isdigit()
-        assert lease.price == Decimal("10") and lease.bought_at.tzinfo is UTC
+        [purchase] = sim.ledger().purchases
+        assert lease.price == purchase.amount == spec.charged and lease.currency == spec.currency
+        assert lease.bought_at.tzinfo is UTC
         assert isinstance(provider.check(lease), Waiting)
         sim.deliver(lease.activation_id, "482913")
         assert provider.check(lease) == CodeReceived(code="482913", text="482913")
         provider.finish(lease)
         ledger = sim.ledger()
         assert [e.activation_id for e in ledger.finishes] == [lease.activation_id]
-        assert ledger.settled and provider.balance() == Decimal("90")
+        assert ledger.settled and ledger.refunds == []
+        assert provider.balance() == Decimal("100") - spec.charged
 
     def test_sms_after_configured_delay(self, sim, provider, spec):
         sim.set_sms_delay(30)
@@ -70,12 +78,17 @@ class TestCancel:
         assert [e.activation_id for e in ledger.refunds] == [lease.activation_id]
         assert ledger.settled and provider.balance() == Decimal("100")
 
-    def test_cancel_after_code_completes_instead(self, sim, provider, spec):
+    def test_cancel_after_code_is_not_refundable_and_finishes(self, sim, provider, spec):
         lease = buy(provider, spec)
         sim.deliver(lease.activation_id, "1111")
-        provider.cancel(lease)
+        with pytest.raises(NotRefundable) as caught:
+            provider.cancel(lease)
+        assert not is_retryable(caught.value)
+        assert sim.ledger().refunds == [] and sim.ledger().open == [lease.activation_id]
+        provider.finish(lease)
         ledger = sim.ledger()
-        assert ledger.open == [] and len(ledger.finishes) == 1 and ledger.settled
+        assert ledger.open == [] and len(ledger.finishes) == 1 and ledger.refunds == [] and ledger.settled
+        assert provider.balance() == Decimal("100") - spec.charged
 
     def test_early_cancel_then_later_cancel(self, sim, provider, spec):
         if not spec.early_cancel:

@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from providers.base import Cancelled, CodeReceived, Expired, Lease, Waiting
-from providers.errors import CancelTooEarly, MalformedReply, StopError, TransientError, UnavailableError
+from providers.errors import (
+    CancelTooEarly,
+    MalformedReply,
+    NotRefundable,
+    StopError,
+    TransientError,
+    UnavailableError,
+)
 from providers.sms_activate import SmsActivateProvider
 from settings.model import ProviderSettings
 from tests.providers.conftest import KEY
@@ -30,10 +37,13 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("reply", "error"),
         [("BAD_KEY", StopError), ("NO_BALANCE", StopError), ("BANNED:2026-01-01 10:00:00", StopError),
-         ("BAD_SERVICE", StopError), ("BAD_ACTION", StopError), ("NO_NUMBERS", UnavailableError),
+         ("BAD_SERVICE", StopError), ("NO_NUMBERS", UnavailableError),
          ("WRONG_MAX_PRICE:12.50", UnavailableError), ("CHANNELS_LIMIT", UnavailableError),
          ("ERROR_SQL", TransientError), ("TRY_AGAIN_LATER", TransientError),
-         ("no idea", MalformedReply)],
+         ("BAD_ACTION", TransientError),  # inside an action every copy has: an internal error
+         ("The service is prohibited for sale by administration", UnavailableError),
+         ("<html><body>oops</body></html>", MalformedReply), ("ACCESS_NUMBER:1", MalformedReply),
+         ("ACCESS_NUMBER:12:not-a-phone", MalformedReply)],
     )  # fmt: skip
     def test_purchase_replies(self, sim, client, reply, error):
         sim.inject("error", code=reply, protocol="sms_activate", action="getNumber")
@@ -74,12 +84,14 @@ class TestCancel:
         assert statuses(sim) == ["8", "-1", "6"]
         assert sim.ledger().settled and client.balance() == Decimal("100")
 
-    def test_cancel_of_a_finished_activation_is_done(self, sim, client):
+    def test_cancel_of_a_finished_activation_is_not_refundable(self, sim, client):
         lease = client.acquire("tg", "0", None)
         sim.deliver(lease.activation_id, "12")
         client.finish(lease)
-        client.cancel(lease)
-        assert sim.ledger().settled and len(sim.ledger().finishes) == 1
+        with pytest.raises(NotRefundable):
+            client.cancel(lease)
+        client.finish(lease)  # finishing again is done
+        assert sim.ledger().settled and len(sim.ledger().finishes) == 1 and sim.ledger().refunds == []
 
     def test_no_activation_means_already_cancelled(self, sim, client):
         lease = client.acquire("tg", "0", None)

@@ -61,7 +61,7 @@ class TestWire:
         assert (
             "sms_man",
             "get-number",
-            {"country_id": "2", "application_id": "1", "maxPrice": "1"},
+            {"country_id": "2", "application_id": "1", "currency": "USD", "maxPrice": "1"},
         ) in sim.calls
 
     def test_cancel_is_reject_and_finish_is_close(self, sim, client):
