@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from providers.base import Expired, Waiting
-from providers.errors import CancelTooEarly, StopError, TransientError, UnavailableError
-from providers.onlinesim import OnlineSimProvider
+from providers.errors import CancelTooEarly, NotRefundable, StopError, TransientError, UnavailableError
+from providers.onlinesim import OnlineSimProvider, close_retry_after
 from tests.providers.conftest import KEY
 
 STOP = ["ERROR_WRONG_KEY", "ERROR_NO_KEY", "ACCOUNT_BLOCKED", "ERROR_NO_SERVICE", "WARNING_LOW_BALANCE",
@@ -112,3 +114,53 @@ class TestInPool:
         finally:
             client.close()
         assert sim.ledger().settled
+
+
+class TestClose:
+    @pytest.mark.parametrize(
+        ("age_s", "wait_s"),
+        [(0, 120), (100, 20), (120, 15), (135, 15), (150, 30), (180, 60), (240, 120), (5000, 600)],
+    )
+    def test_no_complete_tzid_backs_off(self, age_s, wait_s):
+        now = datetime.now(UTC)
+        assert close_retry_after(now - timedelta(seconds=age_s), now) == wait_s
+
+    def test_refused_after_the_default_interval_waits_15_s_not_1(self, sim, client):
+        lease = client.acquire("tg", "7", None)
+        old = replace(lease, bought_at=lease.bought_at - timedelta(seconds=125))
+        sim.inject("error", code="NO_COMPLETE_TZID", protocol="onlinesim", action="setOperationOk")
+        with pytest.raises(CancelTooEarly) as caught:
+            client.cancel(old)
+        assert caught.value.retry_after_s == 15
+
+    def test_get_state_sends_clean_0(self, sim, client):
+        client.check(client.acquire("tg", "7", None))
+        [params] = [p for _, action, p in sim.calls if action == "getState"]
+        assert params["clean"] == "0" and params["message_to_code"] == "1"
+
+    def test_cancel_after_code_does_not_close(self, sim, client):
+        lease = client.acquire("tg", "7", None)
+        sim.deliver(lease.activation_id, "55")
+        with pytest.raises(NotRefundable):
+            client.cancel(lease)
+        assert "setOperationOk" not in [action for _, action, _ in sim.calls]
+
+
+class TestRevise:
+    def test_a_new_tzid_is_followed(self, sim, client):
+        sim.configure(onlinesim_revise_new_tzid=True)
+        lease = client.acquire("tg", "7", None)
+        sim.deliver(lease.activation_id, "1111")
+        following = client.request_another_code(lease)
+        assert following.activation_id != lease.activation_id and following.phone == lease.phone
+        assert isinstance(client.check(lease), Expired)  # the old tzid is gone
+        assert client.check(following) == Waiting("TZ_NUM_WAIT")
+        sim.deliver(lease.activation_id, "2222")  # the simulator's ledger keeps the first id
+        assert client.check(following).code == "2222"
+        client.finish(following)
+        assert sim.ledger().settled and len(sim.ledger().finishes) == 1
+
+    def test_the_same_tzid_keeps_the_lease(self, sim, client):
+        lease = client.acquire("tg", "7", None)
+        sim.deliver(lease.activation_id, "1111")
+        assert client.request_another_code(lease) == lease

@@ -138,3 +138,150 @@ class TestStatus:
         client.request_another_code(lease)
         assert client.check(lease) == Waiting("STATUS_WAIT_RETRY")
         assert statuses(sim) == ["3"]
+
+
+def mock_client(reply: httpx.Response | dict | str, status: int = 200) -> SmsActivateProvider:
+    """A client whose every call gets `reply` (for reply shapes the simulator does not produce)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if isinstance(reply, dict):
+            return httpx.Response(status, json=reply)
+        return httpx.Response(status, text=reply)
+
+    settings = ProviderSettings(
+        api_key=KEY, base_url="https://copy.invalid/stubs/handler_api.php", timeout_s=1
+    )
+    return SmsActivateProvider(settings, httpx.Client(transport=httpx.MockTransport(answer)))
+
+
+@pytest.fixture
+def hero(sim, client):
+    """The client against a provider speaking the status-codes dialect (Hero/Tiger-style)."""
+    sim.set_dialect(KEY, "status-codes")
+    return client
+
+
+class TestStatusCodes:
+    @pytest.mark.parametrize(
+        ("token", "status", "error"),
+        [("BAD_KEY", 401, StopError), ("NO_BALANCE", 402, StopError), ("BANNED", 403, StopError),
+         ("WRONG_MAX_PRICE:12.50", 400, UnavailableError), ("CHANNELS_LIMIT", 403, UnavailableError),
+         ("BAD_SERVICE", 400, StopError)],
+    )  # fmt: skip
+    def test_purchase_errors_as_http_statuses(self, sim, hero, token, status, error):
+        sim.inject("error", code=token, protocol="sms_activate", action="getNumberV2")
+        with pytest.raises(error) as caught:
+            hero.acquire("tg", "0", None)
+        assert caught.value.code == token.split(":")[0] and f"HTTP {status}" in str(caught.value)
+        assert sim.purchases == 0
+
+    def test_simulator_dialect_is_per_key(self, sim):
+        sim.set_dialect("other-key", "status-codes")
+        url = sim.base_urls["sms_activate"]
+        reply = httpx.get(url, params={"api_key": "other-key", "action": "getStatus", "id": "1"})
+        assert (reply.status_code, reply.text) == (401, "BAD_KEY")
+        reply = httpx.get(url, params={"api_key": KEY, "action": "getStatus", "id": "1"})
+        assert (reply.status_code, reply.text) == (200, "NO_ACTIVATION")  # this key speaks classic
+
+    def test_unknown_id_is_404_and_ends_the_number(self, sim, hero):
+        lease = hero.acquire("tg", "0", None)
+        sim.advance(sim.state.config.lifetime_s + 1)
+        reply = httpx.get(
+            sim.base_urls["sms_activate"],
+            params={"api_key": KEY, "action": "getStatus", "id": lease.activation_id},
+        )
+        assert (reply.status_code, reply.text) == (404, "NO_ACTIVATION")
+        assert hero.check(lease) == Expired("NO_ACTIVATION")
+        hero.cancel(lease)  # ended: nothing to cancel
+        assert sim.ledger().settled and len(sim.ledger().refunds) == 1
+
+    def test_cancelled_reads_access_cancel(self, sim, hero):
+        lease = hero.acquire("tg", "0", None)
+        hero.cancel(lease)
+        assert hero.check(lease) == Cancelled("ACCESS_CANCEL")
+
+    @pytest.mark.parametrize("token", ["OTP_RECEIVED", "FREE_CANCELLATION_EXPIRED"])
+    def test_409_on_cancel_is_not_refundable_and_not_retried(self, sim, hero, token):
+        lease = hero.acquire("tg", "0", None)
+        sim.inject("error", code=token, protocol="sms_activate", action="setStatus")
+        with pytest.raises(NotRefundable) as caught:
+            hero.cancel(lease)
+        assert caught.value.code == token and statuses(sim) == ["8"]
+
+    def test_early_cancel_is_403_json_with_its_wait(self, sim, hero):
+        sim.configure(min_cancel_s=90)
+        lease = hero.acquire("tg", "0", None)
+        with pytest.raises(CancelTooEarly) as caught:
+            hero.cancel(lease)
+        assert caught.value.retry_after_s == 90 and "HTTP 403" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("status", "body", "result"),
+        [(404, "NOT_FOUND", Expired("NOT_FOUND")), (409, "ACTIVATION_NOT_ACTIVE", Expired("ACTIVATION_NOT_ACTIVE")),
+         (404, '{"title":"NO_ACTIVATION"}', Expired("NO_ACTIVATION"))],
+    )  # fmt: skip
+    def test_get_status_of_an_ended_number(self, status, body, result):
+        assert mock_client(body, status).check(LEASE) == result
+
+    @pytest.mark.parametrize(
+        ("status", "body", "error"),
+        [(401, "Unauthorized", StopError), (403, "", StopError), (409, "Conflict", TransientError),
+         (404, "<html>Not Found</html>", MalformedReply), (400, "{}", MalformedReply)],
+    )  # fmt: skip
+    def test_statuses_without_a_token(self, status, body, error):
+        with pytest.raises(error):
+            mock_client(body, status).check(LEASE)
+
+
+class TestPrices:
+    def test_price_map_takes_the_cheapest_level_in_stock(self):
+        info = mock_client({"0": {"tg": {"8.00": 0, "9.50": 4, "12.00": 2}}}).price("tg", "0")
+        assert (info.price, info.available) == (Decimal("9.50"), 6)
+
+    def test_service_first_prices_have_no_count(self):
+        info = mock_client({"tg": {"0": 7.5, "1": 9}}).price("tg", "0")
+        assert (info.price, info.available) == (Decimal("7.5"), None)
+
+    @pytest.mark.parametrize(
+        ("msg", "setting"), [("service is incorrect", "SERVICE"), ("country is incorrect", "COUNTRY")]
+    )
+    def test_status_false_is_a_refused_filter(self, msg, setting):
+        with pytest.raises(StopError, match=f"PROVISIONER_DEFAULTS__{setting}") as caught:
+            mock_client({"status": "false", "msg": msg}).price("tg", "0")
+        assert msg in str(caught.value)
+
+    def test_price_map_from_the_simulator_buys_within_max(self, sim, client):
+        sim.set_dialect(KEY, "price-map")
+        lease = client.acquire("tg", "0", Decimal("10"))
+        assert lease.price == Decimal("10.00") == sim.ledger().purchases[0].amount
+
+
+class TestNumberV2:
+    def test_detected_once_when_missing(self, sim, client):
+        client.acquire("tg", "0", None)
+        client.acquire("tg", "0", None)
+        buys = [action for _, action, _ in sim.calls if action.startswith("getNumber")]
+        assert buys == ["getNumberV2", "getNumber", "getNumber"]
+
+    def test_auction_records_the_amount_charged(self, sim, client):
+        sim.set_dialect(KEY, "auction")
+        assert client.price("tg", "0").price == Decimal("10.00")
+        lease = client.acquire("tg", "0", Decimal("10"))
+        [purchase] = sim.ledger().purchases
+        assert (lease.price, lease.currency) == (Decimal("8.70"), "USD") and purchase.amount == Decimal(
+            "8.70"
+        )
+        assert client.balance() == Decimal("91.30")
+
+    @pytest.mark.parametrize(("currency", "expected"), [(978, "EUR"), ("USD", "USD"), (None, "RUB")])
+    def test_currency_as_iso_number_or_code(self, currency, expected):
+        body = {
+            "activationId": 5,
+            "phoneNumber": "79001112233",
+            "activationCost": "1.5",
+            "currency": currency,
+        }
+        lease = mock_client(body).acquire("tg", "0", None)
+        assert (lease.activation_id, lease.phone, lease.price, lease.currency) == (
+            "5", "+79001112233", Decimal("1.5"), expected,
+        )  # fmt: skip
