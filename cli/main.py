@@ -338,11 +338,15 @@ def sim(
     sms_delay: Annotated[
         float | None, typer.Option(help="Seconds until each SMS arrives (default: on demand)")
     ] = None,
+    dialect: Annotated[
+        str,
+        typer.Option(help="SMS-Activate dialect: classic, status-codes, price-map, service-prices, auction"),
+    ] = "classic",
 ) -> None:
     """Run the SMS provider simulator (all three protocols on one port)."""
     from simulator.server import main as simulator_main
 
-    args = ["--host", host, "--port", str(port)]
+    args = ["--host", host, "--port", str(port), "--dialect", dialect]
     for k in key or ["demo-key"]:
         args += ["--key", k]
     if sms_delay is not None:

@@ -52,6 +52,15 @@ class TestControlEndpoints:
         control.post("advance", json={"seconds": 60})
         assert sim.ledger().settled and len(sim.ledger().finishes) == 1  # auto-completed at expiry
 
+    def test_dialect_per_key_until_reset(self, sim, control):
+        url = sim.base_urls["sms_activate"]
+        assert control.post("dialect", json={"key": KEY, "dialect": "status-codes"}).json() == {"ok": True}
+        assert httpx.get(url, params={"api_key": KEY, "action": "getStatus", "id": "9"}).status_code == 404
+        assert control.post("dialect", json={"key": KEY, "dialect": "pidgin"}).status_code == 400
+        control.post("reset")
+        reply = httpx.get(url, params={"api_key": KEY, "action": "getStatus", "id": "9"})
+        assert (reply.status_code, reply.text) == (200, "NO_ACTIVATION")
+
     def test_bad_requests(self, control):
         assert control.post("deliver", json={"activation_id": "nope", "code": "1"}).status_code == 400
         assert control.post("inject", json={"kind": "meteor"}).status_code == 400
@@ -85,6 +94,8 @@ def test_runs_as_a_command():
         "demo-key",
         "--sms-delay",
         "3",
+        "--dialect",
+        "status-codes",
     ]
     root = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=root)
@@ -94,6 +105,8 @@ def test_runs_as_a_command():
         url = line[1].replace("/sms-man/control/", "/stubs/handler_api.php")
         reply = httpx.get(url, params={"api_key": "demo-key", "action": "getBalance"}, timeout=2)
         assert reply.text == "ACCESS_BALANCE:100.00"
+        reply = httpx.get(url, params={"api_key": "not-a-key", "action": "getBalance"}, timeout=2)
+        assert (reply.status_code, reply.text) == (401, "BAD_KEY")
     finally:
         process.terminate()
         process.wait(timeout=5)
