@@ -126,7 +126,7 @@ class TestClose:
         assert close_retry_after(now - timedelta(seconds=age_s), now) == wait_s
 
     def test_refused_after_the_default_interval_waits_15_s_not_1(self, sim, client):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         old = replace(lease, bought_at=lease.bought_at - timedelta(seconds=125))
         sim.inject("error", code="NO_COMPLETE_TZID", protocol="onlinesim", action="setOperationOk")
         with pytest.raises(CancelTooEarly) as caught:
@@ -134,12 +134,12 @@ class TestClose:
         assert caught.value.retry_after_s == 15
 
     def test_get_state_sends_clean_0(self, sim, client):
-        client.check(client.acquire("tg", "7", None))
+        client.check(client.acquire("telegram", "7", None))
         [params] = [p for _, action, p in sim.calls if action == "getState"]
         assert params["clean"] == "0" and params["message_to_code"] == "1"
 
     def test_cancel_after_code_does_not_close(self, sim, client):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         sim.deliver(lease.activation_id, "55")
         with pytest.raises(NotRefundable):
             client.cancel(lease)
@@ -149,7 +149,7 @@ class TestClose:
 class TestRevise:
     def test_a_new_tzid_is_followed(self, sim, client):
         sim.configure(onlinesim_revise_new_tzid=True)
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         sim.deliver(lease.activation_id, "1111")
         following = client.request_another_code(lease)
         assert following.activation_id != lease.activation_id and following.phone == lease.phone
@@ -161,6 +161,6 @@ class TestRevise:
         assert sim.ledger().settled and len(sim.ledger().finishes) == 1
 
     def test_the_same_tzid_keeps_the_lease(self, sim, client):
-        lease = client.acquire("tg", "7", None)
+        lease = client.acquire("telegram", "7", None)
         sim.deliver(lease.activation_id, "1111")
         assert client.request_another_code(lease) == lease

@@ -243,10 +243,10 @@ class TestPrices:
         assert (info.price, info.available) == (Decimal("7.5"), None)
 
     @pytest.mark.parametrize(
-        ("msg", "setting"), [("service is incorrect", "SERVICE"), ("country is incorrect", "COUNTRY")]
+        ("msg", "setting"), [("service is incorrect", "SERVICES"), ("country is incorrect", "COUNTRIES")]
     )
     def test_status_false_is_a_refused_filter(self, msg, setting):
-        with pytest.raises(StopError, match=f"PROVISIONER_DEFAULTS__{setting}") as caught:
+        with pytest.raises(StopError, match=f"PROVISIONER_PROVIDERS__SMS_ACTIVATE__{setting}") as caught:
             mock_client({"status": "false", "msg": msg}).price("tg", "0")
         assert msg in str(caught.value)
 

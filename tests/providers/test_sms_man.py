@@ -7,6 +7,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from providers import build_provider
 from providers.errors import CancelTooEarly, NotRefundable, NotSupported, StopError, UnavailableError
 from providers.sms_man import SmsManProvider
 from settings.model import ProviderSettings
@@ -84,14 +85,14 @@ def set_statuses(sim) -> list[str]:
 
 class TestCancelNeverCloses:
     def test_cancel_after_code_is_not_refundable(self, sim, client):
-        lease = client.acquire("tg", "0", None)
+        lease = client.acquire("3", "1", None)
         sim.deliver(lease.activation_id, "31")
         with pytest.raises(NotRefundable):
             client.cancel(lease)
         assert set_statuses(sim) == ["reject"] and sim.ledger().open == [lease.activation_id]
 
     def test_reject_refused_while_waiting_is_left_pending(self, sim, client):
-        lease = client.acquire("tg", "0", None)
+        lease = client.acquire("3", "1", None)
         sim.inject("error", code="wrong_status", protocol="sms_man", action="set-status")
         with pytest.raises(CancelTooEarly) as caught:
             client.cancel(lease)
@@ -99,7 +100,7 @@ class TestCancelNeverCloses:
         assert sim.ledger().open == [lease.activation_id] and sim.ledger().finishes == []
 
     def test_reject_of_an_expired_request_is_done(self, sim, client):
-        lease = client.acquire("tg", "0", None)
+        lease = client.acquire("3", "1", None)
         sim.advance(sim.state.config.lifetime_s + 1)
         client.cancel(lease)
         assert set_statuses(sim) == ["reject"] and sim.ledger().settled
@@ -108,13 +109,13 @@ class TestCancelNeverCloses:
 class TestMaxPrice:
     @pytest.mark.parametrize(("max_price", "sent"), [("2", "2"), ("2.30", "3"), ("0.5", "1")])
     def test_integer_max_price_with_the_account_currency(self, sim, max_price, sent):
-        sim.set_offer("tg", "0", "0.40", 3)
+        sim.set_offer("3", "1", "0.40", 3)
         settings = ProviderSettings(
             api_key=KEY, base_url=sim.base_urls["sms_man"], timeout_s=2, currency="RUB"
         )
-        client = SmsManProvider(settings)
+        client = build_provider("sms_man", settings)
         try:
-            lease = client.acquire("tg", "0", Decimal(max_price))
+            lease = client.acquire("3", "1", Decimal(max_price))
         finally:
             client.close()
         [params] = [p for _, action, p in sim.calls if action == "get-number"]
@@ -123,6 +124,6 @@ class TestMaxPrice:
     def test_simulator_refuses_a_fractional_max_price(self, sim):
         reply = httpx.get(
             sim.base_urls["sms_man"] + "get-number",
-            params={"token": KEY, "country_id": "0", "application_id": "tg", "maxPrice": "2.5"},
+            params={"token": KEY, "country_id": "1", "application_id": "3", "maxPrice": "2.5"},
         )
         assert reply.json()["error_code"] == "wrong_max_price" and sim.purchases == 0
