@@ -64,8 +64,13 @@ def catalog(
     for name in names:
         learned = catalogs.stored(deps, name)
         current = catalogs.catalog_for(deps, name)
-        when = f"{learned.refreshed_at:%Y-%m-%d %H:%M} UTC" if learned and learned.refreshed_at else "never"
-        console.print(f"\n[bold]{name}[/bold]: {current.source}, learned {when}")
+        when = f"{learned.refreshed_at:%Y-%m-%d %H:%M} UTC" if learned and learned.refreshed_at else "-"
+        how = (
+            f"learned from its listings at {when}"
+            if current.source == "listing"
+            else f"built-in table since {when} (its listings could not be read)"
+        )
+        console.print(f"\n[bold]{name}[/bold]: {how}")
         mapping = Table("service", "code", "country", "code")
         services, countries = sorted(current.services.items()), sorted(current.countries.items())
         for i in range(max(len(services), len(countries))):

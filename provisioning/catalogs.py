@@ -11,7 +11,7 @@ the reason to skip it: no code for the service or country, or no way to compare 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -33,18 +33,22 @@ def stored(deps: Deps, name: str) -> Catalog | None:
         return from_json(name, row.data, row.refreshed_at) if row is not None else None
 
 
-def refresh(deps: Deps, name: str) -> Catalog:
-    """Learn `name`'s catalog from its listing endpoints now and store it. Raises ProviderError."""
-    now = datetime.now(UTC)
-    learned = learn(name, deps.provider(name).listing(), now)
-    data = as_json(learned)
+def _store(deps: Deps, catalog: Catalog, now: datetime) -> None:
+    data = as_json(catalog)
     with deps.sessions.begin() as db:
-        statement = insert(CatalogRow).values(provider=name, data=data, refreshed_at=now)
+        statement = insert(CatalogRow).values(provider=catalog.provider, data=data, refreshed_at=now)
         db.execute(
             statement.on_conflict_do_update(
                 index_elements=[CatalogRow.provider], set_={"data": data, "refreshed_at": now}
             )
         )
+
+
+def refresh(deps: Deps, name: str) -> Catalog:
+    """Learn `name`'s catalog from its listing endpoints now and store it. Raises ProviderError."""
+    now = datetime.now(UTC)
+    learned = learn(name, deps.provider(name).listing(), now)
+    _store(deps, learned, now)
     log.info(
         "%s catalog: %d services, %d countries mapped; %d services, %d countries unmapped",
         name,
@@ -57,10 +61,11 @@ def refresh(deps: Deps, name: str) -> Catalog:
 
 
 def is_stale(deps: Deps, catalog: Catalog | None) -> bool:
+    """Never learned, learned too long ago, or only the built-in table (its listing failed)."""
+    if catalog is None or catalog.refreshed_at is None or catalog.source != "listing":
+        return True
     max_age = timedelta(seconds=deps.settings.providers.catalog_refresh_s)
-    return (
-        catalog is None or catalog.refreshed_at is None or datetime.now(UTC) - catalog.refreshed_at > max_age
-    )
+    return datetime.now(UTC) - catalog.refreshed_at > max_age
 
 
 def catalog_for(deps: Deps, name: str) -> Catalog:
@@ -72,8 +77,12 @@ def catalog_for(deps: Deps, name: str) -> Catalog:
         try:
             catalog = refresh(deps, name)
         except ProviderError as exc:
+            # Stored, so the next provisions do not wait on a failing listing again; the next
+            # reconcile pass tries the listing again (a built-in catalog is always stale).
             log.warning("%s: cannot read its catalog (%s); using the built-in table", name, exc)
-            catalog = builtin(name)
+            now = datetime.now(UTC)
+            catalog = replace(builtin(name), refreshed_at=now)
+            _store(deps, catalog, now)
     config = deps.settings.providers.get(name)
     return catalog.with_overrides(config.services, config.countries)
 
@@ -109,9 +118,14 @@ def purchase_target(
     deps: Deps, name: str, *, service: str, country: str, max_price: Money | None
 ) -> PurchaseTarget | str:
     """The provider's codes and cap for a canonical request, or the reason to skip this provider."""
-    codes = target(catalog_for(deps, name), service, country)
+    catalog = catalog_for(deps, name)
+    codes = target(catalog, service, country)
     if isinstance(codes, str):
-        return codes
+        return (
+            codes
+            if catalog.source == "listing"
+            else f"{codes} (built-in table: its listings could not be read)"
+        )
     currency = deps.provider(name).currency
     cap = None
     if max_price is not None:

@@ -155,21 +155,29 @@ class DefaultsSettings(BaseModel):
     def _service(cls, value: str) -> str:
         from providers.canonical import check_service  # here: providers imports this module
 
-        return check_service(value)
+        return _unechoed(check_service, value)
 
     @field_validator("country")
     @classmethod
     def _country(cls, value: str) -> str:
         from providers.canonical import check_country
 
-        return check_country(value)
+        return _unechoed(check_country, value)
 
     @field_validator("max_price")
     @classmethod
     def _max_price(cls, value: str | None) -> str | None:
         from providers.money import Money
 
-        return None if value in (None, "") else str(Money.parse(value))
+        return None if value in (None, "") else _unechoed(lambda v: str(Money.parse(v)), value)
+
+
+def _unechoed(check, value: str):
+    """`check(value)`; its error message without the value (settings errors never echo values)."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(repr(value), "the value")) from None
 
 
 class ReconcileSettings(BaseModel):

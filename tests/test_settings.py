@@ -56,3 +56,62 @@ class TestSettings:
         settings = load_settings()
         assert settings.providers.sms_man.base_url == "https://api.sms-man.com/control/"
         assert settings.providers.configured_names() == ["sms_man"]
+
+
+class TestCatalogAndMoneySettings:
+    def test_overrides_currency_and_rates_are_read(self, clean_env, monkeypatch):
+        from decimal import Decimal
+
+        monkeypatch.setenv("PROVISIONER_DATABASE__URL", "postgresql://u@h/d")
+        monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__SERVICES", '{"telegram": "3"}')
+        monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__COUNTRIES", '{"kz": "2"}')
+        monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__CURRENCY", "RUB")
+        monkeypatch.setenv("PROVISIONER_FX", '{"rub": "0.011"}')
+        monkeypatch.setenv("PROVISIONER_DEFAULTS__MAX_PRICE", "0.5 usd")
+        settings = load_settings()
+        sms_man = settings.providers.sms_man
+        assert (sms_man.services, sms_man.countries, sms_man.currency) == (
+            {"telegram": "3"},
+            {"KZ": "2"},
+            "RUB",
+        )
+        assert settings.fx == {"RUB": Decimal("0.011")}
+        assert (settings.defaults.service, settings.defaults.country, settings.defaults.max_price) == (
+            "telegram",
+            "RU",
+            "0.5 USD",
+        )
+
+    @pytest.mark.parametrize(
+        ("variable", "value", "message"),
+        [
+            (
+                "PROVISIONER_PROVIDERS__SMS_MAN__SERVICES",
+                '{"telgram": "3"}',
+                "unknown canonical service(s) telgram",
+            ),
+            (
+                "PROVISIONER_PROVIDERS__ONLINESIM__COUNTRIES",
+                '{"XX": "7"}',
+                "unknown ISO 3166 alpha-2 code(s) XX",
+            ),
+            ("PROVISIONER_DEFAULTS__SERVICE", "tg", "unknown service"),
+            ("PROVISIONER_DEFAULTS__COUNTRY", "0", "unknown country"),
+            ("PROVISIONER_DEFAULTS__MAX_PRICE", "20", "needs an amount and a currency"),
+            ("PROVISIONER_FX", '{"RUB": "0"}', "rates must be positive"),
+            (
+                "PROVISIONER_PROVIDERS__SMS_ACTIVATE__CURRENCY",
+                "rubles",
+                "PROVISIONER_PROVIDERS__SMS_ACTIVATE__CURRENCY",
+            ),
+        ],
+    )
+    def test_bad_values_name_their_variable(self, clean_env, monkeypatch, variable, value, message):
+        monkeypatch.setenv("PROVISIONER_DATABASE__URL", "postgresql://u@h/d")
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(SettingsError) as info:
+            load_settings()
+        assert f"{variable} is invalid" in str(info.value)
+        assert message in str(info.value)
+        if variable.startswith("PROVISIONER_DEFAULTS__"):
+            assert repr(value) not in str(info.value)  # never echoed

@@ -244,6 +244,33 @@ def test_a_catalog_is_learned_on_first_use_and_a_failed_refresh_keeps_the_old_on
     assert catalogs.stored(deps, "sms_man") == learned
 
 
+def test_a_listing_failing_at_first_use_gives_the_builtin_table_once(provisioner_env, sim):
+    deps = provisioner_env
+    with deps.sessions.begin() as db:
+        db.execute(text("DELETE FROM provider_catalogs"))
+    sim.calls.clear()  # the fixture's catalog refresh
+    sim.inject("http", status=502, protocol="sms_activate", action="getServicesList", times=None)
+    sim.inject("http", status=502, protocol="sms_man", action="applications", times=None)
+    sid = new_session(deps)
+    for attempt in (1, 2):
+        rented = rent_number(
+            deps, sid, providers=["sms_activate"], service="telegram", country="RU", max_price=None,
+            attempt=attempt, actor="test",
+        )  # fmt: skip
+        assert rented.provider == "sms_activate"
+    assert [p["service"] for p in sim.requests("sms_activate", "getNumber")] == ["tg", "tg"]  # built-in codes
+    assert len(sim.requests("sms_activate", "getServicesList")) == 1  # not asked again by the second
+    assert catalogs.is_stale(deps, catalogs.stored(deps, "sms_activate"))  # the next pass tries again
+    with pytest.raises(NoNumberAvailable) as caught:
+        rent_number(
+            deps, sid, providers=["sms_man"], service="telegram", country="RU", max_price=None,
+            attempt=3, actor="test",
+        )  # fmt: skip
+    assert caught.value.reasons == {
+        "sms_man": "no code for service telegram in RU (built-in table: its listings could not be read)"
+    }
+
+
 def test_reconcile_refreshes_catalogs_older_than_their_refresh_age(provisioner_env, sim):
     from flows.reconcile import reconcile_sessions
 
