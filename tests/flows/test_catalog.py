@@ -63,7 +63,9 @@ def test_telegram_in_russia_reaches_each_provider_with_its_own_codes(provisioner
     result = provision_session(request=request)
     assert isinstance(result, ProvisionResult)
     assert (result.state, result.provider) == ("verified", "sms_activate")
-    assert sim.requests("sms_man", "get-number") == [{"application_id": "3", "country_id": "1"}]
+    assert sim.requests("sms_man", "get-number") == [
+        {"application_id": "3", "country_id": "1", "currency": "USD"}
+    ]
     assert sim.requests("onlinesim", "getNum") == [{"service": "telegram", "country": "7", "number": "true"}]
     assert sim.requests("sms_activate", "getNumber") == [
         {"action": "getNumber", "service": "tg", "country": "0"}
@@ -148,7 +150,9 @@ def test_settings_override_the_learned_catalog(provisioner_env, sim, monkeypatch
         attempt=1,
         actor="t",
     )
-    assert sim.requests("sms_man", "get-number") == [{"application_id": "2", "country_id": "2"}]
+    assert sim.requests("sms_man", "get-number") == [
+        {"application_id": "2", "country_id": "2", "currency": "USD"}
+    ]
 
 
 # --- money: a cap in one currency, providers billing in another ------------------------------
@@ -160,7 +164,8 @@ RATES = '{"RUB": "0.011"}'  # 1 RUB = 0.011 USD
     ("cap", "rub_price", "usd_price", "sold_by", "max_price_sent"),
     [
         # 50 RUB = 0.55 USD > 0.50 USD: the RUB-priced provider may not sell, the USD one does.
-        ("0.50 USD", "50", "0.45", "sms_man", {"sms_man": "0.50"}),
+        # (SMS-MAN takes an integer maxPrice, rounded up: its quoted price was checked against 0.50 first.)
+        ("0.50 USD", "50", "0.45", "sms_man", {"sms_man": "1"}),
         # 45 RUB = 0.495 USD <= 0.50 USD: it sells, told the cap in its own currency.
         ("0.50 USD", "45", "0.45", "sms_activate", {"sms_activate": "45.4545"}),
         # vice versa: 0.45 USD = 40.9 RUB > 40 RUB; the USD-priced provider may not sell.
