@@ -309,6 +309,31 @@ def reconcile(
 
 
 @app.command()
+def deploy(
+    heartbeat_timeout: Annotated[
+        float, typer.Option(help="Seconds without a flow run heartbeat before the run is marked Crashed")
+    ] = 90.0,
+) -> None:
+    """Create the work pool, the deployments of prefect.yaml and the automations (idempotent)."""
+    from prefect.settings import get_current_settings
+
+    from cli.deploy import DeployError
+    from cli.deploy import deploy as run_deploy
+
+    if not get_current_settings().api.url:
+        err.print("[red]PREFECT_API_URL is not set: point it at the Prefect server to deploy to[/red]")
+        raise typer.Exit(2)
+    try:
+        report = run_deploy(heartbeat_timeout_s=heartbeat_timeout)
+    except DeployError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"work pool provisioner-process: {report.work_pool}")
+    console.print(f"deployments: {report.deployments}")
+    console.print(f"automation (crash runs whose heartbeats stop): {report.automation}")
+
+
+@app.command()
 def release(session_id: str, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Release a session: remove its containers, close its number."""
     import re

@@ -64,6 +64,8 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
             grace=timedelta(seconds=config.grace_s),
             provisioning_deadline=timedelta(seconds=config.provisioning_deadline_s),
             stale_after=timedelta(seconds=config.stale_after_s),
+            device_grace=timedelta(seconds=config.device_grace_s),
+            run_start_deadline=timedelta(seconds=config.run_start_deadline_s),
         )
         actions = plan(observed, policy)
         if dry_run:

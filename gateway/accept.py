@@ -23,18 +23,11 @@ from starlette.concurrency import run_in_threadpool
 from gateway.runs import PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT, FlowRuns, OrchestratorError
 from provisioning.deps import Deps
 from provisioning.request import ProvisionRequest, resolve
+from provisioning.runs import first_run_key, provision_parameters
 from store import State, new_session_id
 from store import repository as repo
 from store.repository import StaleState
 from store.states import ENDING, TERMINAL
-
-
-def first_run_key(session_id: str, idempotency_key: str | None) -> str:
-    return idempotency_key or f"provision:{session_id}"
-
-
-def provision_parameters(request: dict[str, Any] | None, session_id: str) -> dict[str, Any]:
-    return {"request": request or {}, "session_id": session_id}
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import func, select
+
 from providers.base import Lease
 from providers.errors import ProviderError
 from provisioning.deps import Deps, ProviderNotConfigured
 from provisioning.lifecycle import compensate, release
 from provisioning.numbers import CancelDeferred, cancel_number, close_number
+from provisioning.runs import end_run, first_run_key, resubmission_key, submit_provision
 from reconciler.model import Action, Kind
 from store import LeaseOutcome, LeaseRow, State
 from store import repository as repo
@@ -160,6 +163,46 @@ def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
     return f"adopted activation {found.activation_id} and cancelled it"
 
 
+def _submit_run(deps: Deps, action: Action, actor: str) -> str:
+    """Run a session's provision again (it never started, or died before doing anything): the old
+    run is cancelled if it still waits, the new one adopts the session. A session without a run
+    recorded gets its first run under the first run's key (the gateway may have made it already)."""
+    sid = action.session_id
+    assert sid
+    with deps.sessions() as db:
+        row = repo.get_session(db, sid)
+        request, key, submissions = row.request, row.idempotency_key, row.submissions
+    if action.run_id:
+        end_run(action.run_id, f"replaced by a new provision run: {action.reason}")
+        key = resubmission_key(sid, submissions + 1)
+    else:
+        key = first_run_key(sid, key)
+    run_id = submit_provision(sid, request, idempotency_key=key)
+    with deps.sessions.begin() as db:
+        repo.record_submission(db, sid, run_id)
+        repo.record_event(db, sid, reason=f"provision run {run_id} submitted: {action.reason}", actor=actor)
+    return f"submitted flow run {run_id}"
+
+
+def _end_stray_run(deps: Deps, action: Action, actor: str) -> str:
+    assert action.run_id
+    return end_run(action.run_id, f"its session {action.session_id} has ended: {action.reason}")
+
+
+def _mark_device_down(deps: Deps, action: Action, actor: str) -> str:
+    assert action.session_id
+    with deps.sessions.begin() as db:
+        repo.set_device_down_since(db, action.session_id, db.scalar(select(func.now())))
+    return "noted; retired if it stays so for the grace period"
+
+
+def _clear_device_down(deps: Deps, action: Action, actor: str) -> str:
+    assert action.session_id
+    with deps.sessions.begin() as db:
+        repo.set_device_down_since(db, action.session_id, None)
+    return "device running again"
+
+
 _HANDLERS = {
     Kind.HEAL_STREAM: _heal_stream,
     Kind.ORPHAN_SESSION: _orphan,
@@ -169,4 +212,8 @@ _HANDLERS = {
     Kind.CLOSE_LEASE: _close_lease,
     Kind.RESOLVE_PENDING_LEASE: _resolve_pending,
     Kind.FINISH_RELEASE: _finish_release,
+    Kind.SUBMIT_RUN: _submit_run,
+    Kind.END_STRAY_RUN: _end_stray_run,
+    Kind.MARK_DEVICE_DOWN: _mark_device_down,
+    Kind.CLEAR_DEVICE_DOWN: _clear_device_down,
 }

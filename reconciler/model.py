@@ -18,6 +18,9 @@ class SessionView:
     expires_at: datetime | None
     has_code: bool
     heartbeat_at: datetime | None = None
+    submissions: int = 1  # provision flow runs created for it so far
+    has_request: bool = False  # written by the gateway: it can be re-submitted as it was asked
+    device_down_since: datetime | None = None  # first pass that saw its device not running
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,27 @@ class ContainerView:
 
 # Prefect flow run state types in which the run is still in charge of its session.
 FLOW_RUN_ALIVE = frozenset({"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"})
+# ... of which these have not started their work yet (no worker took them, or it is starting them).
+FLOW_RUN_NOT_STARTED = frozenset({"SCHEDULED", "PENDING"})
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """What Prefect says about a flow run beyond its state type."""
+
+    since: datetime | None  # when it entered its current state
+    message: str | None  # the state's message (a crash's cause)
+
+
+@dataclass(frozen=True)
+class StrayRun:
+    """A provision flow run Prefect still calls alive whose session has ended."""
+
+    run_id: str
+    state: str  # state type
+    session_id: str
+    session_state: State
+    ended_at: datetime  # the session's last change
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,8 @@ class Observed:
     leases: list[LeaseView]  # every open lease
     containers: list[ContainerView]  # every managed container of this deployment
     flow_runs: dict[str, str | None]  # flow run id -> state type, None when the run does not exist
+    run_details: dict[str, RunDetail] = field(default_factory=dict)  # flow run id -> since, message
+    stray_runs: list[StrayRun] = field(default_factory=list)
 
 
 class Kind(enum.StrEnum):
@@ -63,6 +89,10 @@ class Kind(enum.StrEnum):
     CLOSE_LEASE = "close_lease"
     RESOLVE_PENDING_LEASE = "resolve_pending_lease"
     FINISH_RELEASE = "finish_release"
+    SUBMIT_RUN = "submit_run"  # a session without a live flow run that never started: run it again
+    END_STRAY_RUN = "end_stray_run"  # a flow run still alive for an ended session: cancel/crash it
+    MARK_DEVICE_DOWN = "mark_device_down"  # first sight of a device not running: remember, wait
+    CLEAR_DEVICE_DOWN = "clear_device_down"  # the device runs again
 
 
 class Reason(enum.StrEnum):
@@ -78,6 +108,9 @@ class Reason(enum.StrEnum):
     CANCEL_RETRY = "cancel refused earlier as too early; retrying"
     PURCHASE_UNKNOWN = "purchase recorded as pending with no result"
     RELEASE_STALLED = "its release stopped half-way"
+    RUN_NEVER_STARTED = "its provision flow run never started"
+    RUN_FOR_ENDED_SESSION = "flow run still alive for an ended session"
+    DEVICE_RECOVERED = "device running again"
 
 
 @dataclass(frozen=True)
@@ -88,6 +121,7 @@ class Action:
     container_id: str | None = None
     container_name: str | None = None
     lease_id: int | None = None
+    run_id: str | None = None  # the flow run an action is about (submit: the one it replaces)
     detail: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from reconciler.model import FLOW_RUN_ALIVE, Action, ContainerView, Kind, Observed, Reason, SessionView
+from reconciler.model import (
+    FLOW_RUN_ALIVE,
+    FLOW_RUN_NOT_STARTED,
+    Action,
+    ContainerView,
+    Kind,
+    Observed,
+    Reason,
+    SessionView,
+)
 from store import LIVE, PROVISIONING, LeaseOutcome, State
 
 
@@ -14,22 +23,69 @@ class Policy:
     grace: timedelta  # before an unowned container or a pending purchase is trusted as leaked
     provisioning_deadline: timedelta  # a dead flow's session is compensated this long after its last change
     stale_after: timedelta = timedelta(seconds=90)  # a heartbeat this old means the flow's process died
+    device_grace: timedelta = timedelta(seconds=60)  # a device down this long (over two passes) is gone
+    run_start_deadline: timedelta = timedelta(seconds=300)  # Scheduled/Pending longer: no worker took it
+    max_submissions: int = 2  # provision runs per session: the first, and one re-submission
 
 
 def _flow_run_dead(session: SessionView, observed: Observed, policy: Policy) -> str | None:
-    """Why the provision in charge of this session is dead, or None while it lives. A run Prefect
-    still calls running is dead too when its heartbeat stopped: its process was killed."""
-    if not session.flow_run_id:
+    """Why the provision in charge of this session is dead, or None while it lives.
+
+    Prefect's view comes first (its heartbeat automation marks killed runs Crashed), and our own
+    session heartbeat covers what Prefect cannot see: a run on another Prefect API (a CLI run on a
+    temporary server) is "not found" here yet alive while its heartbeat is fresh; a run Prefect
+    still calls running is dead when its heartbeat stopped before Prefect's automation noticed."""
+    run = session.flow_run_id
+    if not run:
         return "no flow run recorded"
-    state = observed.flow_runs.get(session.flow_run_id)
-    if state is None:
-        return f"flow run {session.flow_run_id} not found"
-    if state not in FLOW_RUN_ALIVE:
-        return f"flow run {session.flow_run_id} is {state.lower()}"
+    state = observed.flow_runs.get(run)
     last_sign_of_life = session.heartbeat_at or session.updated_at
-    if observed.now - last_sign_of_life >= policy.stale_after:
-        return f"flow run {session.flow_run_id} is {state.lower()} but its heartbeat stopped at {last_sign_of_life:%H:%M:%S}"
+    fresh = observed.now - last_sign_of_life < policy.stale_after
+    if state is None:
+        if session.heartbeat_at is not None and fresh:
+            return None
+        return f"flow run {run} not found"
+    detail = observed.run_details.get(run)
+    if state in FLOW_RUN_NOT_STARTED:
+        since = (detail.since if detail else None) or last_sign_of_life
+        if observed.now - since < policy.run_start_deadline:
+            return None
+        return f"flow run {run} still {state.lower()} after {policy.run_start_deadline.total_seconds():g} s: no worker started it"
+    if state not in FLOW_RUN_ALIVE:
+        message = f": {detail.message}" if detail and detail.message else ""
+        return f"flow run {run} is {state.lower()}{message}"[:500]
+    if not fresh:
+        return f"flow run {run} is {state.lower()} but its heartbeat stopped at {last_sign_of_life:%H:%M:%S}"
     return None
+
+
+def _resubmittable(session: SessionView, observed: Observed, policy: Policy, leased: set[str]) -> bool:
+    """A session whose run died before doing anything (nothing bought, nothing started) may be run
+    again once, exactly as it was requested."""
+    if session.state != State.REQUESTED or not session.has_request or session.id in leased:
+        return False
+    if session.submissions >= policy.max_submissions:
+        return False
+    state = observed.flow_runs.get(session.flow_run_id) if session.flow_run_id else None
+    return session.flow_run_id is None or state is None or state in FLOW_RUN_NOT_STARTED | {"CRASHED"}
+
+
+def _device_rule(session: SessionView, device: ContainerView | None, observed: Observed, policy: Policy):
+    """b. a device that is not running (missing, exited, paused, restarting) is retired only when it
+    stays so for the grace period across two passes; the first pass only remembers when."""
+    if device is not None and device.state == "running":
+        if session.device_down_since is not None:
+            return Action(Kind.CLEAR_DEVICE_DOWN, Reason.DEVICE_RECOVERED, session_id=session.id), False
+        return None, False
+    why = Reason.DEVICE_MISSING if device is None else f"{Reason.DEVICE_STOPPED} ({device.state})"
+    if session.device_down_since is None:
+        return Action(Kind.MARK_DEVICE_DOWN, why, session_id=session.id), True
+    down_for = observed.now - session.device_down_since
+    if down_for < policy.device_grace:
+        return None, True
+    return Action(
+        Kind.ORPHAN_SESSION, f"{why} for {down_for.total_seconds():.0f} s", session_id=session.id
+    ), True
 
 
 def plan(observed: Observed, policy: Policy) -> list[Action]:
@@ -40,15 +96,26 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
     for container in observed.containers:
         by_session.setdefault(container.session_id, {})[container.role] = container
     live_ids = {s.id for s in observed.sessions}
+    leased = {lease.session_id for lease in observed.leases}
 
     for session in observed.sessions:
         mine = by_session.get(session.id, {})
-        # d. a provision whose flow run died: undo what it did.
+        # d. a provision whose flow run died: run it again if it never did anything, else undo it.
         dead = _flow_run_dead(session, observed, policy) if session.state in PROVISIONING else None
         if dead and observed.now - session.updated_at >= policy.provisioning_deadline:
-            actions.append(
-                Action(Kind.COMPENSATE_SESSION, f"{Reason.FLOW_RUN_GONE}: {dead}", session_id=session.id)
-            )
+            if _resubmittable(session, observed, policy, leased):
+                actions.append(
+                    Action(
+                        Kind.SUBMIT_RUN,
+                        f"{Reason.RUN_NEVER_STARTED}: {dead}",
+                        session_id=session.id,
+                        run_id=session.flow_run_id,
+                    )
+                )
+            else:
+                actions.append(
+                    Action(Kind.COMPENSATE_SESSION, f"{Reason.FLOW_RUN_GONE}: {dead}", session_id=session.id)
+                )
             continue
         # e. past its ttl: release it.
         if session.state in LIVE and session.expires_at is not None and session.expires_at <= observed.now:
@@ -62,15 +129,30 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
         if session.state not in LIVE:
             continue
         device, stream = mine.get("device"), mine.get("stream")
-        # b. the device is gone: nothing to heal, the session is orphaned.
-        if device is None or device.state != "running":
-            why = Reason.DEVICE_MISSING if device is None else Reason.DEVICE_STOPPED
-            actions.append(Action(Kind.ORPHAN_SESSION, why, session_id=session.id))
+        # b. the device is not running: remember, wait out the grace period, then orphan.
+        device_action, device_down = _device_rule(session, device, observed, policy)
+        if device_action is not None:
+            actions.append(device_action)
+        if device_down:
             continue
         # a. the device runs but its stream does not: recreate the stream.
         if stream is None or stream.state != "running":
             why = Reason.STREAM_MISSING if stream is None else Reason.STREAM_STOPPED
             actions.append(Action(Kind.HEAL_STREAM, why, session_id=session.id))
+
+    # h. a provision run Prefect still calls alive whose session has ended: end it in Prefect too.
+    for stray in observed.stray_runs:
+        if observed.now - stray.ended_at < policy.grace:
+            continue  # the run may be reporting its own end right now
+        actions.append(
+            Action(
+                Kind.END_STRAY_RUN,
+                f"{Reason.RUN_FOR_ENDED_SESSION} ({stray.session_state})",
+                session_id=stray.session_id,
+                run_id=stray.run_id,
+                detail={"state": stray.state},
+            )
+        )
 
     # c. containers nobody owns any more, after a grace period.
     for container in observed.containers:

@@ -194,6 +194,14 @@ class ReconcileSettings(BaseModel):
         gt=0,
         description="A provisioning session whose heartbeat is older than this has lost its flow process",
     )
+    device_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="A device paused, restarting or missing this long (over two passes) is retired",
+    )
+    run_start_deadline_s: float = Field(
+        300.0, gt=0, description="A provision run Scheduled/Pending this long was never started by a worker"
+    )
 
 
 class CodesSettings(BaseModel):

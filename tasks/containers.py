@@ -20,6 +20,8 @@ from provisioning.deps import get_deps
 from provisioning.lifecycle import remove_containers
 from tasks.retry import RETRY_POLICY
 
+LAUNCH_LEASE_S = 60  # the shortest lease Prefect's API accepts
+
 
 def launch_limit_name() -> str:
     return f"provisioner-launch-{get_deps().settings.instance_id}"
@@ -45,7 +47,9 @@ def launch_slot(logger) -> Iterator[None]:
     name = ensure_launch_limit()
     logger.info("waiting for a launch slot on %s (%d slots)", name, get_deps().settings.docker.launch_slots)
     started = time.monotonic()
-    with concurrency(name, occupy=1, lease_duration=600):
+    # A short lease, renewed by Prefect every 45 s while the launch runs: a killed holder's slot
+    # goes back within LAUNCH_LEASE_S plus one pass of the server's lease repossessor (15 s).
+    with concurrency(name, occupy=1, lease_duration=LAUNCH_LEASE_S):
         logger.info("got a launch slot after %.1f s", time.monotonic() - started)
         yield
 

@@ -40,6 +40,7 @@ def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> di
         "PROVISIONER_RECONCILE__PROVISIONING_DEADLINE_S": "1",
         "PROVISIONER_RECONCILE__HEARTBEAT_INTERVAL_S": "0.5",
         "PROVISIONER_RECONCILE__STALE_AFTER_S": "3",
+        "PROVISIONER_RECONCILE__DEVICE_GRACE_S": "1",
     }
     for name, url in sim_urls.items():
         env[f"PROVISIONER_PROVIDERS__{name.upper()}__API_KEY"] = SIM_KEY

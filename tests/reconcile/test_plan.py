@@ -7,14 +7,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler import Kind, Observed, Policy, plan
-from reconciler.model import ContainerView, LeaseView, Reason, SessionView
+from reconciler.model import ContainerView, LeaseView, Reason, RunDetail, SessionView, StrayRun
 from store import LeaseOutcome, State
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=60)
 DEADLINE = timedelta(seconds=120)
 STALE = timedelta(seconds=90)
-POLICY = Policy(grace=GRACE, provisioning_deadline=DEADLINE, stale_after=STALE)
+DEVICE_GRACE = timedelta(seconds=60)
+START_DEADLINE = timedelta(seconds=300)
+POLICY = Policy(
+    grace=GRACE,
+    provisioning_deadline=DEADLINE,
+    stale_after=STALE,
+    device_grace=DEVICE_GRACE,
+    run_start_deadline=START_DEADLINE,
+)
 TICK = timedelta(microseconds=1)
 SID = "sabcdefghijk"
 RUN = "0b1c2d3e-0000-4000-8000-000000000001"
@@ -28,6 +36,9 @@ def session(
     age: timedelta = timedelta(hours=1),
     heartbeat_age: timedelta | None = timedelta(seconds=1),
     expires_in: timedelta | None = timedelta(hours=1),
+    down_for: timedelta | None = None,
+    submissions: int = 1,
+    has_request: bool = False,
 ) -> SessionView:
     return SessionView(
         id=sid,
@@ -37,6 +48,9 @@ def session(
         expires_at=NOW + expires_in if expires_in is not None else None,
         has_code=state == State.VERIFIED,
         heartbeat_at=NOW - heartbeat_age if heartbeat_age is not None else None,
+        submissions=submissions,
+        has_request=has_request,
+        device_down_since=NOW - down_for if down_for is not None else None,
     )
 
 
@@ -127,13 +141,31 @@ class TestOrphan:
         ],
     )
     def test_device_missing_or_stopped(self, state, containers, reason):
-        actions = plan(observed([session(state)], containers), POLICY)
-        assert kinds(actions) == [(Kind.ORPHAN_SESSION, SID)]
-        assert actions[0].reason == reason
+        """First pass: remembered, nothing retired; a pass after the grace: orphaned."""
+        first = plan(observed([session(state)], containers), POLICY)
+        assert kinds(first) == [(Kind.MARK_DEVICE_DOWN, SID)] and first[0].reason.startswith(reason)
+        within = plan(observed([session(state, down_for=DEVICE_GRACE - TICK)], containers), POLICY)
+        assert within == []
+        after = plan(observed([session(state, down_for=DEVICE_GRACE)], containers), POLICY)
+        assert kinds(after) == [(Kind.ORPHAN_SESSION, SID)] and after[0].reason.startswith(reason)
+
+    @pytest.mark.parametrize("device_state", ["paused", "restarting"])
+    def test_paused_or_restarting_device_waits_out_the_grace(self, device_state):
+        containers = [container("device", device_state), container("stream")]
+        first = plan(observed([session(State.VERIFIED)], containers), POLICY)
+        assert kinds(first) == [(Kind.MARK_DEVICE_DOWN, SID)] and device_state in first[0].reason
+        assert (
+            plan(observed([session(State.VERIFIED, down_for=DEVICE_GRACE - TICK)], containers), POLICY) == []
+        )
+
+    def test_device_back_before_the_grace_clears_the_mark(self):
+        actions = plan(observed([session(State.VERIFIED, down_for=timedelta(seconds=5))], both()), POLICY)
+        assert kinds(actions) == [(Kind.CLEAR_DEVICE_DOWN, SID)]
 
     def test_its_stream_is_not_removed_separately(self):
         """The orphaning removes the session's containers; rule c leaves them alone meanwhile."""
-        actions = plan(observed([session(State.VERIFIED)], [container("stream")]), POLICY)
+        long_down = session(State.VERIFIED, down_for=DEVICE_GRACE * 2)
+        actions = plan(observed([long_down], [container("stream")]), POLICY)
         assert [a.kind for a in actions] == [Kind.ORPHAN_SESSION]
 
 
@@ -194,15 +226,23 @@ class TestDeadProvision:
     @pytest.mark.parametrize("state", PROVISIONING_STATES)
     @pytest.mark.parametrize("run_state", DEAD_RUN_STATES)
     def test_flow_run_not_alive(self, state, run_state):
-        obs = observed([session(state)], both(), runs={RUN: run_state})
+        heartbeat = STALE if run_state is None else timedelta(seconds=1)  # not found + fresh = alive
+        obs = observed([session(state, heartbeat_age=heartbeat)], both(), runs={RUN: run_state})
         actions = plan(obs, POLICY)
         assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)]
         assert actions[0].reason.startswith(Reason.FLOW_RUN_GONE)
         assert ("not found" if run_state is None else run_state.lower()) in actions[0].reason
 
     def test_flow_run_missing_from_prefect(self):
-        actions = plan(observed([session(State.REQUESTED)], runs={}), POLICY)
+        actions = plan(observed([session(State.REQUESTED, heartbeat_age=None)], runs={}), POLICY)
         assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)] and "not found" in actions[0].reason
+
+    def test_flow_run_not_found_is_not_death_while_the_heartbeat_is_fresh(self):
+        """A run on another Prefect API (the CLI's temporary server) beats in our database."""
+        fresh = session(State.AWAITING_CODE, heartbeat_age=STALE - TICK)
+        assert plan(observed([fresh], both(), runs={}), POLICY) == []
+        stale = session(State.AWAITING_CODE, heartbeat_age=STALE)
+        assert kinds(plan(observed([stale], both(), runs={}), POLICY)) == [(Kind.COMPENSATE_SESSION, SID)]
 
     def test_no_flow_run_recorded(self):
         actions = plan(observed([session(State.NUMBER_ACQUIRED, run=None)]), POLICY)
@@ -362,7 +402,7 @@ class TestWholePlan:
         sessions = [
             session(State.VERIFIED, sid=healthy),
             session(State.VERIFIED, sid=heal),
-            session(State.AWAITING_CODE, sid=orphan),
+            session(State.AWAITING_CODE, sid=orphan, down_for=DEVICE_GRACE),
             session(State.LAUNCHING, sid=dead, heartbeat_age=STALE),
             session(State.VERIFIED, sid=old, expires_in=-TICK),
         ]
@@ -391,3 +431,58 @@ class TestWholePlan:
             [session(State.VERIFIED)], [container("device")], [lease(LeaseOutcome.ACTIVE, sid="sx2345678901")]
         )
         assert plan(obs, POLICY) == plan(obs, POLICY)
+
+
+class TestPrefectSide:
+    """d'. a run that never started (missing, stuck waiting, crashed before any work) is submitted
+    again once; anything else, or a second time, ends the session with the run's real reason.
+    h. a provision run still alive for an ended session is ended in Prefect."""
+
+    def accepted(self, **kw) -> SessionView:
+        kw.setdefault("heartbeat_age", None)
+        return session(State.REQUESTED, has_request=True, **kw)
+
+    def test_accepted_session_without_a_run_is_submitted(self):
+        actions = plan(observed([self.accepted(run=None)]), POLICY)
+        assert kinds(actions) == [(Kind.SUBMIT_RUN, SID)] and actions[0].run_id is None
+        assert "no flow run recorded" in actions[0].reason
+
+    @pytest.mark.parametrize("run_state", ["CRASHED", None])
+    def test_run_crashed_or_missing_before_any_work_is_resubmitted_once(self, run_state):
+        actions = plan(observed([self.accepted()], runs={RUN: run_state}), POLICY)
+        assert kinds(actions) == [(Kind.SUBMIT_RUN, SID)] and actions[0].run_id == RUN
+        twice = plan(observed([self.accepted(submissions=2)], runs={RUN: run_state}), POLICY)
+        assert kinds(twice) == [(Kind.COMPENSATE_SESSION, SID)]
+
+    def test_run_stuck_waiting_past_the_start_deadline_is_resubmitted(self):
+        waiting_since = {RUN: RunDetail(since=NOW - START_DEADLINE, message=None)}
+        stuck = Observed(NOW, [self.accepted()], [], [], {RUN: "SCHEDULED"}, waiting_since)
+        actions = plan(stuck, POLICY)
+        assert kinds(actions) == [(Kind.SUBMIT_RUN, SID)] and "no worker started it" in actions[0].reason
+        recent = {RUN: RunDetail(since=NOW - START_DEADLINE + TICK, message=None)}
+        assert plan(Observed(NOW, [self.accepted()], [], [], {RUN: "PENDING"}, recent), POLICY) == []
+
+    def test_a_session_that_spent_something_is_never_resubmitted(self):
+        bought = session(State.NUMBER_ACQUIRED, has_request=True, heartbeat_age=None)
+        crashed = {RUN: RunDetail(since=NOW, message="no heartbeat for 90 s")}
+        actions = plan(Observed(NOW, [bought], [], [], {RUN: "CRASHED"}, crashed), POLICY)
+        assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)]
+        assert actions[0].reason.endswith("is crashed: no heartbeat for 90 s")
+        pending = lease(LeaseOutcome.PENDING, activation=None)
+        actions = plan(observed([self.accepted()], leases=[pending], runs={RUN: "CRASHED"}), POLICY)
+        assert [a.kind for a in actions] == [Kind.COMPENSATE_SESSION]
+
+    def test_a_run_made_outside_the_gateway_is_not_resubmitted(self):
+        actions = plan(
+            observed([session(State.REQUESTED, heartbeat_age=None)], runs={RUN: "CRASHED"}), POLICY
+        )
+        assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)]
+
+    @pytest.mark.parametrize(("ended", "acted"), [(GRACE - TICK, False), (GRACE, True)])
+    def test_alive_run_of_an_ended_session_is_ended(self, ended, acted):
+        stray = StrayRun(RUN, "RUNNING", SID, State.FAILED, NOW - ended)
+        obs = Observed(NOW, [], [], [], {}, {}, [stray])
+        actions = plan(obs, POLICY)
+        assert kinds(actions) == ([(Kind.END_STRAY_RUN, SID)] if acted else [])
+        if acted:
+            assert actions[0].run_id == RUN and "failed" in actions[0].reason

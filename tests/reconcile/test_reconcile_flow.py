@@ -94,6 +94,9 @@ class TestHealAndOrphan:
         assert run_pass().actions == []  # healed for good
 
         runtime.remove(runtime.name_for(sid, Role.DEVICE))
+        first = run_pass()  # one observation is not death: it is remembered
+        assert on(first, sid) == ["mark_device_down"] and session(deps, sid).state == State.VERIFIED
+        time.sleep(deps.settings.reconcile.device_grace_s)  # then the grace passes (a positive check follows)
         summary = run_pass()
         assert on(summary, sid) == ["orphan_session"] and summary.failed == 0
         assert session(deps, sid).state == State.ORPHANED
@@ -176,6 +179,8 @@ class TestRaceWithProvision:
         )
         row = newest_session_in(deps, State.AWAITING_CODE)
         runtime.remove(runtime.name_for(row.id, Role.DEVICE))
+        assert on(run_pass(), row.id) == ["mark_device_down"]
+        time.sleep(deps.settings.reconcile.device_grace_s)
         assert on(run_pass(), row.id) == ["orphan_session"]
         # The positive signal: the provision notices the ended session and its run ends by itself
         # (well before its 30 s code timeout), so anything it would have rented is already rented.
