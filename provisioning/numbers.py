@@ -198,10 +198,11 @@ class CancelDeferred(Exception):
         super().__init__(f"lease {lease_id}: the provider refuses cancel for {wait_s:.0f} s more")
 
 
-def cancel_number(deps: Deps, lease_id: int) -> None:
-    """Cancel (refund) a number. Raises CancelDeferred when the provider says too early: the
-    lease is then recorded as cancel_pending with the time to retry. A number the provider will
-    not refund (its code arrived first) is finished and recorded as finished."""
+def cancel_number(deps: Deps, lease_id: int) -> str:
+    """Cancel (refund) a number; returns how it ended: "cancelled", or "finished" when the provider
+    will not refund it (its code arrived first: finished and recorded as finished, never refunded).
+    Raises CancelDeferred when the provider says too early: the lease is then recorded as
+    cancel_pending with the time to retry."""
     with deps.sessions.begin() as db:
         row = db.get_one(LeaseRow, lease_id)
         if row.outcome in (
@@ -210,7 +211,7 @@ def cancel_number(deps: Deps, lease_id: int) -> None:
             LeaseOutcome.EXPIRED,
             LeaseOutcome.FINISHED,
         ):
-            return
+            return str(row.outcome)
         lease = lease_of(row)
     client = deps.provider(lease.provider)
     try:
@@ -222,7 +223,7 @@ def cancel_number(deps: Deps, lease_id: int) -> None:
             repo.set_lease_outcome(
                 db, lease_id, LeaseOutcome.FINISHED, provider_status=f"finished instead of cancelled: {exc}"
             )
-        return
+        return "finished"
     except CancelTooEarly as exc:
         retry_at = datetime.now(UTC) + timedelta(seconds=exc.retry_after_s)
         with deps.sessions.begin() as db:
@@ -232,6 +233,7 @@ def cancel_number(deps: Deps, lease_id: int) -> None:
         raise CancelDeferred(lease_id, retry_at, exc.retry_after_s) from exc
     with deps.sessions.begin() as db:
         repo.set_lease_outcome(db, lease_id, LeaseOutcome.CANCELLED, provider_status="cancelled")
+    return "cancelled"
 
 
 def cancel_number_waiting(
@@ -258,8 +260,7 @@ def close_number(deps: Deps, lease_id: int, *, code_received: bool) -> str:
     if code_received:
         finish_number(deps, lease_id)
         return "finished"
-    cancel_number(deps, lease_id)
-    return "cancelled"
+    return cancel_number(deps, lease_id)
 
 
 def close_open_leases(deps: Deps, session_id: str) -> list[str]:
