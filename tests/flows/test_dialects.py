@@ -1,5 +1,6 @@
 """The real provision flow against providers speaking other dialects of the SMS-Activate protocol:
-Hero/Tiger-style HTTP status codes and auction pricing (simulator.dialects)."""
+Hero/Tiger-style HTTP status codes and auction pricing (simulator.dialects); and what a cancel
+records at each provider when the provider will not refund."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from decimal import Decimal
 import pytest
 
 from flows.provision import provision_session
+from provisioning import numbers
 from provisioning.request import ProvisionRequest
-from store import LeaseOutcome
+from store import LeaseOutcome, LeaseRow
 from store import repository as repo
 from tests.plugins.simulator import SIM_KEY
 from tests.support import wait_for
@@ -119,3 +121,54 @@ def test_lease_records_the_amount_actually_charged(provisioner_env, sim):
     [purchase] = sim.ledger().purchases
     assert row.price == purchase.amount == Decimal("8.70") and row.currency == "USD"
     assert sim.balance(SIM_KEY) == Decimal("100") - Decimal("8.70")
+
+
+def rent(deps, provider: str):
+    """A session with one number bought from `provider`: (lease id, activation id)."""
+    with deps.sessions.begin() as db:
+        sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
+    rented = numbers.rent_number(
+        deps,
+        sid,
+        providers=[provider],
+        service="telegram",
+        country="RU",
+        max_price=None,
+        attempt=1,
+        actor="test",
+    )
+    return rented.lease_id, rented.activation_id
+
+
+def lease_row(deps, lease_id: int) -> LeaseRow:
+    with deps.sessions() as db:
+        return db.get_one(LeaseRow, lease_id)
+
+
+class TestCancelRecordsWhatTheProviderDid:
+    @pytest.mark.parametrize(
+        ("provider", "dialect"),
+        [("sms_activate", "classic"), ("sms_activate", "status-codes"), ("sms_man", "classic"),
+         ("onlinesim", "classic")],
+    )  # fmt: skip
+    def test_a_code_that_arrived_before_the_cancel_is_finished_not_refunded(
+        self, provisioner_env, sim, provider, dialect
+    ):
+        sim.set_dialect(SIM_KEY, dialect)
+        lease_id, activation_id = rent(provisioner_env, provider)
+        sim.deliver(activation_id, "8080")
+        assert numbers.cancel_number(provisioner_env, lease_id) == "finished"
+        assert lease_row(provisioner_env, lease_id).outcome == LeaseOutcome.FINISHED
+        ledger = sim.ledger()
+        assert [e.activation_id for e in ledger.finishes] == [activation_id] and ledger.refunds == []
+
+    def test_sms_man_reject_refused_is_left_cancel_pending_never_closed(self, provisioner_env, sim):
+        lease_id, activation_id = rent(provisioner_env, "sms_man")
+        sim.inject("error", code="wrong_status", protocol="sms_man", action="set-status", times=None)
+        with pytest.raises(numbers.CancelDeferred):
+            numbers.cancel_number(provisioner_env, lease_id)
+        row = lease_row(provisioner_env, lease_id)
+        assert row.outcome == LeaseOutcome.CANCEL_PENDING and row.retry_after is not None
+        assert [p["status"] for _, action, p in sim.calls if action == "set-status"] == ["reject"]
+        ledger = sim.ledger()
+        assert ledger.open == [activation_id] and ledger.finishes == [] and ledger.refunds == []
