@@ -96,3 +96,125 @@ class TestCompose:
         result = run_config(compose, env_file)
         assert result.returncode != 0
         assert "set POSTGRES_PASSWORD in .env" in result.stderr
+
+
+@pytest.mark.compose
+def test_compose_stack_provisions_through_the_gateway_and_releases(compose, docker_client, tmp_path) -> None:
+    """The whole stack started for real: the app image (from the host-made wheelhouse), a
+    PostgreSQL image built here (tests/compose/override.yml), the simulator profile. A session is
+    provisioned and released through the gateway, then everything is torn down."""
+    import secrets
+    import time
+
+    import httpx
+
+    from tests.gateway.conftest import free_port
+
+    build = subprocess.run(
+        [str(ROOT / "scripts" / "build-app-image")], capture_output=True, text=True, timeout=900
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    pg = subprocess.run(
+        ["docker", "build", "-q", "-t", "provisioner-test/postgres:15", str(ROOT / "tests/compose/postgres")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pg.returncode == 0, pg.stderr[-3000:]
+
+    suffix = secrets.token_hex(3)
+    instance, token = f"c{suffix}", secrets.token_hex(8)
+    gateway_port = free_port()
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "\n".join(
+            [
+                f"POSTGRES_PASSWORD=pw{secrets.token_hex(6)}",
+                f"PROVISIONER_GATEWAY__TOKEN={token}",
+                "SMS_ACTIVATE_API_KEY=demo-key",
+                "SMS_ACTIVATE_BASE_URL=http://simulator:8800/stubs/handler_api.php",
+                f"PROVISIONER_INSTANCE_ID={instance}",
+                f"PROVISIONER_NETWORK=provisioner-{instance}",
+                f"GATEWAY_PORT={gateway_port}",
+                f"PREFECT_UI_PORT={free_port()}",
+                f"PROVISIONER_GATEWAY__PUBLIC_URL=http://127.0.0.1:{gateway_port}",
+            ]
+        )
+        + "\n"
+    )
+    stack = [
+        *compose,
+        "-p",
+        f"provtest{suffix}",
+        "--env-file",
+        str(env_file),
+        "-f",
+        str(COMPOSE_FILE),
+        "-f",
+        str(ROOT / "tests/compose/override.yml"),
+        "--profile",
+        "sim",
+    ]
+    env = {
+        k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD" and not k.startswith("PROVISIONER_")
+    }
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*stack, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+        )
+
+    def state(client: httpx.Client, sid: str, wanted: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            reply = client.get(f"/sessions/{sid}")
+            if reply.status_code == 200:
+                body = reply.json()
+                if body["state"] == wanted:
+                    return body
+            time.sleep(1)
+        pytest.fail(f"session {sid} never {wanted}: {body}\n{run('logs', '--tail', '40').stdout[-6000:]}")
+
+    up = run("up", "-d", "--no-build")
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{gateway_port}", headers=auth, timeout=30, trust_env=False
+        ) as client:
+            deadline = time.monotonic() + 240
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gateway not ready\n{run('logs', '--tail', '40').stdout[-6000:]}")
+                time.sleep(2)
+            created = client.post("/sessions", json={"providers": ["sms_activate"], "code_timeout_s": 60})
+            assert created.status_code == 202, created.text
+            sid = created.json()["session_id"]
+            verified = state(client, sid, "verified", timeout=240)
+            assert verified["code_received"] is True
+            assert client.get(f"/vnc/{sid}/vnc.html").status_code == 200
+            assert client.delete(f"/sessions/{sid}").status_code == 202
+            state(client, sid, "released", timeout=120)
+        left = docker_client.containers.list(all=True, filters={"label": f"provisioner.instance={instance}"})
+        assert left == []
+    finally:
+        down = run("down", "-v", "--remove-orphans", "-t", "5")
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"provisioner.instance={instance}"}
+        ):
+            container.remove(force=True, v=True)
+        for network in docker_client.networks.list(names=[f"provisioner-{instance}"]):
+            network.remove()
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert (
+        docker_client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project=provtest{suffix}"}
+        )
+        == []
+    )
