@@ -234,7 +234,7 @@ def main() -> None:
         engine = make_engine(url)
         cleanup.callback(engine.dispose)
         with sessionmaker(engine).begin() as db:
-            repo.create_session(db, service="tg", country="0", actor="bench", session_id=session_id)
+            repo.create_session(db, service="telegram", country="RU", actor="bench", session_id=session_id)
             for state in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE):
                 repo.transition(db, session_id, state, reason="bench", actor="bench")
         cleanup.callback(runtime.remove_session, session_id)

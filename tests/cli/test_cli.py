@@ -59,11 +59,11 @@ def test_release_rejects_a_malformed_id(database_url):
 
 
 def test_sessions_lists_rows(db, no_providers):
-    row = repo.create_session(db, service="tg", country="7", actor="test", ttl=timedelta(minutes=1))
+    row = repo.create_session(db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=1))
     db.commit()
     result = runner.invoke(app, ["sessions"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert row.id in result.output and "requested" in result.output and "tg/7" in result.output
+    assert row.id in result.output and "requested" in result.output and "telegram/RU" in result.output
 
 
 def test_bad_provision_options_are_reported(no_providers, monkeypatch):
@@ -88,7 +88,7 @@ def test_version_is_the_project_version():
 
 def test_sessions_never_cut_ids_on_a_narrow_pipe_and_json_lists_them(db, no_providers):
     rows = [
-        repo.create_session(db, service="tg", country="7", actor="test", ttl=timedelta(minutes=1))
+        repo.create_session(db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=1))
         for _ in range(2)
     ]
     repo.update_session(db, rows[0].id, stream_url="http://127.0.0.1:8080/vnc/" + rows[0].id + "/vnc.html")
@@ -110,9 +110,9 @@ def test_sessions_never_cut_ids_on_a_narrow_pipe_and_json_lists_them(db, no_prov
 def test_leases_attention_lists_only_leases_a_person_must_look_at(db, no_providers):
     from store import LeaseOutcome
 
-    s = repo.create_session(db, service="tg", country="7", actor="test", ttl=timedelta(minutes=1))
-    calm = repo.record_lease_pending(db, s.id, provider="sms_man", service="tg", country="7", attempt=1)
-    lost = repo.record_lease_pending(db, s.id, provider="sms_activate", service="tg", country="7", attempt=2)
+    s = repo.create_session(db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=1))
+    calm = repo.record_lease_pending(db, s.id, provider="sms_man", service="3", country="1", attempt=1)
+    lost = repo.record_lease_pending(db, s.id, provider="sms_activate", service="tg", country="0", attempt=2)
     db.flush()
     lost.outcome = LeaseOutcome.NEEDS_ATTENTION.value
     db.commit()

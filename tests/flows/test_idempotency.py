@@ -18,7 +18,9 @@ pytestmark = pytest.mark.docker
 
 def new_session(deps) -> str:
     with deps.sessions.begin() as db:
-        return repo.create_session(db, service="tg", country="0", actor="test", ttl=timedelta(minutes=5)).id
+        return repo.create_session(
+            db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=5)
+        ).id
 
 
 def test_renting_twice_for_the_same_attempt_buys_once(provisioner_env, sim):

@@ -152,7 +152,9 @@ def make_session(db_sessions: sessionmaker[Session]) -> Callable[..., str]:
 
     def make(state: State = State.AWAITING_CODE, session_id: str | None = None, **fields: Any) -> str:
         with db_sessions.begin() as db:
-            row = repo.create_session(db, service="tg", country="0", actor="test", session_id=session_id)
+            row = repo.create_session(
+                db, service="telegram", country="RU", actor="test", session_id=session_id
+            )
             sid = row.id
             for step in _PATHS[state]:
                 extra = {}

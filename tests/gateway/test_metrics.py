@@ -28,7 +28,7 @@ def scrape(gw, headers=None) -> dict[str, dict[tuple, float]]:
 
 
 def lease(db, session_id, *, price=None, outcome=None, status=None):
-    row = repo.record_lease_pending(db, session_id, provider="sms_man", service="tg", country="0", attempt=1)
+    row = repo.record_lease_pending(db, session_id, provider="sms_man", service="3", country="1", attempt=1)
     if price is not None:
         repo.complete_lease(
             db,

@@ -261,7 +261,7 @@ class TestEndingSessions:
         deps = provisioner_env
         sim.configure(min_cancel_s=4, early_cancel_style="http409")  # the reply says how long to wait
         with deps.sessions.begin() as db:
-            sid = repo.create_session(db, service="tg", country="0", actor="test").id  # no flow run
+            sid = repo.create_session(db, service="telegram", country="RU", actor="test").id  # no flow run
             lease_id = repo.record_lease_pending(
                 db, sid, provider="sms_activate", service="tg", country="0", attempt=1
             ).id
@@ -307,7 +307,7 @@ class TestEndingSessions:
         number would stay forever (the session is not terminal); a pass finishes the release."""
         deps = provisioner_env
         with deps.sessions.begin() as db:
-            sid = repo.create_session(db, service="tg", country="0", actor="test").id
+            sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
             lease_id = repo.record_lease_pending(
                 db, sid, provider="sms_activate", service="tg", country="0", attempt=1
             ).id
@@ -351,8 +351,8 @@ class TestObservationCost:
             for _ in range(n):
                 row = repo.create_session(
                     db,
-                    service="tg",
-                    country="0",
+                    service="telegram",
+                    country="RU",
                     actor="test",
                     flow_run_id=str(uuid.uuid4()),
                     ttl=timedelta(hours=1),

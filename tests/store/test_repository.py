@@ -13,7 +13,9 @@ from store.repository import BoughtNumber, StaleState
 
 
 def make_session(db, **kw):
-    row = repo.create_session(db, service="tg", country="0", actor="test", ttl=timedelta(minutes=5), **kw)
+    row = repo.create_session(
+        db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=5), **kw
+    )
     db.commit()
     return row
 
@@ -59,7 +61,7 @@ class TestTransitions:
 
     def test_event_is_rolled_back_with_the_state(self, db_sessions):
         with db_sessions.begin() as db:
-            sid = repo.create_session(db, service="tg", country="0", actor="t").id
+            sid = repo.create_session(db, service="telegram", country="RU", actor="t").id
         with pytest.raises(RuntimeError), db_sessions.begin() as db:
             repo.transition(db, sid, State.FAILED, reason="boom", actor="t")
             raise RuntimeError("crash before commit")
@@ -80,7 +82,7 @@ class TestTransitions:
         """Both racers read awaiting_code; one verifies, the other tries to cancel. The row lock
         makes the second see verified, where cancel is illegal."""
         with db_sessions.begin() as db:
-            sid = repo.create_session(db, service="tg", country="0", actor="t").id
+            sid = repo.create_session(db, service="telegram", country="RU", actor="t").id
             for state in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE):
                 repo.transition(db, sid, state, reason="setup", actor="t")
 
@@ -121,10 +123,10 @@ class TestReconcilerQueries:
         done = make_session(db)
         repo.transition(db, done.id, State.FAILED, reason="x", actor="t")
         lease = repo.record_lease_pending(
-            db, live.id, provider="sms_man", service="tg", country="0", attempt=1
+            db, live.id, provider="sms_man", service="3", country="1", attempt=1
         )
         closed = repo.record_lease_pending(
-            db, done.id, provider="sms_man", service="tg", country="0", attempt=1
+            db, done.id, provider="sms_man", service="3", country="1", attempt=1
         )
         repo.set_lease_outcome(db, closed.id, LeaseOutcome.CANCELLED)
         db.commit()
@@ -146,7 +148,7 @@ class TestLeases:
     def test_pending_then_completed_then_closed(self, db):
         row = make_session(db)
         lease = repo.record_lease_pending(
-            db, row.id, provider="onlinesim", service="tg", country="7", attempt=1
+            db, row.id, provider="onlinesim", service="telegram", country="7", attempt=1
         )
         db.commit()
         assert lease.outcome == "pending" and lease.activation_id is None
