@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
@@ -82,20 +82,24 @@ def _compensate_from_hook(final: State):
     on_cancellation=[_compensate_from_hook(State.CANCELLED)],
 )
 def provision_session(
-    request: ProvisionRequest = Field(
-        ProvisionRequest(),
-        json_schema_extra={"title": "Provision request", "default": form_defaults()},
-    ),
-    session_id: str | None = Field(
-        "",
-        description="Advanced, leave empty: a new session id is chosen. Set it only to resume a "
-        "session whose provision was interrupted (the gateway sets it itself).",
-        json_schema_extra={
-            "title": "Advanced: resume session id",
-            # A plain text field, empty by default (no "None" alternative in the form).
-            "anyOf": [{"type": "string", "pattern": f"^({SESSION_ID_PATTERN.strip('^$')})?$"}],
-        },
-    ),
+    # Annotated (not `= Field(...)`): the defaults stay plain values when a run is started without
+    # these parameters (Prefect API, a re-run), while the form still gets titles and descriptions.
+    request: Annotated[
+        ProvisionRequest,
+        Field(json_schema_extra={"title": "Provision request", "default": form_defaults()}),
+    ] = ProvisionRequest(),
+    session_id: Annotated[
+        str | None,
+        Field(
+            json_schema_extra={
+                "title": "Advanced: resume session id",
+                "description": "Advanced, leave empty: a new session id is chosen. Set it only to "
+                "resume a session whose provision was interrupted (the gateway sets it itself).",
+                # A plain text field, empty by default (no "None" alternative in the form).
+                "anyOf": [{"type": "string", "pattern": f"^({SESSION_ID_PATTERN.strip('^$')})?$"}],
+            },
+        ),
+    ] = "",
 ) -> ProvisionResult | PrefectState:
     """Provision one phone-verified device session.
 
