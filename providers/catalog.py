@@ -32,6 +32,8 @@ class Entry:
 class Listing:
     services: list[Entry]
     countries: list[Entry]
+    # (service code, country code) pairs, for a listing that names services per country (OnlineSim)
+    sold: list[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,21 @@ class Catalog:
     unmapped_countries: dict[str, str] = field(default_factory=dict)
     source: str = "built-in"  # built-in | listing
     refreshed_at: datetime | None = None
+    # canonical service -> the ISO countries it is listed in, when the listing says (OnlineSim)
+    sold_in: dict[str, list[str]] | None = None
 
     def with_overrides(self, services: Mapping[str, str], countries: Mapping[str, str]) -> Catalog:
         if not services and not countries:
             return self
+        # The operator's codes are not second-guessed by the listing's per-country availability.
+        sold_in = self.sold_in
+        if sold_in is not None:
+            sold_in = None if countries else {n: isos for n, isos in sold_in.items() if n not in services}
         return replace(
             self,
             services={**self.services, **services},
             countries={**self.countries, **{k.upper(): v for k, v in countries.items()}},
+            sold_in=sold_in,
         )
 
 
@@ -128,6 +137,14 @@ def learn(provider: str, listing: Listing, now: datetime | None = None) -> Catal
 
     services, unmapped_services = _best(listing.services, service_score)
     countries, unmapped_countries = _best(listing.countries, country_score)
+    sold_in = None
+    if listing.sold is not None:
+        service_of = {code: name for name, code in services.items()}
+        country_of = {code: iso for iso, code in countries.items()}
+        sold_in = {}
+        for service_code, country_code in listing.sold:
+            if service_code in service_of and country_code in country_of:
+                sold_in.setdefault(service_of[service_code], []).append(country_of[country_code])
     return Catalog(
         provider,
         services,
@@ -136,6 +153,7 @@ def learn(provider: str, listing: Listing, now: datetime | None = None) -> Catal
         unmapped_countries,
         source="listing",
         refreshed_at=now,
+        sold_in=sold_in,
     )
 
 
@@ -169,6 +187,10 @@ def target(catalog: Catalog, service: str, country: str) -> Codes | str:
         return f"no code for service {service} in {country}"
     if not country_code:
         return f"no code for country {country}"
+    if catalog.sold_in is not None and not specific and not specific_country:
+        listed_in = catalog.sold_in.get(service)
+        if listed_in is not None and country not in listed_in:
+            return f"no code for service {service} in {country}"  # listed, but not in that country
     return Codes(service_code, country_code)
 
 
@@ -179,6 +201,7 @@ def as_json(catalog: Catalog) -> dict:
         "unmapped_services": catalog.unmapped_services,
         "unmapped_countries": catalog.unmapped_countries,
         "source": catalog.source,
+        "sold_in": catalog.sold_in,
     }
 
 
@@ -191,4 +214,5 @@ def from_json(provider: str, data: Mapping, refreshed_at: datetime | None) -> Ca
         dict(data.get("unmapped_countries") or {}),
         source=str(data.get("source") or "listing"),
         refreshed_at=refreshed_at,
+        sold_in=data.get("sold_in"),
     )

@@ -255,6 +255,7 @@ class OnlineSimProvider:
             raise self._http.malformed("getNumbersStats", data)
         countries: list[Entry] = []
         services: dict[str, Entry] = {}
+        sold: list[tuple[str, str]] = []
         for row in rows:
             if not isinstance(row, dict) or row.get("code") is None:
                 continue
@@ -264,7 +265,8 @@ class OnlineSimProvider:
                 if isinstance(offer, dict) and offer.get("slug"):
                     slug = str(offer["slug"])
                     services.setdefault(slug, Entry(slug, str(offer.get("service") or slug)))
-        return Listing(list(services.values()), countries)
+                    sold.append((slug, str(row["code"])))
+        return Listing(list(services.values()), countries, sold)
 
 
 def close_retry_after(bought_at: datetime, now: datetime | None = None) -> float:

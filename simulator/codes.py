@@ -75,10 +75,14 @@ CODE_SPACES: dict[str, CodeSpace] = {
 }
 
 
+# Pairs a protocol does not sell (its listing names the service, just not in that country).
+NOT_SOLD = {("onlinesim", "telegram", "77")}  # no Telegram numbers in Kazakhstan at OnlineSim
+
+
 def offer_keys(protocol: str) -> list[tuple[str, str]]:
-    """Every (service, country) a protocol sells by default: all pairs of its code space."""
+    """Every (service, country) a protocol sells by default: all pairs of its code space but NOT_SOLD."""
     space = CODE_SPACES[protocol]
-    return [(s, c) for s in space.services for c in space.countries]
+    return [(s, c) for s in space.services for c in space.countries if (protocol, s, c) not in NOT_SOLD]
 
 
 # --- listing replies ----------------------------------------------------------------------

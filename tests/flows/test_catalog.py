@@ -113,6 +113,24 @@ def test_a_provider_without_a_code_is_skipped_with_the_reason_never_asked(provis
     assert purchases(sim) == [] and lease_rows(deps, sid) == []
 
 
+def test_onlinesim_is_skipped_where_its_listing_sells_no_telegram(provisioner_env, sim):
+    deps = provisioner_env
+    sid = new_session(deps)
+    sim.calls.clear()  # the fixture's catalog refresh
+    rented = rent_number(
+        deps, sid, providers=["onlinesim", "sms_activate"], service="telegram", country="KZ", max_price=None,
+        attempt=1, actor="test",
+    )  # fmt: skip
+    assert rented.provider == "sms_activate"
+    assert purchases(sim) == [("sms_activate", {"action": "getNumber", "service": "tg", "country": "2"})]
+    assert sim.requests("onlinesim") == []
+    with pytest.raises(NoNumberAvailable, match=r"\(onlinesim: no code for service telegram in KZ\)"):
+        rent_number(
+            deps, sid, providers=["onlinesim"], service="telegram", country="KZ", max_price=None,
+            attempt=2, actor="test",
+        )  # fmt: skip
+
+
 def test_a_provider_specific_code_goes_to_that_provider_as_is(provisioner_env, sim):
     deps = provisioner_env
     sid = new_session(deps)

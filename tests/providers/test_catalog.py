@@ -30,6 +30,15 @@ class TestLearnedFromListings:
         assert learn("onlinesim", make_provider("onlinesim").listing()).countries["KZ"] == "77"
         assert learn("sms_activate", make_provider("sms_activate").listing()).countries["KZ"] == "2"
 
+    def test_onlinesim_lists_services_per_country(self, sim, make_provider):
+        catalog = learn("onlinesim", make_provider("onlinesim").listing())  # no Telegram in 77
+        assert target(catalog, "whatsapp", "KZ") == Codes("whatsapp", "77")
+        assert target(catalog, "telegram", "KZ") == "no code for service telegram in KZ"
+        assert "KZ" not in catalog.sold_in["telegram"] and "KZ" in catalog.sold_in["whatsapp"]
+        assert target(catalog.with_overrides({"telegram": "telegram"}, {}), "telegram", "KZ") == Codes(
+            "telegram", "77"
+        )  # an operator's override is not second-guessed
+
     def test_entries_matching_no_canonical_name_are_listed_as_unmapped(self, sim, make_provider):
         catalog = learn("sms_activate", make_provider("sms_activate").listing())
         assert catalog.unmapped_services == {"qb": "Quibbit"}
