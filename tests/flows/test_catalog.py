@@ -317,3 +317,23 @@ def test_reconcile_refreshes_catalogs_older_than_their_refresh_age(provisioner_e
             ).all()
         )
     assert ages == {"onlinesim": True, "sms_activate": True, "sms_man": False}
+
+
+def test_the_run_form_offers_canonical_choices_and_still_takes_a_providers_own_code():
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    schema = parameter_schema(provision_session).model_dump()
+    form = schema["definitions"]["ProvisionRequest"]["properties"]
+    choices = {
+        name: [o.get("enum") for o in form[name]["anyOf"] if "enum" in o][0]
+        for name in ("service", "country")
+    }
+    assert {"telegram", "whatsapp", "google"} <= set(choices["service"]) and "tg" not in choices["service"]
+    assert {"RU", "KZ", "GB", "US"} <= set(choices["country"]) and len(choices["country"]) == 249
+    # What the Prefect API accepts for a deployment run (it validates against this schema):
+    validate({"request": {"service": "sms_activate:tg", "country": "KZ", "max_price": "0.50 USD"}}, schema,
+             raise_on_error=True)  # fmt: skip
+    for bad in ({"service": "tg"}, {"country": "0"}, {"max_price": "20"}):
+        with pytest.raises(ValidationError):
+            validate({"request": bad}, schema, raise_on_error=True)
