@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.plugins.postgres",
     "tests.plugins.simulator",
     "tests.plugins.docker_engine",
+    "tests.plugins.docker_hosts",
     "tests.plugins.prefect_env",
 ]

@@ -1,0 +1,222 @@
+"""Two extra Docker engines on this machine, standing in for two more Docker hosts (marker multihost).
+
+Each engine is a real `dockerd` with its own --data-root, --exec-root, --pidfile, unix socket
+(/run/provisioner-test-dockerd-<n>.sock) and address range 10.213.<16n>.0/20 for its networks;
+the default bridge is off (--bridge=none: every container of ours lives on a user-defined
+network) and the engine leaves iptables alone (--iptables=false). The host's FORWARD policy
+(set by the main engine) drops bridged traffic it has no rule for, so one DOCKER-USER rule
+per engine accepts traffic inside its own range and is removed at the end.
+
+Slots <n> are taken with a file lock, so two test sessions on one machine never share an engine.
+The data root is kept between sessions (/var/lib/provisioner-test-dockerd-<n>): the project
+images are loaded (`docker save | docker -H ... load`, no registry) only when their id differs
+from the main engine's. The engines are shared by every multihost test (session scope) and
+stopped at the end, after every container and network on them is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import docker
+import docker.errors
+import pytest
+
+from tests.plugins.docker_engine import REQUIRED_IMAGES
+
+ENGINE_COUNT = 2
+MAX_SLOTS = 8
+START_TIMEOUT_S = 60.0
+
+
+def _rule(slot: int) -> list[str]:
+    subnet = f"10.213.{16 * slot}.0/20"
+    return [
+        "DOCKER-USER",
+        "-s",
+        subnet,
+        "-d",
+        subnet,
+        "-m",
+        "comment",
+        "--comment",
+        "provisioner-test",
+        "-j",
+        "ACCEPT",
+    ]
+
+
+@dataclass(frozen=True)
+class ExtraEngine:
+    """One extra engine: its number, its URL for docker clients, and a client."""
+
+    slot: int
+    url: str
+    client: docker.DockerClient
+    process: subprocess.Popen
+
+    @property
+    def name(self) -> str:
+        return f"engine{self.slot}"
+
+
+def _take_slot() -> tuple[int, IO[str]]:
+    for slot in range(1, MAX_SLOTS + 1):
+        handle = open(f"/run/provisioner-test-dockerd-{slot}.lock", "w")  # noqa: SIM115 - held until the end
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return slot, handle
+    pytest.fail(f"all {MAX_SLOTS} test dockerd slots are taken by other test sessions", pytrace=False)
+
+
+def _start_engine(slot: int) -> ExtraEngine:
+    socket = f"/run/provisioner-test-dockerd-{slot}.sock"
+    exec_root = Path(f"/run/provisioner-test-dockerd-{slot}")
+    data_root = Path(f"/var/lib/provisioner-test-dockerd-{slot}")
+    pidfile = exec_root.with_suffix(".pid")
+    log = Path(f"/tmp/provisioner-test-dockerd-{slot}.log")
+    _stop_stale(pidfile)
+    data_root.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket)
+    pool = f"base=10.213.{16 * slot}.0/20,size=26"
+    command = [
+        shutil.which("dockerd") or "dockerd",
+        f"--data-root={data_root}",
+        f"--exec-root={exec_root}",
+        f"--pidfile={pidfile}",
+        f"-H=unix://{socket}",
+        "--bridge=none",
+        "--iptables=false",
+        "--ip-masq=false",
+        f"--default-address-pool={pool}",
+        "--log-level=warn",
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            client = docker.DockerClient(base_url=f"unix://{socket}", timeout=60)
+            client.ping()
+            break
+        except (docker.errors.DockerException, OSError) as exc:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                tail = log.read_text(errors="replace")[-2000:]
+                pytest.fail(
+                    f"test dockerd {slot} did not start ({exc}); its log ends:\n{tail}", pytrace=False
+                )
+            time.sleep(0.2)
+    return ExtraEngine(slot=slot, url=f"unix://{socket}", client=client, process=process)
+
+
+def _stop_stale(pidfile: Path) -> None:
+    """A dockerd left by a killed test session on this slot (we hold the slot's lock): stop it."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if str(pidfile).encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid)
+
+
+def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _load_images(main: docker.DockerClient, engine: ExtraEngine) -> None:
+    """Copy the project images from the main engine when the engine lacks them or has old ones."""
+    stale = []
+    for tag in REQUIRED_IMAGES:
+        want = main.images.get(tag).id
+        try:
+            have = engine.client.images.get(tag).id
+        except docker.errors.ImageNotFound:
+            have = None
+        if have != want:
+            stale.append(tag)
+    if not stale:
+        return
+    save = subprocess.Popen(["docker", "save", *stale], stdout=subprocess.PIPE)
+    load = subprocess.run(
+        ["docker", "-H", engine.url, "load", "-q"], stdin=save.stdout, capture_output=True, check=False
+    )
+    assert save.stdout is not None
+    save.stdout.close()
+    if save.wait() != 0 or load.returncode != 0:
+        pytest.fail(f"loading {stale} into test dockerd {engine.slot} failed: {load.stderr!r}", pytrace=False)
+
+
+def _clear(engine: ExtraEngine) -> None:
+    """Remove every container and user network: the engine belongs to this test session only."""
+    for row in engine.client.api.containers(all=True):
+        with contextlib.suppress(docker.errors.NotFound):
+            engine.client.api.remove_container(row["Id"], force=True, v=True)
+    for network in engine.client.api.networks():
+        if network["Name"] not in {"none", "host", "bridge"}:
+            with contextlib.suppress(docker.errors.APIError):
+                engine.client.api.remove_network(network["Id"])
+
+
+def stop_engine(engine: ExtraEngine) -> None:
+    """Stop an engine's dockerd (and its containerd) now: the host goes away."""
+    engine.process.terminate()
+    try:
+        engine.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        engine.process.kill()
+        engine.process.wait()
+
+
+def _iptables(action: str, slot: int) -> int:
+    return subprocess.run(["iptables", action, *_rule(slot)], capture_output=True, check=False).returncode
+
+
+@pytest.fixture(scope="session")
+def extra_engines(docker_client: docker.DockerClient) -> Iterator[list[ExtraEngine]]:
+    """Two extra running engines with the project images, shared by the multihost tests."""
+    slots = [_take_slot() for _ in range(ENGINE_COUNT)]
+    engines: list[ExtraEngine] = []
+    try:
+        for slot, _ in slots:
+            if _iptables("-C", slot) != 0:  # left by a killed session on this slot: keep one
+                _iptables("-I", slot)
+            engine = _start_engine(slot)
+            engines.append(engine)
+            _clear(engine)
+            _load_images(docker_client, engine)
+        yield engines
+    finally:
+        for engine in engines:
+            with contextlib.suppress(docker.errors.DockerException, OSError):
+                _clear(engine)
+            engine.client.close()
+            stop_engine(engine)
+        for slot, handle in slots:
+            _iptables("-D", slot)
+            handle.close()
