@@ -380,6 +380,37 @@ def sim(
 
 
 @app.command()
+def watch(
+    provider: Annotated[
+        list[str] | None,
+        typer.Option("--provider", "-p", help="Provider to watch (default: every configured one)"),
+    ] = None,
+) -> None:
+    """Run the code watcher: poll each provider account once for all waiting numbers, record codes."""
+    import logging
+    import signal
+
+    settings = _settings()
+    from provisioning.deps import get_deps
+    from watcher import watch as run_watch
+
+    configured = settings.providers.configured_names()
+    names = provider or configured
+    missing = [name for name in names if name not in configured]
+    if missing or not names:
+        err.print(
+            f"[red]not configured: {', '.join(missing) or 'no provider'} (set PROVISIONER_PROVIDERS__<NAME>__API_KEY)[/red]"
+        )
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"code watcher for {', '.join(names)} (Ctrl-C to stop)")
+    run_watch(get_deps(), names, stop)
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database schema to the newest revision."""
     settings = _settings()

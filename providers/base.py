@@ -69,6 +69,11 @@ class Provider(Protocol):
 
     def check(self, lease: Lease) -> CheckResult: ...
 
+    def check_open_activations(self) -> dict[str, CheckResult]:
+        """Every open activation of the account with its status (activation id -> result), in one
+        call; raises NotSupported when the protocol cannot list them (then check each lease)."""
+        ...
+
     def finish(self, lease: Lease) -> None: ...
 
     def cancel(self, lease: Lease) -> None:

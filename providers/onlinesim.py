@@ -180,6 +180,13 @@ class OnlineSimProvider:
         state = self._state(lease.activation_id)
         if state is None:
             return Expired("ERROR_NO_OPERATIONS")
+        return self._result(state)
+
+    def check_open_activations(self) -> dict[str, CheckResult]:
+        """Every open operation with its state, in one getState call without tzid."""
+        return {str(item.get("tzid")): self._result(item) for item in self._states()}
+
+    def _result(self, state: dict) -> CheckResult:
         status, msg = str(state.get("response")), state.get("msg")
         if msg and status in ("TZ_NUM_ANSWER", "TZ_OVER_OK"):
             return CodeReceived(code=str(msg), text=str(msg))

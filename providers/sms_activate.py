@@ -38,6 +38,7 @@ from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
     NotRefundable,
+    NotSupported,
     ProviderError,
     StopError,
     TransientError,
@@ -292,6 +293,13 @@ class SmsActivateProvider:
         if reply.kind in (GONE, NOT_ACTIVE):
             return Expired(token)
         raise self._error("getStatus", reply)
+
+    def check_open_activations(self) -> dict[str, CheckResult]:
+        raise NotSupported(
+            f"{self.name}: the API cannot list open activations with their codes",
+            provider=self.name,
+            action="check_open_activations",
+        )
 
     def _set_status(self, lease: Lease, status: str) -> Reply:
         return self._call("setStatus", id=lease.activation_id, status=status)

@@ -133,6 +133,13 @@ class SmsManProvider:
             return CodeReceived(code=code, text=str(data.get("sms_text") or code))
         return Waiting(str(data.get("error_code") or WAIT))
 
+    def check_open_activations(self) -> dict[str, CheckResult]:
+        raise NotSupported(
+            f"{NAME}: the API cannot list open activations with their codes",
+            provider=NAME,
+            action="check_open_activations",
+        )
+
     def _set_status(self, lease: Lease, status: str) -> bool:
         """True when done, False when the provider says the request is no longer in that state."""
         try:

@@ -63,6 +63,7 @@ class TestCompose:
             "deploy",
             "worker",
             "gateway",
+            "watcher",
             "simulator",
         }
         assert services["postgres"]["image"] == "postgres:16"
@@ -83,6 +84,8 @@ class TestCompose:
         assert "s3cretpw" in gateway["environment"]["PROVISIONER_DATABASE__URL"]
         for name in ("migrate", "prefect-server", "worker", "gateway", "simulator"):
             assert services[name]["build"]["dockerfile"].endswith("images/app/Dockerfile"), name
+        assert services["watcher"]["command"] == ["python", "-m", "cli", "watch"]
+        assert services["watcher"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services["simulator"]["command"][:3] == ["python", "-m", "simulator.server"]
         assert services["simulator"]["profiles"] == ["sim"]
         sim_command = services["simulator"]["command"]
