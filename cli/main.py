@@ -411,6 +411,41 @@ def watch(
 
 
 @app.command()
+def code(
+    session_id: str,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the new code (0: do not wait)")] = 120.0,
+) -> None:
+    """Ask for another code on a live session's number, then wait for it and print it."""
+    import re
+
+    from store import SESSION_ID_PATTERN
+
+    if not re.match(SESSION_ID_PATTERN, session_id):
+        err.print(f"[red]{session_id!r} is not a session id (12 lowercase letters and digits)[/red]")
+        raise typer.Exit(2)
+    _settings()
+    from providers.errors import ProviderError
+    from provisioning.codes import AnotherCodeRefused, request_another_code, wait_for_code
+    from provisioning.deps import get_deps
+    from store.repository import SessionNotFound
+
+    deps = get_deps()
+    try:
+        lease_id = request_another_code(deps, session_id, actor="cli")
+    except (SessionNotFound, AnotherCodeRefused, ProviderError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"asked for another code on session {session_id}")
+    if wait <= 0:
+        return
+    result = wait_for_code(deps, session_id, lease_id, timeout_s=wait, actor="cli")
+    if result.code is None:
+        err.print(f"[red]{result.reason}[/red]")
+        raise typer.Exit(1)
+    console.print(f"code:       [bold]{result.code}[/bold]")
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database schema to the newest revision."""
     settings = _settings()

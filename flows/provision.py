@@ -169,7 +169,8 @@ def provision_session(
                     publish_session(sid)
             if code is None:
                 raise CodeNotReceived(f"no code after {plan.number_attempts} number(s): {result.reason}")
-            finish_number(rented.lease_id)
+            if not deps.settings.codes.keep_number_open:  # open: another code can be asked for
+                finish_number(rented.lease_id)
             with deps.sessions.begin() as db:
                 repo.transition(
                     db, sid, State.VERIFIED, reason="code received", actor=actor, expected=State.AWAITING_CODE

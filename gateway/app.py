@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import api, metrics, proxy, webhooks
+from gateway import another_code, api, metrics, proxy, webhooks
 from gateway.auth import BearerAuth, redact
 from gateway.degrade import Degrade
 from gateway.headers import StandardHeaders
@@ -60,6 +60,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/version", version),
             *api.routes,
+            *another_code.routes,
             *webhooks.routes,
             *metrics.routes,
             *proxy.routes,

@@ -19,9 +19,9 @@ import psycopg
 from sqlalchemy import make_url
 
 from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease
-from providers.errors import TransientError
+from providers.errors import NotSupported, TransientError
 from provisioning.deps import Deps
-from store import LeaseOutcome, LeaseRow, State
+from store import LIVE, LeaseOutcome, LeaseRow, State
 from store import codes as store_codes
 from store import repository as repo
 from store.states import ENDING
@@ -192,3 +192,39 @@ def wait_for_code(
     with deps.sessions.begin() as db:
         store_codes.note_waiting(db, lease_id, last_status)
     return CodeResult(None, f"no code within {timeout_s:g} s")
+
+
+class AnotherCodeRefused(Exception):
+    """Another code cannot be asked for this session now; the message says why."""
+
+
+def request_another_code(deps: Deps, session_id: str, *, actor: str) -> int:
+    """Ask the provider for the next SMS on the session's number (setStatus 3 / setOperationRevise)
+    and put its lease back to waiting; the watcher, a webhook or the flow's polling records it.
+    Returns the lease id. Raises SessionNotFound, AnotherCodeRefused, or the provider's error."""
+    with deps.sessions() as db:
+        state = State(repo.get_session(db, session_id).state)
+        if state not in LIVE:
+            raise AnotherCodeRefused(f"session {session_id} is {state}: no number to ask on")
+        leases = repo.leases_for_session(db, session_id)
+        row = next((x for x in reversed(leases) if x.outcome == LeaseOutcome.CODE_RECEIVED), None)
+        if row is None:
+            finished = any(x.outcome == LeaseOutcome.FINISHED and x.code for x in leases)
+            why = (
+                "its number was finished at verification (set PROVISIONER_CODES__KEEP_NUMBER_OPEN=true)"
+                if finished
+                else "its number has no code yet"
+            )
+            raise AnotherCodeRefused(f"session {session_id}: {why}")
+        lease_id, lease = row.id, _lease(row)
+    try:
+        moved = deps.provider(lease.provider).request_another_code(lease)
+    except NotSupported as exc:
+        raise AnotherCodeRefused(f"session {session_id}: {exc}") from exc
+    new_id = getattr(moved, "activation_id", None) or lease.activation_id
+    with deps.sessions.begin() as db:
+        store_codes.reopen_for_another_code(
+            db, lease_id, activation_id=new_id if new_id != lease.activation_id else None
+        )
+        repo.record_event(db, session_id, reason=f"another code requested on {lease.provider}", actor=actor)
+    return lease_id

@@ -221,6 +221,11 @@ class CodesSettings(BaseModel):
         None, description="Secret path segment of POST /webhooks/{provider}/{secret}; unset = webhooks off"
     )
     webhook_max_bytes: int = Field(16384, ge=256, description="Largest webhook body accepted")
+    keep_number_open: bool = Field(
+        False,
+        description="Leave the number open after verification so the session can ask for another code "
+        "(POST /sessions/{id}/code); it is finished at release",
+    )
 
 
 class GatewaySettings(BaseModel):

@@ -108,12 +108,19 @@ def record_end(db: Session, lease_id: int, outcome: LeaseOutcome, status: str) -
     return True
 
 
-def reopen_for_another_code(db: Session, lease_id: int) -> bool:
-    """A lease that got a code waits for the next one (its code is kept to tell the next apart)."""
+def reopen_for_another_code(db: Session, lease_id: int, *, activation_id: str | None = None) -> bool:
+    """A lease that got a code waits for the next one (its code is kept to tell the next apart);
+    ``activation_id`` when the provider moved the next SMS to a new operation (OnlineSim)."""
+    values: dict[str, object] = {
+        "outcome": LeaseOutcome.ACTIVE.value,
+        "provider_status": "another code requested",
+    }
+    if activation_id:
+        values["activation_id"] = activation_id
     done = db.execute(
         update(LeaseRow)
         .where(LeaseRow.id == lease_id, LeaseRow.outcome == LeaseOutcome.CODE_RECEIVED.value)
-        .values(outcome=LeaseOutcome.ACTIVE.value, provider_status="another code requested")
+        .values(**values)
         .returning(LeaseRow.id),
         execution_options={"synchronize_session": False},
     ).one_or_none()
