@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from cli.catalog import catalog as catalog_command
+from cli.hosts import hosts_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -524,6 +525,7 @@ def demo(
 
 
 app.command(name="catalog")(catalog_command)
+app.add_typer(hosts_app, name="hosts")
 
 
 def main() -> None:  # pragma: no cover - console entry point

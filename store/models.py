@@ -10,6 +10,7 @@ from decimal import Decimal
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -173,3 +174,25 @@ class CatalogRow(Base):
     provider: Mapped[str] = mapped_column(String(32), primary_key=True)
     data: Mapped[dict] = mapped_column(JSONB, nullable=False)
     refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+HOST_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"  # also names its Prefect work queue, host-<name>
+
+
+class HostRow(Base):
+    """A Docker host devices run on: its engine URL, the address the gateway reaches its
+    published stream ports on, its capacity in cores and memory, and its state (store.host_states)."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    docker_url: Mapped[str] = mapped_column(Text, nullable=False)
+    stream_address: Mapped[str] = mapped_column(String(255), nullable=False)
+    cpus: Mapped[float] = mapped_column(Float, nullable=False)
+    memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    reason: Mapped[str | None] = mapped_column(Text)  # why it reached its current state
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # engine answered
+    down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # first unanswered pass
+    created_at: Mapped[datetime] = _tz_now()
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
