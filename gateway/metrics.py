@@ -13,6 +13,7 @@ Prometheus scrapes. Counters are totals over the rows the database keeps.
 | provisioner_reconcile_actions_total | kind | events written by reconcile passes (heal_stream, orphan_session, compensate, expire, finish_release) |
 | provisioner_provider_errors_total | provider, error | leases whose purchase failed, by exception class |
 | provisioner_money_spent_total | provider, currency | prices of numbers bought and not cancelled |
+| provisioner_devices | profile, state | devices by state (idle = the warm pool), when the store has a devices table |
 | provisioner_build_info | version | |
 
 Containers removed and numbers closed by reconciliation leave no row, so they are not counted.
@@ -87,6 +88,8 @@ _MONEY = text(
     WHERE price IS NOT NULL AND outcome NOT IN ('cancelled', 'failed', 'pending') GROUP BY 1, 2
     """
 )
+
+_DEVICES = text("SELECT profile, state, count(*) FROM devices GROUP BY 1, 2")
 
 
 def _histogram_query(column: str, buckets: tuple[float, ...]) -> str:
@@ -179,6 +182,16 @@ class StoreCollector:
         for provider, currency, amount in db.execute(_MONEY):
             money.add_metric([provider, currency], float(amount))
         yield money
+
+        if db.scalar(text("SELECT to_regclass('devices') IS NOT NULL")):
+            devices = GaugeMetricFamily(
+                "provisioner_devices",
+                "Devices by profile and state; idle devices are the warm pool",
+                labels=["profile", "state"],
+            )
+            for profile, state, count in db.execute(_DEVICES):
+                devices.add_metric([profile, state], count)
+            yield devices
 
 
 async def metrics(request: Request) -> Response:
