@@ -56,7 +56,7 @@ def _rule(slot: int) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ExtraEngine:
     """One extra engine: its number, its URL for docker clients, and a client."""
 
@@ -191,6 +191,20 @@ def stop_engine(engine: ExtraEngine) -> None:
     except subprocess.TimeoutExpired:
         engine.process.kill()
         engine.process.wait()
+
+
+@contextlib.contextmanager
+def engine_stopped(engine: ExtraEngine) -> Iterator[None]:
+    """The engine is stopped inside the block (its host is gone) and started again after it, with
+    nothing left on it, so the next multihost test finds it as the fixture made it."""
+    stop_engine(engine)
+    try:
+        yield
+    finally:
+        engine.client.close()
+        fresh = _start_engine(engine.slot)
+        engine.client, engine.process = fresh.client, fresh.process
+        _clear(engine)
 
 
 def _iptables(action: str, slot: int) -> int:
