@@ -41,6 +41,7 @@ class Sent:
     sms_at: float  # time.time() when the SMS arrived at the "provider"
     status: int | None  # HTTP status the receiver answered; None: lost on purpose or unreachable
     error: str = ""
+    duration_s: float = 0.0  # how long the receiver took to answer
 
 
 def body_for(act: Activation, state: SimState) -> dict:
@@ -133,8 +134,10 @@ class WebhookSender:
                     return
                 protocol, act_id, code, sms_at, url, body, copies = item
                 for _ in range(copies):
+                    posted = time.monotonic()
                     try:
                         status, error = client.post(url, json=body).status_code, ""
                     except httpx.HTTPError as exc:
                         status, error = None, type(exc).__name__
-                    self.sent.append(Sent(protocol, act_id, code, sms_at, status, error))
+                    took = time.monotonic() - posted
+                    self.sent.append(Sent(protocol, act_id, code, sms_at, status, error, took))
