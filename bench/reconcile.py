@@ -14,11 +14,22 @@ no network, with our ownership labels under a bench instance id). Then, side by 
 
 Prints the median of each over the repetitions, the ratio, and the database statements and
 Docker API calls each made. Everything it creates is removed at the end; loopback only.
+
+    .venv/bin/python bench/reconcile.py --hosts 3 --live 1000 [--sessions 10000]   # as root
+
+Several hosts: starts ``--hosts`` - 1 extra dockerd engines (the multihost test fixture's,
+tests/plugins/docker_hosts.py), registers all of them in the hosts table, and spreads the live
+sessions' containers over them round robin. These containers are *created, not started* (2,000
+running ones would take ~15 GB of shims on a shared machine; a list call returns created and
+running containers alike), so the plan sees stopped devices and plans actions for them: the
+measure is the pass's observation (the host rows, one list call per host engine, all at once,
+then the session and lease queries) plus the pure plan, not its acting.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import statistics
@@ -37,11 +48,14 @@ from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 from cli.local_postgres import throwaway  # noqa: E402
 from reconciler import Observed, Policy, observe, plan  # noqa: E402
+from reconciler.hosts import observe_hosts  # noqa: E402
 from reconciler.model import ContainerView, LeaseView, SessionView  # noqa: E402
 from runtime import ContainerRuntime  # noqa: E402
 from runtime.errors import ContainerMissing  # noqa: E402
+from runtime.hosts import HostRuntimes  # noqa: E402
 from runtime.model import LABEL_INSTANCE, Role, container_name, ownership_labels  # noqa: E402
 from store import LeaseOutcome, LeaseRow, SessionRow, State, make_engine, new_session_id  # noqa: E402
+from store import hosts as hostrepo  # noqa: E402
 from store import repository as repo  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 
@@ -194,6 +208,139 @@ def measure(name: str, fn: Callable[[], int], counter: Counter, repeat: int) -> 
     }
 
 
+class Listed:
+    """What observe() needs of a runtime: the containers the hosts' list calls already returned."""
+
+    def __init__(self, containers) -> None:
+        self.containers = containers
+
+    def list_managed(self):
+        return self.containers
+
+
+PARTS: list[tuple[float, float, float]] = []  # per pass: hosts (rows + list calls), queries, plan
+
+
+def ours_hosts(sessions: sessionmaker[Session], runtimes: HostRuntimes) -> int:
+    """One pass over every host: host rows, one list call per engine, sessions, leases, plan."""
+    t0 = time.perf_counter()
+    with sessions() as db:
+        now = datetime.now(UTC)
+        seen = observe_hosts(db, runtimes, now=now, grace_s=60)
+        db.commit()
+        t1 = time.perf_counter()
+        containers = [c for found in seen.containers.values() for c in found]
+        observed = observe(db, Listed(containers), no_flow_runs)
+    t2 = time.perf_counter()
+    actions = len(plan(observed, POLICY))
+    PARTS.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    return actions
+
+
+def create_containers(clients: list[docker.DockerClient], instance_id: str, live_ids: list[str]) -> int:
+    def one(args: tuple[int, str, Role]) -> None:
+        i, sid, role = args
+        clients[i % len(clients)].api.create_container(
+            IMAGE,
+            entrypoint=["sleep", "infinity"],
+            name=container_name(instance_id, sid, role),
+            labels=ownership_labels(instance_id, sid, role),
+            host_config=clients[0].api.create_host_config(network_mode="none"),
+        )
+
+    work = [(i, sid, role) for i, sid in enumerate(live_ids) for role in (Role.DEVICE, Role.STREAM)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, work))
+    return len(work)
+
+
+def main_hosts(args: argparse.Namespace) -> int:
+    from tests.plugins.docker_hosts import clear_engine, load_images, start_engine, stop_engine, take_slot
+
+    client = docker.from_env()
+    client.images.get(IMAGE)
+    instance_id = "bench-" + secrets.token_hex(3)
+    cluster = throwaway()
+    engine = None
+    extra, slots = [], []
+    try:
+        for _ in range(args.hosts - 1):
+            slot, handle = take_slot()
+            slots.append(handle)
+            extra.append(start_engine(slot))
+            clear_engine(extra[-1])
+            load_images(client, extra[-1])
+        urls = [os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")]
+        urls += [e.url for e in extra]
+        clients = [client] + [e.client for e in extra]
+        print(f"{args.hosts} engines: {', '.join(urls)}", flush=True)
+        cluster.start()
+        url = cluster.create_database("bench")
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        with sessions.begin() as db:
+            for i, docker_url in enumerate(urls):
+                hostrepo.add_host(
+                    db,
+                    name=f"host{i}",
+                    docker_url=docker_url,
+                    stream_address="127.0.0.1",
+                    cpus=64,
+                    memory_mb=65536,
+                )
+        live_ids = seed_database(sessions, args.sessions, args.live)
+        started = time.perf_counter()
+        made = create_containers(clients, instance_id, live_ids)
+        print(f"created {made} containers over {args.hosts} engines in {time.perf_counter() - started:.1f} s")
+        runtimes = HostRuntimes(instance_id=instance_id, network="none", stream_image=IMAGE, profiles={})
+        counter = Counter(engine, client.api)
+        docker_calls = {"n": 0}
+        for docker_url in urls:  # count every engine's requests
+            api = runtimes.client(docker_url).api
+            send = api.send
+
+            def counting_send(request, _send=send, **kwargs):
+                docker_calls["n"] += 1
+                return _send(request, **kwargs)
+
+            api.send = counting_send
+        ours_hosts(sessions, runtimes)  # warm-up
+        times = []
+        for _ in range(args.repeat):
+            counter.reset()
+            docker_calls["n"] = 0
+            t0 = time.perf_counter()
+            actions = ours_hosts(sessions, runtimes)
+            times.append(time.perf_counter() - t0)
+        median = statistics.median(times)
+        print(
+            f"\none pass over {args.hosts} hosts ({args.sessions} rows, {args.live} live, {made} containers): "
+            f"median {median * 1000:.1f} ms, {counter.sql} SQL statements, {docker_calls['n']} Docker calls "
+            f"({docker_calls['n'] / args.hosts:g} per host), {actions} actions planned"
+        )
+        parts = PARTS[-args.repeat :]
+        hosts_s, db_s, plan_s = (statistics.median(p[i] for p in parts) * 1000 for i in range(3))
+        print(
+            f"  hosts (rows + list calls): {hosts_s:.1f} ms, sessions + leases: {db_s:.1f} ms, plan: {plan_s:.1f} ms"
+        )
+        runtimes.close()
+        assert docker_calls["n"] == args.hosts, "one list call per host engine"
+    finally:
+        for c in [client] + [e.client for e in extra]:
+            remove_containers(c, instance_id)
+        for e in extra:
+            stop_engine(e)
+        for handle in slots:
+            handle.close()
+        if engine is not None:
+            engine.dispose()
+        cluster.stop()
+        shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
+        client.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000, help="session rows (default 10000)")
@@ -201,7 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         "--live", type=int, default=100, help="live sessions, 2 containers each (default 100)"
     )
     parser.add_argument("--repeat", type=int, default=5, help="repetitions per method (default 5)")
+    parser.add_argument("--hosts", type=int, default=1, help="Docker engines (>1: extra dockerd; as root)")
     args = parser.parse_args(argv)
+    if args.hosts > 1:
+        if not 0 < args.live <= args.sessions:
+            parser.error("--live must be between 1 and --sessions")
+        return main_hosts(args)
     if not 0 < args.live <= min(args.sessions, 500):
         parser.error("--live must be between 1 and min(--sessions, 500)")
 

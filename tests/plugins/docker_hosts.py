@@ -70,7 +70,7 @@ class ExtraEngine:
         return f"engine{self.slot}"
 
 
-def _take_slot() -> tuple[int, IO[str]]:
+def take_slot() -> tuple[int, IO[str]]:
     for slot in range(1, MAX_SLOTS + 1):
         handle = open(f"/run/provisioner-test-dockerd-{slot}.lock", "w")  # noqa: SIM115 - held until the end
         try:
@@ -82,7 +82,7 @@ def _take_slot() -> tuple[int, IO[str]]:
     pytest.fail(f"all {MAX_SLOTS} test dockerd slots are taken by other test sessions", pytrace=False)
 
 
-def _start_engine(slot: int) -> ExtraEngine:
+def start_engine(slot: int) -> ExtraEngine:
     socket = f"/run/provisioner-test-dockerd-{slot}.sock"
     exec_root = Path(f"/run/provisioner-test-dockerd-{slot}")
     data_root = Path(f"/var/lib/provisioner-test-dockerd-{slot}")
@@ -149,7 +149,7 @@ def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _load_images(main: docker.DockerClient, engine: ExtraEngine) -> None:
+def load_images(main: docker.DockerClient, engine: ExtraEngine) -> None:
     """Copy the project images from the main engine when the engine lacks them or has old ones."""
     stale = []
     for tag in REQUIRED_IMAGES:
@@ -172,7 +172,7 @@ def _load_images(main: docker.DockerClient, engine: ExtraEngine) -> None:
         pytest.fail(f"loading {stale} into test dockerd {engine.slot} failed: {load.stderr!r}", pytrace=False)
 
 
-def _clear(engine: ExtraEngine) -> None:
+def clear_engine(engine: ExtraEngine) -> None:
     """Remove every container and user network: the engine belongs to this test session only."""
     for row in engine.client.api.containers(all=True):
         with contextlib.suppress(docker.errors.NotFound):
@@ -202,9 +202,9 @@ def engine_stopped(engine: ExtraEngine) -> Iterator[None]:
         yield
     finally:
         engine.client.close()
-        fresh = _start_engine(engine.slot)
+        fresh = start_engine(engine.slot)
         engine.client, engine.process = fresh.client, fresh.process
-        _clear(engine)
+        clear_engine(engine)
 
 
 def _iptables(action: str, slot: int) -> int:
@@ -214,21 +214,21 @@ def _iptables(action: str, slot: int) -> int:
 @pytest.fixture(scope="session")
 def extra_engines(docker_client: docker.DockerClient) -> Iterator[list[ExtraEngine]]:
     """Two extra running engines with the project images, shared by the multihost tests."""
-    slots = [_take_slot() for _ in range(ENGINE_COUNT)]
+    slots = [take_slot() for _ in range(ENGINE_COUNT)]
     engines: list[ExtraEngine] = []
     try:
         for slot, _ in slots:
             if _iptables("-C", slot) != 0:  # left by a killed session on this slot: keep one
                 _iptables("-I", slot)
-            engine = _start_engine(slot)
+            engine = start_engine(slot)
             engines.append(engine)
-            _clear(engine)
-            _load_images(docker_client, engine)
+            clear_engine(engine)
+            load_images(docker_client, engine)
         yield engines
     finally:
         for engine in engines:
             with contextlib.suppress(docker.errors.DockerException, OSError):
-                _clear(engine)
+                clear_engine(engine)
             engine.client.close()
             stop_engine(engine)
         for slot, handle in slots:
