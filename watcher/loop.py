@@ -154,6 +154,10 @@ class ProviderWatcher:
         self.requests += 1
         try:
             result = fn(*args)
+        except NotSupported:
+            self.requests -= 1  # answered locally: nothing was sent
+            self.bucket.tokens += 1
+            raise
         except TransientError as exc:
             if exc.code in RATE_LIMIT_CODES:
                 self.bucket.slow_down()
