@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from runtime import ContainerRuntime, load_profiles  # noqa: E402
-from store import State, new_session_id  # noqa: E402
+from store import DeviceState, State, new_session_id  # noqa: E402
+from store import devices as devrepo  # noqa: E402
 from store import repository as repo  # noqa: E402
 
 NETWORK = "provisioner-bench"
@@ -237,7 +238,18 @@ def main() -> None:
             repo.create_session(db, service="telegram", country="RU", actor="bench", session_id=session_id)
             for state in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE):
                 repo.transition(db, session_id, state, reason="bench", actor="bench")
-        cleanup.callback(runtime.remove_session, session_id)
+            # The session holds a device of the same id (containers are named by the device).
+            devrepo.create_device(
+                db,
+                device_id=session_id,
+                profile="stub",
+                host="local",
+                device_container=runtime.name_for(session_id, "device"),
+                stream_container=runtime.name_for(session_id, "stream"),
+                session_id=session_id,
+            )
+            devrepo.transition_device(db, session_id, DeviceState.CLAIMED, reason="bench")
+        cleanup.callback(runtime.remove_device, session_id)
         runtime.launch_device(session_id, "stub")
         runtime.launch_stream(session_id)
         runtime.wait_device_ready(session_id, "stub", timeout_s=60)

@@ -8,11 +8,11 @@ the code at once), for up to three modes run side by side, in alternating order,
   flow         flows.provision.provision_session: Prefect (a real temporary API server from
                prefect_test_harness, flows run in-process, one thread each) + the PostgreSQL store.
   baseline     no Prefect, no DB: the same provider client (Deps.provider) and the same
-               ContainerRuntime calls in the same order as provisioning.containers.launch_containers:
+               ContainerRuntime calls in the same order as provisioning.devices.boot_device:
                acquire; launch_device || launch_stream; wait_device_ready; wait_stream_ready;
                check until the code; finish.
   baseline-db  no Prefect, with the store: the flow's body made of the plain functions its tasks
-               wrap (create session, numbers.rent_number, containers.launch_containers,
+               wrap (create session, devices.claim_device/boot_session_device, numbers.rent_number,
                numbers.wait_for_code, numbers.finish_number, transition to verified, heartbeat).
 
 "Stream ready" is the session's ready_at (set when it becomes awaiting_code) for the DB modes and
@@ -216,7 +216,7 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
     from datetime import timedelta
 
     from provisioning import numbers
-    from provisioning.containers import launch_containers
+    from provisioning.devices import boot_session_device, claim_device, number_rented
     from provisioning.lifecycle import Heartbeat, compensate
     from provisioning.request import resolve
     from store import State
@@ -236,6 +236,8 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
         )
     try:
         with Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s):
+            if claim_device(deps, sid, profile=plan.device_profile, actor=ACTOR) is None:
+                boot_session_device(deps, sid, profile=plan.device_profile, actor=ACTOR)
             rented = numbers.rent_number(
                 deps,
                 sid,
@@ -246,7 +248,7 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
                 attempt=1,
                 actor=ACTOR,
             )
-            launch_containers(deps, sid, profile=plan.device_profile, actor=ACTOR)
+            number_rented(deps, sid, provider=rented.provider, actor=ACTOR)
             result = numbers.wait_for_code(
                 deps, sid, rented.lease_id, timeout_s=plan.code_timeout_s, actor=ACTOR
             )
@@ -332,14 +334,14 @@ def release_all(bench: Bench, samples: list[Sample]) -> None:
     def end(sample: Sample) -> None:
         try:
             if sample.mode == "baseline":
-                bench.deps.runtime.remove_session(sample.session_id)
+                bench.deps.runtime.remove_device(sample.session_id)
                 return
             with bench.deps.sessions() as db:
                 exists = repo.find_session(db, sample.session_id) is not None
             if exists:
                 release(bench.deps, sample.session_id, actor=ACTOR, reason="bench round over")
             else:
-                bench.deps.runtime.remove_session(sample.session_id)
+                bench.deps.runtime.remove_device(sample.session_id)
         except Exception as exc:
             print(f"  release of {sample.session_id} failed: {exc}", file=sys.stderr)
 

@@ -1,4 +1,4 @@
-"""provision: number -> device and stream -> code, every side effect undone on failure."""
+"""provision: device (claimed warm, else cold-booted) -> number -> code, every side effect undone on failure."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from provisioning.deps import get_deps
+from provisioning.devices import number_rented
 from provisioning.lifecycle import Heartbeat, compensate
 from provisioning.numbers import NoProviderConfigured
 from provisioning.request import ProvisionRequest, form_defaults, resolve
 from settings.version import VERSION
 from store import SESSION_ID_PATTERN, SessionRow, State
 from store import repository as repo
-from tasks.containers import ensure_launch_limit, launch_session_containers, launch_slot
+from tasks.containers import boot_device_for_session, claim_session_device, ensure_launch_limit, launch_slot
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
 from tasks.publish import label_flow_run, mask_phone, publish_session
 from tasks.sessions import adopt_session
@@ -76,7 +77,7 @@ def _compensate_from_hook(final: State):
 
 @flow(
     name="provision",
-    description="Rent a number, start a device and its noVNC stream, wait for the verification code.",
+    description="Get a device (warm from the pool, else cold-booted), rent a number, wait for the code.",
     on_failure=[_compensate_from_hook(State.FAILED)],
     on_crashed=[_compensate_from_hook(State.FAILED)],
     on_cancellation=[_compensate_from_hook(State.CANCELLED)],
@@ -108,6 +109,8 @@ def provision_session(
     adopts it. A flow run owns at most one session: a re-run of the same flow run (a Retry in the
     UI, a crashed run restarted) resumes that session while it is live, or ends at once saying it
     already ended; it never starts a second session and never buys again for an attempt made.
+    The device comes first (the number's clock starts when the screen is usable): the one the
+    gateway claimed, else an idle pool device, else a cold boot under the host's launch limit.
     """
     logger = get_run_logger()
     logger.info("provisioner %s", VERSION)
@@ -123,6 +126,7 @@ def provision_session(
         ttl_s=plan.ttl_s,
         flow_run_id=str(flow_run.id),
         actor=actor,
+        idle_timeout_s=plan.idle_timeout_s,
     )
     sid = adopted.session_id
     label_flow_run("provision", sid)
@@ -142,10 +146,12 @@ def provision_session(
     heartbeat = Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s)
     try:
         with heartbeat, transaction():
-            rented = rent_number(sid, attempt=adopted.attempt, **rent)
-            with launch_slot(logger):
-                launch_session_containers(sid, profile=plan.device_profile, actor=actor)
+            if claim_session_device(sid, profile=plan.device_profile, actor=actor) is None:
+                with launch_slot(logger):
+                    boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
             publish_session(sid)
+            rented = rent_number(sid, attempt=adopted.attempt, **rent)
+            number_rented(deps, sid, provider=rented.provider, actor=actor)
             code = None
             for attempt in range(adopted.attempt, max(plan.number_attempts, adopted.attempt) + 1):
                 result = wait_for_code(

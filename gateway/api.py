@@ -43,6 +43,7 @@ def session_json(gw: Gateway, row: SessionRow) -> dict[str, Any]:
         "service": row.service,
         "country": row.country,
         "device_profile": row.device_profile,
+        "device_id": row.device_id,
         "stream_url": gateway_stream_url(gw.deps, row.id) if State(row.state) in _LIVE_OR_LAUNCHING else None,
         "code_received": row.verification_code is not None,
         "flow_run_id": row.flow_run_id,
@@ -54,7 +55,7 @@ def session_json(gw: Gateway, row: SessionRow) -> dict[str, Any]:
     }
 
 
-_LIVE_OR_LAUNCHING = frozenset({State.LAUNCHING, State.AWAITING_CODE, State.VERIFIED})
+_LIVE_OR_LAUNCHING = frozenset({State.LAUNCHING, State.AWAITING_NUMBER, State.AWAITING_CODE, State.VERIFIED})
 
 
 def _bad_id(request: Request, session_id: str) -> Response:

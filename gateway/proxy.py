@@ -180,7 +180,11 @@ async def vnc_websocket(websocket: WebSocket) -> None:
         return
     try:
         await websocket.accept(subprotocol=remote.subprotocol)
-        await _relay(websocket, remote)
+        stamping = asyncio.create_task(gw.activity.while_open(session_id))  # an open stream is activity
+        try:
+            await _relay(websocket, remote)
+        finally:
+            stamping.cancel()
     finally:
         await remote.close()
 

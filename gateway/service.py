@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from gateway.activity import ActivityRecorder
 from gateway.runs import FlowRuns, PrefectFlowRuns
 from gateway.upstream import (
     STREAM_DOWN,
@@ -43,6 +44,7 @@ class Gateway:
         self._runtime = runtime
         self.runs: FlowRuns = runs or PrefectFlowRuns()
         self.cache = UpstreamCache()
+        self.activity = ActivityRecorder(deps)
         self.http: httpx.AsyncClient | None = None
 
     @property
@@ -75,12 +77,25 @@ class Gateway:
             raise UnknownSession(session_id)
         return State(state)
 
+    async def session_device(self, session_id: str) -> tuple[State, str | None]:
+        """The session's state and the id of the device it holds, in one read."""
+
+        def read() -> tuple[str, str | None] | None:
+            with self.deps.sessions() as db:
+                row = repo.find_session(db, session_id)
+                return None if row is None else (row.state, row.device_id)
+
+        found = await run_in_threadpool(read)
+        if found is None:
+            raise UnknownSession(session_id)
+        return State(found[0]), found[1]
+
     async def upstream(self, session_id: str, *, probe: bool = False) -> Upstream:
         """The live session's stream container, or StreamUnavailable saying why not. While the
         database does not answer, the last known route of a session that was live is used for
         ``gateway.route_keep_s`` (its stream still runs; only the store is away)."""
         try:
-            state = await self.session_state(session_id)
+            state, device_id = await self.session_device(session_id)
         except SQLAlchemyError:
             last = self.cache.last_known(session_id, self.settings.gateway.route_keep_s)
             if last is None:
@@ -99,7 +114,7 @@ class Gateway:
                 runtime = await run_in_threadpool(lambda: self.runtime)
             except RuntimeFailure as exc:
                 raise StreamUnavailable(STREAM_DOWN, detail=f"Docker: {exc}") from exc
-            upstream = await run_in_threadpool(find_stream, runtime, session_id)
+            upstream = await run_in_threadpool(find_stream, runtime, device_id)
         if probe:
             assert self.http is not None, "Gateway.start() was not called"
             try:

@@ -6,7 +6,8 @@
      └── reason "stream down"           live, but the container is missing, stopped or silent
 
 The upstream address always comes from Docker: the stream container of this deployment instance
-and this session (found by ownership labels, never by a name from the request), at its address on
+and the device this session holds in the database (found by ownership labels, never by a name from
+the request), at its address on
 the deployment network, port 6080 (or its published port when it has no address there).
 Docker and httpx exceptions are translated here and nowhere else in the gateway.
 """
@@ -22,7 +23,7 @@ import httpx
 from runtime import ContainerRuntime, RuntimeFailure
 from runtime.containers import STREAM_PORT
 from runtime.errors import translate_docker_errors
-from runtime.model import LABEL_ROLE, LABEL_SESSION, Role, owner_filter
+from runtime.model import LABEL_DEVICE, LABEL_ROLE, Role, owner_filter
 from store import LIVE, PROVISIONING, SESSION_ID_PATTERN, State
 
 SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
@@ -67,14 +68,16 @@ def reason_for_state(state: State) -> str | None:
     return state.value
 
 
-def find_stream(runtime: ContainerRuntime, session_id: str) -> Upstream:
-    """The session's running stream container (by labels) and its address; blocking Docker call."""
-    if not valid_session_id(session_id):
-        raise StreamUnavailable(STREAM_DOWN, detail="invalid session id")
+def find_stream(runtime: ContainerRuntime, device_id: str | None) -> Upstream:
+    """The running stream container of the session's device (by labels) and its address; blocking."""
+    if device_id is None:
+        raise StreamUnavailable(STREAM_DOWN, detail="the session holds no device")
+    if not valid_session_id(device_id):
+        raise StreamUnavailable(STREAM_DOWN, detail="invalid device id")
     filters = {
         "label": [
             *owner_filter(runtime.instance_id),
-            f"{LABEL_SESSION}={session_id}",
+            f"{LABEL_DEVICE}={device_id}",
             f"{LABEL_ROLE}={Role.STREAM.value}",
         ]
     }

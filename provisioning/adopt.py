@@ -42,6 +42,7 @@ def adopt_session(
     profile: str,
     ttl_s: float,
     actor: str,
+    idle_timeout_s: float | None = None,
 ) -> Adopted:
     with deps.sessions.begin() as db:
         row = repo.find_by_flow_run(db, flow_run_id) if flow_run_id != "None" else None
@@ -57,11 +58,14 @@ def adopt_session(
                 ttl=timedelta(seconds=ttl_s),
                 actor=actor,
                 session_id=session_id,
+                idle_timeout_s=idle_timeout_s,
             )
             return Adopted(row.id, State(row.state), 1, False)
         if State(row.state) in ENDING:
             raise SessionEnded(row.id, row.state)
         repo.record_submission(db, row.id, flow_run_id)
+        if row.idle_timeout_s is None and idle_timeout_s is not None:
+            repo.update_session(db, row.id, idle_timeout_s=idle_timeout_s)
         leases = repo.leases_for_session(db, row.id)
         attempt = 1
         if leases:

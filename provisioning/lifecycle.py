@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 
 from provisioning.deps import Deps
+from provisioning.devices import retire_session_device
 from provisioning.numbers import close_open_leases
 from runtime.errors import RuntimeFailure
 from store import TERMINAL, IllegalTransition, State
@@ -34,12 +35,12 @@ class EndResult:
         return f"session {self.session_id} {verb} {self.state}{extra}"
 
 
-def remove_containers(deps: Deps, session_id: str) -> list[str]:
+def remove_containers(deps: Deps, session_id: str, *, reason: str = "its session ended") -> list[str]:
+    """Retire the session's device: its containers removed, never back to the pool."""
     try:
-        deps.runtime.remove_session(session_id)
+        return retire_session_device(deps, session_id, reason=reason[:500])
     except RuntimeFailure as exc:
         return [f"containers: {exc}"]
-    return []
 
 
 def compensate(

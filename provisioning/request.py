@@ -89,6 +89,7 @@ def form_defaults() -> dict[str, object]:
         "code_timeout_s": s.defaults.code_timeout_s,
         "number_attempts": s.defaults.number_attempts,
         "ttl_s": s.defaults.ttl_s,
+        "idle_timeout_s": s.defaults.idle_timeout_s,
     }
     if s.defaults.max_price is not None:
         values["max_price"] = s.defaults.max_price
@@ -190,6 +191,13 @@ class ProvisionRequest(BaseModel):
         title="Session lifetime (seconds)",
         description="How long the session stays live before reconciliation expires and releases it",
     )
+    idle_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        title="Idle timeout (seconds)",
+        description="Release a verified session nobody used (no input, no open stream) for this long",
+    )
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,7 @@ class ResolvedRequest:
     code_timeout_s: float
     number_attempts: int
     ttl_s: float
+    idle_timeout_s: float
 
 
 def resolve(request: ProvisionRequest, settings: Settings) -> ResolvedRequest:
@@ -216,4 +225,5 @@ def resolve(request: ProvisionRequest, settings: Settings) -> ResolvedRequest:
         code_timeout_s=request.code_timeout_s or d.code_timeout_s,
         number_attempts=request.number_attempts or d.number_attempts,
         ttl_s=request.ttl_s or d.ttl_s,
+        idle_timeout_s=request.idle_timeout_s or d.idle_timeout_s,
     )

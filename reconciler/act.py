@@ -10,11 +10,13 @@ from sqlalchemy import func, select
 from providers.base import Lease
 from providers.errors import ProviderError
 from provisioning.deps import Deps, ProviderNotConfigured
+from provisioning.devices import retire_device
 from provisioning.lifecycle import compensate, release
 from provisioning.numbers import CancelDeferred, cancel_number, close_number
 from provisioning.runs import end_run, first_run_key, resubmission_key, submit_provision
-from reconciler.model import Action, Kind
+from reconciler.model import Action, Kind, Reason
 from store import LeaseOutcome, LeaseRow, State
+from store import devices as devrepo
 from store import repository as repo
 
 log = logging.getLogger(__name__)
@@ -40,16 +42,33 @@ def act(deps: Deps, actions: list[Action], *, actor: str) -> list[ActionResult]:
 
 
 def _heal_stream(deps: Deps, action: Action, actor: str) -> str:
-    sid = action.session_id
-    assert sid
-    stream = deps.runtime.heal_stream(sid)
-    deps.runtime.wait_stream_ready(sid, deps.settings.docker.readiness_timeout_s)
-    url = deps.runtime.stream_url(stream) if stream.host_port else None
+    sid, device_id = action.session_id, action.device_id
+    assert sid and device_id
+    runtime = deps.runtime
+    if action.reason == Reason.STREAM_UNHEALTHY:  # running but silent: replace it
+        runtime.remove(runtime.name_for(device_id, "stream"))
+    stream = runtime.heal_stream(device_id)
+    runtime.wait_stream_ready(device_id, deps.settings.docker.readiness_timeout_s)
+    url = runtime.stream_url(stream) if stream.host_port else None
     with deps.sessions.begin() as db:
         if url:
             repo.update_session(db, sid, stream_url=url, stream_container=stream.name)
         repo.record_event(db, sid, reason=f"stream healed: {action.reason}", actor=actor)
     return f"stream {stream.name} recreated"
+
+
+def _record_health(deps: Deps, action: Action, actor: str) -> str:
+    assert action.device_id
+    health = action.detail["health"]
+    with deps.sessions.begin() as db:
+        devrepo.record_health(db, action.device_id, health, at=db.scalar(select(func.now())))
+    return f"device {action.device_id} is {health}"
+
+
+def _retire_device(deps: Deps, action: Action, actor: str) -> str:
+    assert action.device_id
+    problems = retire_device(deps, action.device_id, reason=str(action.reason))
+    return "retired" + (f" ({'; '.join(problems)})" if problems else "")
 
 
 def _orphan(deps: Deps, action: Action, actor: str) -> str:
@@ -216,4 +235,6 @@ _HANDLERS = {
     Kind.END_STRAY_RUN: _end_stray_run,
     Kind.MARK_DEVICE_DOWN: _mark_device_down,
     Kind.CLEAR_DEVICE_DOWN: _clear_device_down,
+    Kind.RECORD_HEALTH: _record_health,
+    Kind.RETIRE_DEVICE: _retire_device,
 }

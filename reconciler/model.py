@@ -21,6 +21,19 @@ class SessionView:
     submissions: int = 1  # provision flow runs created for it so far
     has_request: bool = False  # written by the gateway: it can be re-submitted as it was asked
     device_down_since: datetime | None = None  # first pass that saw its device not running
+    device_id: str | None = None  # the device the session holds
+    idle_timeout_s: float | None = None
+    idle_since: datetime | None = None  # last screen activity, or the last change of the session
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    id: str
+    state: str  # a non-terminal DeviceState
+    profile: str
+    session_id: str | None  # the session holding it
+    health: str | None  # as last recorded in the database
+    health_since: datetime | None
 
 
 @dataclass(frozen=True)
@@ -38,10 +51,11 @@ class LeaseView:
 class ContainerView:
     id: str
     name: str
-    session_id: str
+    device_id: str
     role: str  # device | stream
     state: str  # running, exited, created, ...
     created_at: datetime | None
+    health: str | None = None  # healthy, unhealthy, starting (Docker HEALTHCHECK); None without one
 
 
 # Prefect flow run state types in which the run is still in charge of its session.
@@ -78,6 +92,7 @@ class Observed:
     flow_runs: dict[str, str | None]  # flow run id -> state type, None when the run does not exist
     run_details: dict[str, RunDetail] = field(default_factory=dict)  # flow run id -> since, message
     stray_runs: list[StrayRun] = field(default_factory=list)
+    devices: list[DeviceView] = field(default_factory=list)  # every non-terminal device
 
 
 class Kind(enum.StrEnum):
@@ -93,6 +108,8 @@ class Kind(enum.StrEnum):
     END_STRAY_RUN = "end_stray_run"  # a flow run still alive for an ended session: cancel/crash it
     MARK_DEVICE_DOWN = "mark_device_down"  # first sight of a device not running: remember, wait
     CLEAR_DEVICE_DOWN = "clear_device_down"  # the device runs again
+    RECORD_HEALTH = "record_health"
+    RETIRE_DEVICE = "retire_device"
 
 
 class Reason(enum.StrEnum):
@@ -100,8 +117,13 @@ class Reason(enum.StrEnum):
     STREAM_STOPPED = "stream container not running"
     DEVICE_MISSING = "device container missing"
     DEVICE_STOPPED = "device container not running"
-    SESSION_TERMINAL = "its session has ended"
-    SESSION_UNKNOWN = "no such session"
+    DEVICE_UNHEALTHY = "device unhealthy past the grace period"
+    STREAM_UNHEALTHY = "stream container unhealthy"
+    HEALTH_CHANGED = "health changed"
+    DEVICE_UNHELD = "claimed device whose session ended"
+    IDLE = "idle"
+    DEVICE_ENDED = "no live device owns it"
+    DEVICE_UNKNOWN = "no device label"
     FLOW_RUN_GONE = "its provision flow run no longer runs"
     TTL_PASSED = "ttl passed"
     LEASE_ON_ENDED_SESSION = "number still open on an ended session"
@@ -122,6 +144,7 @@ class Action:
     container_name: str | None = None
     lease_id: int | None = None
     run_id: str | None = None  # the flow run an action is about (submit: the one it replaces)
+    device_id: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -130,4 +153,6 @@ class Action:
             return self.container_name
         if self.lease_id is not None:
             return f"lease {self.lease_id}"
+        if self.device_id and not self.session_id:
+            return f"device {self.device_id}"
         return self.session_id or "-"

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reconciler.model import ContainerView, LeaseView, Observed, RunDetail, SessionView, StrayRun
+from reconciler.model import ContainerView, DeviceView, LeaseView, Observed, RunDetail, SessionView, StrayRun
 from runtime import ContainerRuntime
 from store import TERMINAL, SessionRow, State
+from store import devices as devrepo
 from store import repository as repo
 
 FlowRunStates = Callable[[Iterable[str]], dict[str, str | None]]
@@ -45,6 +46,8 @@ def observe(
     alive_runs: AliveRuns | None = None,
 ) -> Observed:
     now = db.scalar(select(func.now()))  # the database's clock, the one timestamps were written with
+    devices = [(row, sid) for row, sid in devrepo.list_live_devices(db)]
+    activity = {row.id: row.last_activity_at for row, _ in devices}
     sessions = [
         SessionView(
             s.id,
@@ -57,6 +60,9 @@ def observe(
             submissions=s.submissions,
             has_request=s.request is not None,
             device_down_since=s.device_down_since,
+            device_id=s.device_id,
+            idle_timeout_s=s.idle_timeout_s,
+            idle_since=max(t for t in (s.updated_at, activity.get(s.device_id or "")) if t is not None),
         )
         for s in repo.list_nonterminal_sessions(db)
     ]
@@ -65,7 +71,7 @@ def observe(
         for x in repo.list_open_leases(db)
     ]
     containers = [
-        ContainerView(c.id, c.name, c.session_id, c.role, c.state, c.created_at)
+        ContainerView(c.id, c.name, c.device_id, c.role, c.state, c.created_at, health=c.health)
         for c in runtime.list_managed()
     ]
     run_ids = sorted({s.flow_run_id for s in sessions if s.flow_run_id})
@@ -78,4 +84,5 @@ def observe(
         flow_runs=states,
         run_details=run_details() if run_details else {},
         stray_runs=_stray_runs(db, alive_runs()) if alive_runs else [],
+        devices=[DeviceView(d.id, d.state, d.profile, sid, d.health, d.health_since) for d, sid in devices],
     )

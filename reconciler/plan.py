@@ -15,7 +15,7 @@ from reconciler.model import (
     Reason,
     SessionView,
 )
-from store import LIVE, PROVISIONING, LeaseOutcome, State
+from store import LIVE, PROVISIONING, DeviceState, LeaseOutcome, State
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Policy:
     device_grace: timedelta = timedelta(seconds=60)  # a device down this long (over two passes) is gone
     run_start_deadline: timedelta = timedelta(seconds=300)  # Scheduled/Pending longer: no worker took it
     max_submissions: int = 2  # provision runs per session: the first, and one re-submission
+    unhealthy_grace: timedelta = timedelta(seconds=30)  # a device unhealthy this long counts as dead
 
 
 def _flow_run_dead(session: SessionView, observed: Observed, policy: Policy) -> str | None:
@@ -88,18 +89,45 @@ def _device_rule(session: SessionView, device: ContainerView | None, observed: O
     ), True
 
 
+def _idle_for(session: SessionView, observed: Observed) -> str | None:
+    """Why a verified session counts as idle (no screen activity for its idle timeout), or None."""
+    if session.state != State.VERIFIED or not session.idle_timeout_s or session.idle_since is None:
+        return None
+    quiet = observed.now - session.idle_since
+    if quiet < timedelta(seconds=session.idle_timeout_s):
+        return None
+    return f"no activity for {quiet.total_seconds():.0f} s (idle timeout {session.idle_timeout_s:g} s)"
+
+
+def _health_changes(observed: Observed, by_device: dict[str, dict[str, ContainerView]]) -> list[Action]:
+    """A device container that turned unhealthy, or recovered, since the recorded health: record it
+    (with the time), so the grace period is measured from when it changed."""
+    actions = []
+    for row in observed.devices:
+        container = by_device.get(row.id, {}).get("device")
+        health = container.health if container is not None and container.state == "running" else None
+        # Only a turn to or from unhealthy matters (and keeps a healthy world's passes empty).
+        if health is not None and health != row.health and "unhealthy" in (health, row.health):
+            actions.append(
+                Action(Kind.RECORD_HEALTH, Reason.HEALTH_CHANGED, device_id=row.id, detail={"health": health})
+            )
+    return actions
+
+
 def plan(observed: Observed, policy: Policy) -> list[Action]:
     """Every action that brings Docker and the providers in line with the database (or the
     database in line with what no longer exists). Deterministic for a given observation."""
     actions: list[Action] = []
-    by_session: dict[str, dict[str, ContainerView]] = {}
+    by_device: dict[str, dict[str, ContainerView]] = {}
     for container in observed.containers:
-        by_session.setdefault(container.session_id, {})[container.role] = container
+        by_device.setdefault(container.device_id, {})[container.role] = container
     live_ids = {s.id for s in observed.sessions}
     leased = {lease.session_id for lease in observed.leases}
+    devices = {d.id: d for d in observed.devices}
+    actions += _health_changes(observed, by_device)
 
     for session in observed.sessions:
-        mine = by_session.get(session.id, {})
+        mine = by_device.get(session.device_id, {}) if session.device_id else {}
         # d. a provision whose flow run died: run it again if it never did anything, else undo it.
         dead = _flow_run_dead(session, observed, policy) if session.state in PROVISIONING else None
         if dead and observed.now - session.updated_at >= policy.provisioning_deadline:
@@ -121,6 +149,10 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
         if session.state in LIVE and session.expires_at is not None and session.expires_at <= observed.now:
             actions.append(Action(Kind.EXPIRE_SESSION, Reason.TTL_PASSED, session_id=session.id))
             continue
+        # h. verified but nobody used its screen for its idle timeout: release it (expired).
+        if idle := _idle_for(session, observed):
+            actions.append(Action(Kind.EXPIRE_SESSION, f"{Reason.IDLE}: {idle}", session_id=session.id))
+            continue
         # g. a release whose process died after it marked the session releasing: finish it.
         if session.state == State.RELEASING:
             if observed.now - session.updated_at >= policy.provisioning_deadline:
@@ -135,10 +167,24 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             actions.append(device_action)
         if device_down:
             continue
-        # a. the device runs but its stream does not: recreate the stream.
-        if stream is None or stream.state != "running":
-            why = Reason.STREAM_MISSING if stream is None else Reason.STREAM_STOPPED
-            actions.append(Action(Kind.HEAL_STREAM, why, session_id=session.id))
+        # b'. the device runs but has failed its health check for longer than the grace period.
+        row = devices.get(session.device_id or "")
+        if (
+            device.health == "unhealthy"
+            and row is not None
+            and row.health == "unhealthy"
+            and row.health_since is not None
+            and observed.now - row.health_since >= policy.unhealthy_grace
+        ):
+            actions.append(Action(Kind.ORPHAN_SESSION, Reason.DEVICE_UNHEALTHY, session_id=session.id))
+            continue
+        # a. the device runs but its stream does not (or fails its health check): recreate the stream.
+        if stream is None or stream.state != "running" or stream.health == "unhealthy":
+            if stream is None:
+                why = Reason.STREAM_MISSING
+            else:
+                why = Reason.STREAM_STOPPED if stream.state != "running" else Reason.STREAM_UNHEALTHY
+            actions.append(Action(Kind.HEAL_STREAM, why, session_id=session.id, device_id=session.device_id))
 
     # h. a provision run Prefect still calls alive whose session has ended: end it in Prefect too.
     for stray in observed.stray_runs:
@@ -154,9 +200,15 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             )
         )
 
-    # c. containers nobody owns any more, after a grace period.
+    # i. a claimed device whose session ended (or never got it): retire it, it never goes back.
+    for row in observed.devices:
+        if row.state == DeviceState.CLAIMED and (row.session_id is None or row.session_id not in live_ids):
+            actions.append(Action(Kind.RETIRE_DEVICE, Reason.DEVICE_UNHELD, device_id=row.id))
+    kept = set(devices) | {s.device_id for s in observed.sessions if s.device_id}
+
+    # c. containers of no live device, after a grace period.
     for container in observed.containers:
-        if container.session_id in live_ids:
+        if container.device_id in kept:
             continue
         age = observed.now - container.created_at if container.created_at else policy.grace
         if age < policy.grace:
@@ -164,8 +216,8 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
         actions.append(
             Action(
                 Kind.REMOVE_CONTAINER,
-                Reason.SESSION_TERMINAL if container.session_id else Reason.SESSION_UNKNOWN,
-                session_id=container.session_id or None,
+                Reason.DEVICE_ENDED if container.device_id else Reason.DEVICE_UNKNOWN,
+                device_id=container.device_id or None,
                 container_id=container.id,
                 container_name=container.name,
             )

@@ -1,9 +1,9 @@
-"""ContainerRuntime: device and stream containers of a session on one Docker host.
+"""ContainerRuntime: device and stream containers of a device on one Docker host.
 
 Every container carries ownership labels (runtime.model) and lives on the deployment's
 user-defined bridge network, where the stream reaches the device by container name. Only the
 stream's noVNC port is published, on publish_host, at a random host port. Launches are
-idempotent per (instance, session, role): a running container of ours is returned, a stopped
+idempotent per (instance, device, role): a running container of ours is returned, a stopped
 one replaced. Docker exceptions are translated by runtime.errors and never leave this module.
 """
 
@@ -31,16 +31,16 @@ from runtime.errors import (
 )
 from runtime.model import (
     LABEL_CREATED_AT,
+    LABEL_DEVICE,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_PROFILE,
     LABEL_ROLE,
-    LABEL_SESSION,
     MANAGED_BY,
     ContainerInfo,
     ManagedContainer,
     Role,
-    check_session_id,
+    check_device_id,
     container_name,
     owner_filter,
     ownership_labels,
@@ -105,8 +105,8 @@ class ContainerRuntime:
 
     # -- names and profiles -------------------------------------------------------------------
 
-    def name_for(self, session_id: str, role: Role | str) -> str:
-        return container_name(self.instance_id, session_id, Role(role))
+    def name_for(self, device_id: str, role: Role | str) -> str:
+        return container_name(self.instance_id, device_id, Role(role))
 
     def profile(self, name: str) -> DeviceProfile:
         try:
@@ -151,17 +151,17 @@ class ContainerRuntime:
         with translate_docker_errors():
             return [n for n in self.client.api.networks(names=[self.network]) if n["Name"] == self.network]
 
-    def launch_device(self, session_id: str, profile: str) -> ContainerInfo:
-        """Start the session's device container (or return the running one)."""
+    def launch_device(self, device_id: str, profile: str) -> ContainerInfo:
+        """Start the device container (or return the running one)."""
         prof = self.profile(profile)
-        name = self.name_for(session_id, Role.DEVICE)
-        labels = {**ownership_labels(self.instance_id, session_id, Role.DEVICE), LABEL_PROFILE: prof.name}
+        name = self.name_for(device_id, Role.DEVICE)
+        labels = {**ownership_labels(self.instance_id, device_id, Role.DEVICE), LABEL_PROFILE: prof.name}
         return self._launch(
             name,
             prof.image,
-            session_id=session_id,
+            device_id=device_id,
             command=prof.command,
-            environment={**prof.env, "SESSION_ID": session_id},
+            environment={**prof.env, "SESSION_ID": device_id},
             labels=labels,
             mem_limit=prof.mem_limit,
             nano_cpus=prof.nano_cpus,
@@ -171,18 +171,18 @@ class ContainerRuntime:
             healthcheck=prof.healthcheck(),
         )
 
-    def launch_stream(self, session_id: str) -> ContainerInfo:
-        """Start the session's websockify/noVNC container aimed at its device (or return it)."""
-        device_name = self.name_for(session_id, Role.DEVICE)
+    def launch_stream(self, device_id: str) -> ContainerInfo:
+        """Start the device's websockify/noVNC container aimed at its device (or return it)."""
+        device_name = self.name_for(device_id, Role.DEVICE)
         vnc_port = self._device_vnc_port(device_name)
         ports = {f"{STREAM_PORT}/tcp": (self.publish_host,)} if self.publish_streams else None
         return self._launch(
-            self.name_for(session_id, Role.STREAM),
+            self.name_for(device_id, Role.STREAM),
             self.stream_image,
-            session_id=session_id,
+            device_id=device_id,
             command=None,
-            environment={"TARGET_HOST": device_name, "TARGET_PORT": str(vnc_port), "SESSION_ID": session_id},
-            labels=ownership_labels(self.instance_id, session_id, Role.STREAM),
+            environment={"TARGET_HOST": device_name, "TARGET_PORT": str(vnc_port), "SESSION_ID": device_id},
+            labels=ownership_labels(self.instance_id, device_id, Role.STREAM),
             mem_limit=STREAM_MEM_LIMIT,
             nano_cpus=STREAM_NANO_CPUS,
             devices=[],
@@ -190,9 +190,9 @@ class ContainerRuntime:
             security_opt=["no-new-privileges"],
         )
 
-    def heal_stream(self, session_id: str) -> ContainerInfo:
+    def heal_stream(self, device_id: str) -> ContainerInfo:
         """Bring the stream back: returns it if running, recreates it if it stopped."""
-        return self.launch_stream(session_id)
+        return self.launch_stream(device_id)
 
     def _device_vnc_port(self, device_name: str) -> int:
         """The VNC port of the profile the device was launched with (default 5900)."""
@@ -201,9 +201,9 @@ class ContainerRuntime:
         return self.profiles[profile].vnc_port if profile in self.profiles else DEFAULT_VNC_PORT
 
     def _launch(
-        self, name: str, image: str, *, session_id: str, ports: dict | None, **config: Any
+        self, name: str, image: str, *, device_id: str, ports: dict | None, **config: Any
     ) -> ContainerInfo:
-        check_session_id(session_id)
+        check_device_id(device_id)
         self.ensure_network()
         existing = self._inspect_or_none(name)
         if existing is not None:
@@ -255,7 +255,7 @@ class ContainerRuntime:
         return ContainerInfo(
             name=attrs["Name"].lstrip("/"),
             id=attrs["Id"],
-            session_id=labels.get(LABEL_SESSION, ""),
+            device_id=labels.get(LABEL_DEVICE, ""),
             role=Role(labels.get(LABEL_ROLE, Role.DEVICE.value)),
             state=attrs["State"]["Status"],
             host_port=host_port,
@@ -277,7 +277,7 @@ class ContainerRuntime:
                 ManagedContainer(
                     name=(row.get("Names") or ["/"])[0].lstrip("/"),
                     id=row["Id"],
-                    session_id=labels.get(LABEL_SESSION, ""),
+                    device_id=labels.get(LABEL_DEVICE, ""),
                     role=labels.get(LABEL_ROLE, ""),
                     state=row.get("State", ""),
                     health=parse_health(row.get("Status", "")),
@@ -316,11 +316,11 @@ class ContainerRuntime:
             raise
         return True
 
-    def remove_session(self, session_id: str) -> list[str]:
-        """Remove the session's stream and device; returns the names that were removed."""
+    def remove_device(self, device_id: str) -> list[str]:
+        """Remove the device's stream and device containers; returns the names that were removed."""
         removed = []
         for role in (Role.STREAM, Role.DEVICE):
-            name = self.name_for(session_id, role)
+            name = self.name_for(device_id, role)
             if self.remove(name):
                 removed.append(name)
         return removed
@@ -334,13 +334,13 @@ class ContainerRuntime:
         return f"http://{self.publish_host}:{info.host_port}/vnc.html?autoconnect=1&path=websockify"
 
     def wait_device_ready(
-        self, session_id: str, profile: str, timeout_s: float | None = None
+        self, device_id: str, profile: str, timeout_s: float | None = None
     ) -> ContainerInfo:
         """Wait until the device reports booted (profile readiness) and its VNC port answers RFB.
 
         The deadline is the profile's boot_timeout_s unless `timeout_s` overrides it."""
         prof = self.profile(profile)
-        name = self.name_for(session_id, Role.DEVICE)
+        name = self.name_for(device_id, Role.DEVICE)
         command = prof.readiness.probe_command()
         booted = command is None
 
@@ -359,9 +359,9 @@ class ContainerRuntime:
 
         return self._wait(name, timeout_s if timeout_s is not None else prof.boot_timeout_s, probe)
 
-    def wait_stream_ready(self, session_id: str, timeout_s: float | None = None) -> ContainerInfo:
+    def wait_stream_ready(self, device_id: str, timeout_s: float | None = None) -> ContainerInfo:
         """Wait until noVNC's page is served and the WebSocket relays the device's RFB banner."""
-        name = self.name_for(session_id, Role.STREAM)
+        name = self.name_for(device_id, Role.STREAM)
 
         def probe(info: ContainerInfo) -> None:
             if info.host_port is not None:

@@ -11,12 +11,12 @@ MANAGED_BY = "provisioner"
 
 LABEL_MANAGED_BY = "provisioner.managed-by"
 LABEL_INSTANCE = "provisioner.instance"
-LABEL_SESSION = "provisioner.session"
+LABEL_DEVICE = "provisioner.device"  # the device id (a pool device has no session yet)
 LABEL_ROLE = "provisioner.role"
 LABEL_CREATED_AT = "provisioner.created-at"
 LABEL_PROFILE = "provisioner.profile"  # device containers only: the profile they were launched with
 
-SESSION_ID_RE = re.compile(r"^[a-z][a-z0-9]{11}$")
+DEVICE_ID_RE = re.compile(r"^[a-z][a-z0-9]{11}$")
 INSTANCE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
@@ -25,25 +25,25 @@ class Role(enum.StrEnum):
     STREAM = "stream"
 
 
-def check_session_id(session_id: str) -> str:
-    if not SESSION_ID_RE.match(session_id):
-        raise ValueError(f"session id {session_id!r} must be 12 characters [a-z0-9] starting with a letter")
-    return session_id
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_RE.match(device_id):
+        raise ValueError(f"device id {device_id!r} must be 12 characters [a-z0-9] starting with a letter")
+    return device_id
 
 
-def container_name(instance_id: str, session_id: str, role: Role) -> str:
-    """`prov-<instance>-<session>-<role>`: unique per deployment, session and role."""
-    return f"prov-{instance_id}-{check_session_id(session_id)}-{role.value}"
+def container_name(instance_id: str, device_id: str, role: Role) -> str:
+    """`prov-<instance>-<device>-<role>`: unique per deployment, device and role."""
+    return f"prov-{instance_id}-{check_device_id(device_id)}-{role.value}"
 
 
 def ownership_labels(
-    instance_id: str, session_id: str, role: Role, *, now: datetime | None = None
+    instance_id: str, device_id: str, role: Role, *, now: datetime | None = None
 ) -> dict[str, str]:
     created = (now or datetime.now(UTC)).astimezone(UTC)
     return {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_INSTANCE: instance_id,
-        LABEL_SESSION: session_id,
+        LABEL_DEVICE: device_id,
         LABEL_ROLE: role.value,
         LABEL_CREATED_AT: created.isoformat(timespec="seconds"),
     }
@@ -83,7 +83,7 @@ class ContainerInfo:
 
     name: str
     id: str
-    session_id: str
+    device_id: str
     role: Role
     state: str
     host_port: int | None = None  # stream only, when published
@@ -97,7 +97,7 @@ class ManagedContainer:
 
     name: str
     id: str
-    session_id: str
+    device_id: str
     role: str
     state: str  # running, exited, created, restarting, paused, dead, removing
     created_at: datetime | None

@@ -78,6 +78,10 @@ class DeviceProfile(BaseModel):
     readiness: Readiness = Readiness()
     boot_timeout_s: float = Field(60.0, gt=0, description="Readiness deadline of a boot")
     health: Health = Health()
+    warm: int = Field(
+        0, ge=0, description="Idle, ready devices the pool keeps (PROVISIONER_POOL__WARM overrides)"
+    )
+    max_age_s: float | None = Field(None, gt=0, description="An idle pool device older than this is replaced")
 
     @field_validator("env", mode="before")
     @classmethod

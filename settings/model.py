@@ -147,6 +147,9 @@ class DefaultsSettings(BaseModel):
     code_timeout_s: float = Field(300.0, gt=0)
     number_attempts: int = Field(3, ge=1, le=10)
     ttl_s: float = Field(3600.0, gt=0)
+    idle_timeout_s: float = Field(
+        1800.0, gt=0, description="A verified session nobody used for this long is released (expired, idle)"
+    )
     poll_initial_s: float = Field(1.0, gt=0, le=2.0)
     poll_max_s: float = Field(10.0, gt=0)
 
@@ -202,6 +205,25 @@ class ReconcileSettings(BaseModel):
     run_start_deadline_s: float = Field(
         300.0, gt=0, description="A provision run Scheduled/Pending this long was never started by a worker"
     )
+    unhealthy_grace_s: float = Field(
+        30.0, ge=0, description="A live session's device unhealthy this long is treated as dead"
+    )
+
+
+class PoolSettings(BaseModel):
+    warm: dict[str, int] | None = Field(
+        None,
+        description='Idle devices to keep per profile, a JSON map such as {"stub-slow": 2}; '
+        "overrides the profiles' warm: entries (a profile absent from the map keeps none)",
+    )
+    capacity: int = Field(20, ge=0, description="Most devices (any state but ended) on this Docker host")
+
+    @field_validator("warm")
+    @classmethod
+    def _non_negative(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None and any(n < 0 for n in value.values()):
+            raise ValueError("counts must be >= 0")
+        return value
 
 
 class CodesSettings(BaseModel):
@@ -238,6 +260,11 @@ class GatewaySettings(BaseModel):
         ge=0,
         description="How long a live session's last known stream route serves while the database is down",
     )
+    activity_write_s: float = Field(
+        30.0,
+        gt=0,
+        description="At most one last-activity write per session this often while its stream is open",
+    )
 
 
 class Settings(BaseSettings):
@@ -259,6 +286,7 @@ class Settings(BaseSettings):
     providers: ProvidersSettings = ProvidersSettings()
     defaults: DefaultsSettings = DefaultsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    pool: PoolSettings = PoolSettings()
     gateway: GatewaySettings = GatewaySettings()
     codes: CodesSettings = CodesSettings()
     fx: dict[str, Decimal] = Field(

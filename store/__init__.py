@@ -1,10 +1,12 @@
 """The PostgreSQL session store: models, the state machine, and repository functions."""
 
 from store.db import get_engine, get_sessionmaker, make_engine, reset_engine
+from store.device_states import DEVICE_ALLOWED, DEVICE_TERMINAL, DeviceState, IllegalDeviceTransition
 from store.models import (
     OPEN_LEASE_OUTCOMES,
     SESSION_ID_PATTERN,
     Base,
+    DeviceRow,
     EventRow,
     LeaseOutcome,
     LeaseRow,
@@ -15,6 +17,11 @@ from store.states import ALLOWED, LIVE, PROVISIONING, TERMINAL, IllegalTransitio
 
 __all__ = [
     "ALLOWED",
+    "DEVICE_ALLOWED",
+    "DEVICE_TERMINAL",
+    "DeviceRow",
+    "DeviceState",
+    "IllegalDeviceTransition",
     "LIVE",
     "OPEN_LEASE_OUTCOMES",
     "PROVISIONING",

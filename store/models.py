@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from store.device_states import DeviceState
 from store.states import State
 
 # Lowercase letters and digits without look-alikes; ids start with a letter so they are valid
@@ -96,6 +97,10 @@ class SessionRow(Base):
     # When reconciliation first saw the device paused, restarting or missing (None: it was fine).
     device_down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+    # The device this session holds (claimed from the pool or cold-booted for it); at most one session each.
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"))
+    # A verified session nobody used for this long is released (expired, reason idle).
+    idle_timeout_s: Mapped[float | None] = mapped_column(Float)
 
     leases: Mapped[list[LeaseRow]] = relationship(back_populates="session", order_by="LeaseRow.id")
     events: Mapped[list[EventRow]] = relationship(back_populates="session", order_by="EventRow.id")
@@ -104,6 +109,7 @@ class SessionRow(Base):
         Index("ix_sessions_state", "state"),
         Index("ux_sessions_idempotency_key", "idempotency_key", unique=True),
         Index("ix_sessions_flow_run_id", "flow_run_id"),
+        Index("ux_sessions_device_id", "device_id", unique=True),
     )
 
 
@@ -196,3 +202,30 @@ class HostRow(Base):
     down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # first unanswered pass
     created_at: Mapped[datetime] = _tz_now()
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+
+
+class DeviceRow(Base):
+    """A device (its device and stream containers) on one Docker host; which session holds it is
+    sessions.device_id. Container labels name the device id (they are fixed at creation)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True, default=new_session_id)
+    profile: Mapped[str] = mapped_column(String(64), nullable=False)
+    host: Mapped[str] = mapped_column(String(200), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=DeviceState.BOOTING.value)
+    device_container: Mapped[str] = mapped_column(String(128), nullable=False)
+    stream_container: Mapped[str] = mapped_column(String(128), nullable=False)
+    stream_url: Mapped[str | None] = mapped_column(Text)  # the published port, for local runs
+    created_at: Mapped[datetime] = _tz_now()
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    boot_s: Mapped[float | None] = mapped_column(Float)  # launch -> device and stream ready
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    health: Mapped[str | None] = mapped_column(String(16))  # last health reconciliation saw
+    health_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_activity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)  # why it reached its current state
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+
+    __table_args__ = (Index("ix_devices_state_profile", "state", "profile"),)

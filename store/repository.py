@@ -67,6 +67,7 @@ _SESSION_FIELDS = frozenset(
         "ready_at",
         "expires_at",
         "last_error",
+        "idle_timeout_s",
     }
 )
 
@@ -84,6 +85,7 @@ def create_session(
     request: dict[str, Any] | None = None,
     requested_by: str | None = None,
     idempotency_key: str | None = None,
+    idle_timeout_s: float | None = None,
 ) -> SessionRow:
     """Insert a session in state requested, with its first event."""
     row = SessionRow(
@@ -96,6 +98,7 @@ def create_session(
         requested_by=requested_by,
         idempotency_key=idempotency_key,
         submissions=1 if flow_run_id else 0,
+        idle_timeout_s=idle_timeout_s,
     )
     if session_id is not None:
         row.id = session_id

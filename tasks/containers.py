@@ -1,4 +1,5 @@
-"""The launch task, undone by removing the containers, and the host's launch concurrency limit."""
+"""Getting a session its device (claim an idle one, else cold-boot one), undone by retiring it, and
+the host's launch concurrency limit that gates cold boots."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import PREFECT_API_URL
 from prefect.transactions import Transaction, get_transaction
 
-from provisioning.containers import LaunchedSession, launch_containers
 from provisioning.deps import get_deps
-from provisioning.lifecycle import remove_containers
+from provisioning.devices import Device, boot_session_device, claim_device, retire_session_device
 from tasks.retry import RETRY_POLICY
 
 LAUNCH_LEASE_S = 60  # the shortest lease Prefect's API accepts
@@ -54,19 +54,32 @@ def launch_slot(logger) -> Iterator[None]:
         yield
 
 
-@task(name="launch-containers", cache_policy=NONE, **RETRY_POLICY)
-def launch_session_containers(session_id: str, *, profile: str, actor: str) -> LaunchedSession:
+@task(name="claim-device", cache_policy=NONE, **RETRY_POLICY)
+def claim_session_device(session_id: str, *, profile: str, actor: str) -> Device | None:
+    """The session's device if the gateway claimed one, else an idle pool device; None: boot one."""
     if txn := get_transaction():
         txn.set("session_id", session_id)
-    launched = launch_containers(get_deps(), session_id, profile=profile, actor=actor)
-    get_run_logger().info(
-        "device %s and stream %s ready: %s", launched.device, launched.stream, launched.stream_url
-    )
-    return launched
+    device = claim_device(get_deps(), session_id, profile=profile, actor=actor)
+    logger = get_run_logger()
+    if device is None:
+        logger.info("no idle %s device: cold-booting one", profile)
+    else:
+        logger.info("device %s claimed; stream %s", device.id, device.stream_url or "via the gateway")
+    return device
 
 
-@launch_session_containers.on_rollback
-def _remove_session_containers(txn: Transaction) -> None:
+@task(name="boot-device", cache_policy=NONE, **RETRY_POLICY)
+def boot_device_for_session(session_id: str, *, profile: str, actor: str) -> Device:
+    if txn := get_transaction():
+        txn.set("session_id", session_id)
+    device = boot_session_device(get_deps(), session_id, profile=profile, actor=actor)
+    get_run_logger().info("device %s (%s) booted for session %s", device.id, profile, session_id)
+    return device
+
+
+@claim_session_device.on_rollback
+@boot_device_for_session.on_rollback
+def _retire_session_device(txn: Transaction) -> None:
     session_id = txn.get("session_id", None)
     if session_id:
-        remove_containers(get_deps(), session_id)
+        retire_session_device(get_deps(), session_id, reason="provision rolled back")

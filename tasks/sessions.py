@@ -22,6 +22,7 @@ def adopt_session(
     ttl_s: float,
     flow_run_id: str,
     actor: str,
+    idle_timeout_s: float | None = None,
 ) -> Adopted:
     """The session this flow run works on (see provisioning.adopt); SessionEnded if it has ended."""
     adopted = _adopt(
@@ -33,6 +34,7 @@ def adopt_session(
         profile=profile,
         ttl_s=ttl_s,
         actor=actor,
+        idle_timeout_s=idle_timeout_s,
     )
     logger = get_run_logger()
     if adopted.resumed:

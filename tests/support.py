@@ -28,6 +28,21 @@ def session(deps, session_id: str):
         return repo.get_session(db, session_id)
 
 
+def device_containers(deps, runtime, session_id: str):
+    """The containers of the device the session holds (labels name the device, the DB the holder)."""
+    with deps.sessions() as db:
+        device_id = repo.get_session(db, session_id).device_id
+    return [c for c in runtime.list_managed() if device_id and c.device_id == device_id]
+
+
+def device_of(deps, session_id: str):
+    """The devices row of the device a session holds (None when it holds none)."""
+    from store import devices as devrepo
+
+    with deps.sessions() as db:
+        return devrepo.session_device(db, session_id)
+
+
 class BackgroundProvision:
     """A provision flow run in a thread, so a test can act while it runs; ``join()`` gives its
     final Prefect state."""

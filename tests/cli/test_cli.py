@@ -152,7 +152,7 @@ def test_reconcile_dry_run_lists_then_reconcile_removes_a_leaked_container(provi
     assert "remove_container" in dry.output
     assert name in dry.output
     assert "1 action(s) planned, 0 failed" in dry.output
-    assert [c.session_id for c in runtime.list_managed()] == [stray]
+    assert [c.device_id for c in runtime.list_managed()] == [stray]
 
     done = runner.invoke(app, ["reconcile"], env={"COLUMNS": "200"})
     assert done.exit_code == 0, done.output

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from flows.provision import provision_session
-from provisioning.containers import launch_containers
+from provisioning.devices import boot_session_device, claim_device
 from provisioning.numbers import rent_number
 from provisioning.request import ProvisionRequest
 from store import State
@@ -41,26 +41,19 @@ def test_renting_twice_for_the_same_attempt_buys_once(provisioner_env, sim):
     assert second.activation_id != first.activation_id and sim.purchases == 2
 
 
-def test_launching_twice_starts_one_pair(provisioner_env, runtime):
+def test_booting_twice_starts_one_pair(provisioner_env, runtime):
     deps = provisioner_env
     sid = new_session(deps)
-    rent_number(
-        deps,
-        sid,
-        providers=["sms_activate"],
-        service="telegram",
-        country="RU",
-        max_price=None,
-        attempt=1,
-        actor="t",
-    )
-    first = launch_containers(deps, sid, profile="stub", actor="t")
-    ids = sorted(c.id for c in runtime.list_managed() if c.session_id == sid)
-    again = launch_containers(deps, sid, profile="stub", actor="t")
-    assert again == first
-    assert sorted(c.id for c in runtime.list_managed() if c.session_id == sid) == ids and len(ids) == 2
+    assert claim_device(deps, sid, profile="stub", actor="t") is None  # the pool is empty
+    first = boot_session_device(deps, sid, profile="stub", actor="t")
+    ids = sorted(c.id for c in runtime.list_managed() if c.device_id == first.id)
+    again = boot_session_device(deps, sid, profile="stub", actor="t")
+    assert again.id == first.id
+    assert sorted(c.id for c in runtime.list_managed() if c.device_id == first.id) == ids and len(ids) == 2
+    assert claim_device(deps, sid, profile="stub", actor="t").id == first.id  # a re-run adopts it
     with deps.sessions() as db:
-        assert repo.get_session(db, sid).state == State.AWAITING_CODE
+        row = repo.get_session(db, sid)
+        assert (row.state, row.device_id) == (State.AWAITING_NUMBER, first.id)
 
 
 def test_rerun_of_an_ended_session_is_refused(provisioner_env, sim):

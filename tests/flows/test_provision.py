@@ -13,7 +13,14 @@ from flows.release import release_session
 from provisioning.request import ProvisionRequest
 from store import LeaseOutcome, State
 from store import repository as repo
-from tests.support import BackgroundProvision, newest_session_in, session, wait_for
+from tests.support import (
+    BackgroundProvision,
+    device_containers,
+    device_of,
+    newest_session_in,
+    session,
+    wait_for,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -24,7 +31,9 @@ def leases(deps, session_id):
 
 
 def containers_of(runtime, session_id):
-    return [c for c in runtime.list_managed() if c.session_id == session_id]
+    from provisioning.deps import get_deps
+
+    return device_containers(get_deps(), runtime, session_id)
 
 
 class TestProvision:
@@ -49,12 +58,27 @@ class TestProvision:
 
         with deps.sessions() as db:
             states = [e.to_state for e in repo.recent_events(db, result.session_id)]
-        assert states[0] == "requested" and states[-1] == "verified"
-        assert {"number_acquired", "launching", "awaiting_code"} <= set(states)
+        # The device first (cold-booted: the pool is empty), then the number (noted, then awaiting_code).
+        assert states == [
+            "requested",
+            "launching",
+            "awaiting_number",
+            "awaiting_number",
+            "awaiting_code",
+            "awaiting_code",
+            "verified",
+        ]
+        device = device_of(deps, result.session_id)
+        assert device.state == "claimed" and device.boot_s > 0 and device.profile == "stub"
+        assert row.device_container == device.device_container
+        with deps.sessions() as db:
+            (lease,) = repo.leases_for_session(db, result.session_id)
+        assert lease.requested_at >= device.ready_at  # the number's clock starts with a usable screen
 
         message = release_session(session_id=result.session_id)
         assert "is now released" in message
         assert containers_of(runtime, result.session_id) == []
+        assert device_of(deps, result.session_id).state == "retired"  # never back to the pool
         assert session(deps, result.session_id).state == State.RELEASED
         again = release_session(session_id=result.session_id)
         assert "was already released" in again
@@ -124,7 +148,7 @@ class TestProvision:
         assert row.state == State.FAILED and "CodeNotReceived" in row.last_error
         assert containers_of(runtime, row.id) == []
 
-    def test_device_that_exits_cancels_the_number_and_leaves_no_container(
+    def test_device_that_exits_fails_before_any_number_is_bought_and_leaves_no_container(
         self, provisioner_env, sim, runtime
     ):
         state = provision_session(
@@ -139,11 +163,9 @@ class TestProvision:
         assert "(device profile stub-exits) exited with code 3" in row.last_error
         assert "FAKE_EXIT_CODE=3" in row.last_error  # the device's own last log line
         assert containers_of(runtime, row.id) == []
-        ledger = sim.ledger()
-        assert len(ledger.purchases) == 1
-        assert [r.activation_id for r in ledger.refunds] == [ledger.purchases[0].activation_id]
-        assert ledger.settled
-        assert [o for _, o, _ in leases(provisioner_env, row.id)] == [LeaseOutcome.CANCELLED]
+        assert device_of(provisioner_env, row.id).state == "failed"
+        assert sim.ledger().purchases == []  # the device comes first: nothing was paid for
+        assert leases(provisioner_env, row.id) == []
 
     def test_stop_error_fails_at_once_naming_the_setting(self, provisioner_env, sim, monkeypatch):
         from provisioning.deps import reset_deps

@@ -22,7 +22,8 @@ from gateway.app import create_app
 from provisioning.deps import Deps
 from runtime import ContainerRuntime
 from settings import load_settings
-from store import State
+from store import DeviceState, State
+from store import devices as devrepo
 from store import repository as repo
 
 TOKEN = "gw-test-token-3b7d1e"
@@ -148,7 +149,10 @@ def gw(gateway_factory: Callable[..., GatewayUnderTest]) -> GatewayUnderTest:
 
 @pytest.fixture
 def make_session(db_sessions: sessionmaker[Session]) -> Callable[..., str]:
-    """make_session(state, session_id=None, **fields) -> id of a session row walked to that state."""
+    """make_session(state, session_id=None, **fields) -> id of a session row walked to that state.
+
+    The session holds a claimed device of the same id, so containers launched with the session id
+    (``launch(runtime, sid)``) are its device's."""
 
     def make(state: State = State.AWAITING_CODE, session_id: str | None = None, **fields: Any) -> str:
         with db_sessions.begin() as db:
@@ -156,6 +160,16 @@ def make_session(db_sessions: sessionmaker[Session]) -> Callable[..., str]:
                 db, service="telegram", country="RU", actor="test", session_id=session_id
             )
             sid = row.id
+            devrepo.create_device(
+                db,
+                device_id=sid,
+                profile="stub",
+                host="local",
+                device_container=f"prov-test-{sid}-device",
+                stream_container=f"prov-test-{sid}-stream",
+                session_id=sid,
+            )
+            devrepo.transition_device(db, sid, DeviceState.CLAIMED, reason="test")
             for step in _PATHS[state]:
                 extra = {}
                 if step == State.NUMBER_ACQUIRED:
@@ -189,4 +203,4 @@ def launched(runtime: ContainerRuntime) -> Iterator[Launched]:
 
     session_id = new_session_id()
     yield launch(runtime, session_id)
-    runtime.remove_session(session_id)
+    runtime.remove_device(session_id)

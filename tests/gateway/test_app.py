@@ -160,7 +160,7 @@ class TestStreamAvailability:
             runtime.wait_stream_ready(sid, timeout_s=30)
             assert gw.client.get(f"/sessions/{sid}/stream").status_code == 200
         finally:
-            runtime.remove_session(sid)
+            runtime.remove_device(sid)
         assert gw.client.get(f"/sessions/{sid}/stream").json()["reason"] == "stream down"
 
     def test_stopped_stream_container_is_stream_down(self, gw, make_session, runtime, docker_client) -> None:
@@ -176,7 +176,7 @@ class TestStreamAvailability:
                 "session_id": sid,
             }
         finally:
-            runtime.remove_session(sid)
+            runtime.remove_device(sid)
 
     def test_released_session_page_is_410_saying_it_ended(self, gw, make_session, launched) -> None:
         make_session(State.RELEASED, session_id=launched.session_id)
@@ -243,7 +243,7 @@ class TestProxy:
             make_session(State.AWAITING_CODE, session_id=sid)
             assert gw.client.get(f"/vnc/{sid}/vnc.html").json()["detail"] == "the stream container is missing"
         finally:
-            other.remove_session(sid)
+            other.remove_device(sid)
 
 
 class TestAuth:

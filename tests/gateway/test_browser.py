@@ -89,7 +89,7 @@ def healable(runtime):
     sid = new_session_id()
     launch(runtime, sid)
     yield sid
-    runtime.remove_session(sid)
+    runtime.remove_device(sid)
 
 
 def test_novnc_reconnects_by_itself_when_a_killed_stream_is_healed(

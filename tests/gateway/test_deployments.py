@@ -94,11 +94,11 @@ def deployed(prefect_server) -> tuple[str, dict[str, str]]:
     return api_url, env
 
 
-def test_prefect_deploy_registers_the_three_deployments(deployed) -> None:
+def test_prefect_deploy_registers_the_four_deployments(deployed) -> None:
     api_url, _ = deployed
     reply = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10, trust_env=False)
     by_name = {d["name"]: d for d in reply.json()}
-    assert set(by_name) == {"provision", "release", "reconcile"}
+    assert set(by_name) == {"provision", "release", "reconcile", "maintain-pool"}
     assert all(d["work_pool_name"] == POOL for d in by_name.values())
     assert {d["version"] for d in by_name.values()} == {VERSION}
     assert by_name["provision"]["entrypoint"] == "flows/provision.py:provision_session"
@@ -108,6 +108,11 @@ def test_prefect_deploy_registers_the_three_deployments(deployed) -> None:
     assert [s["schedule"]["interval"] for s in reconcile["schedules"]] == [120.0]
     assert reconcile["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     assert reconcile["global_concurrency_limit"]["limit"] == 1
+    pool = by_name["maintain-pool"]
+    assert pool["entrypoint"] == "flows/maintain_pool.py:maintain_pool"
+    assert [s["schedule"]["interval"] for s in pool["schedules"]] == [30.0]
+    assert pool["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    assert pool["global_concurrency_limit"]["limit"] == 1
     pull = by_name["provision"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
     assert Path(pull["directory"]) == ROOT
 
@@ -177,6 +182,7 @@ def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, 
         assert replay.json() == created.json()
 
         done = _wait_state(client, session_id, {"verified"}, log_path)
+        device_id = done["device_id"]
         assert done["flow_run_id"] == run_id and done["code_received"] is True
         run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10, trust_env=False).json()
         assert run["name"] == f"provision-{session_id}"
@@ -190,7 +196,7 @@ def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, 
         _wait_state(client, session_id, {"released"}, log_path, timeout=90)
         gone = client.get(f"/sessions/{session_id}/stream")
         assert gone.status_code == 503 and gone.json()["reason"] == "released"
-    assert [c for c in runtime.list_managed() if c.session_id == session_id] == []
+    assert [c for c in runtime.list_managed() if c.device_id == device_id] == []
 
 
 @pytest.mark.browser

@@ -29,7 +29,6 @@ def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> di
         "PROVISIONER_INSTANCE_ID": instance_id,
         "PROVISIONER_DOCKER__NETWORK": TEST_NETWORK,
         "PROVISIONER_DOCKER__PROFILES_FILE": str(TEST_PROFILES_FILE),
-        "PROVISIONER_DOCKER__READINESS_TIMEOUT_S": "30",
         "PROVISIONER_DEFAULTS__POLL_INITIAL_S": "0.2",
         "PROVISIONER_DEFAULTS__POLL_MAX_S": "0.5",
         "PROVISIONER_DEFAULTS__CODE_TIMEOUT_S": "20",

@@ -40,8 +40,8 @@ CASES = [
     ),  # found at the provider, adopted, refunded
     ("purchase_made", "sms_activate", [LeaseOutcome.NEEDS_ATTENTION], False),  # documented: money at risk
     ("lease_bought", "sms_activate", [LeaseOutcome.CANCELLED], True),
-    ("device_started", "sms_activate", [LeaseOutcome.CANCELLED], True),
-    ("stream_started", "onlinesim", [LeaseOutcome.CANCELLED], True),
+    ("device_started", "sms_activate", [], True),  # the device comes first: nothing bought yet
+    ("stream_started", "onlinesim", [], True),
     ("code_received", "sms_activate", [LeaseOutcome.FINISHED], True),
 ]
 

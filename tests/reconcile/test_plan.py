@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from reconciler import Kind, Observed, Policy, plan
-from reconciler.model import ContainerView, LeaseView, Reason, RunDetail, SessionView, StrayRun
+from reconciler.model import ContainerView, DeviceView, LeaseView, Reason, RunDetail, SessionView, StrayRun
 from store import LeaseOutcome, State
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -15,6 +16,7 @@ GRACE = timedelta(seconds=60)
 DEADLINE = timedelta(seconds=120)
 STALE = timedelta(seconds=90)
 DEVICE_GRACE = timedelta(seconds=60)
+UNHEALTHY = timedelta(seconds=30)
 START_DEADLINE = timedelta(seconds=300)
 POLICY = Policy(
     grace=GRACE,
@@ -22,6 +24,7 @@ POLICY = Policy(
     stale_after=STALE,
     device_grace=DEVICE_GRACE,
     run_start_deadline=START_DEADLINE,
+    unhealthy_grace=UNHEALTHY,
 )
 TICK = timedelta(microseconds=1)
 SID = "sabcdefghijk"
@@ -51,6 +54,7 @@ def session(
         submissions=submissions,
         has_request=has_request,
         device_down_since=NOW - down_for if down_for is not None else None,
+        device_id=sid,  # in these tables each session holds the device of the same id
     )
 
 
@@ -58,7 +62,7 @@ def container(role: str, state: str = "running", *, sid: str = SID, age: timedel
     return ContainerView(
         id=f"id-{sid}-{role}",
         name=f"prov-t-{sid}-{role}",
-        session_id=sid,
+        device_id=sid,
         role=role,
         state=state,
         created_at=NOW - age if age is not None else None,
@@ -187,20 +191,21 @@ class TestLeakedContainers:
         actions = plan(observed([], [leaked]), POLICY)
         if removed:
             assert [(a.kind, a.container_id) for a in actions] == [(Kind.REMOVE_CONTAINER, leaked.id)]
-            assert actions[0].target == leaked.name and actions[0].session_id == "sunknown2345"
+            assert actions[0].target == leaked.name
+            assert actions[0].device_id == "sunknown2345"
         else:
             assert actions == []
 
-    def test_every_container_of_an_ended_session_is_removed(self):
+    def test_every_container_of_an_ended_device_is_removed(self):
         ended = [container("device", "exited", sid="sended234567"), container("stream", sid="sended234567")]
         actions = plan(observed([], ended), POLICY)
         assert sorted(a.container_name for a in actions) == sorted(c.name for c in ended)
-        assert {a.reason for a in actions} == {Reason.SESSION_TERMINAL}
+        assert {a.reason for a in actions} == {Reason.DEVICE_ENDED}
 
-    def test_container_without_session_label(self):
+    def test_container_without_device_label(self):
         actions = plan(observed([], [container("device", sid="")]), POLICY)
         assert [(a.kind, a.reason, a.session_id) for a in actions] == [
-            (Kind.REMOVE_CONTAINER, Reason.SESSION_UNKNOWN, None)
+            (Kind.REMOVE_CONTAINER, Reason.DEVICE_UNKNOWN, None)
         ]
 
     @pytest.mark.parametrize("state", [State.REQUESTED, State.NUMBER_ACQUIRED, State.RELEASING])
@@ -486,3 +491,88 @@ class TestPrefectSide:
         assert kinds(actions) == ([(Kind.END_STRAY_RUN, SID)] if acted else [])
         if acted:
             assert actions[0].run_id == RUN and "failed" in actions[0].reason
+
+
+def device(
+    sid: str = SID,
+    *,
+    state: str = "claimed",
+    holder: str | None = SID,
+    health: str | None = "healthy",
+    since: timedelta = timedelta(minutes=5),
+) -> DeviceView:
+    return DeviceView(sid, state, "stub", holder, health, NOW - since)
+
+
+def sick(role: str, *, sid: str = SID) -> ContainerView:
+    return replace(container(role, sid=sid), health="unhealthy")
+
+
+class TestLiveness:
+    def test_a_new_unhealthy_health_is_recorded_first(self):
+        obs = replace(
+            observed([session(State.VERIFIED)], [sick("device"), container("stream")]), devices=[device()]
+        )
+        actions = plan(obs, POLICY)
+        assert [(a.kind, a.device_id, a.detail) for a in actions] == [
+            (Kind.RECORD_HEALTH, SID, {"health": "unhealthy"})
+        ]
+
+    @pytest.mark.parametrize(("since", "orphaned"), [(UNHEALTHY - TICK, False), (UNHEALTHY, True)])
+    def test_unhealthy_past_the_grace_orphans_the_session(self, since, orphaned):
+        row = device(health="unhealthy", since=since)
+        obs = replace(
+            observed([session(State.VERIFIED)], [sick("device"), container("stream")]), devices=[row]
+        )
+        expected = [(Kind.ORPHAN_SESSION, SID)] if orphaned else []
+        assert kinds(plan(obs, POLICY)) == expected
+        if orphaned:
+            assert plan(obs, POLICY)[0].reason == Reason.DEVICE_UNHEALTHY
+
+    def test_recorded_unhealthy_but_healthy_again_is_recorded_not_orphaned(self):
+        row = device(health="unhealthy", since=UNHEALTHY * 10)
+        well = replace(container("device"), health="healthy")
+        obs = replace(observed([session(State.VERIFIED)], [well, container("stream")]), devices=[row])
+        assert [(a.kind, a.detail) for a in plan(obs, POLICY)] == [
+            (Kind.RECORD_HEALTH, {"health": "healthy"})
+        ]
+
+    def test_unhealthy_stream_is_replaced(self):
+        obs = replace(
+            observed([session(State.AWAITING_CODE)], [container("device"), sick("stream")]),
+            devices=[device()],
+        )
+        actions = plan(obs, POLICY)
+        assert [(a.kind, a.reason, a.device_id) for a in actions] == [
+            (Kind.HEAL_STREAM, Reason.STREAM_UNHEALTHY, SID)
+        ]
+
+    def test_claimed_device_of_an_ended_session_is_retired(self):
+        obs = replace(observed([], both()), devices=[device(holder="sgone2345678")])
+        assert [(a.kind, a.device_id) for a in plan(obs, POLICY)] == [(Kind.RETIRE_DEVICE, SID)]
+
+    def test_idle_pool_device_and_its_containers_are_left_alone(self):
+        obs = replace(observed([], both()), devices=[device(state="idle", holder=None)])
+        assert plan(obs, POLICY) == []
+
+
+class TestIdleTimeout:
+    @pytest.mark.parametrize(
+        ("state", "quiet", "released"),
+        [
+            (State.VERIFIED, timedelta(seconds=600), True),
+            (State.VERIFIED, timedelta(seconds=600) - TICK, False),
+            (State.AWAITING_CODE, timedelta(hours=5), False),  # only verified sessions idle out
+        ],
+    )
+    def test_verified_session_quiet_for_its_idle_timeout_is_expired(self, state, quiet, released):
+        quiet_session = replace(session(state), idle_timeout_s=600, idle_since=NOW - quiet)
+        actions = plan(observed([quiet_session], both()), POLICY)
+        assert kinds(actions) == ([(Kind.EXPIRE_SESSION, SID)] if released else [])
+        if released:
+            assert actions[0].reason.startswith(f"{Reason.IDLE}: no activity for 600 s")
+
+    def test_ttl_stays_absolute_for_an_active_session(self):
+        active = replace(session(State.VERIFIED, expires_in=-TICK), idle_timeout_s=600, idle_since=NOW)
+        actions = plan(observed([active], both()), POLICY)
+        assert [(a.kind, a.reason) for a in actions] == [(Kind.EXPIRE_SESSION, Reason.TTL_PASSED)]

@@ -46,8 +46,17 @@ def lease_outcomes(deps, session_id) -> list[str]:
         return [x.outcome for x in repo.leases_for_session(db, session_id)]
 
 
-def containers_of(runtime, session_id):
-    return {c.role: c for c in runtime.list_managed() if c.session_id == session_id}
+def device_id_of(session_id: str) -> str:
+    from provisioning.deps import get_deps
+
+    device_id = session(get_deps(), session_id).device_id
+    assert device_id is not None, f"session {session_id} holds no device"
+    return device_id
+
+
+def containers_of(runtime, device_id):
+    """The containers of a device, by the device label."""
+    return {c.role: c for c in runtime.list_managed() if c.device_id == device_id}
 
 
 def provision(**request) -> ProvisionResult:
@@ -67,6 +76,24 @@ def leaked_container(runtime, session_id: str, role: Role = Role.DEVICE) -> str:
     return container.id
 
 
+def bind_device(deps, runtime, session_id: str) -> None:
+    """A claimed device row of the same id as the session, held by it (its containers made apart)."""
+    from store import DeviceState
+    from store import devices as devrepo
+
+    with deps.sessions.begin() as db:
+        devrepo.create_device(
+            db,
+            device_id=session_id,
+            profile="stub",
+            host="local",
+            device_container=runtime.name_for(session_id, Role.DEVICE),
+            stream_container=runtime.name_for(session_id, Role.STREAM),
+            session_id=session_id,
+        )
+        devrepo.transition_device(db, session_id, DeviceState.CLAIMED, reason="test")
+
+
 def lock_key(deps) -> int:
     return zlib.crc32(f"provisioner-reconcile-{deps.settings.instance_id}".encode())
 
@@ -78,29 +105,30 @@ class TestHealAndOrphan:
         deps = provisioner_env
         sim.set_sms_delay(0.2)
         sid = provision().session_id
+        did = device_id_of(sid)
         assert run_pass().actions == []  # a healthy world: nothing to do
 
-        runtime.remove(runtime.name_for(sid, Role.STREAM))
+        runtime.remove(runtime.name_for(did, Role.STREAM))
         summary = run_pass()
         assert on(summary, sid) == ["heal_stream"] and summary.failed == 0
-        mine = containers_of(runtime, sid)
+        mine = containers_of(runtime, did)
         assert mine["stream"].state == "running" and mine["device"].state == "running"
         row = session(deps, sid)
         assert row.state == State.VERIFIED
         with deps.sessions() as db:
             assert any("stream healed" in e.reason for e in repo.recent_events(db, sid))
-        runtime.wait_stream_ready(sid, 10)  # noVNC page and the device's RFB banner over the WebSocket
+        runtime.wait_stream_ready(did, 10)  # noVNC page and the device's RFB banner over the WebSocket
         assert httpx.get(row.stream_url.split("?")[0], timeout=5).status_code == 200
         assert run_pass().actions == []  # healed for good
 
-        runtime.remove(runtime.name_for(sid, Role.DEVICE))
+        runtime.remove(runtime.name_for(did, Role.DEVICE))
         first = run_pass()  # one observation is not death: it is remembered
         assert on(first, sid) == ["mark_device_down"] and session(deps, sid).state == State.VERIFIED
         time.sleep(deps.settings.reconcile.device_grace_s)  # then the grace passes (a positive check follows)
         summary = run_pass()
         assert on(summary, sid) == ["orphan_session"] and summary.failed == 0
         assert session(deps, sid).state == State.ORPHANED
-        assert containers_of(runtime, sid) == {}
+        assert containers_of(runtime, did) == {}
         assert lease_outcomes(deps, sid) == [LeaseOutcome.FINISHED]
         assert sim.ledger().settled
         assert run_pass().actions == []
@@ -169,7 +197,7 @@ class TestRaceWithProvision:
         assert (
             isinstance(result, ProvisionResult) and result.state == State.VERIFIED and result.code == "777111"
         )
-        assert sorted(containers_of(runtime, result.session_id)) == ["device", "stream"]
+        assert sorted(containers_of(runtime, device_id_of(result.session_id))) == ["device", "stream"]
         assert sim.ledger().settled
 
     def test_orphaned_while_waiting_rents_no_second_number(self, provisioner_env, sim, runtime):
@@ -178,7 +206,7 @@ class TestRaceWithProvision:
             ProvisionRequest(providers=["sms_activate"], code_timeout_s=30, number_attempts=2)
         )
         row = newest_session_in(deps, State.AWAITING_CODE)
-        runtime.remove(runtime.name_for(row.id, Role.DEVICE))
+        runtime.remove(runtime.name_for(device_id_of(row.id), Role.DEVICE))
         assert on(run_pass(), row.id) == ["mark_device_down"]
         time.sleep(deps.settings.reconcile.device_grace_s)
         assert on(run_pass(), row.id) == ["orphan_session"]
@@ -251,7 +279,7 @@ class TestEndingSessions:
         summary = run_pass()
         assert on(summary, sid) == ["expire_session"] and summary.failed == 0
         assert session(deps, sid).state == State.EXPIRED
-        assert containers_of(runtime, sid) == {}
+        assert containers_of(runtime, device_id_of(sid)) == {}
         assert lease_outcomes(deps, sid) == [LeaseOutcome.FINISHED]
         assert sim.ledger().settled
 
@@ -322,6 +350,7 @@ class TestEndingSessions:
             )
             for state in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE, State.RELEASING):
                 repo.transition(db, sid, state, reason="test", actor="test")
+        bind_device(deps, runtime, sid)
         leaked_container(runtime, sid, Role.DEVICE)
         leaked_container(runtime, sid, Role.STREAM)
         time.sleep(deps.settings.reconcile.provisioning_deadline_s + 0.1)
@@ -406,4 +435,6 @@ class TestObservationCost:
         assert small[2:] == (1, 1) and large[2:] == (20, 20)
         assert small[:2] == large[:2]
         statements, docker_calls = large[:2]
-        assert statements <= 3 and docker_calls == 1  # now(), sessions, leases; one label-filtered list
+        assert (
+            statements <= 4 and docker_calls == 1
+        )  # now(), devices, sessions, leases; one label-filtered list

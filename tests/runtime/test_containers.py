@@ -21,10 +21,10 @@ from runtime import (
 )
 from runtime.model import (
     LABEL_CREATED_AT,
+    LABEL_DEVICE,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
-    LABEL_SESSION,
     parse_created_at,
 )
 from runtime.probes import fetch_page, read_banner_over_websocket
@@ -68,7 +68,7 @@ class TestLaunchAndStream:
             labels = attrs["Config"]["Labels"]
             assert labels[LABEL_MANAGED_BY] == "provisioner"
             assert labels[LABEL_INSTANCE] == runtime.instance_id
-            assert labels[LABEL_SESSION] == session_id
+            assert labels[LABEL_DEVICE] == session_id
             assert labels[LABEL_ROLE] == role.value
             created = parse_created_at(labels[LABEL_CREATED_AT])
             assert created is not None and abs(time.time() - created.timestamp()) < 120
@@ -108,7 +108,7 @@ class TestIdempotentLaunch:
         assert again.id == first.id
         stream = runtime.launch_stream(session_id)
         assert runtime.heal_stream(session_id).id == stream.id
-        sessions = [c for c in runtime.list_managed() if c.session_id == session_id]
+        sessions = [c for c in runtime.list_managed() if c.device_id == session_id]
         assert sorted(c.role for c in sessions) == ["device", "stream"]
 
     def test_stopped_stream_is_replaced(
@@ -141,12 +141,12 @@ class TestRemove:
         existing = {v["Name"] for v in docker_client.api.volumes()["Volumes"] or []}
         assert not set(volumes) & existing
 
-    def test_remove_session_removes_both(self, runtime: ContainerRuntime, session_id: str) -> None:
+    def test_remove_device_removes_both(self, runtime: ContainerRuntime, session_id: str) -> None:
         device = runtime.launch_device(session_id, "stub")
         stream = runtime.launch_stream(session_id)
-        assert runtime.remove_session(session_id) == [stream.name, device.name]
-        assert runtime.remove_session(session_id) == []
-        assert not [c for c in runtime.list_managed() if c.session_id == session_id]
+        assert runtime.remove_device(session_id) == [stream.name, device.name]
+        assert runtime.remove_device(session_id) == []
+        assert not [c for c in runtime.list_managed() if c.device_id == session_id]
 
 
 class TestReadiness:
@@ -202,7 +202,7 @@ class TestReadiness:
     def test_missing_image_says_how_to_build(self, runtime: ContainerRuntime, session_id: str) -> None:
         with pytest.raises(ImageMissing, match="scripts/build-images"):
             runtime.launch_device(session_id, "missing-image")
-        assert not [c for c in runtime.list_managed() if c.session_id == session_id]
+        assert not [c for c in runtime.list_managed() if c.device_id == session_id]
 
 
 class TestOwnership:

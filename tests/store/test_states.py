@@ -36,3 +36,11 @@ class TestStateTable:
 
     def test_live_and_provisioning_are_not_terminal(self):
         assert not (LIVE | PROVISIONING) & TERMINAL
+
+
+def test_device_first_paths_are_allowed():
+    warm = [State.REQUESTED, State.AWAITING_NUMBER, State.AWAITING_CODE, State.VERIFIED]
+    cold = [State.REQUESTED, State.LAUNCHING, State.AWAITING_NUMBER, State.AWAITING_CODE]
+    for path in (warm, cold):
+        for a, b in zip(path, path[1:], strict=False):
+            check_transition("s", a, b)

@@ -1,0 +1,107 @@
+"""plan_pool(observed) -> actions: which devices to boot and which to retire, no I/O.
+
+Per profile it keeps `wanted` idle, ready devices: devices still booting for the pool count
+toward it (no double boot), idle devices past the profile's max age, unhealthy or whose
+containers stopped or vanished are retired and replaced, extras beyond `wanted` are retired
+(oldest first), and no boot starts beyond the host's capacity. A pool boot whose booter died
+(booting past the profile's boot timeout) is retired too.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from runtime.profiles import DeviceProfile
+
+
+class PoolKind(enum.StrEnum):
+    BOOT = "boot"
+    RETIRE = "retire"
+
+
+@dataclass(frozen=True)
+class PoolDevice:
+    id: str
+    profile: str
+    state: str  # booting | idle | claimed
+    held: bool  # a session holds it (claimed, or cold-booting for a session)
+    created_at: datetime
+    ready_at: datetime | None
+    container_state: str | None  # the device container: running, exited, ...; None when missing
+    health: str | None  # its Docker health: healthy, unhealthy, starting, None
+
+
+@dataclass(frozen=True)
+class PoolObserved:
+    now: datetime
+    devices: list[PoolDevice]  # every non-terminal device of this host
+
+
+@dataclass(frozen=True)
+class PoolAction:
+    kind: PoolKind
+    profile: str
+    reason: str
+    device_id: str | None = None
+
+    @property
+    def target(self) -> str:
+        return self.device_id or f"new {self.profile} device"
+
+
+def wanted_per_profile(profiles: dict[str, DeviceProfile], override: dict[str, int] | None) -> dict[str, int]:
+    """Idle devices to keep per profile: PROVISIONER_POOL__WARM when set, else the profiles' warm."""
+    if override is not None:
+        return {name: n for name, n in override.items() if n > 0}
+    return {name: p.warm for name, p in profiles.items() if p.warm > 0}
+
+
+def _unusable(device: PoolDevice, profile: DeviceProfile | None, now: datetime) -> str | None:
+    """Why an unheld pool device must go, or None while it is (or may still become) usable."""
+    if profile is None:
+        return "its profile is no longer configured"
+    age = now - device.created_at
+    if device.state == "booting":
+        if age > timedelta(seconds=profile.boot_timeout_s) * 2:
+            return f"still booting after {age.total_seconds():.0f} s: its booter died"
+        return None
+    if device.container_state is None:
+        return "device container missing"
+    if device.container_state != "running":
+        return f"device container {device.container_state}"
+    if device.health == "unhealthy":
+        return "device unhealthy"
+    if profile.max_age_s is not None and age >= timedelta(seconds=profile.max_age_s):
+        return f"older than its max age ({profile.max_age_s:g} s)"
+    return None
+
+
+def plan_pool(
+    observed: PoolObserved, wanted: dict[str, int], profiles: dict[str, DeviceProfile], capacity: int
+) -> list[PoolAction]:
+    actions: list[PoolAction] = []
+    kept: dict[str, list[PoolDevice]] = {}
+    for device in observed.devices:
+        if device.held:
+            continue  # a session's device: reconciliation watches it
+        why = _unusable(device, profiles.get(device.profile), observed.now)
+        if why:
+            actions.append(PoolAction(PoolKind.RETIRE, device.profile, why, device.id))
+        else:
+            kept.setdefault(device.profile, []).append(device)
+    in_use = len(observed.devices) - sum(a.kind == PoolKind.RETIRE for a in actions)
+    for profile in sorted(set(kept) | set(wanted)):
+        devices = sorted(kept.get(profile, []), key=lambda d: (d.created_at, d.id))
+        want = wanted.get(profile, 0)
+        idle = [d for d in devices if d.state == "idle"]  # a boot under way is let finish
+        for extra in idle[: max(0, len(devices) - want)]:  # oldest go first
+            actions.append(PoolAction(PoolKind.RETIRE, profile, f"more than the {want} wanted", extra.id))
+            in_use -= 1
+        for _ in range(max(0, want - len(devices))):
+            if in_use >= capacity:
+                break
+            actions.append(PoolAction(PoolKind.BOOT, profile, f"{len(devices)} of {want} idle or booting"))
+            in_use += 1
+    return actions

@@ -1,0 +1,87 @@
+"""plan_pool(observed) as tables: what the pool boots and retires, no Docker, no database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pool import PoolDevice, PoolObserved, plan_pool, wanted_per_profile
+from pool.plan import PoolKind
+from runtime.profiles import builtin_profiles
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+PROFILES = builtin_profiles()
+PROFILES["stub-slow"] = PROFILES["stub-slow"].model_copy(update={"max_age_s": 3600.0})
+
+
+def dev(
+    i: int,
+    *,
+    state: str = "idle",
+    profile: str = "stub-slow",
+    held: bool = False,
+    age: timedelta = timedelta(minutes=5),
+    container: str | None = "running",
+    health: str | None = "healthy",
+) -> PoolDevice:
+    return PoolDevice(f"d{i:011d}", profile, state, held, NOW - age, NOW - age, container, health)
+
+
+def run(devices, wanted, capacity: int = 20):
+    return [
+        (a.kind, a.profile, a.device_id)
+        for a in plan_pool(PoolObserved(NOW, devices), wanted, PROFILES, capacity)
+    ]
+
+
+BOOT, RETIRE = PoolKind.BOOT, PoolKind.RETIRE
+
+
+class TestWanted:
+    def test_setting_overrides_the_profiles(self):
+        profiles = {**PROFILES, "stub": PROFILES["stub"].model_copy(update={"warm": 1})}
+        assert wanted_per_profile(profiles, None) == {"stub": 1}
+        assert wanted_per_profile(profiles, {"stub-slow": 2, "android": 0}) == {"stub-slow": 2}
+
+
+class TestPlan:
+    def test_empty_pool_boots_the_wanted_count(self):
+        assert run([], {"stub-slow": 2}) == [(BOOT, "stub-slow", None)] * 2
+
+    def test_booting_devices_count_and_held_ones_do_not(self):
+        devices = [dev(1, state="booting", age=timedelta(seconds=5)), dev(2, held=True, state="claimed")]
+        assert run(devices, {"stub-slow": 2}) == [(BOOT, "stub-slow", None)]
+
+    def test_full_pool_does_nothing(self):
+        assert run([dev(1), dev(2)], {"stub-slow": 2}) == []
+
+    @pytest.mark.parametrize(
+        ("device", "why"),
+        [
+            (dev(1, health="unhealthy"), "unhealthy"),
+            (dev(1, container="exited"), "exited"),
+            (dev(1, container=None), "missing"),
+            (dev(1, age=timedelta(hours=1)), "max age"),
+            (dev(1, state="booting", age=timedelta(seconds=241), container="running"), "booter died"),
+        ],
+    )
+    def test_unusable_idle_device_is_replaced(self, device, why):
+        actions = plan_pool(PoolObserved(NOW, [device]), {"stub-slow": 1}, PROFILES, 20)
+        assert [(a.kind, a.device_id) for a in actions] == [(RETIRE, device.id), (BOOT, None)]
+        assert why in actions[0].reason
+
+    def test_extras_beyond_wanted_are_retired_oldest_first(self):
+        old, new = dev(1, age=timedelta(minutes=30)), dev(2)
+        assert run([new, old], {"stub-slow": 1}) == [(RETIRE, "stub-slow", old.id)]
+        assert run([new, old], {}) == [(RETIRE, "stub-slow", old.id), (RETIRE, "stub-slow", new.id)]
+
+    def test_a_boot_under_way_is_never_retired_as_an_extra(self):
+        assert run([dev(1, state="booting", age=timedelta(seconds=3))], {}) == []
+
+    def test_capacity_bounds_the_boots(self):
+        held = [dev(i, held=True, state="claimed") for i in range(3)]
+        assert run(held, {"stub-slow": 3}, capacity=4) == [(BOOT, "stub-slow", None)]
+
+    def test_a_held_device_is_never_touched_whatever_its_health(self):
+        assert run([dev(1, held=True, state="claimed", health="unhealthy")], {}) == []
