@@ -55,6 +55,7 @@ def test_form_has_real_defaults_choices_and_no_none_alternatives(tmp_path):
         "code_timeout_s": 300.0,
         "number_attempts": 3,
         "ttl_s": 1800.0,
+        "idle_timeout_s": 1800.0,
     }
     assert form["providers"]["items"]["enum"] == ["sms_activate", "sms_man", "onlinesim"]
     assert form["device_profile"]["enum"][0] == "stub"
