@@ -13,6 +13,7 @@ that died between the row and the run) returns the same run.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.runs import PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT, FlowRuns, OrchestratorError
 from provisioning.deps import Deps
+from provisioning.devices import claim_device
 from provisioning.request import ProvisionRequest, resolve
 from provisioning.runs import first_run_key, provision_parameters
 from store import State, new_session_id
@@ -29,12 +31,15 @@ from store import repository as repo
 from store.repository import StaleState
 from store.states import ENDING, TERMINAL
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Accepted:
     session_id: str
     flow_run_id: str | None
     state: str
+    device_id: str | None = None  # an idle pool device claimed while accepting
 
 
 async def accept(
@@ -94,7 +99,22 @@ async def accept(
         with deps.sessions.begin() as db:
             return repo.record_submission(db, session_id, str(run.id)).state
 
-    return Accepted(session_id, str(run.id), await run_in_threadpool(record))
+    state = await run_in_threadpool(record)
+    device_id = await run_in_threadpool(_claim_warm, deps, session_id, plan.device_profile, requested_by)
+    return Accepted(session_id, str(run.id), State.AWAITING_NUMBER if device_id else state, device_id)
+
+
+def _claim_warm(deps: Deps, session_id: str, profile: str, actor: str) -> str | None:
+    """Claim an idle pool device for the session now, so its stream is ready before the flow run
+    even starts (the run adopts it). None when no device is idle: the run cold-boots one."""
+    try:
+        device = claim_device(deps, session_id, profile=profile, actor=actor)
+    except Exception:  # the run claims or boots by itself; never fail an accepted request here
+        log.warning(
+            "claiming a warm device for %s failed; its flow run will get one", session_id, exc_info=True
+        )
+        return None
+    return device.id if device is not None else None
 
 
 def _fail_unsubmitted(deps: Deps, session_id: str, reason: str, actor: str) -> None:

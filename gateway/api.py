@@ -155,14 +155,14 @@ async def create_session(request: Request) -> Response:
         )
     except OrchestratorError as exc:
         return error_reply(request, 503, exc.reason, detail=str(exc))
-    return JSONResponse(
-        {
-            "session_id": accepted.session_id,
-            "flow_run_id": accepted.flow_run_id,
-            "status_url": f"/sessions/{accepted.session_id}",
-        },
-        status_code=202,
-    )
+    body = {
+        "session_id": accepted.session_id,
+        "flow_run_id": accepted.flow_run_id,
+        "status_url": f"/sessions/{accepted.session_id}",
+    }
+    if accepted.device_id:  # a warm device was claimed: its screen is usable now
+        body["stream_url"] = gateway_stream_url(gw.deps, accepted.session_id)
+    return JSONResponse(body, status_code=202)
 
 
 async def delete_session(request: Request) -> Response:

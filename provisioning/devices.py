@@ -139,6 +139,7 @@ def claim_device(deps: Deps, session_id: str, *, profile: str, actor: str) -> De
     """The session's device when it has one already (claimed by the gateway, or a re-run), else an
     idle pool device of ``profile`` claimed atomically; None when none is idle (boot one then)."""
     with deps.sessions.begin() as db:
+        repo.get_session(db, session_id, for_update=True)  # the gateway and the flow may both claim
         session = repo.ensure_not_ended(db, session_id)
         held = devrepo.session_device(db, session_id)
         if held is not None and DeviceState(held.state) == DeviceState.CLAIMED:
@@ -157,6 +158,7 @@ def boot_session_device(deps: Deps, session_id: str, *, profile: str, actor: str
     """Cold-boot a device for a session no idle device could serve (session launching meanwhile)."""
     stale = None
     with deps.sessions.begin() as db:
+        repo.get_session(db, session_id, for_update=True)  # serialized with a concurrent claim
         session = repo.ensure_not_ended(db, session_id)
         held = devrepo.session_device(db, session_id)
         device = (

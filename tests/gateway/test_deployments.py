@@ -228,7 +228,7 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
             assert "Advanced: resume session id" in body
             assert 'Property is type "None"' not in body
             numbers = [el.input_value() for el in page.locator("input[type=number]").all()]
-            assert numbers == ["300", "3", "3600"]
+            assert numbers == ["300", "3", "3600", "1800"]  # ... ttl, idle timeout
             for shown in ("telegram", "RU", "stub"):
                 assert page.get_by_role("button", name=shown, exact=True).count() == 1, shown
             # The providers, all chosen, in the configured fallback order.
