@@ -202,10 +202,14 @@ class ProviderWatcher:
                     value = lease_of(row)
                 try:
                     result = self._call(client.check, value)
-                except TransientError as exc:
-                    if exc.code in RATE_LIMIT_CODES:
-                        continue  # the budget slowed down; this lease comes again next round
-                    raise
+                except ProviderError as exc:
+                    # One lease's failure (a rate limit, a 5xx, an unclear reply) does not stop the
+                    # round: the budget slowed down where it should, and the lease comes again next round.
+                    if not (isinstance(exc, TransientError) and exc.code in RATE_LIMIT_CODES):
+                        log.warning(
+                            "%s: status of %s:%s: %s", self.name, self.provider, lease.activation_id, exc
+                        )
+                    continue
                 record_result(self.deps, lease.id, result, via="watcher", actor=ACTOR)
         except _Stopped:
             return

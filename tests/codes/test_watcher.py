@@ -99,6 +99,21 @@ class TestPerLeaseProvider:
         assert elapsed >= 2.5
         assert watcher.bucket.rate < 20
 
+    def test_a_failing_status_check_does_not_stop_the_round(self, codes_env, sim):
+        deps = codes_env
+        rented = [rent(deps, "sms_activate") for _ in range(3)]
+        for n, (_, _, activation_id) in enumerate(rented):
+            sim.deliver(activation_id, f"60000{n}")
+        sim.inject("http", status=502, protocol="sms_activate", action="getStatus", times=1)
+        with running_watcher(deps, "sms_activate"):
+            ids = [lease_id for _, lease_id, _ in rented]
+            # The first lease's check fails; the other two are recorded in that same first round.
+            wait_for(lambda: all(lease_codes(deps, ids[1:]).values()), timeout=10)
+            checks = [p for _, a, p in sim.calls if a == "getStatus"]
+            assert [p["id"] for p in checks[:3]] == [aid for _, _, aid in rented]
+            wait_for(lambda: lease_codes(deps, ids[:1])[ids[0]], timeout=10)
+        assert lease_codes(deps, ids) == {ids[n]: f"60000{n}" for n in range(3)}
+
 
 class TestLostWebhook:
     def test_a_lost_webhook_is_covered_by_the_watcher(self, codes_env, sim):
