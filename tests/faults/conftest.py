@@ -1,0 +1,93 @@
+"""Fault-test fixtures: one Prefect server per module with `provisioner deploy` applied, a worker
+factory whose flow runs use a given database, and a gateway aimed at that server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.app import create_app
+from gateway.runs import PrefectFlowRuns
+from provisioning.deps import Deps
+from runtime import ContainerRuntime
+from settings import load_settings
+from tests.faults.stack import HEARTBEAT_S, Prefect, Worker, prefect_server, provisioner_deploy
+from tests.gateway.conftest import serve
+from tests.plugins.prefect_env import provisioner_environment
+
+# Reconciliation settings of the fault tests' flow runs: short deadlines, the real device grace.
+RECONCILE_ENV = {
+    "PROVISIONER_RECONCILE__RUN_START_DEADLINE_S": "8",
+    "PROVISIONER_RECONCILE__DEVICE_GRACE_S": "60",
+    "PROVISIONER_RECONCILE__STALE_AFTER_S": "5",
+    "PROVISIONER_RECONCILE__HEARTBEAT_INTERVAL_S": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
+    """(api url, env) of a Prefect server on which `provisioner deploy` ran (twice: idempotent)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    with prefect_server(home) as (api_url, env):
+        for _ in range(2):
+            done = provisioner_deploy(env)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield api_url, env
+
+
+@pytest.fixture
+def prefect(stack) -> Iterator[Prefect]:
+    api = Prefect(stack[0])
+    yield api
+    api.client.close()
+
+
+@pytest.fixture
+def start_worker(stack, sim, tmp_path) -> Iterator[Callable[..., Worker]]:
+    """start_worker(database_url, runtime) -> a running worker; all are stopped afterwards."""
+    _, env = stack
+    workers: list[Worker] = []
+
+    def start(database_url: str, runtime: ContainerRuntime) -> Worker:
+        worker_env = {
+            **env,
+            **provisioner_environment(instance_id=runtime.instance_id, sim_urls=sim.base_urls),
+            **RECONCILE_ENV,
+            "PROVISIONER_DATABASE__URL": database_url,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+        }
+        worker = Worker(worker_env, tmp_path / "worker.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def gateway_for(stack) -> Iterator[Callable[..., httpx.Client]]:
+    """gateway_for(sessions, runtime) -> a client of a gateway on that database and the server."""
+    api_url, _ = stack
+    with contextlib.ExitStack() as exits:
+
+        def make(sessions: sessionmaker[Session], runtime: ContainerRuntime) -> httpx.Client:
+            settings = load_settings(
+                database={"url": sessions.kw["bind"].url.render_as_string(hide_password=False)},
+                instance_id=runtime.instance_id,
+                docker={"network": runtime.network},
+                gateway={"public_url": "http://gateway.test"},
+            )
+            deps = Deps(settings=settings, sessions=sessions, _runtime=runtime)
+            url = exits.enter_context(
+                serve(create_app(deps, runtime=runtime, runs=PrefectFlowRuns(api_url=api_url)))
+            )
+            return exits.enter_context(httpx.Client(base_url=url, timeout=30, trust_env=False))
+
+        yield make

@@ -1,0 +1,249 @@
+"""The deployed path for fault tests: a real `prefect server` (its own home, SQLite), `provisioner
+deploy`, process workers started in their own process group (so one SIGKILL takes the worker and
+its flow-run processes), the gateway on a real uvicorn, and a recorder of every answer it gave."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.gateway.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+POOL = "provisioner-process"
+HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY: Prefect's minimum
+HEARTBEAT_TIMEOUT_S = 40  # the zombie automation's window in these tests
+FINAL_RUN_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+ALIVE_RUN_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
+
+
+def base_env(home: Path, api_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROVISIONER_"))}
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = base_env(home, api_url)
+    # Expired concurrency leases are collected every second (default 15 s): tighter slot bounds.
+    server_env = {**env, "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1"}
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{api_url}/health", timeout=2, trust_env=False).status_code == 200:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield api_url, env
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def provisioner_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "provisioner"), "deploy", "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_S)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc: flow-run processes may start sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class Worker:
+    """`prefect worker start` in a process group of its own; ``kill()`` SIGKILLs the worker and
+    every process below it (its flow runs), as a lost machine would."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("a")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> list[int]:
+        """SIGKILL the worker and its flow-run processes; returns the flow-run pids killed."""
+        below = descendants(self.proc.pid)
+        for pid in [self.proc.pid, *below]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        return below
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            below = descendants(self.proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            for pid in below:  # flow runs still going when the test ended
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._log.close()
+
+
+@dataclass
+class Prefect:
+    """The few REST calls the tests make (the test process has its own Prefect settings)."""
+
+    api_url: str
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Like Prefect's own client: a 503 (SQLite busy under load) is retried after a moment.
+        transport = httpx.HTTPTransport(retries=2)
+        self.client = httpx.Client(base_url=self.api_url, timeout=15, trust_env=False, transport=transport)
+        self.client.event_hooks["response"] = []
+        self._send = self.client.send
+        self.client.send = self._send_retrying  # type: ignore[method-assign]
+
+    def _send_retrying(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        for attempt in range(6):
+            response = self._send(request, **kwargs)
+            if response.status_code not in (502, 503) or attempt == 5:
+                return response
+            response.close()
+            time.sleep(1 + attempt)
+        return response
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.client.get(f"/flow_runs/{run_id}").raise_for_status().json()
+
+    def state(self, run_id: str) -> str:
+        return self.run(run_id)["state"]["type"]
+
+    def start_reconcile(self) -> str:
+        deployment = self.client.get("/deployments/name/reconcile/reconcile").raise_for_status().json()
+        created = self.client.post(f"/deployments/{deployment['id']}/create_flow_run", json={})
+        return created.raise_for_status().json()["id"]
+
+    def wait_final(self, run_id: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state(run_id)
+            if state in FINAL_RUN_STATES:
+                return state
+            time.sleep(0.5)
+        raise AssertionError(f"flow run {run_id} not final within {timeout:g} s: {self.state(run_id)}")
+
+    def reconcile_pass(self, timeout: float = 90) -> str:
+        """One reconcile pass through the deployment; its final state (Cancelled when another holds
+        the deployment's slot: CANCEL_NEW)."""
+        return self.wait_final(self.start_reconcile(), timeout)
+
+    def alive_provision_runs(self) -> list[dict[str, Any]]:
+        body = {
+            "flows": {"name": {"any_": ["provision"]}},
+            "flow_runs": {"state": {"type": {"any_": ALIVE_RUN_STATES}}},
+            "limit": 200,
+        }
+        return self.client.post("/flow_runs/filter", json=body).raise_for_status().json()
+
+    def launch_slots_in_use(self, instance_id: str) -> int:
+        reply = self.client.get(f"/v2/concurrency_limits/provisioner-launch-{instance_id}")
+        return 0 if reply.status_code == 404 else reply.raise_for_status().json()["active_slots"]
+
+    def reconcile_slots_in_use(self) -> int:
+        deployment = self.client.get("/deployments/name/reconcile/reconcile").raise_for_status().json()
+        return deployment["global_concurrency_limit"]["active_slots"]
+
+
+class AnswerLog:
+    """Polls gateway routes in a thread and counts every status code a client saw."""
+
+    def __init__(self, client: httpx.Client, paths: Callable[[], list[str]], interval: float = 0.3) -> None:
+        self.client, self.paths, self.interval = client, paths, interval
+        self.codes: Counter[int] = Counter()
+        self.by_path: dict[str, Counter[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="answer-log")
+
+    def record(self, path: str, code: int) -> None:
+        self.codes[code] += 1
+        self.by_path.setdefault(path, Counter())[code] += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path in self.paths():
+                with contextlib.suppress(httpx.HTTPError):
+                    self.record(
+                        path, self.client.get(path, headers={"Accept": "application/json"}).status_code
+                    )
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> AnswerLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def server_errors(self) -> dict[int, int]:
+        return {code: n for code, n in self.codes.items() if code >= 500 and code != 503}

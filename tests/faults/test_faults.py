@@ -1,0 +1,224 @@
+"""Faults on the deployed path: a real `prefect server` with `provisioner deploy` applied, process
+workers, the gateway, PostgreSQL, Docker and the provider simulator.
+
+Each test asserts, after its fault: every accepted request reached its outcome (verified, or ended
+with a reason) within two reconcile passes; no provision run is left alive in Prefect; no launch
+or reconcile slot is held; no container and no number leaked (the simulator's ledger is settled
+after release); no gateway answer was a 500 or a 502."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from runtime import Role
+from store import LIVE, TERMINAL, SessionRow, State, make_engine
+from store import repository as repo
+from store.migrate import upgrade
+from tests.faults.stack import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, AnswerLog
+from tests.support import wait_for
+
+pytestmark = pytest.mark.docker
+
+LAUNCH_LEASE_S = 60  # tasks.containers.LAUNCH_LEASE_S
+OUTCOMES = {s.value for s in TERMINAL | {State.VERIFIED}}
+
+
+def states(sessions, ids) -> dict[str, str]:
+    with sessions() as db:
+        return {sid: repo.get_session(db, sid).state for sid in ids}
+
+
+def post_burst(client, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        reply = client.post("/sessions", json={"providers": ["sms_activate"], "code_timeout_s": 30})
+        assert reply.status_code == 202, reply.text
+        ids.append(reply.json()["session_id"])
+    return ids
+
+
+def all_reached_an_outcome(sessions, ids):
+    current = states(sessions, ids)
+    return current if set(current.values()) <= OUTCOMES else None
+
+
+def release_all(client, sessions, ids) -> None:
+    for sid in ids:
+        assert client.delete(f"/sessions/{sid}").status_code in (200, 202)
+    wait_for(lambda: set(states(sessions, ids).values()) <= {s.value for s in TERMINAL}, timeout=90)
+
+
+def assert_nothing_left(prefect, runtime, sim, sessions, ids, answers) -> None:
+    assert prefect.alive_provision_runs() == []
+    assert prefect.reconcile_slots_in_use() == 0
+    assert [c.name for c in runtime.list_managed()] == []
+    ledger = sim.ledger()
+    assert ledger.settled, ledger
+    with sessions() as db:
+        open_leases = [x.id for x in repo.list_open_leases(db) if x.session_id in ids]
+    assert open_leases == []
+    assert answers.server_errors == {}, answers.by_path
+
+
+def expired_verified_session(sessions) -> str:
+    with sessions.begin() as db:
+        sid = repo.create_session(db, service="telegram", country="RU", actor="test", ttl=timedelta(0)).id
+        for step in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE, State.VERIFIED):
+            repo.transition(db, sid, step, reason="test", actor="test")
+    return sid
+
+
+def test_worker_and_its_flow_runs_killed_mid_burst(
+    prefect, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim
+):
+    runtime = runtime_factory()
+    worker = start_worker(database_url, runtime)
+    client = gateway_for(db_sessions, runtime)
+    sim.set_sms_delay(6.0)
+    # A reconcile pass that is mid-way when the worker dies: it waits for a row the test holds.
+    blocker = expired_verified_session(db_sessions)
+    holder = db_sessions()
+    holder.execute(select(SessionRow).where(SessionRow.id == blocker).with_for_update())
+    held_run = prefect.start_reconcile()
+    ids = post_burst(client, 4)
+    paths = [f"/sessions/{sid}" for sid in ids] + [f"/vnc/{sid}/vnc.html" for sid in ids] + ["/readyz"]
+    with AnswerLog(client, lambda: paths) as answers:
+        wait_for(lambda: prefect.state(held_run) == "RUNNING", timeout=60)
+        busy = {State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE}
+        wait_for(lambda: sum(State(s) in busy for s in states(db_sessions, ids).values()) >= 2, timeout=60)
+
+        killed = worker.kill()
+        killed_at = time.monotonic()
+        assert killed, "the worker had flow-run processes"
+        holder.rollback()
+        holder.close()
+        start_worker(database_url, runtime)
+
+        # The killed pass holds the reconcile deployment's slot (new passes are Cancelled) until
+        # Prefect's heartbeat automation marks it Crashed: within one heartbeat timeout.
+        bound = HEARTBEAT_S + HEARTBEAT_TIMEOUT_S + 15
+        first_pass = None
+        while first_pass is None and time.monotonic() - killed_at < bound:
+            if prefect.reconcile_pass() == "COMPLETED":
+                first_pass = time.monotonic() - killed_at
+        assert first_pass is not None, f"no reconcile pass got the slot within {bound} s of the kill"
+        assert prefect.state(held_run) == "CRASHED"
+        assert "heartbeat" in prefect.run(held_run)["state"]["message"]
+
+        assert prefect.reconcile_pass() == "COMPLETED"  # the second pass
+        outcome = wait_for(lambda: all_reached_an_outcome(db_sessions, ids), timeout=90)
+        with db_sessions() as db:
+            for sid, state in outcome.items():
+                if state != State.VERIFIED:
+                    assert repo.get_session(db, sid).last_error, f"{sid} ended {state} without a reason"
+
+        # Leases of the killed launches expire (60 s, renewed only by a live holder).
+        wait_for(
+            lambda: prefect.launch_slots_in_use(runtime.instance_id) == 0,
+            timeout=max(1.0, LAUNCH_LEASE_S + 5 - (time.monotonic() - killed_at)),
+        )
+
+        release_all(client, db_sessions, [*ids, blocker])
+        assert prefect.reconcile_pass() == "COMPLETED"  # strays and leftovers of the killed runs
+        wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
+    assert_nothing_left(prefect, runtime, sim, db_sessions, ids, answers)
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL cluster of this test alone (it is stopped mid-test), migrated."""
+    from cli.local_postgres import throwaway
+
+    cluster = throwaway()
+    cluster.start()
+    url = cluster.create_database("provisioner")
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield cluster, url, sessionmaker(engine, expire_on_commit=False)
+    finally:
+        engine.dispose()
+        cluster.stop()
+
+
+def test_postgres_stopped_20s_mid_burst(
+    prefect, start_worker, gateway_for, own_postgres, runtime_factory, sim
+):
+    cluster, url, sessions = own_postgres
+    runtime = runtime_factory()
+    start_worker(url, runtime)
+    client = gateway_for(sessions, runtime)
+    sim.set_sms_delay(1.0)
+    live = post_burst(client, 1)[0]
+    wait_for(lambda: states(sessions, [live])[live] == State.VERIFIED, timeout=90)
+    assert client.get(f"/vnc/{live}/vnc.html").status_code == 200  # the gateway knows its route
+
+    sim.set_sms_delay(8.0)
+    ids = post_burst(client, 3)
+    paths = [f"/sessions/{sid}" for sid in ids] + ["/sessions", "/readyz", f"/sessions/{live}"]
+    with AnswerLog(client, lambda: paths) as answers:
+        wait_for(lambda: State.NUMBER_ACQUIRED.value in states(sessions, ids).values(), timeout=60)
+        cluster.stop()
+        stopped_at = time.monotonic()
+        stream_codes = []
+        while time.monotonic() - stopped_at < 20:
+            stream_codes.append(client.get(f"/vnc/{live}/vnc.html").status_code)
+            refused = client.post("/sessions", json={})
+            answers.record("POST /sessions", refused.status_code)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+            time.sleep(1)
+        cluster.start()
+
+        assert set(stream_codes) == {200}, stream_codes  # the verified stream kept working
+        assert answers.by_path["/readyz"][503] > 0  # readiness said so meanwhile
+        for _ in range(2):
+            assert prefect.reconcile_pass() == "COMPLETED"
+        wait_for(lambda: all_reached_an_outcome(sessions, [live, *ids]), timeout=90)
+        release_all(client, sessions, [live, *ids])
+        assert prefect.reconcile_pass() == "COMPLETED"
+        wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
+        assert prefect.launch_slots_in_use(runtime.instance_id) == 0
+    assert_nothing_left(prefect, runtime, sim, sessions, [live, *ids], answers)
+
+
+def test_device_paused_30s_is_not_retired(
+    prefect, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim, docker_client
+):
+    runtime = runtime_factory()
+    start_worker(database_url, runtime)
+    client = gateway_for(db_sessions, runtime)
+    sim.set_sms_delay(0.5)
+    sid = post_burst(client, 1)[0]
+    wait_for(lambda: states(db_sessions, [sid])[sid] == State.VERIFIED, timeout=90)
+    device = docker_client.containers.get(runtime.name_for(sid, Role.DEVICE))
+    paths = [f"/sessions/{sid}", f"/vnc/{sid}/vnc.html", "/readyz"]
+    with AnswerLog(client, lambda: paths) as answers:
+        device.pause()
+        paused_at = time.monotonic()
+        passes = 0
+        while time.monotonic() - paused_at < 30:
+            assert prefect.reconcile_pass() == "COMPLETED"
+            passes += 1
+            with db_sessions() as db:
+                row = repo.get_session(db, sid)
+                assert row.state == State.VERIFIED and row.device_down_since is not None
+            time.sleep(5)
+        device.unpause()
+        assert passes >= 2
+        assert prefect.reconcile_pass() == "COMPLETED"
+        with db_sessions() as db:
+            row = repo.get_session(db, sid)
+        assert State(row.state) in LIVE and row.device_down_since is None
+        assert sorted(c.state for c in runtime.list_managed() if c.session_id == sid) == [
+            "running",
+            "running",
+        ]
+        assert sim.ledger().refunds == [] and len(sim.ledger().open) == 0  # finished, not cancelled
+        release_all(client, db_sessions, [sid])
+        assert prefect.reconcile_pass() == "COMPLETED"
+    assert_nothing_left(prefect, runtime, sim, db_sessions, [sid], answers)
