@@ -77,8 +77,9 @@ def deploy_prefect_yaml(root: Path) -> str:
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
         raise DeployError("prefect deploy --all failed:\n" + "\n".join(tail))
-    lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "deployed"
+    with get_client(sync_client=True) as client:
+        names = sorted(f"{d.name}" for d in client.read_deployments())
+    return ", ".join(names)
 
 
 def zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Automation:

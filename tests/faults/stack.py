@@ -196,6 +196,18 @@ class Prefect:
         the deployment's slot: CANCEL_NEW)."""
         return self.wait_final(self.start_reconcile(), timeout)
 
+    def heartbeats(self, run_id: str) -> int:
+        body = {
+            "filter": {
+                "event": {"name": ["prefect.flow-run.heartbeat"]},
+                "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+                "occurred": {"since": "2000-01-01T00:00:00Z"},
+            },
+            "limit": 50,
+        }
+        reply = self.client.post("/events/filter", json=body)
+        return reply.json().get("total", -1) if reply.status_code == 200 else -reply.status_code
+
     def alive_provision_runs(self) -> list[dict[str, Any]]:
         body = {
             "flows": {"name": {"any_": ["provision"]}},

@@ -89,6 +89,8 @@ def test_worker_and_its_flow_runs_killed_mid_burst(
     paths = [f"/sessions/{sid}" for sid in ids] + [f"/vnc/{sid}/vnc.html" for sid in ids] + ["/readyz"]
     with AnswerLog(client, lambda: paths) as answers:
         wait_for(lambda: prefect.state(held_run) == "RUNNING", timeout=60)
+        # Prefect knows it is alive: its first heartbeat event is in (the automation starts there).
+        wait_for(lambda: prefect.heartbeats(held_run) >= 1, timeout=60, interval=1)
         busy = {State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE}
         wait_for(lambda: sum(State(s) in busy for s in states(db_sessions, ids).values()) >= 2, timeout=60)
 
@@ -106,7 +108,10 @@ def test_worker_and_its_flow_runs_killed_mid_burst(
         while first_pass is None and time.monotonic() - killed_at < bound:
             if prefect.reconcile_pass() == "COMPLETED":
                 first_pass = time.monotonic() - killed_at
-        assert first_pass is not None, f"no reconcile pass got the slot within {bound} s of the kill"
+        assert first_pass is not None, (
+            f"no reconcile pass got the slot within {bound} s of the kill; the killed pass is "
+            f"{prefect.run(held_run)['state']}; heartbeats seen: {prefect.heartbeats(held_run)}"
+        )
         assert prefect.state(held_run) == "CRASHED"
         assert "heartbeat" in prefect.run(held_run)["state"]["message"]
 
