@@ -179,6 +179,12 @@ class TestStandby:
             sim.deliver(activation_id, "121212")
             wait_for(lambda: lease_codes(deps, [lease_id])[lease_id], timeout=10)
             assert watcher_events(deps, sid) == [f"code received on sms_activate:{activation_id} (watcher)"]
+            second.send_signal(signal.SIGTERM)
+            rest, _ = second.communicate(timeout=20)
+            assert second.returncode == 0
+            assert holder() is None  # a watcher that stops removes its heartbeat: flows poll at once
+            output = rest + standby_line + first.stdout.read().decode()
+            assert SIM_KEY not in output
         finally:
             for proc in (first, second):
                 if proc is not None and proc.poll() is None:
