@@ -32,3 +32,39 @@ def test_a_provision_is_woken_by_the_watcher_and_never_polls_the_provider(provis
     assert [r for r in reasons if r.startswith("code received on")][0].endswith("(watcher)")
     status_checks = [a for _, a, _ in sim.calls if a == "getStatus"]
     assert len(status_checks) == watcher_checks  # every status check was the watcher's
+
+
+def test_kept_open_number_gives_another_code_and_is_finished_at_release(provisioner_env, sim, monkeypatch):
+    from flows.release import release_session
+    from provisioning import codes
+    from provisioning.deps import get_deps, reset_deps
+    from settings import get_settings
+    from store import LeaseOutcome
+
+    for key, value in WATCHER_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PROVISIONER_CODES__KEEP_NUMBER_OPEN", "true")
+    get_settings.cache_clear()
+    reset_deps()
+    deps = get_deps()
+    sim.set_sms_delay(0.5)
+    with running_watcher(deps, "sms_activate"):
+        result = provision_session(request=ProvisionRequest(providers=["sms_activate"]))
+        assert result.state == "verified"
+        with deps.sessions() as db:
+            (lease,) = repo.leases_for_session(db, result.session_id)
+        assert (lease.outcome, lease.code) == (LeaseOutcome.CODE_RECEIVED, result.code)
+        assert sim.ledger().finishes == []  # still open at the provider
+        codes.request_another_code(deps, result.session_id, actor="test")
+        second = codes.wait_for_code(deps, result.session_id, lease.id, timeout_s=10, actor="test")
+    assert second.code is not None
+    assert second.code != result.code
+    with deps.sessions() as db:
+        assert repo.get_session(db, result.session_id).verification_code == second.code
+    assert "is now released" in release_session(session_id=result.session_id)
+    with deps.sessions() as db:
+        (lease,) = repo.leases_for_session(db, result.session_id)
+    assert lease.outcome == LeaseOutcome.FINISHED
+    ledger = sim.ledger()
+    assert [e.activation_id for e in ledger.finishes] == [lease.activation_id]
+    assert ledger.settled
