@@ -13,7 +13,7 @@ Prometheus scrapes. Counters are totals over the rows the database keeps.
 | provisioner_reconcile_actions_total | kind | events written by reconcile passes (heal_stream, orphan_session, compensate, expire, finish_release) |
 | provisioner_provider_errors_total | provider, error | leases whose purchase failed, by exception class |
 | provisioner_money_spent_total | provider, currency | prices of numbers bought and not cancelled |
-| provisioner_devices | profile, state | devices by state (idle = the warm pool), when the store has a devices table |
+| provisioner_devices | profile, state | devices by state (idle = the warm pool) |
 | provisioner_build_info | version | |
 
 Containers removed and numbers closed by reconciliation leave no row, so they are not counted.
@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from settings.version import VERSION
+from store.device_states import DeviceState
 from store.states import State
 
 PROVISION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
@@ -183,15 +184,16 @@ class StoreCollector:
             money.add_metric([provider, currency], float(amount))
         yield money
 
-        if db.scalar(text("SELECT to_regclass('devices') IS NOT NULL")):
-            devices = GaugeMetricFamily(
-                "provisioner_devices",
-                "Devices by profile and state; idle devices are the warm pool",
-                labels=["profile", "state"],
-            )
-            for profile, state, count in db.execute(_DEVICES):
-                devices.add_metric([profile, state], count)
-            yield devices
+        counts = {(profile, state): count for profile, state, count in db.execute(_DEVICES)}
+        devices = GaugeMetricFamily(
+            "provisioner_devices",
+            "Devices by profile and state; idle devices are the warm pool",
+            labels=["profile", "state"],
+        )
+        for profile in sorted({profile for profile, _ in counts}):
+            for state in DeviceState:
+                devices.add_metric([profile, state.value], counts.get((profile, state.value), 0))
+        yield devices
 
 
 async def metrics(request: Request) -> Response:

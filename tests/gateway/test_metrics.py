@@ -81,3 +81,28 @@ def test_metrics_families_from_the_store(gateway_factory, make_session, db_sessi
         (("error", "ProviderUnavailable"), ("provider", "sms_man")): 1
     }
     assert m["provisioner_money_spent_total"] == {(("currency", "RUB"), ("provider", "sms_man")): 20.0}
+
+
+def test_device_pool_sizes_by_profile_and_state(gateway_factory, db_sessions) -> None:
+    from store.models import DeviceRow
+
+    gw = gateway_factory()
+    with db_sessions.begin() as db:
+        for n, (profile, state) in enumerate(
+            [("stub", "idle"), ("stub", "idle"), ("stub", "claimed"), ("android", "booting")]
+        ):
+            db.add(
+                DeviceRow(
+                    profile=profile,
+                    host="local",
+                    state=state,
+                    device_container=f"d{n}",
+                    stream_container=f"s{n}",
+                )
+            )
+    devices = scrape(gw)["provisioner_devices"]  # (the db fixture empties the devices table afterwards)
+    assert devices[(("profile", "stub"), ("state", "idle"))] == 2
+    assert devices[(("profile", "stub"), ("state", "claimed"))] == 1
+    assert devices[(("profile", "stub"), ("state", "booting"))] == 0
+    assert devices[(("profile", "android"), ("state", "booting"))] == 1
+    assert devices[(("profile", "android"), ("state", "idle"))] == 0
