@@ -210,7 +210,7 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
     from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
 
     api_url, _ = deployed
-    runtime, log_path = worker
+    _, log_path = worker
     sim.set_sms_delay(1.0)
     server = api_url.removesuffix("/api")
     deployments = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10, trust_env=False).json()
@@ -262,7 +262,6 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
 
     with db_sessions() as db:
         assert repo.get_session(db, session_id).state == "verified"
-    runtime.remove_session(session_id)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
