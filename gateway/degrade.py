@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth import redact
 from gateway.pages import error_reply
 from gateway.runs import OrchestratorError
 from runtime import RuntimeFailure
@@ -71,12 +72,12 @@ class Degrade:
         except Exception as exc:
             reason, detail = classify(exc)
             if reason == INTERNAL:
-                log.exception("%s %s failed", scope.get("method", "WS"), scope.get("path"))
+                log.exception("%s %s failed", scope.get("method", "WS"), redact(scope.get("path", "")))
             else:
                 log.warning(
                     "%s %s: %s (%s: %s)",
                     scope.get("method", "WS"),
-                    scope.get("path"),
+                    redact(scope.get("path", "")),  # a webhook path carries its secret
                     reason,
                     type(exc).__name__,
                     exc,

@@ -161,3 +161,22 @@ def test_the_secret_never_reaches_an_access_log_line():
 )
 def test_code_in_text(text, code):
     assert code_in(text) == code
+
+
+def test_database_down_answers_503_and_logs_no_secret(caplog):
+    """The provider retries a 503; the log line names the route without its secret."""
+    from sqlalchemy.orm import sessionmaker
+
+    from provisioning.deps import Deps
+    from settings import load_settings
+    from store import make_engine
+
+    url = "postgresql+psycopg://nobody:nothing@127.0.0.1:1/none"  # nothing listens on port 1
+    settings = load_settings(database={"url": url}, codes={"webhook_secret": WEBHOOK_SECRET})
+    deps = Deps(settings=settings, sessions=sessionmaker(make_engine(url)))
+    with serve(create_app(deps, runs=RecordingRuns())) as gateway:
+        reply = httpx.post(hook_url(gateway, "sms_activate"), json=sms_activate_body("1001", "123456"))
+    assert reply.status_code == 503
+    assert reply.json()["reason"] == "database unavailable"
+    assert "/webhooks/sms_activate/***" in caplog.text
+    assert WEBHOOK_SECRET not in caplog.text
