@@ -14,6 +14,8 @@ Prometheus scrapes. Counters are totals over the rows the database keeps.
 | provisioner_provider_errors_total | provider, error | leases whose purchase failed, by exception class |
 | provisioner_money_spent_total | provider, currency | prices of numbers bought and not cancelled |
 | provisioner_devices | profile, state | devices by state (idle = the warm pool) |
+| provisioner_code_watcher_heartbeat_age_seconds | provider, mode | code_watchers (no series: no watcher for that provider) |
+| provisioner_leases_waiting_for_code | provider | bought leases without their code yet |
 | provisioner_build_info | version | |
 
 Containers removed and numbers closed by reconciliation leave no row, so they are not counted.
@@ -91,6 +93,10 @@ _MONEY = text(
 )
 
 _DEVICES = text("SELECT profile, state, count(*) FROM devices GROUP BY 1, 2")
+_WATCHERS = text("SELECT provider, mode, extract(epoch FROM now() - beat_at) FROM code_watchers")
+_WAITING = text(
+    "SELECT provider, count(*) FROM number_leases WHERE outcome = 'active' AND activation_id IS NOT NULL GROUP BY 1"
+)
 
 
 def _histogram_query(column: str, buckets: tuple[float, ...]) -> str:
@@ -194,6 +200,23 @@ class StoreCollector:
             for state in DeviceState:
                 devices.add_metric([profile, state.value], counts.get((profile, state.value), 0))
         yield devices
+
+        watchers = GaugeMetricFamily(
+            "provisioner_code_watcher_heartbeat_age_seconds",
+            "Seconds since the code watcher holding each provider beat (stale: flows poll themselves)",
+            labels=["provider", "mode"],
+        )
+        for provider, mode, age in db.execute(_WATCHERS):
+            watchers.add_metric([provider, mode], float(age))
+        yield watchers
+        waiting = GaugeMetricFamily(
+            "provisioner_leases_waiting_for_code",
+            "Bought numbers waiting for their code",
+            labels=["provider"],
+        )
+        for provider, count in db.execute(_WAITING):
+            waiting.add_metric([provider], count)
+        yield waiting
 
 
 async def metrics(request: Request) -> Response:

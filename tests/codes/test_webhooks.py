@@ -15,7 +15,7 @@ from provisioning import codes
 from store import LeaseOutcome, LeaseRow
 from store import codes as store_codes
 from store import repository as repo
-from tests.codes.conftest import WEBHOOK_SECRET, rent
+from tests.codes.conftest import GATEWAY_TOKEN, WEBHOOK_SECRET, rent
 from tests.gateway.conftest import RecordingRuns, serve
 from tests.support import wait_for
 
@@ -180,3 +180,21 @@ def test_database_down_answers_503_and_logs_no_secret(caplog):
     assert reply.json()["reason"] == "database unavailable"
     assert "/webhooks/sms_activate/***" in caplog.text
     assert WEBHOOK_SECRET not in caplog.text
+
+
+def test_metrics_show_the_watcher_heartbeat_and_waiting_leases(codes_env, gateway):
+    deps = codes_env
+    rent(deps)
+    rent(deps)
+    with deps.sessions.begin() as db:
+        store_codes.beat(db, "sms_activate", watcher="test:1", mode="each")
+    reply = httpx.get(f"{gateway}/metrics", headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"})
+    assert reply.status_code == 200
+    lines = reply.text.splitlines()
+    assert 'provisioner_leases_waiting_for_code{provider="sms_activate"} 2.0' in lines
+    (age,) = [
+        x
+        for x in lines
+        if x.startswith('provisioner_code_watcher_heartbeat_age_seconds{mode="each",provider="sms_activate"}')
+    ]
+    assert float(age.split()[-1]) < 5
