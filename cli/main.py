@@ -368,6 +368,10 @@ def sim(
         str,
         typer.Option(help="SMS-Activate dialect: classic, status-codes, price-map, service-prices, auction"),
     ] = "classic",
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option(help="PROTOCOL=URL: POST each SMS of sms_activate or onlinesim there (repeatable)"),
+    ] = None,
 ) -> None:
     """Run the SMS provider simulator (all three protocols on one port)."""
     from simulator.server import main as simulator_main
@@ -377,6 +381,8 @@ def sim(
         args += ["--key", k]
     if sms_delay is not None:
         args += ["--sms-delay", str(sms_delay)]
+    for spec in webhook or []:
+        args += ["--webhook", spec]
     simulator_main(args)
 
 
