@@ -35,7 +35,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # after ROOT: bench/gateway.py must not shadow the package
 
 from provision import PROVIDER, bench_environment, postgres, simulator  # noqa: E402
 
@@ -164,6 +164,13 @@ def fill_pool(deps, wanted: int) -> None:
 
 
 def one(client: httpx.Client, kind: str, *, until_verified: bool, timeout_s: float = 240) -> Sample:
+    try:
+        return _one(client, kind, until_verified=until_verified, timeout_s=timeout_s)
+    except httpx.HTTPError as exc:
+        return Sample(kind, error=f"{type(exc).__name__}: {exc}")
+
+
+def _one(client: httpx.Client, kind: str, *, until_verified: bool, timeout_s: float) -> Sample:
     sample = Sample(kind)
     t0 = time.monotonic()
     created = client.post("/sessions", json={"device_profile": PROFILE, "providers": [PROVIDER]})
@@ -222,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         api_url, prefect_env = stack.enter_context(prefect_server(home))
         prefect("work-pool", "create", POOL, "--type", "process", env=prefect_env)
         prefect("--no-prompt", "deploy", "--all", env={**prefect_env, "PWD": str(ROOT)})
-        prefect("deployment", "pause", "maintain-pool/maintain-pool", env=prefect_env)  # the bench fills it
-        prefect("deployment", "pause", "reconcile/reconcile", env=prefect_env)
+        # The bench fills the pool itself, and no reconcile pass runs in the middle of a sample.
+        prefect("--no-prompt", "deployment", "schedule", "pause", "--all", env=prefect_env)
         worker_env = {
             **prefect_env,
             **env,
@@ -242,19 +249,23 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(lambda: [deps.runtime.remove(c.id) for c in deps.runtime.list_managed()])
         deps.runtime.ensure_network()
         url = stack.enter_context(gateway(deps, api_url))
-        client = stack.enter_context(httpx.Client(base_url=url, timeout=30, trust_env=False))
+        client = stack.enter_context(httpx.Client(base_url=url, timeout=120, trust_env=False))
         try:
             print("cold: 3 provisions at once, no idle device ...")
             with ThreadPoolExecutor(3) as pool:
                 samples += list(pool.map(lambda _: one(client, "cold", until_verified=True), range(3)))
+            print("\n".join(f"  {s}" for s in samples))
             for i in range(args.samples):
                 print(f"warm {i + 1}/{args.samples}: filling the pool to 2 ...")
                 fill_pool(deps, 2)
                 samples.append(one(client, "warm", until_verified=True))
+                print(f"  {samples[-1]}")
             print("burst: 10 POSTs at once with 3 idle ...")
             fill_pool(deps, 3)
             with ThreadPoolExecutor(10) as pool:
-                samples += list(pool.map(lambda _: one(client, "burst", until_verified=True), range(10)))
+                burst = list(pool.map(lambda _: one(client, "burst", until_verified=True), range(10)))
+            samples += burst
+            print("\n".join(f"  {s}" for s in burst))
         finally:
             for s in samples:
                 if s.session_id:
