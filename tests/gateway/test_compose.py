@@ -116,7 +116,7 @@ def test_compose_stack_provisions_through_the_gateway_and_releases(compose, dock
     build = subprocess.run(
         [str(ROOT / "scripts" / "build-app-image")], capture_output=True, text=True, timeout=900
     )
-    assert build.returncode == 0, build.stderr[-3000:]
+    assert build.returncode == 0, (build.stdout + build.stderr)[-4000:]
     pg = subprocess.run(
         ["docker", "build", "-q", "-t", "provisioner-test/postgres:15", str(ROOT / "tests/compose/postgres")],
         capture_output=True,
