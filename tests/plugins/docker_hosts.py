@@ -2,8 +2,8 @@
 
 Each engine is a real `dockerd` with its own --data-root, --exec-root, --pidfile, unix socket
 (/run/provisioner-test-dockerd-<n>.sock) and address range 10.213.<16n>.0/20 for its networks;
-the default bridge is off (--bridge=none: every container of ours lives on a user-defined
-network) and the engine leaves iptables alone (--iptables=false). The host's FORWARD policy
+its default bridge is its own interface (provtd<n>, 10.214.<n>.1/24; every container of ours
+lives on a user-defined network) and the engine leaves iptables alone (--iptables=false). The host's FORWARD policy
 (set by the main engine) drops bridged traffic it has no rule for, so one DOCKER-USER rule
 per engine accepts traffic inside its own range and is removed at the end.
 
@@ -82,6 +82,19 @@ def take_slot() -> tuple[int, IO[str]]:
     pytest.fail(f"all {MAX_SLOTS} test dockerd slots are taken by other test sessions", pytrace=False)
 
 
+def _own_bridge(slot: int) -> str:
+    """The slot's default-bridge interface (made once, kept): 10.214.<slot>.1/24, outside every pool."""
+    name = f"provtd{slot}"
+    if subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode != 0:
+        for command in (
+            ["ip", "link", "add", name, "type", "bridge"],
+            ["ip", "addr", "add", f"10.214.{slot}.1/24", "dev", name],
+            ["ip", "link", "set", name, "up"],
+        ):
+            subprocess.run(command, capture_output=True, check=True)
+    return name
+
+
 def start_engine(slot: int) -> ExtraEngine:
     socket = f"/run/provisioner-test-dockerd-{slot}.sock"
     exec_root = Path(f"/run/provisioner-test-dockerd-{slot}")
@@ -93,13 +106,16 @@ def start_engine(slot: int) -> ExtraEngine:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket)
     pool = f"base=10.213.{16 * slot}.0/20,size=26"
+    bridge = _own_bridge(slot)
     command = [
         shutil.which("dockerd") or "dockerd",
         f"--data-root={data_root}",
         f"--exec-root={exec_root}",
         f"--pidfile={pidfile}",
         f"-H=unix://{socket}",
-        "--bridge=none",
+        # Its own default bridge, never --bridge=none: an engine started with the bridge off deletes
+        # the interface named docker0, which is the main engine's (its builds then fail).
+        f"--bridge={bridge}",
         "--iptables=false",
         "--ip-masq=false",
         f"--default-address-pool={pool}",
