@@ -119,6 +119,9 @@ def run_provision(request, *, session_id: str | None = None) -> int:
     return 1
 
 
+_OPTION = {"device_profile": "profile", "providers": "provider"}
+
+
 @app.command()
 def provision(
     service: Annotated[
@@ -149,6 +152,7 @@ def provision(
     settings = _settings()
     from pydantic import ValidationError
 
+    from provisioning.checks import InvalidRequest, validate_request
     from provisioning.numbers import NoProviderConfigured
     from provisioning.request import ProvisionRequest
 
@@ -170,6 +174,12 @@ def provision(
         )
     except ValidationError as exc:
         err.print(f"[red]invalid options:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:  # before any run starts: nothing is bought for a request that cannot be served
+        validate_request(request, settings)
+    except InvalidRequest as exc:
+        for problem in exc.problems:
+            err.print(f"[red]invalid --{_OPTION.get(problem.field, problem.field)}:[/red] {problem.message}")
         raise typer.Exit(2) from None
     raise typer.Exit(run_provision(request))
 
@@ -201,6 +211,7 @@ def sessions(
             }
             for s in repo.list_sessions(db, limit=limit)
         ]
+        flagged = len(repo.leases_needing_attention(db))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -217,6 +228,8 @@ def sessions(
             (r["last_error"] or "")[:60],
         )
     console.print(table)
+    if flagged:
+        err.print(f"[yellow]{flagged} number(s) need a person: provisioner leases --attention[/yellow]")
 
 
 def _table(first: str, *others: str, whole: tuple[str, ...] = ()) -> Table:
@@ -234,7 +247,10 @@ def _table(first: str, *others: str, whole: tuple[str, ...] = ()) -> Table:
 @app.command()
 def leases(
     attention: Annotated[
-        bool, typer.Option("--attention", help="Only numbers that need a person (outcome unknown)")
+        bool,
+        typer.Option(
+            "--attention", help="Only numbers that need a person (needs_attention, or unknown and flagged)"
+        ),
     ] = False,
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts")] = False,
@@ -243,11 +259,13 @@ def leases(
     _settings()
     from store import get_sessionmaker
     from store import repository as repo
-    from store.models import ATTENTION_LEASE_OUTCOMES
     from tasks.publish import mask_phone
 
     with get_sessionmaker()() as db:
-        found = repo.list_leases(db, outcomes=ATTENTION_LEASE_OUTCOMES if attention else None, limit=limit)
+        if attention:
+            found = repo.leases_needing_attention(db, limit=limit)
+        else:
+            found = repo.list_leases(db, limit=limit)
         rows = [
             {
                 "id": x.id,
@@ -259,6 +277,8 @@ def leases(
                 "currency": x.currency,
                 "outcome": x.outcome,
                 "provider_status": x.provider_status,
+                "retries": x.retries,
+                "attention": x.attention,
                 "requested_at": x.requested_at.isoformat(),
             }
             for x in found
@@ -269,11 +289,10 @@ def leases(
     if attention and not rows:
         console.print("no lease needs attention")
         return
-    table = _table(
-        "session", "lease", "provider", "activation", "price", "outcome", "requested", whole=("outcome",)
-    )
+    columns = ["lease", "provider", "activation", "price", "outcome", "requested"]
+    table = _table("session", *columns, *(["why"] if attention else []), whole=("outcome",))
     for r in rows:
-        table.add_row(
+        cells = [
             r["session_id"],
             str(r["id"]),
             r["provider"],
@@ -281,7 +300,8 @@ def leases(
             f"{r['price']} {r['currency'] or ''}".strip() if r["price"] else "-",
             r["outcome"],
             r["requested_at"][:19].replace("T", " "),
-        )
+        ]
+        table.add_row(*cells, *([r["attention"] or r["provider_status"] or ""] if attention else []))
     console.print(table)
 
 

@@ -20,6 +20,7 @@ from provisioning.request import ProvisionRequest, form_defaults, resolve
 from settings.version import VERSION
 from store import SESSION_ID_PATTERN, SessionRow, State
 from store import repository as repo
+from tasks.checks import check_request
 from tasks.containers import boot_device_for_session, claim_session_device, ensure_launch_limit, launch_slot
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
 from tasks.publish import label_flow_run, mask_phone, publish_session
@@ -55,6 +56,11 @@ def _cancel_requested() -> str | None:
     if state is not None and (state.is_cancelling() or state.is_cancelled()):
         return "the flow run was cancelled"
     return None
+
+
+def _session_code(deps: Any, session_id: str) -> str | None:
+    with deps.sessions() as db:
+        return repo.get_session(db, session_id).verification_code
 
 
 def _compensate_from_hook(final: State):
@@ -146,6 +152,7 @@ def provision_session(
     heartbeat = Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s)
     try:
         with heartbeat, transaction():
+            check_request(plan)  # spend nothing before the profile, Docker and images are there
             if claim_session_device(sid, profile=plan.device_profile, actor=actor) is None:
                 with launch_slot(logger):
                     boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
@@ -169,7 +176,9 @@ def provision_session(
                     publish_session(sid)
                     return Cancelled(message=f"session {sid} cancelled: {result.reason}")
                 logger.warning("attempt %d: %s", attempt, result.reason)
-                cancel_number(rented.lease_id, max_wait_s=CANCEL_WAIT_S)
+                if cancel_number(rented.lease_id, max_wait_s=CANCEL_WAIT_S) == "finished":
+                    code = _session_code(deps, sid)  # it arrived just before the cancel: finished, kept
+                    break
                 if attempt < max(plan.number_attempts, adopted.attempt):
                     rented = rent_number(sid, attempt=attempt + 1, **rent)
                     publish_session(sid)

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from provisioning.deps import get_deps
 from reconciler import Policy, plan
 from settings.version import VERSION
+from store import repository as repo
 from tasks.catalogs import refresh_catalogs
 from tasks.reconcile import act_on, observe_world
 
@@ -27,6 +28,8 @@ class ReconcileSummary(BaseModel):
     actions: list[dict[str, str]]
     failed: int = 0
     catalogs: dict[str, str] = {}  # provider -> catalog refresh result (fresh, refreshed, failed)
+    # Leases automation gave up on or cannot settle: a person checks the provider account.
+    needs_attention: list[dict[str, str]] = []
 
 
 @contextlib.contextmanager
@@ -92,13 +95,39 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
     message = (
         f"{len(rows)} action(s){' planned' if dry_run else ''}, {failed} failed" if rows else "nothing to do"
     )
-    # Every pass leaves its table, an empty pass included, so the UI shows when the last one ran.
+    attention = attention_rows()
+    if attention:
+        message += f"; {len(attention)} number(s) need a person"
+        logger.warning("%d number(s) need a person: %s", len(attention), attention)
+    # Every pass leaves its table, an empty pass included, so the UI shows when the last one ran;
+    # numbers needing a person are listed in it on every pass until someone settles them.
+    table = rows or [{"action": "none", "target": "-", "reason": "nothing to do", "result": "-"}]
     create_table_artifact(
-        table=rows or [{"action": "none", "target": "-", "reason": "nothing to do", "result": "-"}],
+        table=table + attention,
         key=f"reconcile-{deps.settings.instance_id}",
         description=f"Reconcile pass{' (dry run)' if dry_run else ''}: {message}",
     )
     logger.info(message)
     return ReconcileSummary(
-        ran=True, dry_run=dry_run, message=message, actions=rows, failed=failed, catalogs=catalogs
+        ran=True,
+        dry_run=dry_run,
+        message=message,
+        actions=rows,
+        failed=failed,
+        catalogs=catalogs,
+        needs_attention=attention,
     )
+
+
+def attention_rows() -> list[dict[str, str]]:
+    """Leases needing a person, as artifact rows (the same columns as the actions)."""
+    with get_deps().sessions() as db:
+        return [
+            {
+                "action": "needs_attention",
+                "target": f"lease {x.id} ({x.provider}, session {x.session_id})",
+                "reason": x.attention or x.provider_status or "",
+                "result": f"{x.outcome}: left for a person",
+            }
+            for x in repo.leases_needing_attention(db)
+        ]

@@ -16,9 +16,10 @@ from gateway.pages import error_reply
 from gateway.runs import IDEMPOTENCY_KEY_MAX, OrchestratorError
 from gateway.service import Gateway, UnknownSession
 from gateway.upstream import StreamUnavailable, valid_session_id
+from provisioning.checks import InvalidRequest, validate_request
 from provisioning.containers import gateway_stream_url
 from provisioning.request import ProvisionRequest
-from store import SessionRow, State
+from store import LeaseOutcome, LeaseRow, SessionRow, State
 from store import repository as repo
 from tasks.publish import mask_phone
 
@@ -52,6 +53,23 @@ def session_json(gw: Gateway, row: SessionRow) -> dict[str, Any]:
         "ready_at": _iso(row.ready_at),
         "expires_at": _iso(row.expires_at),
         "last_error": row.last_error,
+    }
+
+
+def lease_json(row: LeaseRow) -> dict[str, Any]:
+    """A number rented for a session: what we recorded the provider did, and whether a person
+    must look (``needs_attention``, with why)."""
+    return {
+        "id": row.id,
+        "provider": row.provider,
+        "attempt": row.attempt,
+        "outcome": row.outcome,
+        "phone": mask_phone(row.phone),
+        "price": str(row.price) if row.price is not None else None,
+        "currency": row.currency,
+        "retries": row.retries,
+        "needs_attention": row.outcome == LeaseOutcome.NEEDS_ATTENTION or row.attention is not None,
+        "attention": row.attention,
     }
 
 
@@ -89,6 +107,7 @@ async def get_session(request: Request) -> Response:
             if row is None:
                 return None
             body = session_json(gw, row)
+            body["numbers"] = [lease_json(x) for x in repo.leases_for_session(db, session_id)]
             body["events"] = [
                 {
                     "at": _iso(e.at),
@@ -145,6 +164,11 @@ async def create_session(request: Request) -> Response:
         return error_reply(request, exc.status, exc.reason, detail=exc.detail)
     except ValidationError as exc:
         return JSONResponse({"reason": "invalid request", "errors": validation_errors(exc)}, status_code=422)
+    try:  # before any run starts, so nothing is bought for a request that cannot be served
+        await run_in_threadpool(validate_request, provision, gw.settings)
+    except InvalidRequest as exc:
+        errors = [{"loc": [p.field], "msg": p.message, "type": "value_error"} for p in exc.problems]
+        return JSONResponse({"reason": "invalid request", "errors": errors}, status_code=422)
     try:
         accepted = await accept(
             gw.deps,

@@ -7,16 +7,25 @@ lines httpx and httpcore log (a filter on those loggers), so a key never reaches
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from urllib.parse import quote, quote_plus
 
 import httpx
 
 from providers.base import PriceInfo
-from providers.errors import MalformedReply, StopError, TransientError, UnavailableError, api_key_var
+from providers.errors import (
+    MalformedReply,
+    ProviderError,
+    PurchaseUnknown,
+    StopError,
+    TransientError,
+    UnavailableError,
+    api_key_var,
+)
 from settings.model import ProviderSettings
 
 REDACTED = "***"
@@ -98,6 +107,13 @@ class Http:
         """GET `url`; statuses that mean "try again" raise TransientError unless in `passthrough`."""
         try:
             response = self.client.get(url, params=dict(params), headers=headers, timeout=self.timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise TransientError(  # nothing was sent: the provider did nothing
+                f"{self.provider} {action}: cannot connect: {type(exc).__name__}",
+                provider=self.provider,
+                action=action,
+                code=CONNECT,
+            ) from exc
         except httpx.TimeoutException as exc:
             raise TransientError(
                 f"{self.provider} {action}: no reply within {self.timeout.read}s",
@@ -140,6 +156,29 @@ class Http:
 
 
 NO_OFFER = "no_offer"
+CONNECT = "connect"
+
+
+def _unclear(exc: ProviderError) -> bool:
+    """A failed call whose effect at the provider is unknown: it may have happened."""
+    if isinstance(exc, MalformedReply):
+        return True
+    code = exc.code or ""
+    return isinstance(exc, TransientError) and (code in ("timeout", "transport") or code.startswith("http_5"))
+
+
+@contextlib.contextmanager
+def purchase_call(provider: str, action: str) -> Iterator[None]:
+    """Wrap exactly the call that buys: an unclear answer becomes PurchaseUnknown (a number may
+    have been sold); clear refusals (no numbers, bad key, rate limits, connect errors) pass as is."""
+    try:
+        yield
+    except (TransientError, MalformedReply) as exc:
+        if not _unclear(exc):
+            raise
+        raise PurchaseUnknown(
+            f"{provider} {action}: outcome unknown ({exc})", provider=provider, action=action, code=exc.code
+        ) from exc
 
 
 def purchase_price(

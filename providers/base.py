@@ -54,6 +54,16 @@ class Expired:
 CheckResult = Waiting | CodeReceived | Cancelled | Expired
 
 
+@dataclass(frozen=True)
+class OpenActivation:
+    """One open activation of the account, as a provider lists it (to find a lost purchase)."""
+
+    lease: Lease
+    service: str
+    country: str
+    bought_at: datetime | None  # when the provider says it was bought; None when the list omits it
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One SMS provider account. Methods raise only `providers.errors.ProviderError` subclasses."""
@@ -88,8 +98,8 @@ class Provider(Protocol):
         may answer a new activation id for it)."""
         ...
 
-    def find_open_activations(self) -> list[Lease] | None:
-        """Open activations of the account, or None when the protocol cannot list them."""
+    def list_open_activations(self) -> list[OpenActivation]:
+        """Open activations of the account; raises NotSupported when the provider cannot list them."""
         ...
 
     def listing(self) -> Listing:

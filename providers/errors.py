@@ -14,6 +14,9 @@ Every client raises only these; httpx exceptions are translated once, in `provid
     │                        free cancellation window is over: the charge stands, finish the number
     │                        and record it as finished; never retried
     ├── MalformedReply       a reply we cannot parse: shows the (redacted, truncated) body
+    ├── PurchaseUnknown      the purchase call got no clear answer (timeout, connection lost after
+    │                        sending, HTTP 5xx, unparseable reply): a number may have been sold;
+    │                        look it up, never buy again blind; not retried
     └── NotSupported         the protocol has no such operation
 
 `is_retryable()` is the one function that decides whether a call is retried.
@@ -90,6 +93,10 @@ class MalformedReply(ProviderError):
         preview = body if len(body) <= BODY_PREVIEW_CHARS else body[:BODY_PREVIEW_CHARS] + "..."
         super().__init__(f"{message}: {preview!r}", provider=provider, action=action, code=code)
         self.body = preview
+
+
+class PurchaseUnknown(ProviderError):
+    """The purchase call got no clear answer: the provider may have sold a number."""
 
 
 class NotSupported(ProviderError):

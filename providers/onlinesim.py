@@ -10,7 +10,7 @@ being closed as if refunded; NO_COMPLETE_TZID = closed too early, inside the pro
 off (15 s, 15 s, 30 s, 60 s ... up to 10 minutes) instead of hammering; getState is sent with
 `clean=0` so a code already shown is shown again; setOperationRevise may answer a new tzid for the
 next SMS, and the lease it returns follows it. getState without tzid lists every open operation,
-so `find_open_activations` works here.
+so `list_open_activations` works here.
 """
 
 from __future__ import annotations
@@ -22,14 +22,24 @@ from decimal import Decimal
 
 import httpx
 
-from providers._http import NO_OFFER, Http, parse_decimal, purchase_price
-from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease, PriceInfo, Waiting
+from providers._http import NO_OFFER, Http, parse_decimal, purchase_call, purchase_price
+from providers.base import (
+    Cancelled,
+    CheckResult,
+    CodeReceived,
+    Expired,
+    Lease,
+    OpenActivation,
+    PriceInfo,
+    Waiting,
+)
 from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
     MalformedReply,
     NotRefundable,
     ProviderError,
+    PurchaseUnknown,
     StopError,
     TransientError,
     UnavailableError,
@@ -130,11 +140,12 @@ class OnlineSimProvider:
         price = purchase_price(
             lambda: self.price(service, country), max_price, provider=self.name, action="getNum"
         )
-        data = self._call("getNum", service=service, country=country, number="true")
+        with purchase_call(NAME, "getNum"):
+            data = self._call("getNum", service=service, country=country, number="true")
+            tzid = data.get("tzid") if isinstance(data, dict) else None
+            if tzid is None:
+                raise self._http.malformed("getNum", data, "no tzid")
         assert isinstance(data, dict)
-        tzid = data.get("tzid")
-        if tzid is None:
-            raise self._http.malformed("getNum", data, "no tzid")
         number = str(data.get("number") or "") or self._wait_for_number(str(tzid))
         return Lease(
             provider=NAME,
@@ -153,8 +164,9 @@ class OnlineSimProvider:
             if state is not None and state.get("number"):
                 return str(state["number"])
             if state is None or time.monotonic() >= deadline:
-                # Left open on purpose: reconciliation finds it through getState without tzid.
-                raise UnavailableError(
+                # Bought but no number yet: the lease stays unknown and is looked up again
+                # (getState without tzid) until the number shows.
+                raise PurchaseUnknown(
                     f"{NAME} getNum: operation {tzid} got no number within {self.number_wait_s}s",
                     provider=NAME,
                     action="getNum",
@@ -236,23 +248,30 @@ class OnlineSimProvider:
             return replace(lease, activation_id=str(tzid))  # the next SMS comes on a new operation
         return lease
 
-    def find_open_activations(self) -> list[Lease] | None:
-        now = datetime.now(UTC)
-        leases = []
+    def list_open_activations(self) -> list[OpenActivation]:
+        """Every open operation (getState without tzid). The reply has no purchase time."""
+        found = []
         for item in self._states():
-            if str(item.get("response")).startswith("TZ_OVER") or not item.get("number"):
-                continue  # closed, or still TZ_INPOOL: the next pass sees its number
-            leases.append(
-                Lease(
-                    provider=NAME,
-                    activation_id=str(item.get("tzid")),
-                    phone="+" + str(item["number"]).lstrip("+"),
-                    price=parse_decimal(item.get("sum", 0), provider=NAME, action="getState", body=str(item)),
-                    currency=self.currency,
-                    bought_at=now,  # not in the reply; the lease row we recorded has the real time
+            if str(item.get("response")).startswith("TZ_OVER"):
+                continue  # closed
+            number = str(item.get("number") or "")  # empty while TZ_INPOOL
+            lease = Lease(
+                provider=NAME,
+                activation_id=str(item.get("tzid")),
+                phone="+" + number.lstrip("+") if number else "",
+                price=parse_decimal(item.get("sum", 0), provider=NAME, action="getState", body=str(item)),
+                currency=self.currency,
+                bought_at=datetime.now(UTC),  # not in the reply; the lease row keeps the real time
+            )
+            found.append(
+                OpenActivation(
+                    lease,
+                    service=str(item.get("service", "")),
+                    country=str(item.get("country", "")),
+                    bought_at=None,
                 )
             )
-        return leases
+        return found
 
     def listing(self) -> Listing:
         """getNumbersStats?country=all: countries by calling code, each with the services sold there."""

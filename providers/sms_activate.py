@@ -18,8 +18,11 @@ classifies every reply through one table (`TOKENS`), whichever way it arrives:
 - free text ("The service is prohibited for sale by administration") refusing a purchase falls back.
 An unknown id (NO_ACTIVATION, NOT_FOUND) means the number has ended: Expired on getStatus, done on
 cancel or finish. A cancel refused because the code arrived raises NotRefundable (finish it).
-Cancel is setStatus 8, then the legacy -1, then 6 (what OnlineSim's copy uses); the status that
-worked is remembered. No way to list open activations.
+Cancel is setStatus with the configured statuses in order (`PROVISIONER_PROVIDERS__SMS_ACTIVATE__
+CANCEL_STATUSES`: 8, then the legacy -1; OnlineSim's copy refunds on 6, configured alone); 6 is
+never sent as a fallback, since it finishes (charges) at most providers. A purchase call without a
+clear answer raises PurchaseUnknown. getActiveActivations lists open activations (two reply shapes)
+where the provider has it; support is detected once and remembered.
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ from decimal import Decimal
 
 import httpx
 
-from providers._http import NO_OFFER, Http, parse_decimal, purchase_price, redact
-from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease, PriceInfo, Waiting
+from providers._http import NO_OFFER, Http, parse_decimal, purchase_call, purchase_price, redact
+from providers.base import (
+    Cancelled,
+    CheckResult,
+    CodeReceived,
+    Expired,
+    Lease,
+    OpenActivation,
+    PriceInfo,
+    Waiting,
+)
 from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
@@ -49,9 +61,13 @@ from providers.errors import (
 from settings.model import ProviderSettings, env_var_for
 
 NAME = "sms_activate"
-CANCEL_STATUSES = ("8", "-1", "6")
+CANCEL_STATUSES = ("8", "-1")  # the protocol's; PROVISIONER_PROVIDERS__SMS_ACTIVATE__CANCEL_STATUSES
+CANCEL_REFUSED = "cancel_refused"
 DEFAULT_CANCEL_WAIT_S = 120.0
 ISO_CURRENCIES = {"643": "RUB", "840": "USD", "978": "EUR"}
+LIST = "getActiveActivations"
+LIST_PAGE = 100  # the most one provider returns per call
+LIST_MAX_PAGES = 20
 
 # What a reply token means, whatever the HTTP status and body shape it came in.
 STOP, UNAVAILABLE, TRANSIENT, TOO_EARLY = "stop", "unavailable", "transient", "too_early"
@@ -141,6 +157,8 @@ class SmsActivateProvider:
         self._url = settings.base_url
         self._http = Http(name, settings, client)
         self._number_v2: bool | None = None  # None: not tried yet
+        self.cancel_statuses = tuple(getattr(settings, "cancel_statuses", CANCEL_STATUSES))
+        self._can_list: bool | None = None  # getActiveActivations support, learned on first use
 
     def __repr__(self) -> str:
         return f"SmsActivateProvider(name={self.name!r}, base_url={self._url!r})"
@@ -237,15 +255,16 @@ class SmsActivateProvider:
         params = {"service": service, "country": country}
         if max_price is not None:
             params["maxPrice"] = str(max_price)
-        if self._number_v2 is not False:
-            lease = self._acquire_v2(params)
-            if lease is not None:
-                return lease
-        reply = self._call("getNumber", **params)
-        if not (reply.ok and reply.token == "ACCESS_NUMBER"):
-            raise self._error("getNumber", reply, purchase=True)
-        activation_id, _, phone = reply.data.partition(":")
-        return self._lease("getNumber", reply.text, activation_id, phone, listed, self.currency)
+        with purchase_call(self.name, "getNumber"):  # an unclear answer: maybe sold (PurchaseUnknown)
+            if self._number_v2 is not False:
+                lease = self._acquire_v2(params)
+                if lease is not None:
+                    return lease
+            reply = self._call("getNumber", **params)
+            if not (reply.ok and reply.token == "ACCESS_NUMBER"):
+                raise self._error("getNumber", reply, purchase=True)
+            activation_id, _, phone = reply.data.partition(":")
+            return self._lease("getNumber", reply.text, activation_id, phone, listed, self.currency)
 
     def _acquire_v2(self, params: dict[str, str]) -> Lease | None:
         """Buy with getNumberV2 (it answers the amount charged); None when the provider lacks it."""
@@ -315,10 +334,12 @@ class SmsActivateProvider:
         raise self._error("setStatus", reply)
 
     def cancel(self, lease: Lease) -> None:
-        # 8 first; a refusal (BAD_STATUS, ACTIVATION_NOT_ACTIVE) is looked into once: a code that
-        # arrived makes it NotRefundable, an activation already over is done, else the next status.
+        # The configured statuses in order (8, then -1 by default); a refusal (BAD_STATUS,
+        # ACTIVATION_NOT_ACTIVE) is looked into once: a code that arrived makes it NotRefundable,
+        # an activation already over is done, else the next status. 6 is sent only when configured
+        # as the cancel (OnlineSim's copy refunds on it), never as a fallback: elsewhere it charges.
         looked = False
-        for status in CANCEL_STATUSES:
+        for status in self.cancel_statuses:
             expected = "ACCESS_ACTIVATION" if status == "6" else "ACCESS_CANCEL"
             reply = self._set_status(lease, status)
             if (reply.ok and reply.token == expected) or reply.kind == GONE:
@@ -337,7 +358,12 @@ class SmsActivateProvider:
                     )
                 if not isinstance(state, Waiting):
                     return  # already over (cancelled, expired): nothing left to cancel
-        raise self._error("setStatus", reply)
+        raise UnavailableError(
+            f"{self.name} setStatus: every cancel status ({', '.join(self.cancel_statuses)}) was refused",
+            provider=self.name,
+            action="setStatus",
+            code=CANCEL_REFUSED,
+        )
 
     def request_another_code(self, lease: Lease) -> Lease:
         reply = self._set_status(lease, "3")
@@ -345,8 +371,62 @@ class SmsActivateProvider:
             raise self._error("setStatus", reply)
         return lease
 
-    def find_open_activations(self) -> list[Lease] | None:
-        return None
+    def list_open_activations(self) -> list[OpenActivation]:
+        """getActiveActivations, paged. Many providers speaking the protocol lack it (BAD_ACTION,
+        HTTP 404): that is detected once and remembered (NotSupported)."""
+        if self._can_list is False:
+            raise NotSupported(
+                f"{self.name}: getActiveActivations is not supported", provider=self.name, action=LIST
+            )
+        found: list[OpenActivation] = []
+        for page in range(LIST_MAX_PAGES):
+            rows = self._activation_rows(self._call(LIST, start=str(page * LIST_PAGE), limit=str(LIST_PAGE)))
+            found += [self._open_activation(row) for row in rows]
+            if len(rows) < LIST_PAGE:
+                break
+        return found
+
+    def _activation_rows(self, reply: Reply) -> list[dict]:
+        data = reply.json
+        if reply.token == "BAD_ACTION" or (reply.status == 404 and reply.kind is None):
+            self._can_list = False
+            raise NotSupported(
+                f"{self.name}: getActiveActivations is not supported", provider=self.name, action=LIST
+            )
+        if reply.token in ("NO_ACTIVATIONS", "NO_ACTIVATION") or (
+            isinstance(data, dict) and "NO_ACTIVATIONS" in str(data.get("error") or data.get("message") or "")
+        ):
+            self._can_list = True
+            return []
+        if reply.ok and isinstance(data, dict) and data.get("status") == "success":
+            # Two shapes: the list under activeActivations, or under data (activeActivations a count).
+            rows = data.get("activeActivations")
+            if not isinstance(rows, list):
+                rows = data.get("data")
+            if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+                self._can_list = True
+                return rows
+        if reply.kind is not None:
+            raise self._error(LIST, reply)
+        raise self._http.malformed(LIST, f"HTTP {reply.status}: {reply.text}", "not a list of activations")
+
+    def _open_activation(self, row: dict) -> OpenActivation:
+        body = redact(str(row))
+        phone = str(row.get("phoneNumber") or "")
+        lease = Lease(
+            provider=self.name,
+            activation_id=str(row.get("activationId") or ""),
+            phone="+" + phone.lstrip("+") if phone else "",
+            price=parse_decimal(row.get("activationCost", 0), provider=self.name, action=LIST, body=body),
+            currency=self.currency,
+            bought_at=datetime.now(UTC),
+        )
+        return OpenActivation(
+            lease,
+            service=str(row.get("serviceCode") or ""),
+            country=str(row.get("countryCode") if row.get("countryCode") is not None else ""),
+            bought_at=_activation_time(row.get("activationTime")),
+        )
 
     def _json(self, action: str) -> object:
         reply = self._call(action)
@@ -375,6 +455,14 @@ class SmsActivateProvider:
             if isinstance(r, dict) and r.get("id") is not None
         ]
         return Listing(services, countries)
+
+
+def _activation_time(value: object) -> datetime | None:
+    """`YYYY-MM-DD HH:MM:SS` as UTC (the lists carry no zone); None when absent or unreadable."""
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _is_number(value: object) -> bool:

@@ -18,8 +18,16 @@ from decimal import ROUND_CEILING, Decimal
 
 import httpx
 
-from providers._http import NO_OFFER, Http, parse_decimal, purchase_price
-from providers.base import Cancelled, CheckResult, CodeReceived, Lease, PriceInfo, Waiting
+from providers._http import NO_OFFER, Http, parse_decimal, purchase_call, purchase_price
+from providers.base import (
+    Cancelled,
+    CheckResult,
+    CodeReceived,
+    Lease,
+    OpenActivation,
+    PriceInfo,
+    Waiting,
+)
 from providers.catalog import Entry, Listing
 from providers.errors import (
     CancelTooEarly,
@@ -108,10 +116,11 @@ class SmsManProvider:
         params = {"country_id": country, "application_id": service, "currency": self.currency}
         if max_price is not None:
             params["maxPrice"] = str(int(max_price.to_integral_value(ROUND_CEILING)))
-        data = self._call("get-number", **params)
-        request_id, number = data.get("request_id"), str(data.get("number") or "")
-        if request_id is None or not number.lstrip("+").isdigit():
-            raise self._http.malformed("get-number", data)
+        with purchase_call(NAME, "get-number"):
+            data = self._call("get-number", **params)
+            request_id, number = data.get("request_id"), str(data.get("number") or "")
+            if request_id is None or not number.lstrip("+").isdigit():
+                raise self._http.malformed("get-number", data)
         return Lease(
             provider=NAME,
             activation_id=str(request_id),
@@ -181,8 +190,8 @@ class SmsManProvider:
             action="set-status",
         )
 
-    def find_open_activations(self) -> list[Lease] | None:
-        return None
+    def list_open_activations(self) -> list[OpenActivation]:
+        raise NotSupported(f"{NAME}: the API cannot list open requests", provider=NAME, action="list")
 
     def listing(self) -> Listing:
         """`applications` and `countries`: objects keyed by id, each with a title and a code."""

@@ -19,7 +19,7 @@ import psycopg
 from sqlalchemy import make_url
 
 from providers.base import Cancelled, CheckResult, CodeReceived, Expired, Lease
-from providers.errors import NotSupported, TransientError
+from providers.errors import MalformedReply, NotSupported, TransientError, UnavailableError
 from provisioning.deps import Deps
 from store import LIVE, LeaseOutcome, LeaseRow, State
 from store import codes as store_codes
@@ -27,6 +27,10 @@ from store import repository as repo
 from store.states import ENDING
 
 log = logging.getLogger(__name__)
+
+# Unparseable or unknown status replies in a row tolerated while polling for a code.
+MAX_NOISY_POLLS = 5
+UNCLEAR = "unclear replies"
 
 # Lease outcomes that end a wait without a code (the provider or someone else closed it).
 _ENDED_WITHOUT_CODE = frozenset(
@@ -133,6 +137,9 @@ def poll_once(deps: Deps, lease_id: int, *, actor: str) -> str:
     except TransientError as exc:
         log.warning("status check of %s failed (%s); checking again later", lease.activation_id, exc)
         return f"check failed: {exc.code or type(exc).__name__}"
+    except (MalformedReply, UnavailableError) as exc:  # a maintenance page, an unknown status code
+        log.warning("status check of %s: unclear reply (%s); checking again later", lease.activation_id, exc)
+        return f"{UNCLEAR}: {exc}"
     record_result(deps, lease_id, result, via="poll", actor=actor)
     return getattr(result, "status", "code received")
 
@@ -153,6 +160,8 @@ def wait_for_code(
     While no watcher beats for the lease's provider, it polls the provider itself, with backoff.
     Between waits it checks the session (ended by a release or reconciliation) and ``should_stop``
     (e.g. "was the flow run cancelled?"). At the deadline it asks the provider once more.
+    Polling tolerates noise: an unparseable or unknown status reply is logged and counted; only
+    more than MAX_NOISY_POLLS in a row end the wait (a clear answer or the timeout end it otherwise).
     """
     del sleep  # waits block on the listener's socket instead
     defaults = deps.settings.defaults
@@ -161,6 +170,7 @@ def wait_for_code(
     last_status = ""
     with CodeListener(plain_dsn(deps.settings.database.url), lease_id) as listener:
         rounds = 0
+        noisy = 0  # unclear status replies in a row
         final = False
         while True:
             with deps.sessions() as db:
@@ -187,10 +197,19 @@ def wait_for_code(
                 continue
             if not watcher_alive(deps, provider):
                 last_status = poll_once(deps, lease_id, actor=actor)
+                noisy = noisy + 1 if last_status.startswith(UNCLEAR) else 0
+                if noisy > MAX_NOISY_POLLS:
+                    log.warning("%d unclear status replies in a row for lease %d: giving up", noisy, lease_id)
+                    last_status = f"{noisy} {UNCLEAR} in a row from {provider}"
+                    break
+                if noisy:
+                    log.info("unclear status reply %d in a row (of %d tolerated)", noisy, MAX_NOISY_POLLS)
             listener.wait(min(delay(rounds), remaining))
             rounds += 1
     with deps.sessions.begin() as db:
         store_codes.note_waiting(db, lease_id, last_status)
+    if noisy > MAX_NOISY_POLLS:
+        return CodeResult(None, last_status)
     return CodeResult(None, f"no code within {timeout_s:g} s")
 
 

@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from providers.base import Lease
-from providers.errors import CancelTooEarly, NotRefundable, ProviderError, TransientError, UnavailableError
+from providers.base import Cancelled, CodeReceived, Expired, Lease
+from providers.errors import (
+    CancelTooEarly,
+    NotRefundable,
+    NotSupported,
+    ProviderError,
+    PurchaseUnknown,
+    TransientError,
+    UnavailableError,
+)
 from providers.money import Money
 from provisioning.catalogs import purchase_target
-from provisioning.codes import CodeResult, poll_delays, wait_for_code  # noqa: F401 (the flow's names)
+from provisioning.codes import CodeResult, poll_delays, record_code, wait_for_code  # noqa: F401 (the flow's names)
 from provisioning.deps import Deps
+from provisioning.purchases import Resolution, mark_unknown, resolve_now, unsettled_providers
 from store import LeaseOutcome, LeaseRow, State
 from store import repository as repo
 
@@ -91,7 +100,9 @@ def rent_number(
     ``service``/``country`` are canonical: each provider is asked with its own codes from its
     catalog and the cap in its own currency, or skipped with the reason it cannot be.
     Idempotent per (session, attempt): a retried task finds the number it already bought. The
-    lease row is written as pending before each purchase call and completed right after it.
+    lease row is written as pending before each purchase call and completed right after it. A
+    purchase without a clear answer is looked up at once (provisioning.purchases); while its
+    outcome is unknown, nothing more is bought from that provider for this session.
     """
     with deps.sessions.begin() as db:
         repo.ensure_not_ended(db, session_id)
@@ -102,9 +113,14 @@ def rent_number(
 
     reasons: dict[str, str] = {}
     transient: TransientError | None = None
+    unsettled = unsettled_providers(deps, session_id)
     for name in providers:
         if not deps.settings.providers.get(name).configured:
             reasons[name] = "not configured"
+            continue
+        if name in unsettled:  # never buy again blind where a purchase of this session may have gone through
+            reasons[name] = f"the outcome of purchase (lease {unsettled[name]}) is still unknown"
+            log.warning("%s: %s; trying the next provider", name, reasons[name])
             continue
         client = deps.provider(name)
         target = purchase_target(deps, name, service=service, country=country, max_price=max_price)
@@ -124,24 +140,36 @@ def rent_number(
             ).id
         try:
             lease = client.acquire(target.service, target.country, target.max_price)
+        except PurchaseUnknown as exc:
+            mark_unknown(deps, lease_id, exc)
+            resolved = resolve_now(deps, lease_id)
+            log.warning("%s: purchase outcome unknown (%s); lookup: %s", name, exc, resolved.detail)
+            if resolved.resolution == Resolution.ADOPTED:
+                with deps.sessions.begin() as db:
+                    row = db.get_one(LeaseRow, lease_id)
+                    _record_rented(db, session_id, name, row.phone or "", attempt=attempt, actor=actor)
+                    return _rented(row)
+            reasons[name] = f"{exc}; {resolved.detail}"
+            if resolved.resolution == Resolution.NONE_SOLD:  # as a transient failure: may sell later
+                transient = transient or TransientError(
+                    str(exc), provider=name, action=exc.action, code=exc.code
+                )
+            continue
         except UnavailableError as exc:
             _mark_failed(deps, lease_id, exc)
             reasons[name] = str(exc)
             log.warning("%s cannot rent a number now (%s); trying the next provider", name, exc)
             continue
         except TransientError as exc:
-            if exc.code == "timeout":
-                # The purchase may have gone through: leave the row pending for the reconciler,
-                # and buy nowhere else meanwhile; the task's retry comes back after a backoff.
-                raise
-            # Nothing was sold. Try the next provider now; if none can sell, raise the first
-            # transient error so the task retries the whole list after a backoff.
+            # A clear "not now" (connect error, 429/409, a try-again code): nothing was sold. Try the
+            # next provider now; if none can sell, raise the first transient error so the task
+            # retries the whole list after a backoff.
             _mark_failed(deps, lease_id, exc)
             reasons[name] = str(exc)
             transient = transient or exc
             log.warning("%s failed transiently (%s); trying the next provider", name, exc)
             continue
-        except ProviderError as exc:  # stop errors and malformed replies: fix something first
+        except ProviderError as exc:  # stop errors: fix something first
             _mark_failed(deps, lease_id, exc)
             raise
         with deps.sessions.begin() as db:
@@ -152,21 +180,23 @@ def rent_number(
                     lease.activation_id, lease.phone, lease.price, lease.currency, lease.bought_at
                 ),
             )
-            session = repo.get_session(db, session_id, for_update=True)
-            fields = {"provider": name, "phone_number": lease.phone}
-            if session.state == State.REQUESTED:
-                repo.transition(
-                    db, session_id, State.NUMBER_ACQUIRED, reason=f"rented from {name}", actor=actor, **fields
-                )
-            else:
-                repo.update_session(db, session_id, **fields)
-                repo.record_event(
-                    db, session_id, reason=f"attempt {attempt}: new number from {name}", actor=actor
-                )
+            _record_rented(db, session_id, name, lease.phone, attempt=attempt, actor=actor)
             return _rented(row)
     if transient is not None:
         raise transient
     raise NoNumberAvailable(reasons)
+
+
+def _record_rented(db, session_id: str, name: str, phone: str, *, attempt: int, actor: str) -> None:
+    session = repo.get_session(db, session_id, for_update=True)
+    fields = {"provider": name, "phone_number": phone}
+    if session.state == State.REQUESTED:
+        repo.transition(
+            db, session_id, State.NUMBER_ACQUIRED, reason=f"rented from {name}", actor=actor, **fields
+        )
+    else:
+        repo.update_session(db, session_id, **fields)
+        repo.record_event(db, session_id, reason=f"attempt {attempt}: new number from {name}", actor=actor)
 
 
 def _mark_failed(deps: Deps, lease_id: int, exc: Exception) -> None:
@@ -189,78 +219,159 @@ def finish_number(deps: Deps, lease_id: int) -> None:
 
 
 class CancelDeferred(Exception):
-    """The provider refused an early cancel; the lease is cancel_pending until ``retry_at``."""
+    """The provider refused the cancel for now; the lease is cancel_pending until ``retry_at``.
+    ``refused``: not a "too early" (worth waiting out) but a refusal (reconciliation retries it)."""
 
-    def __init__(self, lease_id: int, retry_at: datetime, wait_s: float) -> None:
+    def __init__(self, lease_id: int, retry_at: datetime, wait_s: float, *, refused: bool = False) -> None:
         self.lease_id = lease_id
         self.retry_at = retry_at
         self.wait_s = wait_s
-        super().__init__(f"lease {lease_id}: the provider refuses cancel for {wait_s:.0f} s more")
+        self.refused = refused
+        why = "refused the cancel" if refused else "refuses cancel"
+        super().__init__(f"lease {lease_id}: the provider {why}; retry in {wait_s:.0f} s")
 
 
-def cancel_number(deps: Deps, lease_id: int) -> str:
-    """Cancel (refund) a number; returns how it ended: "cancelled", or "finished" when the provider
-    will not refund it (its code arrived first: finished and recorded as finished, never refunded).
-    Raises CancelDeferred when the provider says too early: the lease is then recorded as
-    cancel_pending with the time to retry."""
+_DONE = frozenset(
+    {
+        LeaseOutcome.CANCELLED,
+        LeaseOutcome.FAILED,
+        LeaseOutcome.EXPIRED,
+        LeaseOutcome.FINISHED,
+        LeaseOutcome.NEEDS_ATTENTION,
+    }
+)
+
+
+def cancel_number(deps: Deps, lease_id: int, *, count_failure: bool = False) -> str:
+    """Cancel (refund) a number; returns the outcome recorded, which is what the provider did.
+
+    The status is checked once more first: a code that just arrived is finished (the charge
+    stands) and recorded with the code, not thrown away. A cancel the provider refuses (too early,
+    or every configured cancel status refused) leaves the lease cancel_pending and raises
+    CancelDeferred; ``count_failure`` (reconciliation) counts it, and after
+    `reconcile.lease_retries` failures the lease becomes needs_attention.
+    """
     with deps.sessions.begin() as db:
         row = db.get_one(LeaseRow, lease_id)
-        if row.outcome in (
-            LeaseOutcome.CANCELLED,
-            LeaseOutcome.FAILED,
-            LeaseOutcome.EXPIRED,
-            LeaseOutcome.FINISHED,
-        ):
-            return str(row.outcome)
-        lease = lease_of(row)
+        if row.outcome in _DONE:
+            return row.outcome
+        lease, session_id = lease_of(row), row.session_id
     client = deps.provider(lease.provider)
+    last = _last_look(client, lease)
+    if isinstance(last, CodeReceived):
+        return _finish_with_code(deps, lease_id, session_id, lease, last.code)
+    if isinstance(last, Cancelled | Expired):
+        outcome = LeaseOutcome.CANCELLED if isinstance(last, Cancelled) else LeaseOutcome.EXPIRED
+        with deps.sessions.begin() as db:
+            repo.set_lease_outcome(db, lease_id, outcome, provider_status=last.status)
+        return outcome
     try:
         client.cancel(lease)
     except NotRefundable as exc:
         # The code arrived first (or free cancellation is over): the charge stands, never a refund.
+        last = _last_look(client, lease)
+        if isinstance(last, CodeReceived):
+            return _finish_with_code(deps, lease_id, session_id, lease, last.code)
         client.finish(lease)
         with deps.sessions.begin() as db:
             repo.set_lease_outcome(
                 db, lease_id, LeaseOutcome.FINISHED, provider_status=f"finished instead of cancelled: {exc}"
             )
-        return "finished"
+        return LeaseOutcome.FINISHED
     except CancelTooEarly as exc:
-        retry_at = datetime.now(UTC) + timedelta(seconds=exc.retry_after_s)
-        with deps.sessions.begin() as db:
-            repo.set_lease_outcome(
-                db, lease_id, LeaseOutcome.CANCEL_PENDING, provider_status=str(exc), retry_after=retry_at
-            )
-        raise CancelDeferred(lease_id, retry_at, exc.retry_after_s) from exc
+        raise defer_cancel(deps, lease_id, str(exc), exc.retry_after_s, count=count_failure) from exc
+    except (UnavailableError, NotSupported) as exc:  # refused: retried later, never finished instead
+        raise defer_cancel(deps, lease_id, str(exc), None, count=count_failure, refused=True) from exc
     with deps.sessions.begin() as db:
         repo.set_lease_outcome(db, lease_id, LeaseOutcome.CANCELLED, provider_status="cancelled")
-    return "cancelled"
+    return LeaseOutcome.CANCELLED
+
+
+def _last_look(client, lease: Lease):
+    """The activation's status right before a cancel, or None when the provider cannot say now."""
+    try:
+        return client.check(lease)
+    except ProviderError as exc:
+        log.warning("status check of %s before its cancel failed: %s", lease.activation_id, exc)
+        return None
+
+
+def _finish_with_code(deps: Deps, lease_id: int, session_id: str, lease: Lease, code: str) -> str:
+    """The code arrived just before the cancel: record it, finish (the charge stands), keep it."""
+    record_code(deps, lease_id, code, via="check before cancel", actor="provisioner")
+    deps.provider(lease.provider).finish(lease)
+    with deps.sessions.begin() as db:
+        repo.set_lease_outcome(
+            db, lease_id, LeaseOutcome.FINISHED, provider_status="code arrived before the cancel: finished"
+        )
+        if not repo.get_session(db, session_id).verification_code:  # the lease was not waiting any more
+            repo.update_session(db, session_id, verification_code=code)
+        repo.record_event(
+            db,
+            session_id,
+            reason=f"code arrived on {lease.provider}:{lease.activation_id} just before its cancel: finished",
+            actor="provisioner",
+        )
+    return LeaseOutcome.FINISHED
+
+
+def defer_cancel(
+    deps: Deps, lease_id: int, why: str, wait_s: float | None, *, count: bool, refused: bool = False
+) -> CancelDeferred:
+    """Record a refused cancel: cancel_pending with a retry time (backoff when the provider gave
+    none), or needs_attention once the failures counted reach the bound."""
+    config = deps.settings.reconcile
+    with deps.sessions.begin() as db:
+        row = db.get_one(LeaseRow, lease_id)
+        retries = row.retries + (1 if count else 0)
+        if wait_s is None:
+            wait_s = min(config.lease_retry_max_s, config.lease_retry_s * (2**retries))
+        retry_at = datetime.now(UTC) + timedelta(seconds=wait_s)
+        if count and retries >= config.lease_retries:
+            repo.set_lease_outcome(
+                db,
+                lease_id,
+                LeaseOutcome.NEEDS_ATTENTION,
+                provider_status=why,
+                attention=f"cancel failed {retries} times ({why}): close it at the provider by hand",
+                count_retry=True,
+            )
+        else:
+            repo.set_lease_outcome(
+                db,
+                lease_id,
+                LeaseOutcome.CANCEL_PENDING,
+                provider_status=why,
+                retry_after=retry_at,
+                count_retry=count,
+            )
+    return CancelDeferred(lease_id, retry_at, wait_s, refused=refused)
 
 
 def cancel_number_waiting(
     deps: Deps, lease_id: int, *, max_wait_s: float, sleep: Callable[[float], None] = time.sleep
-) -> bool:
+) -> str:
     """Cancel, waiting out the provider's minimum time when it is short enough; never buys again.
-    Returns False when the cancel is left pending for the reconciler."""
+    Returns the outcome recorded (cancel_pending when it is left to reconciliation)."""
     give_up = time.monotonic() + max_wait_s
     while True:
         try:
-            cancel_number(deps, lease_id)
-            return True
+            return cancel_number(deps, lease_id)
         except CancelDeferred as exc:
-            if time.monotonic() + exc.wait_s > give_up:
+            if exc.refused or time.monotonic() + exc.wait_s > give_up:
                 log.warning("%s; leaving it to reconciliation", exc)
-                return False
+                return LeaseOutcome.CANCEL_PENDING
             log.info("%s; waiting", exc)
             sleep(max(exc.wait_s, 0.5))
 
 
-def close_number(deps: Deps, lease_id: int, *, code_received: bool) -> str:
-    """Finish a number that got its code (the charge stands), cancel (refund) any other.
-    Raises CancelDeferred when the provider refuses the cancel for now."""
+def close_number(deps: Deps, lease_id: int, *, code_received: bool, count_failure: bool = False) -> str:
+    """Finish a number that got its code (the charge stands), cancel (refund) any other; returns
+    the outcome recorded. Raises CancelDeferred when the provider refuses the cancel for now."""
     if code_received:
         finish_number(deps, lease_id)
-        return "finished"
-    return cancel_number(deps, lease_id)
+        return LeaseOutcome.FINISHED
+    return cancel_number(deps, lease_id, count_failure=count_failure)
 
 
 def close_open_leases(deps: Deps, session_id: str) -> list[str]:
@@ -272,7 +383,7 @@ def close_open_leases(deps: Deps, session_id: str) -> list[str]:
         try:
             if outcome in (LeaseOutcome.CODE_RECEIVED, LeaseOutcome.ACTIVE, LeaseOutcome.CANCEL_PENDING):
                 close_number(deps, lease_id, code_received=outcome == LeaseOutcome.CODE_RECEIVED)
-            elif outcome == LeaseOutcome.PENDING and not activation_id:
+            elif outcome in (LeaseOutcome.PENDING, LeaseOutcome.UNKNOWN) and not activation_id:
                 problems.append(f"lease {lease_id}: purchase outcome unknown, left for reconciliation")
         except CancelDeferred as exc:
             problems.append(str(exc))

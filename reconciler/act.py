@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from providers.base import Lease
 from providers.errors import ProviderError
-from provisioning.deps import Deps, ProviderNotConfigured
+from provisioning.deps import Deps
 from provisioning.devices import retire_device
 from provisioning.lifecycle import compensate, release
-from provisioning.numbers import CancelDeferred, cancel_number, close_number
+from provisioning.numbers import CancelDeferred, cancel_number, close_number, defer_cancel
+from provisioning.purchases import Resolution, resolve_unknown
 from provisioning.runs import end_run, first_run_key, resubmission_key, submit_provision
 from reconciler.model import Action, Kind, Reason
 from store import LeaseOutcome, LeaseRow, State
@@ -101,85 +101,41 @@ def _remove_container(deps: Deps, action: Action, actor: str) -> str:
 
 
 def _close_lease(deps: Deps, action: Action, actor: str) -> str:
+    """Close an open number; a failure is counted, retried with backoff, then needs_attention."""
     assert action.lease_id is not None
     with deps.sessions.begin() as db:
         outcome = db.get_one(LeaseRow, action.lease_id).outcome
     try:
-        return close_number(deps, action.lease_id, code_received=outcome == LeaseOutcome.CODE_RECEIVED)
+        return close_number(
+            deps, action.lease_id, code_received=outcome == LeaseOutcome.CODE_RECEIVED, count_failure=True
+        )
     except CancelDeferred as exc:
-        return f"cancel pending until {exc.retry_at:%H:%M:%S}"
+        return _after_deferral(deps, action.lease_id, exc)
+    except ProviderError as exc:  # e.g. the provider answers 5xx: count it and retry later
+        deferred = defer_cancel(deps, action.lease_id, f"{type(exc).__name__}: {exc}", None, count=True)
+        return _after_deferral(deps, action.lease_id, deferred)
+
+
+def _after_deferral(deps: Deps, lease_id: int, exc: CancelDeferred) -> str:
+    with deps.sessions() as db:
+        row = db.get_one(LeaseRow, lease_id)
+    if row.outcome == LeaseOutcome.NEEDS_ATTENTION:
+        return f"needs attention: {row.attention}"
+    return f"cancel pending until {exc.retry_at:%H:%M:%S} (failure {row.retries})"
 
 
 def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
-    """A purchase whose reply was lost: find it at the provider if the protocol can list open
-    activations, adopt it and cancel it; otherwise flag it for a person.
-
-    An open activation our database does not know is taken to be the lost purchase only when it
-    is the only one, and no purchase of that provider is in flight right now; anything less
-    certain is flagged for a person. This assumes the provider account is this deployment's alone.
-    """
+    """A purchase whose outcome is unknown: look it up at the provider (provisioning.purchases).
+    An adopted number is surplus (its provision moved on or ended), so it is closed at once."""
     assert action.lease_id is not None
-    with deps.sessions.begin() as db:
-        row = db.get_one(LeaseRow, action.lease_id)
-        provider_name = row.provider
-        known = {
-            a for (a,) in db.query(LeaseRow.activation_id).filter(LeaseRow.provider == provider_name) if a
-        }
-        # Another pending purchase of this provider, not this one: its reply may still be on its way.
-        in_flight = (
-            db.query(LeaseRow.id)
-            .filter(
-                LeaseRow.provider == provider_name,
-                LeaseRow.outcome == LeaseOutcome.PENDING.value,
-                LeaseRow.activation_id.is_(None),
-                LeaseRow.id != action.lease_id,
-            )
-            .first()
-            is not None
-        )
+    resolved = resolve_unknown(deps, action.lease_id)
+    if resolved.resolution != Resolution.ADOPTED:
+        return f"{resolved.resolution}: {resolved.detail}"
     try:
-        open_activations = deps.provider(provider_name).find_open_activations()
-    except (ProviderError, ProviderNotConfigured) as exc:
-        open_activations = None
-        log.warning("cannot list %s activations: %s", provider_name, exc)
-    if open_activations is None:
-        with deps.sessions.begin() as db:
-            repo.set_lease_outcome(
-                db,
-                action.lease_id,
-                LeaseOutcome.NEEDS_ATTENTION,
-                provider_status=f"{provider_name} cannot list open activations; check the account by hand",
-            )
-        return "flagged for a person: the provider cannot list open activations"
-    unknown: list[Lease] = [a for a in open_activations if a.activation_id not in known]
-    if len(unknown) > 1 or (unknown and in_flight):
-        with deps.sessions.begin() as db:
-            repo.set_lease_outcome(
-                db,
-                action.lease_id,
-                LeaseOutcome.NEEDS_ATTENTION,
-                provider_status=f"{len(unknown)} unknown open activation(s) at {provider_name}; which one is ours "
-                "is uncertain: check the account by hand",
-            )
-        return "flagged for a person: the lost purchase cannot be told apart with certainty"
-    if not unknown:
-        with deps.sessions.begin() as db:
-            repo.set_lease_outcome(
-                db, action.lease_id, LeaseOutcome.FAILED, provider_status="no purchase found at the provider"
-            )
-        return "no purchase found at the provider: nothing was bought"
-    found = unknown[0]
-    with deps.sessions.begin() as db:
-        repo.complete_lease(
-            db,
-            action.lease_id,
-            repo.BoughtNumber(found.activation_id, found.phone, found.price, found.currency, found.bought_at),
-        )
-    try:
-        cancel_number(deps, action.lease_id)
+        closed = cancel_number(deps, action.lease_id, count_failure=True)
     except CancelDeferred as exc:
-        return f"adopted activation {found.activation_id}; cancel pending until {exc.retry_at:%H:%M:%S}"
-    return f"adopted activation {found.activation_id} and cancelled it"
+        return f"{resolved.detail}; {_after_deferral(deps, action.lease_id, exc)}"
+    return f"{resolved.detail}; {closed}"
 
 
 def _submit_run(deps: Deps, action: Action, actor: str) -> str:

@@ -114,6 +114,11 @@ def _health_changes(observed: Observed, by_device: dict[str, dict[str, Container
     return actions
 
 
+_ENDS_SESSION = frozenset(
+    {Kind.COMPENSATE_SESSION, Kind.EXPIRE_SESSION, Kind.ORPHAN_SESSION, Kind.FINISH_RELEASE}
+)
+
+
 def plan(observed: Observed, policy: Policy) -> list[Action]:
     """Every action that brings Docker and the providers in line with the database (or the
     database in line with what no longer exists). Deterministic for a given observation."""
@@ -223,12 +228,17 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             )
         )
 
-    # f. numbers still open on sessions that ended (or are being ended in this pass).
+    # f. numbers: unknown purchases are looked up (any session) when their backoff has passed;
+    # cancels refused earlier are retried (any session); other open numbers of ended sessions closed.
+    ending = {a.session_id for a in actions if a.kind in _ENDS_SESSION}  # these close their own numbers
+    # A provision or a release in progress closes its own numbers; live sessions' refused cancels are ours.
+    busy = {s.id for s in observed.sessions if s.state not in LIVE}
     for lease in observed.leases:
-        if lease.session_id in live_ids:
-            continue  # its session is live, or is ended by an action above that closes its numbers
-        if lease.outcome == LeaseOutcome.PENDING and not lease.activation_id:
-            if observed.now - lease.requested_at >= policy.grace:
+        if lease.session_id in ending:
+            continue
+        due = lease.retry_after is None or lease.retry_after <= observed.now
+        if lease.outcome == LeaseOutcome.UNKNOWN:
+            if due:
                 actions.append(
                     Action(
                         Kind.RESOLVE_PENDING_LEASE,
@@ -238,12 +248,26 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
                     )
                 )
             continue
-        if lease.outcome == LeaseOutcome.CANCEL_PENDING:
-            if lease.retry_after is not None and lease.retry_after > observed.now:
-                continue
-            actions.append(
-                Action(Kind.CLOSE_LEASE, Reason.CANCEL_RETRY, session_id=lease.session_id, lease_id=lease.id)
-            )
+        if lease.outcome == LeaseOutcome.CANCEL_PENDING and lease.session_id not in busy:
+            if due:
+                actions.append(
+                    Action(
+                        Kind.CLOSE_LEASE, Reason.CANCEL_RETRY, session_id=lease.session_id, lease_id=lease.id
+                    )
+                )
+            continue
+        if lease.session_id in live_ids:
+            continue  # its session is live, or is ended by an action above that closes its numbers
+        if lease.outcome == LeaseOutcome.PENDING and not lease.activation_id:
+            if observed.now - lease.requested_at >= policy.grace:
+                actions.append(
+                    Action(
+                        Kind.RESOLVE_PENDING_LEASE,
+                        Reason.PURCHASE_LEFT_PENDING,
+                        session_id=lease.session_id,
+                        lease_id=lease.id,
+                    )
+                )
             continue
         actions.append(
             Action(

@@ -112,9 +112,27 @@ class OnlineSimSettings(ProviderSettings):
     base_url: str = "https://onlinesim.io/api/"
 
 
+CANCEL_STATUS_CHOICES = ("8", "-1", "10", "6")
+
+
 class SmsActivateSettings(ProviderSettings):
     # The original SMS-Activate hosts are gone; any compatible provider's handler_api.php URL works.
     base_url: str = "https://api.sms-activate.ae/stubs/handler_api.php"
+    cancel_statuses: list[str] = Field(
+        default_factory=lambda: ["8", "-1"],
+        description="setStatus values that cancel (refund), tried in order; the protocol's are 8 then -1. "
+        'OnlineSim\'s copy refunds on 6: set ["6"] there; 6 finishes (charges) elsewhere, so it is '
+        "accepted only alone, never as a fallback",
+    )
+
+    @field_validator("cancel_statuses")
+    @classmethod
+    def _cancel_statuses(cls, value: list[str]) -> list[str]:
+        if not value or any(status not in CANCEL_STATUS_CHOICES for status in value):
+            raise ValueError(f"must be a non-empty list of {', '.join(CANCEL_STATUS_CHOICES)}")
+        if "6" in value and value != ["6"]:
+            raise ValueError('6 finishes at most providers: use it alone (["6"]) or not at all')
+        return value
 
 
 class ProvidersSettings(BaseModel):
@@ -208,6 +226,12 @@ class ReconcileSettings(BaseModel):
     unhealthy_grace_s: float = Field(
         30.0, ge=0, description="A live session's device unhealthy this long is treated as dead"
     )
+
+    lease_retries: int = Field(
+        5, ge=1, description="Failed lookups (unknown purchase) or closes of a lease before needs_attention"
+    )
+    lease_retry_s: float = Field(30.0, gt=0, description="First backoff between those retries; doubles")
+    lease_retry_max_s: float = Field(1800.0, gt=0, description="Longest backoff between those retries")
 
 
 class PoolSettings(BaseModel):

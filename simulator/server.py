@@ -39,9 +39,16 @@ URL layout on the one server (these are the base URLs):
 Faults (`inject(kind, *, protocol=None, action=None, nth=1, times=1, ...)`): the fault matches
 calls of that protocol/action (None = any), fires from the `nth` matching call on, `times` times
 (None = forever). Kinds: "http" (reply `status`, default 500), "slow" (sleep `delay_s` before
-replying; the action still happens), "malformed" (200 with an HTML or `body`), "error" (the
-protocol's own error `code`, e.g. "ERROR_SQL"), "no_numbers", "rate_limit". With `execute=True`
-the real action runs first and its reply is replaced: a purchase whose reply is lost.
+acting and replying), "malformed" (200 with an HTML or `body`), "error" (the protocol's own error
+`code`, e.g. "ERROR_SQL"), "no_numbers", "rate_limit". With `execute=True` the real action runs
+first and its reply is replaced (or, for "slow", delayed): a purchase whose reply is lost.
+
+Money-safety modes (each a line):
+    sim.inject("http", status=502, action="getNumber", execute=True)      # sells, then answers 502
+    sim.inject("slow", delay_s=5, action="getNumber", execute=True)       # sells, then stalls
+    sim.configure(sms_activate_lists_activations=False)                   # no getActiveActivations
+    sim.configure(sms_activate_cancel_statuses=())                        # refuses 8 and -1
+    sim.inject("malformed", action="getStatus")                           # garbage, once
 """
 
 from __future__ import annotations
@@ -289,8 +296,8 @@ class Simulator:
             dialect = (
                 self.state.dialect_of(params.get("api_key")) if protocol == "sms_activate" else "classic"
             )
-        if fault is not None and fault.kind == "slow":
-            time.sleep(fault.delay_s)
+        if fault is not None and fault.kind == "slow" and not fault.execute:
+            time.sleep(fault.delay_s)  # stalls before acting
         if fault is not None and fault.kind != "slow" and not fault.execute:
             return fault.reply(protocol, dialect)
         with self.state.lock:
@@ -301,6 +308,8 @@ class Simulator:
                 reply = sim_wire.onlinesim(self.state, action, params, authorization)
             else:
                 reply = sim_wire.sms_activate(self.state, params)
+        if fault is not None and fault.kind == "slow" and fault.execute:
+            time.sleep(fault.delay_s)  # acted (sold), then stalls before replying
         return fault.reply(protocol, dialect) if fault is not None and fault.kind != "slow" else reply
 
     def control(self, method: str, action: str, body: dict) -> Reply:

@@ -40,6 +40,7 @@ class SimConfig:
     onlinesim_revise_new_tzid: bool = False  # setOperationRevise answers a new tzid for the next SMS
     dialect: str = "classic"  # SMS-Activate dialect of every key without its own (simulator.dialects)
     dialects: dict[str, str] = field(default_factory=dict)  # key -> dialect
+    sms_activate_lists_activations: bool = True  # False: getActiveActivations answers BAD_ACTION
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Activation:
     price: Decimal
     bought_at: float
     number_at: float
+    bought_wall: float = 0.0  # time.time() at purchase (activationTime in listings)
     status: str = "waiting"  # waiting | code | finished | cancelled | expired
     code: str | None = None
     text: str | None = None
@@ -211,6 +213,7 @@ class SimState:
             phone=f"+7900{int(act_id):07d}",
             price=price,
             bought_at=now,
+            bought_wall=time.time() + self.offset,
             number_at=now + pool,
             deliver_at=None if delay is None else now + pool + delay,
         )

@@ -7,6 +7,7 @@ documented error codes (see /work/shared/docs/sms-providers.md). Callers hold th
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -293,6 +294,8 @@ def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
             return text(dialect.cancelled_token)
         if action == "setStatus":
             return _sms_activate_status(state, key, params.get("id", ""), params.get("status", ""))
+        if action == "getActiveActivations" and state.config.sms_activate_lists_activations:
+            return _sms_activate_active(state, key, params)
         return token_reply(dialect, "BAD_ACTION")
     except SimError as exc:
         if exc.reason == "price_above":
@@ -306,6 +309,32 @@ def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
         if exc.reason == "no_activation" and action == "getStatus":
             return token_reply(dialect, "NO_ACTIVATION")
         return token_reply(dialect, dialects.token_for(dialect, exc.reason))
+
+
+def _sms_activate_active(state: SimState, key: str, params: dict[str, str]) -> Reply:
+    """getActiveActivations: the account's open activations, paged by start/limit (at most 100)."""
+    start, limit = int(params.get("start") or 0), min(int(params.get("limit") or 100), 100)
+    acts = [
+        a
+        for a in state.activations.values()
+        if a.key == key and a.protocol == "sms_activate" and a.status in OPEN
+    ]
+    rows = [
+        {
+            "activationId": a.id,
+            "serviceCode": a.service,
+            "phoneNumber": a.phone.lstrip("+"),
+            "activationCost": f"{a.price:.2f}",
+            "activationStatus": "2" if a.code else "4",
+            "smsCode": [a.code] if a.code else None,
+            "smsText": [a.text] if a.code else None,
+            "activationTime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.bought_wall)),
+            "countryCode": a.country,
+            "canGetAnotherSms": "1",
+        }
+        for a in acts[start : start + limit]
+    ]
+    return as_json({"status": "success", "activeActivations": rows})
 
 
 def _sms_activate_status(state: SimState, key: str, act_id: str, status: str) -> Reply:

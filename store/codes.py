@@ -1,6 +1,8 @@
 """Codes in the store: write a code into its lease exactly once and notify, watcher heartbeats.
 
-Each function takes a SQLAlchemy Session and never commits (the caller owns the transaction). The
+Each function takes a SQLAlchemy Session and never commits (the caller owns the transaction).
+Outcome changes here are conditional UPDATEs whose WHERE names the from-outcome; each is checked
+against the lease table (store/leases.py) first. The
 NOTIFY of a recorded code is sent in the same transaction, so PostgreSQL delivers it at commit:
 a listener that wakes up always finds the code in the row.
 """
@@ -13,6 +15,7 @@ from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from store.leases import check_lease_transition
 from store.models import CodeWatcherRow, LeaseOutcome, LeaseRow, SessionRow
 from store.repository import record_event
 
@@ -62,6 +65,7 @@ def record_code(db: Session, lease_id: int, code: str, *, via: str, actor: str) 
     (after "another code" was asked) differs takes it. False when it did not (a duplicate webhook,
     a watcher and a flow racing, an ended lease): nothing is written then.
     """
+    check_lease_transition(lease_id, LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED)  # the WHERE below
     row = db.execute(
         update(LeaseRow)
         .where(
@@ -95,6 +99,7 @@ def record_code(db: Session, lease_id: int, code: str, *, via: str, actor: str) 
 
 def record_end(db: Session, lease_id: int, outcome: LeaseOutcome, status: str) -> bool:
     """The provider ended a waiting lease (cancelled, expired): write it once and NOTIFY."""
+    check_lease_transition(lease_id, LeaseOutcome.ACTIVE, outcome)  # the WHERE below
     done = db.execute(
         update(LeaseRow)
         .where(LeaseRow.id == lease_id, LeaseRow.outcome == LeaseOutcome.ACTIVE.value)
@@ -115,6 +120,7 @@ def reopen_for_another_code(db: Session, lease_id: int, *, activation_id: str | 
         "outcome": LeaseOutcome.ACTIVE.value,
         "provider_status": "another code requested",
     }
+    check_lease_transition(lease_id, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.ACTIVE)  # the WHERE below
     if activation_id:
         values["activation_id"] = activation_id
     done = db.execute(

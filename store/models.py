@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import secrets
 from datetime import datetime
 from decimal import Decimal
@@ -24,6 +23,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from store.device_states import DeviceState
+from store.leases import (  # noqa: F401 (defined beside their table)
+    ATTENTION_LEASE_OUTCOMES,
+    OPEN_LEASE_OUTCOMES,
+    LeaseOutcome,
+)
 from store.states import State
 
 # Lowercase letters and digits without look-alikes; ids start with a letter so they are valid
@@ -35,26 +39,6 @@ SESSION_ID_PATTERN = r"^[a-z][a-z0-9]{11}$"
 
 def new_session_id() -> str:
     return secrets.choice(_ID_FIRST) + "".join(secrets.choice(_ID_ALPHABET) for _ in range(11))
-
-
-class LeaseOutcome(enum.StrEnum):
-    PENDING = "pending"  # written before the purchase call; activation_id is empty until it returns
-    ACTIVE = "active"  # bought, waiting for the code
-    CODE_RECEIVED = "code_received"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-    CANCEL_PENDING = "cancel_pending"  # the provider refused an early cancel; retried later
-    EXPIRED = "expired"
-    FAILED = "failed"  # the purchase call failed: nothing was bought
-    NEEDS_ATTENTION = "needs_attention"  # purchase outcome unknown and not discoverable
-
-
-OPEN_LEASE_OUTCOMES = frozenset(
-    {LeaseOutcome.PENDING, LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.CANCEL_PENDING}
-)
-
-# Leases a person must look at: nothing we can discover says what the provider did.
-ATTENTION_LEASE_OUTCOMES = frozenset({LeaseOutcome.NEEDS_ATTENTION})
 
 
 class Base(DeclarativeBase):
@@ -135,6 +119,13 @@ class LeaseRow(Base):
     # The latest code, written once per SMS by provisioning.codes.record_code (watcher, webhook or poll).
     code: Mapped[str | None] = mapped_column(String(64))
     code_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Failed lookups (unknown purchase) or closes (cancel_pending) so far; bounded, then needs_attention.
+    retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    # When the purchase call gave up without a clear answer: the end of its time window.
+    call_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why a person should look at this lease (set with needs_attention, or on an unknown purchase
+    # that cannot be looked up); empty otherwise.
+    attention: Mapped[str | None] = mapped_column(Text)
 
     session: Mapped[SessionRow] = relationship(back_populates="leases")
 

@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from store.models import OPEN_LEASE_OUTCOMES, EventRow, LeaseOutcome, LeaseRow, SessionRow
+from store.leases import CLOSED_LEASE_OUTCOMES, OPEN_LEASE_OUTCOMES, LeaseOutcome, check_lease_transition
+from store.models import EventRow, LeaseRow, SessionRow
 from store.states import ENDING, TERMINAL, State, check_transition
 
 
@@ -311,14 +312,16 @@ def record_lease_pending(
     return lease
 
 
-def complete_lease(db: Session, lease_id: int, bought: BoughtNumber) -> LeaseRow:
-    lease = db.get_one(LeaseRow, lease_id, with_for_update=True)
+def complete_lease(
+    db: Session, lease_id: int, bought: BoughtNumber, *, provider_status: str | None = None
+) -> LeaseRow:
+    """The purchase went through (or a lost one was found and adopted): the lease is active."""
+    lease = set_lease_outcome(db, lease_id, LeaseOutcome.ACTIVE, provider_status=provider_status)
     lease.activation_id = bought.activation_id
     lease.phone = bought.phone
     lease.price = bought.price
     lease.currency = bought.currency
     lease.bought_at = bought.bought_at
-    lease.outcome = LeaseOutcome.ACTIVE.value
     db.flush()
     return lease
 
@@ -330,17 +333,49 @@ def set_lease_outcome(
     *,
     provider_status: str | None = None,
     retry_after: datetime | None = None,
+    attention: str | None = None,
+    count_retry: bool = False,
 ) -> LeaseRow:
-    """Record what happened to a lease; closing outcomes stamp closed_at."""
+    """The one way a lease's outcome changes: locks the row, checks the lease table (an illegal
+    change raises IllegalLeaseTransition), records the provider's words; closing outcomes stamp
+    closed_at. ``count_retry`` adds one to the failed retries (lookups or closes)."""
     lease = db.get_one(LeaseRow, lease_id, with_for_update=True)
+    check_lease_transition(lease_id, LeaseOutcome(lease.outcome), outcome)
     lease.outcome = outcome.value
     if provider_status is not None:
         lease.provider_status = provider_status[:200]
     lease.retry_after = retry_after
-    if outcome not in OPEN_LEASE_OUTCOMES and lease.closed_at is None:
+    if attention is not None:
+        lease.attention = attention
+    elif outcome not in _FLAG_KEPT:  # settled: nothing left for a person to check
+        lease.attention = None
+    if count_retry:
+        lease.retries += 1
+    if outcome in CLOSED_LEASE_OUTCOMES and lease.closed_at is None:
         lease.closed_at = func.now()
+    if outcome == LeaseOutcome.UNKNOWN and lease.call_ended_at is None:
+        lease.call_ended_at = func.now()
     db.flush()
     return lease
+
+
+_FLAG_KEPT = frozenset({LeaseOutcome.UNKNOWN, LeaseOutcome.CANCEL_PENDING, LeaseOutcome.NEEDS_ATTENTION})
+
+
+def note_lease(db: Session, lease_id: int, *, provider_status: str) -> None:
+    """Record the provider's latest words without changing the outcome (e.g. the last poll)."""
+    db.execute(update(LeaseRow).where(LeaseRow.id == lease_id).values(provider_status=provider_status[:200]))
+
+
+def leases_needing_attention(db: Session, *, limit: int = 100) -> list[LeaseRow]:
+    """Leases a person should look at (needs_attention, or flagged while still unknown), newest first."""
+    stmt = (
+        select(LeaseRow)
+        .where(or_(LeaseRow.outcome == LeaseOutcome.NEEDS_ATTENTION.value, LeaseRow.attention.is_not(None)))
+        .order_by(LeaseRow.id.desc())
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))
 
 
 def leases_for_session(db: Session, session_id: str) -> list[LeaseRow]:

@@ -67,11 +67,12 @@ def wait_for_code(
 
 
 @task(name="cancel-number", cache_policy=NONE, **RETRY_POLICY)
-def cancel_number(lease_id: int, *, max_wait_s: float) -> bool:
-    """Cancel a number that got no code, waiting out a short minimum-time refusal; never re-buys."""
-    done = numbers.cancel_number_waiting(get_deps(), lease_id, max_wait_s=max_wait_s)
-    get_run_logger().info("number %s", "cancelled" if done else "cancel left pending for reconciliation")
-    return done
+def cancel_number(lease_id: int, *, max_wait_s: float) -> str:
+    """Cancel a number that got no code, waiting out a short minimum-time refusal; never re-buys.
+    Returns the outcome recorded: cancelled, finished (its code came just before), cancel_pending."""
+    outcome = numbers.cancel_number_waiting(get_deps(), lease_id, max_wait_s=max_wait_s)
+    get_run_logger().info("number %s", outcome)
+    return outcome
 
 
 @task(name="finish-number", cache_policy=NONE, **RETRY_POLICY)

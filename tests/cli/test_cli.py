@@ -221,3 +221,24 @@ def test_catalog_refuses_a_provider_that_is_not_configured(no_providers, databas
     result = runner.invoke(app, ["catalog", "--provider", "onlinesim"])
     assert result.exit_code == 2
     assert "not configured: onlinesim" in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [(["--profile", "pixel9"], "unknown device profile 'pixel9'"), (["--provider", "twilio"], "sms_man")],
+    ids=["profile", "provider"],
+)
+def test_unknown_profile_or_provider_exits_2_before_any_run(no_providers, monkeypatch, options, words):
+    from settings import get_settings
+    from store import get_sessionmaker
+    from store import repository as repo
+
+    monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__API_KEY", "k")
+    get_settings.cache_clear()
+    with get_sessionmaker()() as db:
+        before = [s.id for s in repo.list_sessions(db, limit=1000)]
+    result = runner.invoke(app, ["provision", *options], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert words in result.output
+    with get_sessionmaker()() as db:
+        assert [s.id for s in repo.list_sessions(db, limit=1000)] == before  # no run started

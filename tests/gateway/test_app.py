@@ -7,7 +7,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from runtime import Role
-from store import State, new_session_id
+from store import LeaseOutcome, State, new_session_id
+from store import repository as repo
 from tests.gateway.conftest import TOKEN, launch
 
 pytestmark = pytest.mark.docker
@@ -103,6 +104,32 @@ class TestCreateAndRelease:
         assert "did you mean KZ (Kazakhstan)" in errors["country"]
         assert "needs an amount and a currency" in errors["max_price"]
         assert gw.runs.started == []
+
+    @pytest.mark.parametrize(
+        ("body", "field", "words"),
+        [
+            ({"device_profile": "pixel9"}, "device_profile", "unknown device profile 'pixel9'"),
+            ({"providers": ["sms_activate", "twilio"]}, "providers", "sms_man"),
+        ],
+        ids=["profile", "provider"],
+    )
+    def test_unknown_profile_or_provider_is_422_before_any_run(self, gw, body, field, words) -> None:
+        reply = gw.client.post("/sessions", json=body)
+        assert reply.status_code == 422
+        [error] = reply.json()["errors"]
+        assert error["loc"][0] == field and words in error["msg"]
+        assert gw.runs.started == []
+
+    def test_session_detail_lists_its_numbers_and_which_need_a_person(self, gw, make_session) -> None:
+        sid = make_session(State.FAILED)
+        with gw.deps.sessions.begin() as db:
+            lease = repo.record_lease_pending(
+                db, sid, provider="sms_man", service="tg", country="0", attempt=1
+            )
+            repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, attention="sms_man cannot list")
+        [number] = gw.client.get(f"/sessions/{sid}").json()["numbers"]
+        assert number["outcome"] == "unknown" and number["needs_attention"] is True
+        assert number["attention"] == "sms_man cannot list" and number["provider"] == "sms_man"
 
     def test_post_starts_a_provision_run_and_a_replay_returns_it(self, gw) -> None:
         body = {"service": "telegram", "providers": ["sms_man"], "max_price": "1.5 USD"}

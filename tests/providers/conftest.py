@@ -46,7 +46,9 @@ class Spec:
         return self.name if self.dialect == "classic" else f"{self.name}-{self.dialect}"
 
 
-_SMS_ACTIVATE = Spec("sms_activate", "getBalance", "getNumber", "getStatus", "setStatus", currency="RUB")
+_SMS_ACTIVATE = Spec(
+    "sms_activate", "getBalance", "getNumber", "getStatus", "setStatus", currency="RUB", lists_open=True
+)
 SPECS = {
     spec.id: spec
     for spec in (

@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from providers.base import Expired, Waiting
-from providers.errors import CancelTooEarly, NotRefundable, StopError, TransientError, UnavailableError
+from providers.errors import (
+    CancelTooEarly,
+    NotRefundable,
+    PurchaseUnknown,
+    StopError,
+    TransientError,
+    UnavailableError,
+)
 from providers.onlinesim import OnlineSimProvider, close_retry_after
 from tests.providers.conftest import KEY
 
@@ -98,19 +105,19 @@ class TestInPool:
         assert lease.phone.startswith("+7900")
         assert [action for _, action, _ in sim.calls].count("getState") >= 2
 
-    def test_a_number_that_arrives_after_the_wait_is_listed_as_open_and_can_be_cancelled(
-        self, sim, provider_settings
-    ):
+    def test_no_number_in_time_is_unknown_then_listed(self, sim, provider_settings):
         sim.configure(pool_s=5)
         client = OnlineSimProvider(provider_settings("onlinesim"), number_wait_s=0.1, number_poll_s=0.05)
         try:
-            with pytest.raises(UnavailableError, match="no number"):
+            with pytest.raises(PurchaseUnknown, match="no number"):
                 client.acquire("telegram", "7", None)
-            assert client.find_open_activations() == []  # still TZ_INPOOL
+            [pooled] = client.list_open_activations()
+            assert pooled.lease.phone == ""  # still TZ_INPOOL: not adoptable yet
             sim.advance(6)
-            [lease] = client.find_open_activations()
-            assert lease.activation_id == sim.ledger().open[0] and lease.price == Decimal("10")
-            client.cancel(lease)
+            [found] = client.list_open_activations()
+            assert found.lease.activation_id == sim.ledger().open[0] and found.lease.price == Decimal("10")
+            assert (found.service, found.country, found.bought_at) == ("telegram", "7", None)
+            client.cancel(found.lease)
         finally:
             client.close()
         assert sim.ledger().settled

@@ -18,6 +18,7 @@ from providers.errors import (
     NotRefundable,
     NotSupported,
     ProviderError,
+    PurchaseUnknown,
     StopError,
     TransientError,
     UnavailableError,
@@ -194,17 +195,37 @@ class TestTransient:
             provider.check(lease)
         assert isinstance(provider.check(lease), Waiting)
 
-    def test_lost_purchase_reply_leaves_an_open_activation(self, sim, provider, spec):
-        sim.inject("http", status=502, protocol=spec.name, action=spec.buy_action, execute=True)
-        with pytest.raises(TransientError):
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            {"kind": "http", "status": 502},
+            {"kind": "http", "status": 500},
+            {"kind": "malformed"},
+            {"kind": "slow", "delay_s": 3.0},  # past the client's 2 s timeout
+        ],
+        ids=["502", "500", "garbage", "stall"],
+    )
+    def test_sold_then_unclear_reply_is_purchase_unknown_and_listed(self, sim, provider, spec, fault):
+        sim.inject(protocol=spec.name, action=spec.buy_action, execute=True, **fault)
+        with pytest.raises(PurchaseUnknown) as caught:
             buy(provider, spec)
+        assert not is_retryable(caught.value)
         ledger = sim.ledger()
         assert len(ledger.open) == 1
-        found = provider.find_open_activations()
-        if spec.lists_open:
-            assert found is not None and [lease.activation_id for lease in found] == ledger.open
-        else:
-            assert found is None
+        if not spec.lists_open:
+            with pytest.raises(NotSupported):
+                provider.list_open_activations()
+            return
+        [found] = provider.list_open_activations()
+        assert found.lease.activation_id == ledger.open[0]
+        assert (found.service, found.country) == (spec.service, spec.country)
+        assert found.lease.phone.startswith("+") and found.lease.price == Decimal("10")
+
+    def test_refused_purchase_is_not_unknown(self, sim, provider, spec):
+        sim.inject("rate_limit", protocol=spec.name, action=spec.buy_action)
+        with pytest.raises(TransientError) as caught:
+            buy(provider, spec)
+        assert not isinstance(caught.value, PurchaseUnknown) and sim.purchases == 0
 
 
 class TestMalformed:

@@ -13,12 +13,14 @@ from providers.errors import (
     CancelTooEarly,
     MalformedReply,
     NotRefundable,
+    NotSupported,
+    PurchaseUnknown,
     StopError,
     TransientError,
     UnavailableError,
 )
 from providers.sms_activate import SmsActivateProvider
-from settings.model import ProviderSettings
+from settings.model import ProviderSettings, SmsActivateSettings
 from tests.providers.conftest import KEY
 
 LEASE = Lease("sms_activate", "1", "+79000000001", Decimal("1"), "RUB", datetime.now(UTC))
@@ -42,8 +44,8 @@ class TestErrors:
          ("ERROR_SQL", TransientError), ("TRY_AGAIN_LATER", TransientError),
          ("BAD_ACTION", TransientError),  # inside an action every copy has: an internal error
          ("The service is prohibited for sale by administration", UnavailableError),
-         ("<html><body>oops</body></html>", MalformedReply), ("ACCESS_NUMBER:1", MalformedReply),
-         ("ACCESS_NUMBER:12:not-a-phone", MalformedReply)],
+         ("<html><body>oops</body></html>", PurchaseUnknown), ("ACCESS_NUMBER:1", PurchaseUnknown),
+         ("ACCESS_NUMBER:12:not-a-phone", PurchaseUnknown)],
     )  # fmt: skip
     def test_purchase_replies(self, sim, client, reply, error):
         sim.inject("error", code=reply, protocol="sms_activate", action="getNumber")
@@ -78,11 +80,13 @@ class TestCancel:
         client.cancel(client.acquire("tg", "0", None))
         assert statuses(sim) == ["8", "-1"] and sim.ledger().settled
 
-    def test_then_to_6_like_onlinesims_copy(self, sim, client):
+    def test_refusing_8_and_minus_1_never_sends_6(self, sim, client):
         sim.configure(sms_activate_cancel_statuses=())
-        client.cancel(client.acquire("tg", "0", None))
-        assert statuses(sim) == ["8", "-1", "6"]
-        assert sim.ledger().settled and client.balance() == Decimal("100")
+        lease = client.acquire("tg", "0", None)
+        with pytest.raises(UnavailableError, match="every cancel status"):
+            client.cancel(lease)
+        assert statuses(sim) == ["8", "-1"]  # 6 would finish (charge) it at most providers
+        assert sim.ledger().open == [lease.activation_id] and sim.ledger().finishes == []
 
     def test_cancel_of_a_finished_activation_is_not_refundable(self, sim, client):
         lease = client.acquire("tg", "0", None)
@@ -92,6 +96,19 @@ class TestCancel:
             client.cancel(lease)
         client.finish(lease)  # finishing again is done
         assert sim.ledger().settled and len(sim.ledger().finishes) == 1 and sim.ledger().refunds == []
+
+    def test_configured_statuses_are_used_in_order(self, sim, provider_settings):
+        sim.configure(sms_activate_cancel_statuses=("6",))  # OnlineSim's copy refunds on 6
+        base = provider_settings("sms_activate")
+        settings = SmsActivateSettings(
+            api_key=base.api_key, base_url=base.base_url, timeout_s=base.timeout_s, cancel_statuses=["6"]
+        )
+        client = SmsActivateProvider(settings)
+        try:
+            client.cancel(client.acquire("tg", "0", None))
+        finally:
+            client.close()
+        assert statuses(sim) == ["6"] and sim.ledger().settled and len(sim.ledger().refunds) == 1
 
     def test_no_activation_means_already_cancelled(self, sim, client):
         lease = client.acquire("tg", "0", None)
@@ -285,3 +302,54 @@ class TestNumberV2:
         assert (lease.activation_id, lease.phone, lease.price, lease.currency) == (
             "5", "+79001112233", Decimal("1.5"), expected,
         )  # fmt: skip
+
+
+class TestListOpenActivations:
+    def test_lists_only_open_activations_with_service_country_and_time(self, sim, client):
+        kept = client.acquire("tg", "0", None)
+        client.cancel(client.acquire("wa", "1", None))
+        [found] = client.list_open_activations()
+        assert found.lease.activation_id == kept.activation_id and found.lease.phone == kept.phone
+        assert (found.service, found.country) == ("tg", "0")
+        assert found.bought_at is not None and abs((found.bought_at - kept.bought_at).total_seconds()) < 5
+
+    def test_unsupported_is_detected_once_and_remembered(self, sim, client):
+        sim.configure(sms_activate_lists_activations=False)
+        for _ in range(2):
+            with pytest.raises(NotSupported):
+                client.list_open_activations()
+        assert [action for _, action, _ in sim.calls].count("getActiveActivations") == 1
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"status": "success", "activeActivations": [{"activationId": "77", "serviceCode": "tg",
+             "countryCode": "0", "phoneNumber": "79001", "activationCost": "7.50",
+             "activationTime": "2026-11-29 07:00:00"}]},
+            {"status": "success", "activeActivations": {"count": 1}, "data": [{"activationId": 77,
+             "serviceCode": "tg", "countryCode": 0, "phoneNumber": "79001", "activationCost": 7.5,
+             "activationTime": "2026-11-29 07:00:00"}]},
+        ],
+        ids=["list", "data"],
+    )  # fmt: skip
+    def test_both_reply_shapes(self, body):
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+        settings = ProviderSettings(
+            api_key=KEY, base_url="https://copy.invalid/stubs/handler_api.php", timeout_s=1
+        )
+        with httpx.Client(transport=transport) as http:
+            [found] = SmsActivateProvider(settings, http).list_open_activations()
+        assert (found.lease.activation_id, found.service, found.country) == ("77", "tg", "0")
+        assert found.lease.price == Decimal("7.5") and found.lease.phone == "+79001"
+        assert found.bought_at == datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
+
+    @pytest.mark.parametrize(
+        "reply", [httpx.Response(404, text="Not Found"), httpx.Response(200, text="BAD_ACTION")]
+    )
+    def test_bad_action_or_404_means_unsupported(self, reply):
+        transport = httpx.MockTransport(lambda request: reply)
+        settings = ProviderSettings(
+            api_key=KEY, base_url="https://copy.invalid/stubs/handler_api.php", timeout_s=1
+        )
+        with httpx.Client(transport=transport) as http, pytest.raises(NotSupported):
+            SmsActivateProvider(settings, http).list_open_activations()

@@ -354,12 +354,37 @@ class TestLeases:
         assert actions[0].target == "lease 7"
 
     @pytest.mark.parametrize(
-        "outcome",
-        [LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.CANCEL_PENDING, LeaseOutcome.PENDING],
+        "outcome", [LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED, LeaseOutcome.PENDING]
     )
     def test_leases_of_live_sessions_are_left_to_their_flow(self, outcome):
         obs = observed([session(State.AWAITING_CODE)], both(), leases=[lease(outcome, activation=None)])
         assert plan(obs, POLICY) == []
+
+    @pytest.mark.parametrize("state", [State.AWAITING_CODE, State.VERIFIED])
+    def test_refused_cancel_on_a_live_session_is_retried_when_due(self, state):
+        due = lease(LeaseOutcome.CANCEL_PENDING, retry_after=NOW - TICK)
+        later = lease(LeaseOutcome.CANCEL_PENDING, retry_after=NOW + TICK, lease_id=8)
+        actions = plan(observed([session(state)], both(), leases=[due, later]), POLICY)
+        assert [(a.kind, a.reason, a.lease_id) for a in actions] == [
+            (Kind.CLOSE_LEASE, Reason.CANCEL_RETRY, 7)
+        ]
+
+    @pytest.mark.parametrize("state", [State.NUMBER_ACQUIRED, State.LAUNCHING, State.RELEASING])
+    def test_refused_cancel_of_a_provision_or_release_in_progress_is_left_to_it(self, state):
+        obs = observed([session(state, age=TICK)], both(), leases=[lease(LeaseOutcome.CANCEL_PENDING)])
+        assert plan(obs, POLICY) == []
+
+    @pytest.mark.parametrize("state", [None, State.NUMBER_ACQUIRED, State.AWAITING_CODE, State.VERIFIED])
+    @pytest.mark.parametrize(("retry_in", "looked_up"), [(TICK, False), (timedelta(0), True), (None, True)])
+    def test_unknown_purchase_is_looked_up_on_any_session_when_due(self, state, retry_in, looked_up):
+        sessions, containers = ([], []) if state is None else ([session(state, age=TICK)], both())
+        unknown = lease(
+            LeaseOutcome.UNKNOWN, activation=None, retry_after=None if retry_in is None else NOW + retry_in
+        )
+        actions = plan(observed(sessions, containers, leases=[unknown]), POLICY)
+        assert [(a.kind, a.reason) for a in actions] == (
+            [(Kind.RESOLVE_PENDING_LEASE, Reason.PURCHASE_UNKNOWN)] if looked_up else []
+        )
 
     @pytest.mark.parametrize(
         ("retry_in", "closed"),

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from store import EventRow, IllegalTransition, LeaseOutcome, SessionRow, State
 from store import repository as repo
+from store.leases import IllegalLeaseTransition
 from store.models import SESSION_ID_PATTERN, new_session_id
 from store.repository import BoughtNumber, StaleState
 
@@ -128,7 +129,7 @@ class TestReconcilerQueries:
         closed = repo.record_lease_pending(
             db, done.id, provider="sms_man", service="3", country="1", attempt=1
         )
-        repo.set_lease_outcome(db, closed.id, LeaseOutcome.CANCELLED)
+        repo.set_lease_outcome(db, closed.id, LeaseOutcome.FAILED)
         db.commit()
 
         statements = []
@@ -167,10 +168,43 @@ class TestLeases:
         lease = repo.record_lease_pending(
             db, row.id, provider="sms_activate", service="tg", country="0", attempt=1
         )
+        repo.complete_lease(
+            db, lease.id, BoughtNumber("9", "+79001234567", Decimal(1), "RUB", datetime.now(UTC))
+        )
         repo.set_lease_outcome(db, lease.id, LeaseOutcome.CANCEL_PENDING, retry_after=datetime.now(UTC))
         db.commit()
         assert [x.id for x in repo.list_open_leases(db)] == [lease.id]
         assert repo.leases_for_session(db, row.id)[0].closed_at is None
+
+    def test_illegal_outcome_change_raises_and_changes_nothing(self, db):
+        row = make_session(db)
+        lease = repo.record_lease_pending(
+            db, row.id, provider="sms_man", service="tg", country="0", attempt=1
+        )
+        repo.set_lease_outcome(db, lease.id, LeaseOutcome.FAILED, provider_status="no numbers")
+        db.commit()
+        with pytest.raises(IllegalLeaseTransition, match="failed -> active"):
+            repo.complete_lease(
+                db, lease.id, BoughtNumber("1", "+79001234567", Decimal(1), "RUB", datetime.now(UTC))
+            )
+        db.rollback()
+        assert repo.leases_for_session(db, row.id)[0].outcome == LeaseOutcome.FAILED
+
+    def test_unknown_purchase_stamps_its_call_end_and_counts_lookups(self, db):
+        row = make_session(db)
+        lease = repo.record_lease_pending(
+            db, row.id, provider="sms_man", service="tg", country="0", attempt=1
+        )
+        repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, provider_status="HTTP 502")
+        repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, attention="cannot list", count_retry=True)
+        db.commit()
+        unknown = repo.leases_for_session(db, row.id)[0]
+        assert unknown.call_ended_at is not None and unknown.closed_at is None and unknown.retries == 1
+        assert [x.id for x in repo.list_open_leases(db)] == [lease.id]
+        assert [x.id for x in repo.leases_needing_attention(db)] == [lease.id]
+        repo.set_lease_outcome(db, lease.id, LeaseOutcome.FAILED, provider_status="none sold")
+        db.commit()
+        assert repo.leases_needing_attention(db) == [] and repo.list_open_leases(db) == []
 
 
 def test_each_test_starts_clean(db):

@@ -1,0 +1,17 @@
+"""The provision's first step: the cheap checks that must pass before any money is spent."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from provisioning.checks import check_before_spending
+from provisioning.deps import get_deps
+from provisioning.request import ResolvedRequest
+from tasks.retry import RETRY_POLICY
+
+
+@task(name="check-before-spending", cache_policy=NONE, **RETRY_POLICY)
+def check_request(plan: ResolvedRequest) -> None:
+    check_before_spending(get_deps(), plan)
+    get_run_logger().info("profile %s, Docker engine and images ready", plan.device_profile)
