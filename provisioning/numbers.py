@@ -271,7 +271,7 @@ def cancel_number(deps: Deps, lease_id: int, *, count_failure: bool = False) -> 
         # The code arrived first (or free cancellation is over): the charge stands, never a refund.
         last = _last_look(client, lease)
         if isinstance(last, CodeReceived):
-            return _finish_with_code(deps, lease_id, session_id, lease, last.code)
+            return _finish_with_code(deps, lease_id, session_id, lease, last.code, why=str(exc))
         client.finish(lease)
         with deps.sessions.begin() as db:
             repo.set_lease_outcome(
@@ -296,13 +296,18 @@ def _last_look(client, lease: Lease):
         return None
 
 
-def _finish_with_code(deps: Deps, lease_id: int, session_id: str, lease: Lease, code: str) -> str:
+def _finish_with_code(
+    deps: Deps, lease_id: int, session_id: str, lease: Lease, code: str, *, why: str = ""
+) -> str:
     """The code arrived just before the cancel: record it, finish (the charge stands), keep it."""
     record_code(deps, lease_id, code, via="check before cancel", actor="provisioner")
     deps.provider(lease.provider).finish(lease)
     with deps.sessions.begin() as db:
         repo.set_lease_outcome(
-            db, lease_id, LeaseOutcome.FINISHED, provider_status="code arrived before the cancel: finished"
+            db,
+            lease_id,
+            LeaseOutcome.FINISHED,
+            provider_status=f"code arrived before the cancel: finished{f' ({why})' if why else ''}",
         )
         if not repo.get_session(db, session_id).verification_code:  # the lease was not waiting any more
             repo.update_session(db, session_id, verification_code=code)
