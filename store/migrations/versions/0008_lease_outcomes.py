@@ -1,7 +1,7 @@
 """number_leases: retries, call_ended_at, attention (the lease outcome table's bookkeeping)
 
-Revision ID: 0007_lease_outcomes
-Revises: 0006_hosts
+Revision ID: 0008_lease_outcomes
+Revises: 0007_devices
 
 Existing outcome values keep their names; `unknown` is new. Leases left `pending` without an
 activation id by a crash are treated as unknown by reconciliation, so no data changes.
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_lease_outcomes"
-down_revision: str | None = "0006_hosts"
+revision: str = "0008_lease_outcomes"
+down_revision: str | None = "0007_devices"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
