@@ -97,7 +97,14 @@ def release(
 
 class Heartbeat:
     """Touches a session's heartbeat from a background thread while a provision runs, so the
-    reconciler can tell a live flow from one whose process was killed."""
+    reconciler can tell a live flow from one whose process was killed.
+
+    Kept beside Prefect's flow-run heartbeats (and the automation `provisioner deploy` creates)
+    because those cannot give the same guarantee here: they exist only for deployment runs on the
+    Prefect API this deployment reads, so a provision started by the CLI (a temporary server)
+    sharing the database is "not found" there while it lives; and Prefect beats at most every 30 s
+    plus the automation's timeout, where this one lets reconciliation see a killed provision within
+    PROVISIONER_RECONCILE__STALE_AFTER_S."""
 
     def __init__(self, deps: Deps, session_id: str, interval_s: float) -> None:
         self.deps, self.session_id, self.interval_s = deps, session_id, interval_s

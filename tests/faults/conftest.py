@@ -61,6 +61,7 @@ def start_worker(stack, sim, tmp_path) -> Iterator[Callable[..., Worker]]:
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+            "PREFECT_LOGGING_LEVEL": "INFO",  # the worker log tells what each run did
         }
         worker = Worker(worker_env, tmp_path / "worker.log")
         workers.append(worker)
