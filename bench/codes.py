@@ -5,7 +5,8 @@ polling and with webhooks, side by side in one run.
 
 Sets up a throwaway PostgreSQL cluster (real migrations), the provider simulator and the gateway
 (uvicorn, for webhooks) in this process. Each scenario rents ``--leases`` numbers, half from
-OnlineSim (can list open activations in one call) and half from the SMS-Activate protocol (cannot),
+OnlineSim (can list open activations in one call) and half from an SMS-Activate copy without
+getActiveActivations (cannot),
 starts one waiting "flow" per lease (provisioning.codes.wait_for_code in a thread, LISTENing on its
 lease), and delivers every code at a random time within ``--window`` seconds. Scenarios:
 
@@ -77,6 +78,7 @@ def run_scenario(name: str, url: str, sim, *, leases: int, window: float, seed: 
     reset_deps()
     deps = get_deps()
     sim.reset()
+    sim.configure(sms_activate_lists_activations=False)  # a copy of the protocol that cannot list
     with sim.state.lock:
         for offer in sim.state.offers.values():
             offer.count = 10 * leases

@@ -314,11 +314,24 @@ class SmsActivateProvider:
         raise self._error("getStatus", reply)
 
     def check_open_activations(self) -> dict[str, CheckResult]:
-        raise NotSupported(
-            f"{self.name}: the API cannot list open activations with their codes",
-            provider=self.name,
-            action="check_open_activations",
-        )
+        """getActiveActivations, paged, where the provider has it (NotSupported otherwise): each
+        open activation with its latest code (smsCode is a string or a list) or still waiting."""
+        if self._can_list is False:
+            raise NotSupported(
+                f"{self.name}: getActiveActivations is not supported", provider=self.name, action=LIST
+            )
+        results: dict[str, CheckResult] = {}
+        for page in range(LIST_MAX_PAGES):
+            rows = self._activation_rows(self._call(LIST, start=str(page * LIST_PAGE), limit=str(LIST_PAGE)))
+            for row in rows:
+                code, text = _latest(row.get("smsCode")), _latest(row.get("smsText"))
+                status = f"activationStatus {row.get('activationStatus')}"
+                results[str(row.get("activationId") or "")] = (
+                    CodeReceived(code=code, text=text or code) if code else Waiting(status)
+                )
+            if len(rows) < LIST_PAGE:
+                break
+        return results
 
     def _set_status(self, lease: Lease, status: str) -> Reply:
         return self._call("setStatus", id=lease.activation_id, status=status)
@@ -455,6 +468,13 @@ class SmsActivateProvider:
             if isinstance(r, dict) and r.get("id") is not None
         ]
         return Listing(services, countries)
+
+
+def _latest(value: object) -> str | None:
+    """The newest of a list of codes or texts (or the one given); None when empty."""
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    return str(value) if value not in (None, "", False) else None
 
 
 def _activation_time(value: object) -> datetime | None:

@@ -64,10 +64,23 @@ class TestListingProvider:
         assert watcher_events(deps, sid) == [f"code received on onlinesim:{activation_id} (watcher)"]
         assert set(lease_codes(deps, [lease_id for _, lease_id, _ in rented[3:]]).values()) == {None}
 
+    def test_sms_activate_provider_with_get_active_activations_is_listed_too(self, codes_env, sim):
+        deps = codes_env
+        rented = [rent(deps, "sms_activate") for _ in range(5)]
+        sim.calls.clear()
+        with running_watcher(deps, "sms_activate") as watcher:
+            sim.deliver(rented[0][2], "313131")
+            wait_for(lambda: lease_codes(deps, [rented[0][1]])[rented[0][1]], timeout=10)
+            assert watcher.mode == "list"
+        actions = {a for _, a, _ in sim.calls}
+        assert actions == {"getActiveActivations"}  # no getStatus per lease
+        assert lease_codes(deps, [rented[0][1]]) == {rented[0][1]: "313131"}
+
 
 class TestPerLeaseProvider:
     def test_each_waiting_lease_is_checked_and_its_code_recorded_once(self, codes_env, sim):
         deps = codes_env
+        sim.configure(sms_activate_lists_activations=False)  # a copy of the protocol that cannot list
         rented = [rent(deps, "sms_activate") for _ in range(3)]
         with running_watcher(deps, "sms_activate") as watcher:
             for n, (_, _, activation_id) in enumerate(rented):
@@ -81,6 +94,7 @@ class TestPerLeaseProvider:
 
     def test_rate_limit_replies_slow_the_watcher_down(self, codes_env, sim):
         deps = codes_env
+        sim.configure(sms_activate_lists_activations=False)
         rented = [rent(deps, "sms_activate") for _ in range(3)]
         for n, (_, _, activation_id) in enumerate(rented):
             sim.deliver(activation_id, f"80000{n}")
@@ -101,6 +115,7 @@ class TestPerLeaseProvider:
 
     def test_a_failing_status_check_does_not_stop_the_round(self, codes_env, sim):
         deps = codes_env
+        sim.configure(sms_activate_lists_activations=False)
         rented = [rent(deps, "sms_activate") for _ in range(3)]
         for n, (_, _, activation_id) in enumerate(rented):
             sim.deliver(activation_id, f"60000{n}")
