@@ -8,7 +8,7 @@ activations (SMS-Activate `getActiveActivations`, OnlineSim `getState` without t
   window, known to no other lease, while no other unsettled purchase of that kind overlaps it
   (or, when the list gives no purchase times, exists at all): adopted
   (the lease becomes `active` with that activation);
-- none at all: nothing was sold (`failed`);
+- no unknown open activation of that service and country at all: nothing was sold (`failed`);
 - anything less certain: the lease stays `unknown`, the lookup is retried with backoff, and after
   `reconcile.lease_retries` failed lookups it becomes `needs_attention`.
 
@@ -141,6 +141,11 @@ def resolve_unknown(deps: Deps, lease_id: int, *, count: bool = True) -> Resolve
         if a.lease.activation_id not in known and a.service == service and a.country == country
     ]
     ours = [a for a in candidates if _inside(a, window)]
+    if candidates and not ours:
+        # Unexplained open activations of this kind, just not inside our window: never conclude
+        # "nothing was sold" while one could be ours (a provider listing local times, say).
+        why = f"{len(candidates)} unknown open {service}/{country} activation(s) at {name}, none inside the call's window"
+        return _undecided(deps, lease_id, Resolution.UNDECIDED, why, count=count)
     if not ours:
         with deps.sessions.begin() as db:
             repo.set_lease_outcome(

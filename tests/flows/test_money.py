@@ -9,6 +9,7 @@ activations, the unknown purchase is flagged for a person).
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -321,3 +322,17 @@ class TestLookup:
             purchase.activation_id,
             purchase.amount,
         )
+
+    def test_an_unexplained_activation_outside_the_window_is_not_taken_for_none_sold(
+        self, provisioner_env, sim
+    ):
+        deps = provisioner_env
+        deps.provider("sms_activate").acquire("tg", "0", None)  # bought now, recorded nowhere
+        _, lease_id = self._unknown_lease(deps, sim, sold=False)
+        with deps.sessions.begin() as db:  # this lease's purchase call was an hour from now
+            row = db.get_one(LeaseRow, lease_id)
+            row.requested_at = row.requested_at + timedelta(hours=1)
+            row.call_ended_at = row.requested_at
+        resolved = resolve_unknown(deps, lease_id)
+        assert resolved.resolution == Resolution.UNDECIDED and "none inside" in resolved.detail
+        assert _outcome(deps, lease_id) == LeaseOutcome.UNKNOWN and sim.purchases == 1
