@@ -18,12 +18,15 @@ from gateway.upstream import (
     find_stream,
     probe_stream,
     reason_for_state,
+    route_from_url,
 )
 from provisioning.deps import Deps
 from runtime import ContainerRuntime, RuntimeFailure
 from settings import Settings
 from store import State
+from store import hosts as hostrepo
 from store import repository as repo
+from store.host_states import HostState
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,18 @@ class Gateway:
             raise UnknownSession(session_id)
         return State(found[0]), found[1]
 
+    def _recorded_route(self, device_id: str) -> Upstream | None:
+        """Several hosts: the device's stream route as recorded in the database (its host's
+        stream address and published port), no Docker call; None for a single-engine device."""
+        with self.deps.sessions() as db:
+            found = hostrepo.device_route(db, device_id)
+        if found is None:
+            return None
+        host, stream_url = found
+        if host.state == HostState.DOWN.value:
+            raise StreamUnavailable(STREAM_DOWN, detail=f"its host {host.name} is down")
+        return route_from_url(device_id, stream_url)
+
     async def upstream(self, session_id: str, *, probe: bool = False) -> Upstream:
         """The live session's stream container, or StreamUnavailable saying why not. While the
         database does not answer, the last known route of a session that was live is used for
@@ -109,6 +124,8 @@ class Gateway:
             self.cache.forget(session_id)
             raise StreamUnavailable(reason)
         upstream = None if probe else self.cache.get(session_id)
+        if upstream is None and device_id is not None:
+            upstream = await run_in_threadpool(self._recorded_route, device_id)
         if upstream is None:
             try:
                 runtime = await run_in_threadpool(lambda: self.runtime)

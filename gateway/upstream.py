@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -100,6 +101,14 @@ def find_stream(runtime: ContainerRuntime, device_id: str | None) -> Upstream:
         if port.get("PrivatePort") == STREAM_PORT and port.get("PublicPort"):
             return Upstream(name, runtime.publish_host, int(port["PublicPort"]))
     raise StreamUnavailable(STREAM_DOWN, detail=f"{name} has no address on network {runtime.network}")
+
+
+def route_from_url(device_id: str, stream_url: str | None) -> Upstream:
+    """The upstream of a device's recorded stream URL (http://<host stream address>:<port>/...)."""
+    parsed = urlsplit(stream_url or "")
+    if not parsed.hostname or not parsed.port:
+        raise StreamUnavailable(STREAM_DOWN, detail=f"device {device_id} has no stream route recorded yet")
+    return Upstream(f"device {device_id}", parsed.hostname, parsed.port)
 
 
 async def probe_stream(client: httpx.AsyncClient, upstream: Upstream) -> None:

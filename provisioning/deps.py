@@ -15,6 +15,19 @@ from settings import Settings, get_settings
 from store import get_sessionmaker
 
 
+def _has_hosts(sessions: sessionmaker[Session]) -> bool:
+    """Whether the hosts table has rows; False while the database cannot say (the process's own
+    engine then, as with one host)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from provisioning.hosts import has_hosts
+
+    try:
+        return has_hosts(sessions)
+    except SQLAlchemyError:
+        return False
+
+
 class ProviderNotConfigured(Exception):
     """A provider was asked for by name but has no API key."""
 
@@ -31,7 +44,12 @@ class Deps:
     def runtime(self) -> ContainerRuntime:
         with self._lock:
             if self._runtime is None:
-                self._runtime = ContainerRuntime.from_settings(self.settings)
+                from provisioning.hosts import HostsRuntime  # it imports runtime
+
+                if _has_hosts(self.sessions):  # several Docker hosts: route per device
+                    self._runtime = HostsRuntime.from_settings(self.settings, self.sessions)
+                else:
+                    self._runtime = ContainerRuntime.from_settings(self.settings)
             return self._runtime
 
     def provider(self, name: str) -> Provider:

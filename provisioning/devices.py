@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from provisioning.containers import stream_url_for
 from provisioning.deps import Deps
+from provisioning.hosts import hosts_mode, place_device
 from runtime.errors import RuntimeFailure
 from store import DEVICE_TERMINAL, DeviceState, State, new_session_id
 from store import devices as devrepo
@@ -35,7 +36,8 @@ class Device:
 
 
 def host_of(deps: Deps) -> str:
-    """The Docker host a device runs on, as recorded in the devices table."""
+    """The Docker host a device runs on, as recorded in the devices table (one host: the
+    process's own engine; several: see provisioning.hosts)."""
     return deps.settings.docker.host or "local"
 
 
@@ -53,7 +55,7 @@ def boot_device(deps: Deps, profile: str, *, session_id: str | None = None, reas
             db,
             device_id=device_id,
             profile=profile,
-            host=host_of(deps),
+            host=place_device(deps, db, profile),
             device_container=names[0],
             stream_container=names[1],
             session_id=session_id,
@@ -145,7 +147,8 @@ def claim_device(deps: Deps, session_id: str, *, profile: str, actor: str) -> De
         if held is not None and DeviceState(held.state) == DeviceState.CLAIMED:
             device = _device(held, claimed=True)
         elif held is None and State(session.state) == State.REQUESTED:
-            row = devrepo.claim_idle_device(db, profile=profile, host=host_of(deps), session_id=session_id)
+            host = None if hosts_mode(deps) else host_of(deps)  # several hosts: any active one
+            row = devrepo.claim_idle_device(db, profile=profile, host=host, session_id=session_id)
             device = _device(row, claimed=True) if row is not None else None
         else:
             device = None

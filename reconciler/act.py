@@ -53,6 +53,7 @@ def _heal_stream(deps: Deps, action: Action, actor: str) -> str:
     with deps.sessions.begin() as db:
         if url:
             repo.update_session(db, sid, stream_url=url, stream_container=stream.name)
+            devrepo.set_stream_url(db, device_id, url)  # the gateway's route (several hosts)
         repo.record_event(db, sid, reason=f"stream healed: {action.reason}", actor=actor)
     return f"stream {stream.name} recreated"
 

@@ -226,6 +226,9 @@ class ReconcileSettings(BaseModel):
     unhealthy_grace_s: float = Field(
         30.0, ge=0, description="A live session's device unhealthy this long is treated as dead"
     )
+    host_down_grace_s: float = Field(
+        60.0, ge=0, description="A Docker host whose engine stays silent this long is marked down"
+    )
 
     lease_retries: int = Field(
         5, ge=1, description="Failed lookups (unknown purchase) or closes of a lease before needs_attention"

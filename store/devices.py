@@ -81,16 +81,16 @@ def transition_device(
     return row
 
 
-def claim_idle_device(db: Session, *, profile: str, host: str, session_id: str) -> DeviceRow | None:
+def claim_idle_device(db: Session, *, profile: str, host: str | None, session_id: str) -> DeviceRow | None:
     """Take the oldest ready idle device of ``profile`` for the session, atomically: concurrent
     claimers skip rows another transaction holds (FOR UPDATE SKIP LOCKED), so no device is handed
-    out twice and nobody waits. None when no device is idle."""
+    out twice and nobody waits. None when no device is idle. ``host`` None: on any active host."""
     stmt = (
         select(DeviceRow)
         .where(
             DeviceRow.state == DeviceState.IDLE.value,
             DeviceRow.profile == profile,
-            DeviceRow.host == host,
+            DeviceRow.host == host if host is not None else DeviceRow.host.in_(_active_hosts()),
         )
         .order_by(DeviceRow.ready_at, DeviceRow.id)
         .limit(1)
@@ -107,6 +107,12 @@ def claim_idle_device(db: Session, *, profile: str, host: str, session_id: str) 
     db.execute(update(SessionRow).where(SessionRow.id == session_id).values(device_id=row.id))
     db.flush()
     return row
+
+
+def _active_hosts():
+    from store.models import HostRow
+
+    return select(HostRow.name).where(HostRow.state == "active")
 
 
 def session_device(db: Session, session_id: str) -> DeviceRow | None:
@@ -151,3 +157,8 @@ def touch_session_activity(db: Session, session_id: str) -> None:
     """The session's device was used now (the gateway relays its open stream)."""
     held = select(SessionRow.device_id).where(SessionRow.id == session_id).scalar_subquery()
     db.execute(update(DeviceRow).where(DeviceRow.id == held).values(last_activity_at=func.now()))
+
+
+def set_stream_url(db: Session, device_id: str, stream_url: str) -> None:
+    """The device's stream was recreated (a heal): its published route changed."""
+    db.execute(update(DeviceRow).where(DeviceRow.id == device_id).values(stream_url=stream_url))

@@ -162,9 +162,10 @@ Usage = Callable[[Session], Mapping[str, Resources]]
 
 
 def choose_host(db: Session, need: Resources, used: Usage) -> HostRow:
-    """The active host where the most more devices like ``need`` fit (so hosts fill in proportion
-    to their capacity; ties by name), row locked until the caller's transaction ends (see the
-    module doc). Raises NoCapacity when none fits."""
+    """The active host with the largest share of its capacity free that fits ``need`` (so hosts
+    fill in proportion to their capacity; ties: where more such devices fit, then by name), row
+    locked until the caller's transaction ends (see the module doc). Raises NoCapacity when none
+    fits."""
     hosts = list(
         db.scalars(
             select(HostRow)
@@ -179,11 +180,25 @@ def choose_host(db: Session, need: Resources, used: Usage) -> HostRow:
     if not fitting:
         raise NoCapacity(need, free)
 
-    def headroom(host: HostRow) -> tuple[float, str]:
+    def headroom(host: HostRow) -> tuple[float, float, str]:
         room = free[host.name]
+        share = min(room.cpus / host.cpus, room.memory_mb / host.memory_mb)
         more = min(
             room.cpus / need.cpus if need.cpus else float("inf"), room.memory_mb / max(need.memory_mb, 1)
         )
-        return (-more, host.name)
+        return (-round(share, 9), -more, host.name)
 
     return min(fitting, key=headroom)
+
+
+def device_route(db: Session, device_id: str) -> tuple[HostRow, str | None] | None:
+    """The host row of a device placed on a hosts-table host, with the device's recorded stream
+    URL; None for a device of the single-engine mode (its host is not in the table)."""
+    from store.models import DeviceRow
+
+    found = db.execute(
+        select(HostRow, DeviceRow.stream_url)
+        .join(DeviceRow, DeviceRow.host == HostRow.name)
+        .where(DeviceRow.id == device_id)
+    ).first()
+    return None if found is None else (found[0], found[1])

@@ -104,8 +104,8 @@ def test_placement_takes_the_freest_active_host_and_skips_draining(db, placement
         db.execute(text("INSERT INTO test_placements VALUES (:h, 0.5, 256)"), {"h": host})
         db.commit()
         chosen.append(host)
-    # big fits 8 stubs, small 2: big takes them while more fit there (ties by name), never drained.
-    assert chosen == ["big"] * 7 + ["small", "big", "small"]
+    # big fits 8 stubs, small 2: the larger free share first (ties: where more fit), never drained.
+    assert chosen == ["big", "small", "big", "big", "big", "big", "small", "big", "big", "big"]
     with pytest.raises(NoCapacity):
         hostrepo.choose_host(db, STUB, used)
     db.rollback()

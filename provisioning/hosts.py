@@ -1,0 +1,175 @@
+"""Devices over several Docker hosts: placement, and the runtime interface routed per host.
+
+When the hosts table has rows, a process's runtime is a HostsRuntime: every call about a device
+goes to the runtime of the device's host (devices.host -> hosts row -> its engine), and
+list_managed() is one label-filtered list call per host engine (reconciler.hosts.observe_hosts,
+which also records who answered and marks silent hosts down after the grace). Containers of a
+silent host are simply not listed: the reconcile plan's missing-device grace then orphans their
+sessions (numbers closed) once the host stays away. Without hosts rows nothing changes: the
+process's own engine, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from runtime import ContainerInfo, ContainerRuntime, DeviceProfile, ManagedContainer
+from runtime.errors import EngineUnreachable, RuntimeFailure, UnknownProfile
+from runtime.hosts import HostEngine, HostRuntimes
+from runtime.model import LABEL_DEVICE, Role, container_name
+from store import hosts as hostrepo
+from store.device_states import DEVICE_TERMINAL
+from store.hosts import Resources
+from store.models import DeviceRow, HostRow
+
+
+def profile_need(profile: DeviceProfile) -> Resources:
+    return Resources(profile.cpus, hostrepo.memory_mb(profile.mem_limit))
+
+
+def device_usage(profiles: Mapping[str, DeviceProfile]) -> hostrepo.Usage:
+    """What the live devices on each host use (their profiles' cpus and memory): one query."""
+
+    def used(db: Session) -> dict[str, Resources]:
+        rows = db.execute(
+            select(DeviceRow.host, DeviceRow.profile, func.count())
+            .where(DeviceRow.state.not_in([s.value for s in DEVICE_TERMINAL]))
+            .group_by(DeviceRow.host, DeviceRow.profile)
+        )
+        total: dict[str, Resources] = {}
+        for host, profile, count in rows:
+            known = profiles.get(profile)
+            need = profile_need(known) if known else Resources(0.0, 0)
+            total[host] = total.get(host, Resources(0.0, 0)) + Resources(
+                need.cpus * count, need.memory_mb * count
+            )
+        return total
+
+    return used
+
+
+def has_hosts(sessions: sessionmaker[Session]) -> bool:
+    with sessions() as db:
+        return db.scalar(select(func.count()).select_from(HostRow)) > 0
+
+
+def hosts_mode(deps) -> bool:  # noqa: ANN001 - provisioning.deps.Deps (it imports this module)
+    """Whether this process places devices over the hosts table's hosts."""
+    return isinstance(deps.runtime, HostsRuntime)
+
+
+def place_device(deps, db: Session, profile: str) -> str:  # noqa: ANN001
+    """The host a new device goes to, chosen inside ``db``'s transaction (the one recording it)."""
+    runtime = deps.runtime
+    if isinstance(runtime, HostsRuntime):
+        return runtime.place(db, profile)
+    return deps.settings.docker.host or "local"
+
+
+class HostsRuntime:
+    """The ContainerRuntime interface over every host of the hosts table (see the module doc)."""
+
+    def __init__(self, sessions: sessionmaker[Session], runtimes: HostRuntimes, *, grace_s: float) -> None:
+        self.sessions = sessions
+        self.runtimes = runtimes
+        self.grace_s = grace_s
+        self.instance_id = runtimes.instance_id
+        self.network = runtimes.network
+        self.profiles = runtimes.profiles
+        self._where: dict[str, HostEngine] = {}  # container id -> host, from the last listing
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings, sessions: sessionmaker[Session]) -> HostsRuntime:  # noqa: ANN001
+        return cls(
+            sessions, HostRuntimes.from_settings(settings), grace_s=settings.reconcile.host_down_grace_s
+        )
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def place(self, db: Session, profile: str) -> str:
+        """The host a new device of ``profile`` goes to (call inside the transaction that records
+        the device: see store.hosts.choose_host)."""
+        return hostrepo.choose_host(db, profile_need(self.profile(profile)), device_usage(self.profiles)).name
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _engine(self, row: HostRow) -> HostEngine:
+        return HostEngine(row.name, row.docker_url, row.stream_address)
+
+    def host_of(self, device_id: str) -> HostEngine:
+        with self.sessions() as db:
+            row = db.scalar(
+                select(HostRow)
+                .join(DeviceRow, DeviceRow.host == HostRow.name)
+                .where(DeviceRow.id == device_id)
+            )
+        if row is None:
+            raise EngineUnreachable(f"device {device_id} is on no known host")
+        return self._engine(row)
+
+    def on(self, device_id: str) -> ContainerRuntime:
+        return self.runtimes.runtime(self.host_of(device_id))
+
+    # -- the ContainerRuntime interface -----------------------------------------------------------
+
+    def name_for(self, device_id: str, role: Role | str) -> str:
+        return container_name(self.instance_id, device_id, Role(role))
+
+    def profile(self, name: str) -> DeviceProfile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise UnknownProfile(name, list(self.profiles)) from None
+
+    def ensure_network(self) -> None:
+        """Each launch ensures the network on its own host."""
+
+    def launch_device(self, device_id: str, profile: str) -> ContainerInfo:
+        return self.on(device_id).launch_device(device_id, profile)
+
+    def launch_stream(self, device_id: str) -> ContainerInfo:
+        return self.on(device_id).launch_stream(device_id)
+
+    def heal_stream(self, device_id: str) -> ContainerInfo:
+        return self.on(device_id).heal_stream(device_id)
+
+    def wait_device_ready(
+        self, device_id: str, profile: str, timeout_s: float | None = None
+    ) -> ContainerInfo:
+        return self.on(device_id).wait_device_ready(device_id, profile, timeout_s)
+
+    def wait_stream_ready(self, device_id: str, timeout_s: float | None = None) -> ContainerInfo:
+        return self.on(device_id).wait_stream_ready(device_id, timeout_s)
+
+    def stream_url(self, info: ContainerInfo) -> str:
+        return self.on(info.labels.get(LABEL_DEVICE, "")).stream_url(info)
+
+    def remove_device(self, device_id: str) -> list[str]:
+        return self.on(device_id).remove_device(device_id)
+
+    def remove(self, name_or_id: str) -> bool:
+        with self._lock:
+            host = self._where.get(name_or_id)
+        if host is None:
+            raise RuntimeFailure(f"container {name_or_id} was not in the last listing of any host")
+        return self.runtimes.runtime(host).remove(name_or_id)
+
+    def list_managed(self) -> list[ManagedContainer]:
+        """One label-filtered list call per host engine (at once); silent hosts list nothing."""
+        from reconciler.hosts import observe_hosts  # here: reconciler imports provisioning
+
+        with self.sessions() as db:
+            seen = observe_hosts(db, self.runtimes, now=datetime.now(UTC), grace_s=self.grace_s)
+            db.commit()
+            hosts = {h.name: self._engine(h) for h in hostrepo.list_hosts(db)}
+        where = {c.id: hosts[name] for name, found in seen.containers.items() for c in found}
+        where.update({c.name: hosts[name] for name, found in seen.containers.items() for c in found})
+        with self._lock:
+            self._where = where
+        return [c for found in seen.containers.values() for c in found]
