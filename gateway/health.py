@@ -34,7 +34,12 @@ async def _database(gw: Gateway) -> str:
 
 async def _docker(gw: Gateway) -> str:
     def ping() -> None:
-        gw.runtime.client.ping()
+        from provisioning.hosts import HostsRuntime
+
+        runtime = gw.runtime
+        if isinstance(runtime, HostsRuntime):  # several hosts: stream routes come from the database
+            return
+        runtime.client.ping()
 
     await run_in_threadpool(ping)
     return OK

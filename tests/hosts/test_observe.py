@@ -45,7 +45,7 @@ def test_a_silent_engine_marks_its_host_down_after_the_grace(db, extra_engines):
     seen = observe_hosts(db, runtimes, now=T0, grace_s=10)
     db.commit()
     assert seen.down == frozenset()
-    assert {host: [c.session_id for c in found] for host, found in seen.containers.items()} == {
+    assert {host: [c.device_id for c in found] for host, found in seen.containers.items()} == {
         host: [device_id] for host, device_id in devices.items()
     }
 
