@@ -57,8 +57,12 @@ def validate_request(request: ProvisionRequest, settings: Settings) -> None:
 def check_before_spending(deps: Deps, plan: ResolvedRequest) -> None:
     """The profile exists, the Docker engine answers, the device and stream images are present.
     Raises runtime errors (UnknownProfile, EngineUnreachable, ImageMissing) that say what to fix."""
+    from provisioning.hosts import HostsRuntime  # here: it imports provisioning.deps
+
     runtime = deps.runtime
     profile = runtime.profile(plan.device_profile)
+    if isinstance(runtime, HostsRuntime):  # several hosts: the placed host's engine answers at launch
+        return
     with translate_docker_errors():
         runtime.client.ping()
     for image in (profile.image, runtime.stream_image):

@@ -19,7 +19,7 @@ from store import repository as repo
 from tests.gateway.conftest import make_deps, serve
 from tests.plugins.docker_hosts import engine_stopped
 from tests.plugins.simulator import SIM_KEY
-from tests.support import device_of
+from tests.support import device_of, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.multihost]
 
@@ -78,10 +78,16 @@ def test_placement_gateway_and_a_stopped_engine(provisioner_env, sim, extra_engi
         on_big = [sid for sid, host in placed.items() if host == big.name]
         assert len(open_activations(sim, deps, on_small)) == 4
         with engine_stopped(small):
-            reconcile_sessions()  # the host goes down (grace 0); its devices are missing
-            reconcile_sessions()  # ... over two passes: orphaned, numbers closed
+
+            def orphaned() -> bool:
+                # A pass marks the host down (grace 0); its devices are then missing, and the
+                # missing-device grace (1 s, over two passes) orphans their sessions.
+                reconcile_sessions()
+                with deps.sessions() as db:
+                    return {repo.get_session(db, sid).state for sid in on_small} == {"orphaned"}
+
+            wait_for(orphaned, timeout=30, interval=0.5)
             with deps.sessions() as db:
-                assert {repo.get_session(db, sid).state for sid in on_small} == {"orphaned"}
                 assert {repo.get_session(db, sid).state for sid in on_big} == {"verified"}
                 assert hostrepo.get_host(db, small.name).state == "down"
             assert open_activations(sim, deps, on_small) == set()
