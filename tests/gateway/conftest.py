@@ -25,6 +25,7 @@ from settings import load_settings
 from store import DeviceState, State
 from store import devices as devrepo
 from store import repository as repo
+from tests.plugins.docker_engine import TEST_PROFILES_FILE
 
 TOKEN = "gw-test-token-3b7d1e"
 # The path each state is reached by from requested.
@@ -74,7 +75,8 @@ class RecordingRuns:
 def make_deps(sessions: sessionmaker[Session], runtime: ContainerRuntime, *, token: str | None) -> Deps:
     settings = load_settings(
         instance_id=runtime.instance_id,
-        docker={"network": runtime.network},
+        # The same profiles as the runtime (the test ones included), as a deployment configures both.
+        docker={"network": runtime.network, "profiles_file": TEST_PROFILES_FILE},
         gateway={"token": token, "public_url": "http://gateway.test"},
     )
     return Deps(settings=settings, sessions=sessions, _runtime=runtime)
