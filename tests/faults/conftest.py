@@ -28,6 +28,13 @@ RECONCILE_ENV = {
 }
 
 
+def pause_schedules(api_url: str, deployments: list[str]) -> None:
+    with httpx.Client(base_url=api_url, timeout=15, trust_env=False) as client:
+        for name in deployments:
+            deployment = client.get(f"/deployments/name/{name}").raise_for_status().json()
+            client.post(f"/deployments/{deployment['id']}/pause_deployment").raise_for_status()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     """(api url, env) of a Prefect server on which `provisioner deploy` ran (twice: idempotent)."""
@@ -36,6 +43,9 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
         for _ in range(2):
             done = provisioner_deploy(env)
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        # The tests drive every reconcile pass themselves: a scheduled pass running at the same time
+        # would hold the deployment's slot and turn the test's pass away (CANCEL_NEW).
+        pause_schedules(api_url, ["reconcile/reconcile", "maintain-pool/maintain-pool"])
         yield api_url, env
 
 
