@@ -1,7 +1,8 @@
 """ContainerRuntime: device and stream containers of a device on one Docker host.
 
-Every container carries ownership labels (runtime.model) and lives on the deployment's
-user-defined bridge network, where the stream reaches the device by container name. Only the
+Every container carries ownership labels (runtime.model). A device lives only on its own pair
+network (runtime.isolation); its stream joins that network, where it reaches the device by
+container name, and the deployment's bridge network, where the gateway reaches the stream. Only the
 stream's noVNC port is published, on publish_host, at a random host port. Launches are
 idempotent per (instance, device, role): a running container of ours is returned, a stopped
 one replaced. Docker exceptions are translated by runtime.errors and never leave this module.
@@ -29,6 +30,7 @@ from runtime.errors import (
     UnknownProfile,
     translate_docker_errors,
 )
+from runtime.isolation import ensure_pair_network, list_pair_networks, pair_network_name, remove_pair_network
 from runtime.model import (
     LABEL_CREATED_AT,
     LABEL_DEVICE,
@@ -47,7 +49,7 @@ from runtime.model import (
     parse_created_at,
     parse_health,
 )
-from runtime.probes import ProbeFailed, fetch_page, read_banner_over_websocket, read_rfb_banner
+from runtime.probes import ProbeFailed, check_banner, fetch_page, read_banner_over_websocket, read_rfb_banner
 from runtime.profiles import DeviceProfile, load_profiles
 
 STREAM_PORT = 6080
@@ -160,6 +162,7 @@ class ContainerRuntime:
             name,
             prof.image,
             device_id=device_id,
+            network=pair_network_name(self.instance_id, device_id),
             command=prof.command,
             environment={**prof.env, "SESSION_ID": device_id},
             labels=labels,
@@ -180,6 +183,8 @@ class ContainerRuntime:
             self.name_for(device_id, Role.STREAM),
             self.stream_image,
             device_id=device_id,
+            network=self.network,
+            also_on=pair_network_name(self.instance_id, device_id),
             command=None,
             environment={"TARGET_HOST": device_name, "TARGET_PORT": str(vnc_port), "SESSION_ID": device_id},
             labels=ownership_labels(self.instance_id, device_id, Role.STREAM),
@@ -201,7 +206,15 @@ class ContainerRuntime:
         return self.profiles[profile].vnc_port if profile in self.profiles else DEFAULT_VNC_PORT
 
     def _launch(
-        self, name: str, image: str, *, device_id: str, ports: dict | None, **config: Any
+        self,
+        name: str,
+        image: str,
+        *,
+        device_id: str,
+        ports: dict | None,
+        network: str,
+        also_on: str | None = None,
+        **config: Any,
     ) -> ContainerInfo:
         check_device_id(device_id)
         self.ensure_network()
@@ -212,18 +225,21 @@ class ContainerRuntime:
             if existing["State"]["Status"] == "running":
                 return self._info(existing)
             self.remove(existing["Id"])
+        ensure_pair_network(self.client, self.instance_id, device_id)  # after remove(), which may drop it
         with translate_docker_errors(container=name, image=image):
             container = self.client.containers.create(
                 image,
                 name=name,
                 detach=True,
-                network=self.network,
+                network=network,
                 ports=ports or {},
                 privileged=False,
                 **config,
             )
         try:
             with translate_docker_errors(container=name):
+                if also_on:
+                    self.client.api.connect_container_to_network(container.id, also_on)
                 container.start()
         except BaseException:
             self.remove(container.id)  # roll back the half-made container
@@ -251,7 +267,10 @@ class ContainerRuntime:
         settings = attrs.get("NetworkSettings") or {}
         bindings = (settings.get("Ports") or {}).get(f"{STREAM_PORT}/tcp") or []
         host_port = next((int(b["HostPort"]) for b in bindings if b.get("HostPort")), None)
-        network = (settings.get("Networks") or {}).get(self.network) or {}
+        # The stream's address on the deployment network; a device has one only on its pair network.
+        networks = settings.get("Networks") or {}
+        pair = pair_network_name(self.instance_id, labels.get(LABEL_DEVICE, ""))
+        network = networks.get(self.network) or networks.get(pair) or {}
         return ContainerInfo(
             name=attrs["Name"].lstrip("/"),
             id=attrs["Id"],
@@ -314,7 +333,19 @@ class ContainerRuntime:
             if exc.status_code == 409 and "in progress" in str(exc):  # someone else is removing it
                 return False
             raise
+        device_id = (attrs["Config"].get("Labels") or {}).get(LABEL_DEVICE)
+        if device_id:  # the device's last container takes its pair network along
+            remove_pair_network(self.client, self.instance_id, device_id)
         return True
+
+    def remove_orphan_networks(self) -> list[str]:
+        """Remove this instance's pair networks whose device has no container left; their names."""
+        devices = {c.device_id for c in self.list_managed()}
+        return [
+            name
+            for name, device_id in list_pair_networks(self.client, self.instance_id).items()
+            if device_id not in devices and remove_pair_network(self.client, self.instance_id, device_id)
+        ]
 
     def remove_device(self, device_id: str) -> list[str]:
         """Remove the device's stream and device containers; returns the names that were removed."""
@@ -353,11 +384,28 @@ class ContainerRuntime:
                         f"{' '.join(command or [])} says {output[:60]!r}, not {prof.readiness.ready_value!r}"
                     )
                 booted = True
-            if not info.ip:
-                raise ProbeFailed(f"no address on network {self.network}")
-            read_rfb_banner(info.ip, prof.vnc_port)
+            self._probe_device_vnc(device_id, info, prof.vnc_port)
 
         return self._wait(name, timeout_s if timeout_s is not None else prof.boot_timeout_s, probe)
+
+    def _probe_device_vnc(self, device_id: str, info: ContainerInfo, port: int) -> None:
+        """Read the device's RFB banner from its running stream, else directly from this process.
+
+        The device is on its pair network only (runtime.isolation): a worker on the host reaches
+        that network's addresses, a worker in a container (compose) does not, but the device's
+        stream always does, so when the stream runs the banner is read from inside it."""
+        stream = self._inspect_or_none(self.name_for(device_id, Role.STREAM))
+        if stream is not None and stream["State"]["Status"] == "running":
+            script = f"exec 3<>/dev/tcp/{info.name}/{port} && head -c 12 <&3"
+            try:
+                output = self._exec(stream["Id"], ["timeout", "2", "bash", "-c", script])
+            except ContainerMissing as exc:  # the stream went away meanwhile: probe again
+                raise ProbeFailed(str(exc)) from exc
+            check_banner(f"{output}\n".encode(), f"VNC {info.name}:{port} from {stream['Name'].lstrip('/')}")
+            return
+        if not info.ip:
+            raise ProbeFailed(f"no address on network {pair_network_name(self.instance_id, device_id)}")
+        read_rfb_banner(info.ip, port)
 
     def wait_stream_ready(self, device_id: str, timeout_s: float | None = None) -> ContainerInfo:
         """Wait until noVNC's page is served and the WebSocket relays the device's RFB banner."""

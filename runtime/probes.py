@@ -20,7 +20,7 @@ class ProbeFailed(Exception):
     """One probe attempt failed; the message says why."""
 
 
-def _check_banner(data: bytes, where: str) -> str:
+def check_banner(data: bytes, where: str) -> str:
     if not RFB_BANNER_RE.match(data):
         raise ProbeFailed(f"{where} answered {data[:40]!r}, not an RFB banner")
     return data.decode("ascii").strip()
@@ -39,7 +39,7 @@ def read_rfb_banner(host: str, port: int, *, timeout_s: float = 2.0) -> str:
                 data += chunk
     except OSError as exc:
         raise ProbeFailed(f"VNC {where}: {exc}") from exc
-    return _check_banner(data, f"VNC {where}")
+    return check_banner(data, f"VNC {where}")
 
 
 def fetch_page(url: str, *, timeout_s: float = 2.0) -> None:
@@ -64,4 +64,4 @@ def read_banner_over_websocket(url: str, *, timeout_s: float = 3.0) -> str:
                 data += message if isinstance(message, bytes) else message.encode()
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise ProbeFailed(f"WebSocket {url}: {exc!r}") from exc
-    return _check_banner(data[:12], f"WebSocket {url}")
+    return check_banner(data[:12], f"WebSocket {url}")
