@@ -77,7 +77,10 @@ class TestLaunchAndStream:
             assert host["SecurityOpt"] == ["no-new-privileges"]
             assert host["Memory"] > 0 and host["NanoCpus"] > 0
             assert not host["Devices"]
-            assert runtime.network in attrs["NetworkSettings"]["Networks"]
+            # The device only on its pair network; its stream there and on the deployment network.
+            pair = f"prov-{runtime.instance_id}-{session_id}-net"
+            expected = {pair} if role is Role.DEVICE else {pair, runtime.network}
+            assert set(attrs["NetworkSettings"]["Networks"]) == expected
 
         assert not _inspect(docker_client, device.name)["HostConfig"]["PortBindings"]
         assert device.host_port is None
@@ -85,7 +88,7 @@ class TestLaunchAndStream:
         assert list(bindings) == ["6080/tcp"]
         assert bindings["6080/tcp"][0]["HostIp"] == "127.0.0.1"
         assert stream.host_port is not None
-        # The stream reaches the device by name on the deployment network.
+        # The stream reaches the device by name on their pair network.
         env = dict(e.split("=", 1) for e in _inspect(docker_client, stream.name)["Config"]["Env"])
         assert env["TARGET_HOST"] == device.name
 
