@@ -10,11 +10,14 @@ emulator keeps its outbound internet access through the bridge's NAT. The host r
 addresses, a worker in a container does not: the device's VNC readiness probe therefore runs
 inside its stream (ContainerRuntime._probe_device_vnc).
 
-Docker's default address pool holds only a few dozen networks, so each pair network gets an
-explicit /28 out of PAIR_SUBNET_POOL; the block is chosen from the device id and the next one is
-tried when the engine reports an overlap. A pair network is removed with the last container of
-its device (ContainerRuntime.remove); leftovers (a crash between creating the network and the
-container) carry the ownership labels and are found by list_pair_networks.
+Each pair network takes a subnet from the engine's default address pool first: it is the
+engine's to size (`default-address-pools` in daemon.json) and its firewall rules go with it. A
+stock engine's pool holds only about 30 networks, so when the engine says it is exhausted the
+network gets an explicit /28 out of PAIR_POOL instead (the block chosen from the device id, the
+next one tried when the engine reports an overlap). Nothing may leak either way: a pair network
+is removed with the last container of its device (ContainerRuntime.remove), and leftovers (a
+crash between creating the network and the container) carry the ownership labels, are found by
+list_pair_networks and removed by ContainerRuntime.remove_orphan_networks.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ import zlib
 from typing import Any
 
 import docker
+import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from runtime.errors import ContainerMissing, EngineError, NameConflict, translate_docker_errors
 from runtime.model import LABEL_DEVICE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
 
 PAIR_ROLE = "pair-network"
-PAIR_SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
-PAIR_PREFIX = 28  # 14 addresses: the device, its stream and room to spare; 4096 networks in the pool
-_SUBNET_TRIES = 64
+PAIR_POOL = ipaddress.ip_network("10.220.0.0/16")
+PAIR_PREFIX = 28  # 14 addresses (a device, its stream, room to spare); 4096 blocks in the pool
+_PAIR_TRIES = 64
 _PAIR_LOCK = threading.Lock()  # the device and its stream are launched concurrently
 
 
@@ -42,10 +46,26 @@ def pair_network_name(instance_id: str, device_id: str) -> str:
     return f"prov-{instance_id}-{device_id}-net"
 
 
-def _subnets(device_id: str) -> list[ipaddress.IPv4Network]:
-    blocks = list(PAIR_SUBNET_POOL.subnets(new_prefix=PAIR_PREFIX))
+def _pair_subnets(device_id: str) -> list[str]:
+    blocks = list(PAIR_POOL.subnets(new_prefix=PAIR_PREFIX))
     start = zlib.crc32(device_id.encode()) % len(blocks)
-    return [blocks[(start + i) % len(blocks)] for i in range(_SUBNET_TRIES)]
+    return [str(blocks[(start + i) % len(blocks)]) for i in range(_PAIR_TRIES)]
+
+
+class _NoSubnet(Exception):
+    """The engine has no free subnet in its default pool, or the one asked for overlaps."""
+
+
+def _create(client: docker.DockerClient, name: str, labels: dict[str, str], subnet: str | None) -> None:
+    ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]) if subnet else None
+    # A concurrent creator in another process may win: a name conflict means it exists now.
+    with contextlib.suppress(NameConflict), translate_docker_errors(container=name):
+        try:
+            client.api.create_network(name, driver="bridge", check_duplicate=True, ipam=ipam, labels=labels)
+        except docker.errors.APIError as exc:  # an exhausted pool is a 404, an overlap a 403
+            if "overlap" in str(exc.explanation or ""):
+                raise _NoSubnet(str(exc.explanation)) from exc
+            raise
 
 
 def _named(client: docker.DockerClient, name: str) -> list[dict[str, Any]]:
@@ -65,21 +85,14 @@ def ensure_pair_network(client: docker.DockerClient, instance_id: str, device_id
     with _PAIR_LOCK:
         if _named(client, name):
             return name
-        for subnet in _subnets(device_id):
-            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet))])
+        for subnet in [None, *_pair_subnets(device_id)]:  # the engine's default pool, then ours
             try:
-                with translate_docker_errors(container=name):
-                    client.api.create_network(
-                        name, driver="bridge", check_duplicate=True, ipam=ipam, labels=labels
-                    )
+                _create(client, name, labels, subnet)
                 return name
-            except NameConflict:
-                return name  # another process made it first
-            except EngineError as exc:
-                if "overlap" not in str(exc):
-                    raise
+            except _NoSubnet:
+                continue
         raise EngineError(
-            f"no free /{PAIR_PREFIX} for {name} after {_SUBNET_TRIES} tries in {PAIR_SUBNET_POOL}",
+            f"no free /{PAIR_PREFIX} for {name} in {PAIR_POOL} after {_PAIR_TRIES} tries",
             status_code=None,
             container=name,
         )

@@ -61,8 +61,6 @@ def test_pair_network_goes_with_the_devices_last_container(
     runtime.launch_device(session_id, "stub")
     runtime.launch_stream(session_id)
     assert list_pair_networks(docker_client, runtime.instance_id)[pair] == session_id
-    subnet = docker_client.api.inspect_network(pair)["IPAM"]["Config"][0]["Subnet"]
-    assert subnet.startswith("10.213.") and subnet.endswith("/28")
 
     runtime.remove(runtime.name_for(session_id, Role.STREAM))  # the device still uses it
     assert pair in list_pair_networks(docker_client, runtime.instance_id)
