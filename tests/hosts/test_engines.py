@@ -25,6 +25,7 @@ def test_each_extra_engine_runs_a_device_and_serves_its_stream(extra_engines) ->
             network="provisioner-test",
             stream_image=STREAM_IMAGE,
             profiles=load_profiles(TEST_PROFILES_FILE),
+            publish_host=engine.stream_address,
         )
         session_id = new_session_id_for_tests()
         runtime.launch_device(session_id, "stub")
@@ -35,6 +36,6 @@ def test_each_extra_engine_runs_a_device_and_serves_its_stream(extra_engines) ->
         first, second, third, _ = (int(part) for part in stream.ip.split("."))
         assert (first, second) == (10, 213)
         assert 16 * engine.slot <= third < 16 * (engine.slot + 1)  # the engine's own address range
-        fetch_page(f"http://127.0.0.1:{stream.host_port}/vnc.html")
+        fetch_page(f"http://{engine.stream_address}:{stream.host_port}/vnc.html")
         names = {c.name for c in runtime.list_managed()}
         assert names == {runtime.name_for(session_id, "device"), runtime.name_for(session_id, "stream")}

@@ -34,10 +34,17 @@ def test_a_silent_engine_marks_its_host_down_after_the_grace(db, extra_engines):
     devices = {}
     for engine in extra_engines:
         hostrepo.add_host(
-            db, name=engine.name, docker_url=engine.url, stream_address="127.0.0.1", cpus=2, memory_mb=2048
+            db,
+            name=engine.name,
+            docker_url=engine.url,
+            stream_address=engine.stream_address,
+            cpus=2,
+            memory_mb=2048,
         )
         device_id = new_session_id_for_tests()
-        runtimes.runtime(HostEngine(engine.name, engine.url, "127.0.0.1")).launch_device(device_id, "stub")
+        runtimes.runtime(HostEngine(engine.name, engine.url, engine.stream_address)).launch_device(
+            device_id, "stub"
+        )
         devices[engine.name] = device_id
     db.commit()
     first, second = extra_engines

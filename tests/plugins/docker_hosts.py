@@ -69,6 +69,12 @@ class ExtraEngine:
     def name(self) -> str:
         return f"engine{self.slot}"
 
+    @property
+    def stream_address(self) -> str:
+        """Where this host publishes streams: a loopback address of its own, so two engines (which
+        pick host ports independently) never publish the same address and port."""
+        return f"127.0.0.{10 + self.slot}"
+
 
 def take_slot() -> tuple[int, IO[str]]:
     for slot in range(1, MAX_SLOTS + 1):
