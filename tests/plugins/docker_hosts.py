@@ -109,6 +109,10 @@ def start_engine(slot: int) -> ExtraEngine:
     log = Path(f"/tmp/provisioner-test-dockerd-{slot}.log")
     _stop_stale(pidfile)
     data_root.mkdir(parents=True, exist_ok=True)
+    # Networks are per test session: start from an empty network store. A store written under
+    # another bridge setting (an older run with the default bridge) makes the engine delete that
+    # bridge's interface on start, and that interface is docker0, the main engine's.
+    shutil.rmtree(data_root / "network", ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket)
     pool = f"base=10.213.{16 * slot}.0/20,size=26"
