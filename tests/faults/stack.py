@@ -30,24 +30,25 @@ FINAL_RUN_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 ALIVE_RUN_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 
 
-def base_env(home: Path, api_url: str) -> dict[str, str]:
+def base_env(home: Path, api_url: str, *, ui: bool = False) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROVISIONER_"))}
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         PREFECT_HOME=str(home),
         PREFECT_API_URL=api_url,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
+        PREFECT_UI_ENABLED="true" if ui else "false",
         PREFECT_LOGGING_LEVEL="WARNING",
     )
     return env
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def prefect_server(home: Path, *, ui: bool = False) -> Iterator[tuple[str, dict[str, str]]]:
+    """`prefect server start` on a free loopback port with its own home (SQLite); (api url, env)."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = base_env(home, api_url)
+    env = base_env(home, api_url, ui=ui)
     # Expired concurrency leases are collected every second (default 15 s): tighter slot bounds.
     server_env = {**env, "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1"}
     log = (home / "server.log").open("w")

@@ -4,7 +4,6 @@ the stream is 200; DELETE -> the release run completes -> 503 "released"."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,8 @@ import pytest
 from gateway.app import create_app
 from gateway.runs import PrefectFlowRuns
 from settings.version import VERSION
-from tests.gateway.conftest import free_port, make_deps, serve
+from tests.faults.stack import prefect_server as start_prefect_server
+from tests.gateway.conftest import make_deps, serve
 from tests.plugins.prefect_env import provisioner_environment
 
 pytestmark = pytest.mark.docker
@@ -35,52 +35,11 @@ def _prefect(*args: str, env: dict[str, str], timeout: float = 120) -> subproces
     )
 
 
-def _base_env(home: Path, api_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PROVISIONER_"))}
-    env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="true",  # the run form is tested in a browser below
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """`prefect server start` on a free loopback port with its own home (SQLite); (api url, env)."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = _base_env(home, api_url)
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield api_url, env
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    """A real `prefect server start` with its UI (the run form is tested in a browser below)."""
+    with start_prefect_server(tmp_path_factory.mktemp("prefect-home"), ui=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
