@@ -30,7 +30,6 @@ from gateway.limits import BodyLimit
 from gateway.runs import FlowRuns
 from gateway.service import Gateway
 from provisioning.deps import Deps, get_deps
-from runtime import ContainerRuntime
 from settings.version import VERSION
 
 
@@ -38,12 +37,11 @@ async def version(request: Request) -> Response:
     return JSONResponse({"version": VERSION})
 
 
-def create_app(
-    deps: Deps | None = None, runtime: ContainerRuntime | None = None, runs: FlowRuns | None = None
-) -> Starlette:
-    """The gateway app; collaborators default to the process-wide ones (settings from the environment)."""
+def create_app(deps: Deps | None = None, runs: FlowRuns | None = None) -> Starlette:
+    """The gateway app; collaborators default to the process-wide ones (settings from the
+    environment). It uses no Docker engine: stream routes come from the database."""
     deps = deps or get_deps()
-    gateway = Gateway(deps, runtime=runtime, runs=runs)
+    gateway = Gateway(deps, runs=runs)
     token = deps.settings.gateway.token
 
     @contextlib.asynccontextmanager

@@ -1,5 +1,7 @@
-"""/healthz: the process answers (liveness). /readyz: the database, the Docker engine and the Prefect
-API answer (readiness), with a reason for each; 503 with Retry-After while any does not."""
+"""/healthz: the process answers (liveness). /readyz: the database and the Prefect API answer
+(readiness), with a reason for each; 503 with Retry-After while any does not. No Docker engine is
+checked: the gateway has none (stream routes are in the database; a stream that does not answer
+is that session's 503, not the gateway's)."""
 
 from __future__ import annotations
 
@@ -32,19 +34,6 @@ async def _database(gw: Gateway) -> str:
     return OK
 
 
-async def _docker(gw: Gateway) -> str:
-    def ping() -> None:
-        from provisioning.hosts import HostsRuntime
-
-        runtime = gw.runtime
-        if isinstance(runtime, HostsRuntime):  # several hosts: stream routes come from the database
-            return
-        runtime.client.ping()
-
-    await run_in_threadpool(ping)
-    return OK
-
-
 async def _prefect(gw: Gateway) -> str:
     api_url = getattr(gw.runs, "api_url", None) or get_current_settings().api.url
     if not api_url:
@@ -65,8 +54,8 @@ async def _run(check, gw: Gateway) -> str:
 
 async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    names = ("database", "docker", "prefect")
-    results = await asyncio.gather(*(_run(check, gw) for check in (_database, _docker, _prefect)))
+    names = ("database", "prefect")
+    results = await asyncio.gather(*(_run(check, gw) for check in (_database, _prefect)))
     checks = dict(zip(names, results, strict=True))
     ready = all(result == OK for result in results)
     headers = {} if ready else {"Retry-After": str(RETRY_AFTER_S)}

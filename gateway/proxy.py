@@ -1,8 +1,9 @@
 """/vnc/{session_id}/...: HTTP and WebSocket reverse proxy to the session's stream container.
 
 The prefix is stripped (``/vnc/<id>/vnc.html`` -> ``/vnc.html`` on the container). The upstream is
-resolved from Docker by ownership labels (gateway.upstream), never from the request; the session
-id must match the store's pattern and the path may not climb out with ``..``. When the session is
+the route recorded in the database for the session's device, probed as that device's own stream
+(gateway.upstream), never taken from the request; the session id must match the store's pattern
+and the path may not climb out with ``..``. When the session is
 not live or its stream does not answer, the reply is a 503 page (or a refused WebSocket handshake
 with a 503 body), never a 502.
 """

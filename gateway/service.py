@@ -15,18 +15,15 @@ from gateway.upstream import (
     StreamUnavailable,
     Upstream,
     UpstreamCache,
-    find_stream,
     probe_stream,
     reason_for_state,
-    route_from_url,
+    recorded_upstream,
 )
 from provisioning.deps import Deps
-from runtime import ContainerRuntime, RuntimeFailure
 from settings import Settings
 from store import State
-from store import hosts as hostrepo
+from store import devices as devrepo
 from store import repository as repo
-from store.host_states import HostState
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +35,10 @@ class UnknownSession(LookupError):
 
 
 class Gateway:
-    """Long-lived state of one gateway process: store, Docker, Prefect, one HTTP client."""
+    """Long-lived state of one gateway process: store, Prefect, one HTTP client (no Docker)."""
 
-    def __init__(
-        self, deps: Deps, *, runtime: ContainerRuntime | None = None, runs: FlowRuns | None = None
-    ) -> None:
+    def __init__(self, deps: Deps, *, runs: FlowRuns | None = None) -> None:
         self.deps = deps
-        self._runtime = runtime
         self.runs: FlowRuns = runs or PrefectFlowRuns()
         self.cache = UpstreamCache()
         self.activity = ActivityRecorder(deps)
@@ -53,12 +47,6 @@ class Gateway:
     @property
     def settings(self) -> Settings:
         return self.deps.settings
-
-    @property
-    def runtime(self) -> ContainerRuntime:
-        if self._runtime is None:
-            self._runtime = self.deps.runtime
-        return self._runtime
 
     async def start(self) -> None:
         # Never through an environment proxy: upstreams are container addresses.
@@ -93,22 +81,17 @@ class Gateway:
             raise UnknownSession(session_id)
         return State(found[0]), found[1]
 
-    def _recorded_route(self, device_id: str) -> Upstream | None:
-        """Several hosts: the device's stream route as recorded in the database (its host's
-        stream address and published port), no Docker call; None for a single-engine device."""
+    def _recorded_route(self, device_id: str) -> Upstream:
+        """The device's stream route as recorded in the database (and its host's state)."""
         with self.deps.sessions() as db:
-            found = hostrepo.device_route(db, device_id)
-        if found is None:
-            return None
-        host, stream_url = found
-        if host.state == HostState.DOWN.value:
-            raise StreamUnavailable(STREAM_DOWN, detail=f"its host {host.name} is down")
-        return route_from_url(device_id, stream_url)
+            return recorded_upstream(devrepo.stream_route(db, device_id))
 
     async def upstream(self, session_id: str, *, probe: bool = False) -> Upstream:
-        """The live session's stream container, or StreamUnavailable saying why not. While the
-        database does not answer, the last known route of a session that was live is used for
-        ``gateway.route_keep_s`` (its stream still runs; only the store is away)."""
+        """The live session's stream, or StreamUnavailable saying why not. The route comes from
+        the database and is probed before it is used (then cached for a couple of seconds;
+        ``probe`` skips the cache). While the database does not answer, the last known route of
+        a session that was live is used for ``gateway.route_keep_s`` (its stream still runs; only
+        the store is away)."""
         try:
             state, device_id = await self.session_device(session_id)
         except SQLAlchemyError:
@@ -124,20 +107,16 @@ class Gateway:
             self.cache.forget(session_id)
             raise StreamUnavailable(reason)
         upstream = None if probe else self.cache.get(session_id)
-        if upstream is None and device_id is not None:
-            upstream = await run_in_threadpool(self._recorded_route, device_id)
-        if upstream is None:
-            try:
-                runtime = await run_in_threadpool(lambda: self.runtime)
-            except RuntimeFailure as exc:
-                raise StreamUnavailable(STREAM_DOWN, detail=f"Docker: {exc}") from exc
-            upstream = await run_in_threadpool(find_stream, runtime, device_id)
-        if probe:
-            assert self.http is not None, "Gateway.start() was not called"
-            try:
-                await probe_stream(self.http, upstream)
-            except StreamUnavailable:
-                self.cache.forget(session_id)
-                raise
+        if upstream is not None:
+            return upstream
+        if device_id is None:
+            raise StreamUnavailable(STREAM_DOWN, detail="the session holds no device")
+        upstream = await run_in_threadpool(self._recorded_route, device_id)
+        assert self.http is not None, "Gateway.start() was not called"
+        try:
+            await probe_stream(self.http, upstream)
+        except StreamUnavailable:
+            self.cache.forget(session_id)
+            raise
         self.cache.put(session_id, upstream)
         return upstream

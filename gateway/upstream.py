@@ -1,15 +1,16 @@
-"""Where a session's stream lives, and whether it answers: the gateway's one view of Docker.
+"""Where a session's stream lives, and whether it answers: from the database alone, no Docker.
 
     StreamUnavailable(reason, detail)   the session has no stream to reach right now
      ├── reason "provisioning"          not live yet (requested .. launching)
      ├── reason <terminal state>        released, failed, orphaned, expired, cancelled, releasing
-     └── reason "stream down"           live, but the container is missing, stopped or silent
+     └── reason "stream down"           live, but no route is recorded, its host is down, or the
+                                        stream at the recorded route does not answer as its own
 
-The upstream address always comes from Docker: the stream container of this deployment instance
-and the device this session holds in the database (found by ownership labels, never by a name from
-the request), at its address on
-the deployment network, port 6080 (or its published port when it has no address there).
-Docker and httpx exceptions are translated here and nowhere else in the gateway.
+The upstream address is the route recorded on the session's device (devices.stream_route, written
+where the device booted and where its stream was healed: the stream's address on the deployment
+network and port 6080, or a host address and published port). Addresses are reused, so a route is
+trusted only when the probe finds *this* device's stream there: the stream container serves noVNC
+under /vnc/<device id>/ as well, and any other answers 404. httpx exceptions are translated here.
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
-from runtime import ContainerRuntime, RuntimeFailure
-from runtime.containers import STREAM_PORT
-from runtime.errors import translate_docker_errors
-from runtime.model import LABEL_DEVICE, LABEL_ROLE, Role, owner_filter
 from store import LIVE, PROVISIONING, SESSION_ID_PATTERN, State
+from store.devices import StreamRoute
+from store.host_states import HostState
 
 SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
 STREAM_DOWN = "stream down"
@@ -45,15 +43,16 @@ class StreamUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Upstream:
-    """A running stream container and the address the gateway reaches it at."""
+    """A device's stream container and the address the gateway reaches it at."""
 
     container: str
     host: str
     port: int
+    device_id: str
 
     @property
     def base(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def valid_session_id(session_id: str) -> bool:
@@ -69,51 +68,36 @@ def reason_for_state(state: State) -> str | None:
     return state.value
 
 
-def find_stream(runtime: ContainerRuntime, device_id: str | None) -> Upstream:
-    """The running stream container of the session's device (by labels) and its address; blocking."""
-    if device_id is None:
+def parse_route(route: str) -> tuple[str, int]:
+    """("host", port) of a recorded ``host:port`` (``[v6]:port`` too); ValueError when malformed."""
+    host, sep, port = route.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a host:port route: {route!r}")
+    return host, int(port)
+
+
+def recorded_upstream(found: StreamRoute | None) -> Upstream:
+    """The upstream of a device's recorded route, or StreamUnavailable saying why there is none."""
+    if found is None:
         raise StreamUnavailable(STREAM_DOWN, detail="the session holds no device")
-    if not valid_session_id(device_id):
-        raise StreamUnavailable(STREAM_DOWN, detail="invalid device id")
-    filters = {
-        "label": [
-            *owner_filter(runtime.instance_id),
-            f"{LABEL_DEVICE}={device_id}",
-            f"{LABEL_ROLE}={Role.STREAM.value}",
-        ]
-    }
+    if found.host_state == HostState.DOWN.value:
+        raise StreamUnavailable(STREAM_DOWN, detail=f"its host {found.host} is down")
+    if not found.route:
+        raise StreamUnavailable(STREAM_DOWN, detail=f"device {found.device_id} has no stream route recorded")
     try:
-        with translate_docker_errors():
-            rows = runtime.client.api.containers(all=True, filters=filters)
-    except RuntimeFailure as exc:
-        raise StreamUnavailable(STREAM_DOWN, detail=f"Docker: {exc}") from exc
-    if not rows:
-        raise StreamUnavailable(STREAM_DOWN, detail="the stream container is missing")
-    row = rows[0]
-    name = (row.get("Names") or ["/?"])[0].lstrip("/")
-    if row.get("State") != "running":
-        raise StreamUnavailable(STREAM_DOWN, detail=f"the stream container is {row.get('State')}")
-    networks = (row.get("NetworkSettings") or {}).get("Networks") or {}
-    ip = (networks.get(runtime.network) or {}).get("IPAddress")
-    if ip:
-        return Upstream(name, ip, STREAM_PORT)
-    for port in row.get("Ports") or []:
-        if port.get("PrivatePort") == STREAM_PORT and port.get("PublicPort"):
-            return Upstream(name, runtime.publish_host, int(port["PublicPort"]))
-    raise StreamUnavailable(STREAM_DOWN, detail=f"{name} has no address on network {runtime.network}")
-
-
-def route_from_url(device_id: str, stream_url: str | None) -> Upstream:
-    """The upstream of a device's recorded stream URL (http://<host stream address>:<port>/...)."""
-    parsed = urlsplit(stream_url or "")
-    if not parsed.hostname or not parsed.port:
-        raise StreamUnavailable(STREAM_DOWN, detail=f"device {device_id} has no stream route recorded yet")
-    return Upstream(f"device {device_id}", parsed.hostname, parsed.port)
+        host, port = parse_route(found.route)
+    except ValueError as exc:
+        raise StreamUnavailable(
+            STREAM_DOWN, detail=f"device {found.device_id} has a malformed route"
+        ) from exc
+    return Upstream(found.stream_container, host, port, found.device_id)
 
 
 async def probe_stream(client: httpx.AsyncClient, upstream: Upstream) -> None:
-    """noVNC's page must be served (HTTP 200) within a short timeout."""
-    url = f"http://{upstream.base}/vnc.html"
+    """The device's own stream must serve noVNC's page under /vnc/<device id>/ (HTTP 200) within a
+    short timeout: another container at a reused address answers 404, a gone one not at all."""
+    url = f"http://{upstream.base}/vnc/{upstream.device_id}/vnc.html"
     try:
         response = await client.get(url, timeout=PROBE_TIMEOUT_S)
     except httpx.HTTPError as exc:

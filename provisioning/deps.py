@@ -52,6 +52,16 @@ class Deps:
                     self._runtime = ContainerRuntime.from_settings(self.settings)
             return self._runtime
 
+    def hosts_mode(self) -> bool:
+        """Whether the runtime is (or would be) the hosts-table one, without building it."""
+        with self._lock:
+            built = self._runtime
+        if built is not None:
+            from provisioning.hosts import HostsRuntime
+
+            return isinstance(built, HostsRuntime)
+        return _has_hosts(self.sessions)
+
     def provider(self, name: str) -> Provider:
         """The one long-lived client of a provider (built on first use)."""
         with self._lock:

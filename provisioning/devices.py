@@ -71,7 +71,7 @@ def boot_device(deps: Deps, profile: str, *, session_id: str | None = None, reas
             device_future.result()
             stream = stream_future.result()
         runtime.wait_device_ready(device_id, profile, timeout)
-        runtime.wait_stream_ready(device_id, timeout)
+        ready = runtime.wait_stream_ready(device_id, timeout)
     except BaseException as exc:
         retire_device(deps, device_id, reason=f"boot failed: {type(exc).__name__}: {exc}", failed=True)
         raise
@@ -85,6 +85,7 @@ def boot_device(deps: Deps, profile: str, *, session_id: str | None = None, reas
             target,
             reason=reason or f"ready after {boot_s:.1f} s",
             stream_url=url or None,
+            stream_route=runtime.stream_route(ready),  # the gateway's route, in every mode
             ready_at=datetime.now(UTC),
             boot_s=boot_s,
         )

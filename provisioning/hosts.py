@@ -59,8 +59,9 @@ def has_hosts(sessions: sessionmaker[Session]) -> bool:
 
 
 def hosts_mode(deps) -> bool:  # noqa: ANN001 - provisioning.deps.Deps (it imports this module)
-    """Whether this process places devices over the hosts table's hosts."""
-    return isinstance(deps.runtime, HostsRuntime)
+    """Whether this process places devices over the hosts table's hosts; decided without making
+    a Docker client when the process has none yet (the gateway has no engine to ask)."""
+    return deps.hosts_mode()
 
 
 def place_device(deps, db: Session, profile: str) -> str:  # noqa: ANN001
@@ -149,6 +150,13 @@ class HostsRuntime:
 
     def stream_url(self, info: ContainerInfo) -> str:
         return self.on(info.labels.get(LABEL_DEVICE, "")).stream_url(info)
+
+    def stream_route(self, info: ContainerInfo) -> str | None:
+        """The published port at the host's stream address: the gateway is not on a remote
+        host's bridge network."""
+        if info.host_port is None:
+            return None
+        return f"{self.host_of(info.device_id).stream_address}:{info.host_port}"
 
     def remove_device(self, device_id: str) -> list[str]:
         return self.on(device_id).remove_device(device_id)

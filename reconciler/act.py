@@ -48,12 +48,13 @@ def _heal_stream(deps: Deps, action: Action, actor: str) -> str:
     if action.reason == Reason.STREAM_UNHEALTHY:  # running but silent: replace it
         runtime.remove(runtime.name_for(device_id, "stream"))
     stream = runtime.heal_stream(device_id)
-    runtime.wait_stream_ready(device_id, deps.settings.docker.readiness_timeout_s)
+    ready = runtime.wait_stream_ready(device_id, deps.settings.docker.readiness_timeout_s)
     url = runtime.stream_url(stream) if stream.host_port else None
     with deps.sessions.begin() as db:
         if url:
             repo.update_session(db, sid, stream_url=url, stream_container=stream.name)
-            devrepo.set_stream_url(db, device_id, url)  # the gateway's route (several hosts)
+        # The gateway's route: the new container has a new address (and published port).
+        devrepo.set_stream(db, device_id, route=runtime.stream_route(ready), url=url)
         repo.record_event(db, sid, reason=f"stream healed: {action.reason}", actor=actor)
     return f"stream {stream.name} recreated"
 

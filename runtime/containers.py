@@ -364,6 +364,15 @@ class ContainerRuntime:
             raise ValueError(f"stream {info.name} has no published port (publish_streams is off)")
         return f"http://{self.publish_host}:{info.host_port}/vnc.html?autoconnect=1&path=websockify"
 
+    def stream_route(self, info: ContainerInfo) -> str | None:
+        """host:port where the gateway reaches this stream: its address on the deployment network
+        (port 6080), else its published port on publish_host; None when it has neither."""
+        if info.ip:
+            return f"{info.ip}:{STREAM_PORT}"
+        if info.host_port is not None:
+            return f"{self.publish_host}:{info.host_port}"
+        return None
+
     def wait_device_ready(
         self, device_id: str, profile: str, timeout_s: float | None = None
     ) -> ContainerInfo:

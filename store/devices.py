@@ -3,6 +3,7 @@ Session and never commits; the caller owns the transaction."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from store.device_states import DEVICE_TERMINAL, DeviceState, check_device_transition
-from store.models import DeviceRow, SessionRow
+from store.models import DeviceRow, HostRow, SessionRow
 
 
 class DeviceNotFound(LookupError):
@@ -19,7 +20,9 @@ class DeviceNotFound(LookupError):
         super().__init__(f"no device {device_id!r}")
 
 
-_DEVICE_FIELDS = frozenset({"stream_url", "ready_at", "boot_s", "claimed_at", "ended_at", "reason"})
+_DEVICE_FIELDS = frozenset(
+    {"stream_url", "stream_route", "ready_at", "boot_s", "claimed_at", "ended_at", "reason"}
+)
 
 
 def create_device(
@@ -159,6 +162,34 @@ def touch_session_activity(db: Session, session_id: str) -> None:
     db.execute(update(DeviceRow).where(DeviceRow.id == held).values(last_activity_at=func.now()))
 
 
-def set_stream_url(db: Session, device_id: str, stream_url: str) -> None:
-    """The device's stream was recreated (a heal): its published route changed."""
-    db.execute(update(DeviceRow).where(DeviceRow.id == device_id).values(stream_url=stream_url))
+def set_stream(db: Session, device_id: str, *, route: str | None, url: str | None) -> None:
+    """The device's stream was recreated (a heal): where the gateway reaches it (``route``) and,
+    when it is published, its URL changed."""
+    values: dict[str, Any] = {"stream_route": route}
+    if url:
+        values["stream_url"] = url
+    db.execute(update(DeviceRow).where(DeviceRow.id == device_id).values(**values))
+
+
+@dataclass(frozen=True)
+class StreamRoute:
+    """What the gateway needs to reach a device's stream, from the database alone."""
+
+    device_id: str
+    stream_container: str
+    route: str | None  # host:port, None until the device's boot recorded it
+    host: str
+    host_state: str | None  # the hosts row's state; None for a single-engine device
+
+
+def stream_route(db: Session, device_id: str) -> StreamRoute | None:
+    """The device's recorded stream route with its host's state (one query); None: no device."""
+    found = db.execute(
+        select(DeviceRow.stream_container, DeviceRow.stream_route, DeviceRow.host, HostRow.state)
+        .outerjoin(HostRow, HostRow.name == DeviceRow.host)
+        .where(DeviceRow.id == device_id)
+    ).first()
+    if found is None:
+        return None
+    container, route, host, host_state = found
+    return StreamRoute(device_id, container, route, host, host_state)

@@ -189,16 +189,3 @@ def choose_host(db: Session, need: Resources, used: Usage) -> HostRow:
         return (-round(share, 9), -more, host.name)
 
     return min(fitting, key=headroom)
-
-
-def device_route(db: Session, device_id: str) -> tuple[HostRow, str | None] | None:
-    """The host row of a device placed on a hosts-table host, with the device's recorded stream
-    URL; None for a device of the single-engine mode (its host is not in the table)."""
-    from store.models import DeviceRow
-
-    found = db.execute(
-        select(HostRow, DeviceRow.stream_url)
-        .join(DeviceRow, DeviceRow.host == HostRow.name)
-        .where(DeviceRow.id == device_id)
-    ).first()
-    return None if found is None else (found[0], found[1])

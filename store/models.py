@@ -208,6 +208,8 @@ class DeviceRow(Base):
     device_container: Mapped[str] = mapped_column(String(128), nullable=False)
     stream_container: Mapped[str] = mapped_column(String(128), nullable=False)
     stream_url: Mapped[str | None] = mapped_column(Text)  # the published port, for local runs
+    # host:port the gateway reaches the stream at, recorded where the device boots and heals.
+    stream_route: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = _tz_now()
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     boot_s: Mapped[float | None] = mapped_column(Float)  # launch -> device and stream ready

@@ -96,9 +96,7 @@ def gateway_for(stack) -> Iterator[Callable[..., httpx.Client]]:
                 gateway={"public_url": "http://gateway.test"},
             )
             deps = Deps(settings=settings, sessions=sessions, _runtime=runtime)
-            url = exits.enter_context(
-                serve(create_app(deps, runtime=runtime, runs=PrefectFlowRuns(api_url=api_url)))
-            )
+            url = exits.enter_context(serve(create_app(deps, runs=PrefectFlowRuns(api_url=api_url))))
             return exits.enter_context(httpx.Client(base_url=url, timeout=30, trust_env=False))
 
         yield make

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import docker
 import httpx
 import pytest
 import uvicorn
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.app import create_app
 from provisioning.deps import Deps
-from runtime import ContainerRuntime
+from runtime import ContainerInfo, ContainerRuntime, Role
 from settings import load_settings
 from store import DeviceState, State
 from store import devices as devrepo
@@ -136,7 +137,7 @@ def gateway_factory(
         def make(token: str | None = None) -> GatewayUnderTest:
             runs = RecordingRuns()
             deps = make_deps(db_sessions, runtime, token=token)
-            app = create_app(deps, runtime=runtime, runs=runs)
+            app = create_app(deps, runs=runs)
             url = stack.enter_context(serve(app))
             client = stack.enter_context(httpx.Client(base_url=url, timeout=10, trust_env=False))
             return GatewayUnderTest(url=url, client=client, runs=runs, deps=deps, gateway=app.state.gateway)
@@ -149,12 +150,31 @@ def gw(gateway_factory: Callable[..., GatewayUnderTest]) -> GatewayUnderTest:
     return gateway_factory()
 
 
+def record_stream_route(
+    sessions: sessionmaker[Session], runtime: ContainerRuntime, device_id: str
+) -> str | None:
+    """Record the route of the device's stream container as its boot (or a heal) does; None and
+    nothing recorded when the container does not exist."""
+    name = runtime.name_for(device_id, Role.STREAM)
+    try:
+        attrs = runtime.client.api.inspect_container(name)
+    except docker.errors.NotFound:
+        return None
+    ip = ((attrs["NetworkSettings"].get("Networks") or {}).get(runtime.network) or {}).get("IPAddress")
+    info = ContainerInfo(name, attrs["Id"], device_id, Role.STREAM, attrs["State"]["Status"], ip=ip or None)
+    route = runtime.stream_route(info)
+    with sessions.begin() as db:
+        devrepo.set_stream(db, device_id, route=route, url=None)
+    return route
+
+
 @pytest.fixture
-def make_session(db_sessions: sessionmaker[Session]) -> Callable[..., str]:
+def make_session(db_sessions: sessionmaker[Session], runtime: ContainerRuntime) -> Callable[..., str]:
     """make_session(state, session_id=None, **fields) -> id of a session row walked to that state.
 
     The session holds a claimed device of the same id, so containers launched with the session id
-    (``launch(runtime, sid)``) are its device's."""
+    (``launch(runtime, sid)``) are its device's; the route of its stream container, when one was
+    launched already, is recorded as a boot records it."""
 
     def make(state: State = State.AWAITING_CODE, session_id: str | None = None, **fields: Any) -> str:
         with db_sessions.begin() as db:
@@ -167,8 +187,8 @@ def make_session(db_sessions: sessionmaker[Session]) -> Callable[..., str]:
                 device_id=sid,
                 profile="stub",
                 host="local",
-                device_container=f"prov-test-{sid}-device",
-                stream_container=f"prov-test-{sid}-stream",
+                device_container=runtime.name_for(sid, Role.DEVICE),
+                stream_container=runtime.name_for(sid, Role.STREAM),
                 session_id=sid,
             )
             devrepo.transition_device(db, sid, DeviceState.CLAIMED, reason="test")
@@ -179,6 +199,7 @@ def make_session(db_sessions: sessionmaker[Session]) -> Callable[..., str]:
                 repo.transition(db, sid, step, reason=f"test: {step}", actor="test", **extra)
             if fields:
                 repo.update_session(db, sid, **fields)
+        record_stream_route(db_sessions, runtime, sid)
         return sid
 
     return make

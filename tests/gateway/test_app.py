@@ -9,7 +9,7 @@ from websockets.sync.client import connect as ws_connect
 from runtime import Role
 from store import LeaseOutcome, State, new_session_id
 from store import repository as repo
-from tests.gateway.conftest import TOKEN, launch
+from tests.gateway.conftest import TOKEN, launch, record_stream_route
 
 pytestmark = pytest.mark.docker
 
@@ -161,7 +161,9 @@ class TestCreateAndRelease:
 
 
 class TestStreamAvailability:
-    def test_live_stream_is_200_then_503_when_its_container_goes(self, gw, make_session, runtime) -> None:
+    def test_live_stream_is_200_then_503_when_its_container_goes(
+        self, gw, make_session, runtime, db_sessions
+    ) -> None:
         sid = new_session_id()
         launch(runtime, sid)
         try:
@@ -174,7 +176,7 @@ class TestStreamAvailability:
             runtime.remove(runtime.name_for(sid, Role.STREAM))
             reply = gw.client.get(f"/sessions/{sid}/stream")
             assert reply.status_code == 503 and reply.json()["reason"] == "stream down"
-            assert "missing" in reply.json()["detail"]
+            assert reply.json()["detail"] == f"{runtime.name_for(sid, Role.STREAM)} does not answer"
             page = gw.client.get(f"/vnc/{sid}/vnc.html", headers={"Accept": "text/html"})
             assert page.status_code == 503 and "text/html" in page.headers["content-type"]
             assert "not answering" in page.text and page.headers["retry-after"] == "5"
@@ -185,6 +187,7 @@ class TestStreamAvailability:
 
             runtime.heal_stream(sid)
             runtime.wait_stream_ready(sid, timeout_s=30)
+            record_stream_route(db_sessions, runtime, sid)  # as reconciliation's heal does
             assert gw.client.get(f"/sessions/{sid}/stream").status_code == 200
         finally:
             runtime.remove_device(sid)
@@ -199,7 +202,7 @@ class TestStreamAvailability:
             reply = gw.client.get(f"/sessions/{sid}/stream")
             assert reply.status_code == 503 and reply.json() == {
                 "reason": "stream down",
-                "detail": "the stream container is exited",
+                "detail": f"{runtime.name_for(sid, Role.STREAM)} does not answer",
                 "session_id": sid,
             }
         finally:
@@ -268,7 +271,9 @@ class TestProxy:
         other.launch_stream(sid)
         try:
             make_session(State.AWAITING_CODE, session_id=sid)
-            assert gw.client.get(f"/vnc/{sid}/vnc.html").json()["detail"] == "the stream container is missing"
+            # Routes are recorded by this deployment's boots only: the other one's stream has none.
+            reply = gw.client.get(f"/vnc/{sid}/vnc.html")
+            assert reply.json()["detail"] == f"device {sid} has no stream route recorded"
         finally:
             other.remove_device(sid)
 

@@ -12,7 +12,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from provisioning.containers import vnc_page_path
 from runtime import Role
 from store import State
-from tests.gateway.conftest import TOKEN, launch
+from tests.gateway.conftest import TOKEN, launch, record_stream_route
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -93,7 +93,7 @@ def healable(runtime):
 
 
 def test_novnc_reconnects_by_itself_when_a_killed_stream_is_healed(
-    healable, browser, gateway_factory, make_session, runtime, tmp_path
+    healable, browser, gateway_factory, make_session, runtime, db_sessions, tmp_path
 ):
     gw = gateway_factory(token=TOKEN)
     sid = healable
@@ -125,6 +125,7 @@ def test_novnc_reconnects_by_itself_when_a_killed_stream_is_healed(
 
         runtime.heal_stream(sid)
         runtime.wait_stream_ready(sid, timeout_s=30)
+        record_stream_route(db_sessions, runtime, sid)  # the new container's route, as a heal records it
         page.wait_for_function(CONNECTED_JS, timeout=30_000)
         page.wait_for_function(f"({GREEN_PIXELS_JS})() > 500", timeout=20_000)
     except Exception:

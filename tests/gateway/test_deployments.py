@@ -131,7 +131,7 @@ def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, 
     runtime, log_path = worker
     sim.set_sms_delay(1.0)
     runs = PrefectFlowRuns(api_url=api_url)
-    app = create_app(make_deps(db_sessions, runtime, token=None), runtime=runtime, runs=runs)
+    app = create_app(make_deps(db_sessions, runtime, token=None), runs=runs)
     with serve(app) as url, httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
         body = {"providers": ["sms_activate"], "code_timeout_s": 30}
         created = client.post("/sessions", json=body, headers={"Idempotency-Key": "e2e-1"})

@@ -167,8 +167,8 @@ class TestDegraded:
         reply = gw.client.get("/readyz")
         assert reply.status_code == 503 and reply.headers["Retry-After"] == "5"
         checks = reply.json()["checks"]
-        assert checks["database"] == "database unavailable" and checks["docker"] == "ok"
-        assert set(checks) == {"database", "docker", "prefect"}
+        assert checks["database"] == "database unavailable"
+        assert set(checks) == {"database", "prefect"}, "the gateway has no Docker engine to check"
         swap_runs(gw, PrefectFlowRuns(api_url=DEAD_PREFECT))
         assert gw.client.get("/readyz").json()["checks"]["prefect"] == "orchestrator unavailable"
         assert gw.client.get("/healthz").status_code == 200

@@ -74,7 +74,7 @@ def test_placement_gateway_and_a_stopped_engine(provisioner_env, sim, extra_engi
     app_deps = make_deps(deps.sessions, runtime, token=None)
     from gateway.app import create_app
 
-    with serve(create_app(app_deps, runtime=runtime)) as url:
+    with serve(create_app(app_deps)) as url:
         for host in (big.name, small.name):
             sid = next(s for s, h in placed.items() if h == host)
             page = httpx.get(f"{url}/vnc/{sid}/vnc.html", timeout=10, trust_env=False)

@@ -69,7 +69,7 @@ def test_idle_verified_session_is_released_while_an_active_one_is_not(
     sim.set_sms_delay(0.2)
     idle = provision(idle_timeout_s=4).session_id
     active = provision(idle_timeout_s=4).session_id
-    with serve(create_app(deps, runtime=runtime, runs=RecordingRuns())) as url:
+    with serve(create_app(deps, runs=RecordingRuns())) as url:
         ws_url = url.replace("http://", "ws://") + f"/vnc/{active}/websockify"
         with ws_connect(ws_url, subprotocols=["binary"], open_timeout=10) as stream:
             assert stream.recv(timeout=5)[:4] == b"RFB "  # the device's banner, through the gateway
