@@ -15,15 +15,19 @@ no network, with our ownership labels under a bench instance id). Then, side by 
 Prints the median of each over the repetitions, the ratio, and the database statements and
 Docker API calls each made. Everything it creates is removed at the end; loopback only.
 
-    .venv/bin/python bench/reconcile.py --hosts 3 --live 1000 [--sessions 10000]   # as root
+    .venv/bin/python bench/reconcile.py --hosts 3 --live 1000 [--sessions 10000] [--by-tag]   # root
 
 Several hosts: starts ``--hosts`` - 1 extra dockerd engines (the multihost test fixture's,
-tests/plugins/docker_hosts.py), registers all of them in the hosts table, and spreads the live
-sessions' containers over them round robin. These containers are *created, not started* (2,000
-running ones would take ~15 GB of shims on a shared machine; a list call returns created and
-running containers alike), so the plan sees stopped devices and plans actions for them: the
-measure is the pass's observation (the host rows, one list call per host engine, all at once,
-then the session and lease queries) plus the pure plan, not its acting.
+tests/plugins/docker_hosts.py), registers all of them in the hosts table, gives every live
+session a claimed device row on its host, and spreads the live sessions' containers over them
+round robin, created by image id as ContainerRuntime creates them (``--by-tag``: by the image's
+tag, as it did before; listing those makes each engine resolve the tag once per container).
+These containers are *created, not started* (2,000 running ones would take ~15 GB of shims on a
+shared machine; a list call returns created and running containers alike), so the plan sees
+stopped devices and plans actions for them: the measure is the pass's observation exactly as
+the reconcile flow makes it (reconciler.observe over a HostsRuntime: the host rows, per host
+engine one container list and one network list call, all at once, while the database is read)
+plus the pure plan, not its acting.
 """
 
 from __future__ import annotations
@@ -47,14 +51,23 @@ from sqlalchemy import event, insert  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 from cli.local_postgres import throwaway  # noqa: E402
+from provisioning.hosts import HostsRuntime  # noqa: E402
 from reconciler import Observed, Policy, observe, plan  # noqa: E402
-from reconciler.hosts import observe_hosts  # noqa: E402
 from reconciler.model import ContainerView, LeaseView, SessionView  # noqa: E402
 from runtime import ContainerRuntime  # noqa: E402
 from runtime.errors import ContainerMissing  # noqa: E402
 from runtime.hosts import HostRuntimes  # noqa: E402
-from runtime.model import LABEL_INSTANCE, Role, container_name, ownership_labels  # noqa: E402
-from store import LeaseOutcome, LeaseRow, SessionRow, State, make_engine, new_session_id  # noqa: E402
+from runtime.model import LABEL_IMAGE, LABEL_INSTANCE, Role, container_name, ownership_labels  # noqa: E402
+from store import (  # noqa: E402
+    DeviceRow,
+    DeviceState,
+    LeaseOutcome,
+    LeaseRow,
+    SessionRow,
+    State,
+    make_engine,
+    new_session_id,
+)
 from store import hosts as hostrepo  # noqa: E402
 from store import repository as repo  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
@@ -86,19 +99,34 @@ class Counter:
         self.sql = self.docker = 0
 
 
-def seed_database(sessions: sessionmaker[Session], total: int, live: int) -> list[str]:
-    """Bulk-insert ``total`` sessions, ``live`` of them verified, one lease each; returns live ids."""
+def seed_database(
+    sessions: sessionmaker[Session], total: int, live: int, hosts: list[str] | None = None
+) -> list[str]:
+    """Bulk-insert ``total`` sessions, ``live`` of them verified, one lease each; returns live ids.
+    With ``hosts``: each live session holds a claimed device row (same id) on them, round robin."""
     now = datetime.now(UTC)
-    rows, leases, live_ids = [], [], []
+    rows, leases, live_ids, devices = [], [], [], []
     for i in range(total):
         sid = new_session_id()
         is_live = i < live
         state = State.VERIFIED if is_live else TERMINAL_MIX[i % len(TERMINAL_MIX)]
         if is_live:
             live_ids.append(sid)
+            if hosts:
+                devices.append(
+                    {
+                        "id": sid,
+                        "profile": "stub",
+                        "host": hosts[i % len(hosts)],
+                        "state": DeviceState.CLAIMED.value,
+                        "device_container": container_name("bench", sid, Role.DEVICE),
+                        "stream_container": container_name("bench", sid, Role.STREAM),
+                    }
+                )
         rows.append(
             {
                 "id": sid,
+                "device_id": sid if is_live and hosts else None,
                 "state": state.value,
                 "service": "tg",
                 "country": "0",
@@ -121,19 +149,26 @@ def seed_database(sessions: sessionmaker[Session], total: int, live: int) -> lis
             }
         )
     with sessions.begin() as db:
+        if devices:
+            db.execute(insert(DeviceRow), devices)
         db.execute(insert(SessionRow), rows)
         db.execute(insert(LeaseRow), leases)
     return live_ids
 
 
 def start_containers(client: docker.DockerClient, instance_id: str, live_ids: list[str]) -> int:
+    runtime = ContainerRuntime(
+        client, instance_id=instance_id, network="none", stream_image=IMAGE, profiles={}
+    )
+    image_id = runtime.image_id(IMAGE)  # as the runtime creates them (see create_containers)
+
     def one(args: tuple[str, Role]) -> None:
         sid, role = args
         client.containers.run(
-            IMAGE,
+            image_id,
             entrypoint=["sleep", "infinity"],
             name=container_name(instance_id, sid, role),
-            labels=ownership_labels(instance_id, sid, role),
+            labels={**ownership_labels(instance_id, sid, role), LABEL_IMAGE: IMAGE},
             network_mode="none",
             detach=True,
             mem_limit="16m",
@@ -208,43 +243,58 @@ def measure(name: str, fn: Callable[[], int], counter: Counter, repeat: int) -> 
     }
 
 
-class Listed:
-    """What observe() needs of a runtime: the containers the hosts' list calls already returned."""
-
-    def __init__(self, containers) -> None:
-        self.containers = containers
-
-    def list_managed(self):
-        return self.containers
+PARTS: list[tuple[float, float, float]] = []  # per pass: engines (in the background), observe, plan
 
 
-PARTS: list[tuple[float, float, float]] = []  # per pass: hosts (rows + list calls), queries, plan
+class TimedInventory:
+    """The pass's runtime, timing its inventory() (the host rows, every engine's list calls and
+    the host updates), which observe() runs in the background while it reads the database."""
+
+    def __init__(self, runtime: HostsRuntime) -> None:
+        self.runtime = runtime
+        self.last_s = 0.0
+
+    def inventory(self):
+        started = time.perf_counter()
+        try:
+            return self.runtime.inventory()
+        finally:
+            self.last_s = time.perf_counter() - started
 
 
-def ours_hosts(sessions: sessionmaker[Session], runtimes: HostRuntimes) -> int:
-    """One pass over every host: host rows, one list call per engine, sessions, leases, plan."""
+def ours_hosts(sessions: sessionmaker[Session], runtime: TimedInventory) -> int:
+    """One pass over every host as the reconcile flow makes it: observe(), then the pure plan."""
     t0 = time.perf_counter()
     with sessions() as db:
-        now = datetime.now(UTC)
-        seen = observe_hosts(db, runtimes, now=now, grace_s=60)
-        db.commit()
-        t1 = time.perf_counter()
-        containers = [c for found in seen.containers.values() for c in found]
-        observed = observe(db, Listed(containers), no_flow_runs)
-    t2 = time.perf_counter()
+        observed = observe(db, runtime, no_flow_runs)
+    t1 = time.perf_counter()
     actions = len(plan(observed, POLICY))
-    PARTS.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    PARTS.append((runtime.last_s, t1 - t0, time.perf_counter() - t1))
     return actions
 
 
-def create_containers(clients: list[docker.DockerClient], instance_id: str, live_ids: list[str]) -> int:
+def create_containers(
+    clients: list[docker.DockerClient], instance_id: str, live_ids: list[str], *, by_tag: bool = False
+) -> int:
+    """Two containers per live session, round robin over the engines, made as ContainerRuntime
+    makes them: by the image's id on that engine, the tag in a label (``by_tag``: as it did
+    before, by the tag)."""
+    refs = [
+        IMAGE
+        if by_tag
+        else ContainerRuntime(
+            c, instance_id=instance_id, network="none", stream_image=IMAGE, profiles={}
+        ).image_id(IMAGE)
+        for c in clients
+    ]
+
     def one(args: tuple[int, str, Role]) -> None:
         i, sid, role = args
         clients[i % len(clients)].api.create_container(
-            IMAGE,
+            refs[i % len(clients)],
             entrypoint=["sleep", "infinity"],
             name=container_name(instance_id, sid, role),
-            labels=ownership_labels(instance_id, sid, role),
+            labels={**ownership_labels(instance_id, sid, role), LABEL_IMAGE: IMAGE},
             host_config=clients[0].api.create_host_config(network_mode="none"),
         )
 
@@ -279,6 +329,7 @@ def main_hosts(args: argparse.Namespace) -> int:
         upgrade(url)
         engine = make_engine(url)
         sessions = sessionmaker(engine, expire_on_commit=False)
+        names = [f"host{i}" for i in range(len(urls))]
         with sessions.begin() as db:
             for i, docker_url in enumerate(urls):
                 hostrepo.add_host(
@@ -289,11 +340,15 @@ def main_hosts(args: argparse.Namespace) -> int:
                     cpus=64,
                     memory_mb=65536,
                 )
-        live_ids = seed_database(sessions, args.sessions, args.live)
+        live_ids = seed_database(sessions, args.sessions, args.live, hosts=names)
         started = time.perf_counter()
-        made = create_containers(clients, instance_id, live_ids)
-        print(f"created {made} containers over {args.hosts} engines in {time.perf_counter() - started:.1f} s")
+        made = create_containers(clients, instance_id, live_ids, by_tag=args.by_tag)
+        how = "by image tag (as before)" if args.by_tag else "by image id (as the runtime makes them)"
+        print(
+            f"created {made} containers {how} over {args.hosts} engines in {time.perf_counter() - started:.1f} s"
+        )
         runtimes = HostRuntimes(instance_id=instance_id, network="none", stream_image=IMAGE, profiles={})
+        runtime = TimedInventory(HostsRuntime(sessions, runtimes, grace_s=60))
         counter = Counter(engine, client.api)
         docker_calls = {"n": 0}
         for docker_url in urls:  # count every engine's requests
@@ -305,27 +360,31 @@ def main_hosts(args: argparse.Namespace) -> int:
                 return _send(request, **kwargs)
 
             api.send = counting_send
-        ours_hosts(sessions, runtimes)  # warm-up
+        ours_hosts(sessions, runtime)  # warm-up
         times = []
         for _ in range(args.repeat):
             counter.reset()
             docker_calls["n"] = 0
             t0 = time.perf_counter()
-            actions = ours_hosts(sessions, runtimes)
+            actions = ours_hosts(sessions, runtime)
             times.append(time.perf_counter() - t0)
         median = statistics.median(times)
         print(
-            f"\none pass over {args.hosts} hosts ({args.sessions} rows, {args.live} live, {made} containers): "
-            f"median {median * 1000:.1f} ms, {counter.sql} SQL statements, {docker_calls['n']} Docker calls "
-            f"({docker_calls['n'] / args.hosts:g} per host), {actions} actions planned"
+            f"\none pass over {args.hosts} hosts ({args.sessions} rows, {args.live} live, {made} containers "
+            f"{'by tag' if args.by_tag else 'by id'}): median {median * 1000:.1f} ms "
+            f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {counter.sql} SQL statements, "
+            f"{docker_calls['n']} Docker calls ({docker_calls['n'] / args.hosts:g} per host: one container "
+            f"list, one network list), {actions} actions planned"
         )
         parts = PARTS[-args.repeat :]
-        hosts_s, db_s, plan_s = (statistics.median(p[i] for p in parts) * 1000 for i in range(3))
+        engines_s, observe_s, plan_s = (statistics.median(p[i] for p in parts) * 1000 for i in range(3))
         print(
-            f"  hosts (rows + list calls): {hosts_s:.1f} ms, sessions + leases: {db_s:.1f} ms, plan: {plan_s:.1f} ms"
+            f"  engines (host rows, list calls, host updates; in the background): {engines_s:.1f} ms, "
+            f"observe (database reads meanwhile, then waits for the engines): {observe_s:.1f} ms, "
+            f"plan: {plan_s:.1f} ms"
         )
         runtimes.close()
-        assert docker_calls["n"] == args.hosts, "one list call per host engine"
+        assert docker_calls["n"] == 2 * args.hosts, "one container and one network list call per host engine"
     finally:
         for c in [client] + [e.client for e in extra]:
             remove_containers(c, instance_id)
@@ -349,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=5, help="repetitions per method (default 5)")
     parser.add_argument("--hosts", type=int, default=1, help="Docker engines (>1: extra dockerd; as root)")
+    parser.add_argument(
+        "--by-tag",
+        action="store_true",
+        help="with --hosts: create the containers by image tag, as the runtime did before (slower lists)",
+    )
     args = parser.parse_args(argv)
     if args.hosts > 1:
         if not 0 < args.live <= args.sessions:
@@ -390,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         counter = Counter(engine, client.api)
         results = [
             measure(
-                "ours: now() + 2 queries + 1 label-filtered list",
+                "ours: 4 queries + 1 container + 1 network list",
                 lambda: ours(sessions, runtime),
                 counter,
                 args.repeat,

@@ -2,10 +2,12 @@
 
 When the hosts table has rows, a process's runtime is a HostsRuntime: every call about a device
 goes to the runtime of the device's host (devices.host -> hosts row -> its engine), and
-list_managed() is one label-filtered list call per host engine (reconciler.hosts.observe_hosts,
-which also records who answered and marks silent hosts down after the grace). Containers of a
-silent host are simply not listed: the reconcile plan's missing-device grace then orphans their
-sessions (numbers closed) once the host stays away. Without hosts rows nothing changes: the
+inventory() is one label-filtered container list call and one pair network list call per host
+engine (reconciler.hosts.observe_hosts, which also records who answered and marks silent hosts
+down after the grace). A silent host's containers are not listed; the inventory names it late
+(within its grace: the plan leaves its sessions alone) or down (the plan orphans its sessions at
+once and retires its devices). A down host's engine is not called at all (HostDown): what is
+left on it is removed as unowned when it answers again. Without hosts rows nothing changes: the
 process's own engine, as before.
 """
 
@@ -19,11 +21,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from runtime import ContainerInfo, ContainerRuntime, DeviceProfile, ManagedContainer
-from runtime.errors import EngineUnreachable, RuntimeFailure, UnknownProfile
+from runtime.errors import EngineUnreachable, HostDown, RuntimeFailure, UnknownProfile
 from runtime.hosts import HostEngine, HostRuntimes
-from runtime.model import LABEL_DEVICE, Role, container_name
+from runtime.model import LABEL_DEVICE, Inventory, Role, container_name
 from store import hosts as hostrepo
 from store.device_states import DEVICE_TERMINAL
+from store.host_states import HostState
 from store.hosts import Resources
 from store.models import DeviceRow, HostRow
 
@@ -82,7 +85,7 @@ class HostsRuntime:
         self.instance_id = runtimes.instance_id
         self.network = runtimes.network
         self.profiles = runtimes.profiles
-        self._where: dict[str, HostEngine] = {}  # container id -> host, from the last listing
+        self._where: dict[str, str] = {}  # container id/name, network name -> host, last listing
         self._lock = threading.Lock()
 
     @classmethod
@@ -112,7 +115,16 @@ class HostsRuntime:
             )
         if row is None:
             raise EngineUnreachable(f"device {device_id} is on no known host")
+        if row.state == HostState.DOWN.value:
+            raise HostDown(row.name)
         return self._engine(row)
+
+    def _host_named(self, name: str) -> HostEngine:
+        with self.sessions() as db:
+            row = hostrepo.get_host(db, name)
+            if row.state == HostState.DOWN.value:
+                raise HostDown(name)
+            return self._engine(row)
 
     def on(self, device_id: str) -> ContainerRuntime:
         return self.runtimes.runtime(self.host_of(device_id))
@@ -161,23 +173,43 @@ class HostsRuntime:
     def remove_device(self, device_id: str) -> list[str]:
         return self.on(device_id).remove_device(device_id)
 
-    def remove(self, name_or_id: str) -> bool:
+    def _listed_on(self, name: str, what: str) -> ContainerRuntime:
         with self._lock:
-            host = self._where.get(name_or_id)
+            host = self._where.get(name)
         if host is None:
-            raise RuntimeFailure(f"container {name_or_id} was not in the last listing of any host")
-        return self.runtimes.runtime(host).remove(name_or_id)
+            raise RuntimeFailure(f"{what} {name} was not in the last listing of any host")
+        return self.runtimes.runtime(self._host_named(host))
 
-    def list_managed(self) -> list[ManagedContainer]:
-        """One label-filtered list call per host engine (at once); silent hosts list nothing."""
+    def remove(self, name_or_id: str) -> bool:
+        return self._listed_on(name_or_id, "container").remove(name_or_id)
+
+    def remove_pair_network(self, device_id: str) -> bool:
+        from runtime.isolation import pair_network_name
+
+        name = pair_network_name(self.instance_id, device_id)
+        return self._listed_on(name, "network").remove_pair_network(device_id)
+
+    def inventory(self) -> Inventory:
+        """Per host engine one container and one network list call (all at once); silent hosts
+        list nothing and are named down or late."""
         from reconciler.hosts import observe_hosts  # here: reconciler imports provisioning
 
         with self.sessions() as db:
             seen = observe_hosts(db, self.runtimes, now=datetime.now(UTC), grace_s=self.grace_s)
             db.commit()
-            hosts = {h.name: self._engine(h) for h in hostrepo.list_hosts(db)}
-        where = {c.id: hosts[name] for name, found in seen.containers.items() for c in found}
-        where.update({c.name: hosts[name] for name, found in seen.containers.items() for c in found})
+        where = {c.id: host for host, found in seen.containers.items() for c in found}
+        where.update({c.name: host for host, found in seen.containers.items() for c in found})
+        where.update({n.name: host for host, found in seen.networks.items() for n in found})
         with self._lock:
             self._where = where
-        return [c for found in seen.containers.values() for c in found]
+        return Inventory(
+            containers=[c for found in seen.containers.values() for c in found],
+            networks=[n for found in seen.networks.values() for n in found],
+            down=seen.down,
+            late=seen.late,
+            where=where,
+        )
+
+    def list_managed(self) -> list[ManagedContainer]:
+        """The containers of inventory(): one list call per host engine (at once)."""
+        return self.inventory().containers

@@ -102,6 +102,12 @@ def _remove_container(deps: Deps, action: Action, actor: str) -> str:
     return "removed" if removed else "already gone"
 
 
+def _remove_network(deps: Deps, action: Action, actor: str) -> str:
+    assert action.device_id
+    removed = deps.runtime.remove_pair_network(action.device_id)
+    return "removed" if removed else "already gone, or a container uses it again"
+
+
 def _close_lease(deps: Deps, action: Action, actor: str) -> str:
     """Close an open number; a failure is counted, retried with backoff, then needs_attention."""
     assert action.lease_id is not None
@@ -195,4 +201,5 @@ _HANDLERS = {
     Kind.CLEAR_DEVICE_DOWN: _clear_device_down,
     Kind.RECORD_HEALTH: _record_health,
     Kind.RETIRE_DEVICE: _retire_device,
+    Kind.REMOVE_NETWORK: _remove_network,
 }

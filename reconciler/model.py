@@ -34,6 +34,7 @@ class DeviceView:
     session_id: str | None  # the session holding it
     health: str | None  # as last recorded in the database
     health_since: datetime | None
+    host: str | None = None  # the Docker host it runs on (the hosts table's name, or the engine URL)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,15 @@ class ContainerView:
     state: str  # running, exited, created, ...
     created_at: datetime | None
     health: str | None = None  # healthy, unhealthy, starting (Docker HEALTHCHECK); None without one
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    """A device's pair network (runtime.isolation) as an engine listed it."""
+
+    name: str
+    device_id: str
+    created_at: datetime | None
 
 
 # Prefect flow run state types in which the run is still in charge of its session.
@@ -93,6 +103,11 @@ class Observed:
     run_details: dict[str, RunDetail] = field(default_factory=dict)  # flow run id -> since, message
     stray_runs: list[StrayRun] = field(default_factory=list)
     devices: list[DeviceView] = field(default_factory=list)  # every non-terminal device
+    networks: list[NetworkView] = field(default_factory=list)  # every pair network of this instance
+    # Hosts whose engine did not answer this pass: down (past the host-down grace; the hosts table
+    # says down) or late (still within it). Their containers and networks are not listed.
+    down_hosts: frozenset[str] = frozenset()
+    late_hosts: frozenset[str] = frozenset()
 
 
 class Kind(enum.StrEnum):
@@ -110,6 +125,7 @@ class Kind(enum.StrEnum):
     CLEAR_DEVICE_DOWN = "clear_device_down"  # the device runs again
     RECORD_HEALTH = "record_health"
     RETIRE_DEVICE = "retire_device"
+    REMOVE_NETWORK = "remove_network"  # a pair network whose device has no container left
 
 
 class Reason(enum.StrEnum):
@@ -134,6 +150,7 @@ class Reason(enum.StrEnum):
     RUN_NEVER_STARTED = "its provision flow run never started"
     RUN_FOR_ENDED_SESSION = "flow run still alive for an ended session"
     DEVICE_RECOVERED = "device running again"
+    NETWORK_UNUSED = "pair network of no live device, with no container left"
 
 
 @dataclass(frozen=True)
@@ -146,12 +163,15 @@ class Action:
     lease_id: int | None = None
     run_id: str | None = None  # the flow run an action is about (submit: the one it replaces)
     device_id: str | None = None
+    network_name: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
         if self.container_name:
             return self.container_name
+        if self.network_name:
+            return self.network_name
         if self.lease_id is not None:
             return f"lease {self.lease_id}"
         if self.device_id and not self.session_id:

@@ -1,21 +1,45 @@
-"""Observation: one query for sessions, one for leases, one Docker call, one Prefect call."""
+"""Observation: one query each for the clock, devices, sessions and leases, per engine one
+container list and one network list call (made while the database is read), one Prefect call.
+
+Only the columns the plan uses are selected (no ORM objects: a pass reads every live row)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reconciler.model import ContainerView, DeviceView, LeaseView, Observed, RunDetail, SessionView, StrayRun
-from runtime import ContainerRuntime
-from store import TERMINAL, SessionRow, State
-from store import devices as devrepo
-from store import repository as repo
+from reconciler.model import (
+    ContainerView,
+    DeviceView,
+    LeaseView,
+    NetworkView,
+    Observed,
+    RunDetail,
+    SessionView,
+    StrayRun,
+)
+from runtime.model import Inventory
+from store import OPEN_LEASE_OUTCOMES, TERMINAL, DeviceRow, LeaseRow, SessionRow, State
+from store.device_states import DEVICE_TERMINAL
 
 FlowRunStates = Callable[[Iterable[str]], dict[str, str | None]]
 # (flow run id, state type, its session_id parameter) of every provision run Prefect calls alive.
 AliveRuns = Callable[[], list[tuple[str, str, str | None]]]
+
+_lister: ThreadPoolExecutor | None = None  # lists the engines while the database is read
+_lister_lock = threading.Lock()
+
+
+def _in_background(fn: Callable[[], Inventory]):  # noqa: ANN202 - a Future[Inventory]
+    global _lister
+    with _lister_lock:
+        if _lister is None:
+            _lister = ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe")
+        return _lister.submit(fn)
 
 
 def _stray_runs(db: Session, alive: list[tuple[str, str, str | None]]) -> list[StrayRun]:
@@ -39,15 +63,30 @@ def _stray_runs(db: Session, alive: list[tuple[str, str, str | None]]) -> list[S
 
 def observe(
     db: Session,
-    runtime: ContainerRuntime,
+    runtime,  # noqa: ANN001 - ContainerRuntime or provisioning.hosts.HostsRuntime: inventory()
     flow_run_states: FlowRunStates,
     *,
     run_details: Callable[[], dict[str, RunDetail]] | None = None,
     alive_runs: AliveRuns | None = None,
 ) -> Observed:
+    listing = _in_background(runtime.inventory)
     now = db.scalar(select(func.now()))  # the database's clock, the one timestamps were written with
-    devices = [(row, sid) for row, sid in devrepo.list_live_devices(db)]
-    activity = {row.id: row.last_activity_at for row, _ in devices}
+    devices = db.execute(
+        select(
+            DeviceRow.id,
+            DeviceRow.state,
+            DeviceRow.profile,
+            SessionRow.id,
+            DeviceRow.health,
+            DeviceRow.health_since,
+            DeviceRow.host,
+            DeviceRow.last_activity_at,
+        )
+        .outerjoin(SessionRow, SessionRow.device_id == DeviceRow.id)
+        .where(DeviceRow.state.not_in([s.value for s in DEVICE_TERMINAL]))
+        .order_by(DeviceRow.created_at, DeviceRow.id)
+    ).all()
+    activity = {d.id: d.last_activity_at for d in devices}
     sessions = [
         SessionView(
             s.id,
@@ -55,34 +94,68 @@ def observe(
             s.flow_run_id,
             s.updated_at,
             s.expires_at,
-            bool(s.verification_code),
+            s.has_code,
             heartbeat_at=s.heartbeat_at,
             submissions=s.submissions,
-            has_request=s.request is not None,
+            has_request=s.has_request,
             device_down_since=s.device_down_since,
             device_id=s.device_id,
             idle_timeout_s=s.idle_timeout_s,
             idle_since=max(t for t in (s.updated_at, activity.get(s.device_id or "")) if t is not None),
         )
-        for s in repo.list_nonterminal_sessions(db)
+        for s in db.execute(
+            select(
+                SessionRow.id,
+                SessionRow.state,
+                SessionRow.flow_run_id,
+                SessionRow.updated_at,
+                SessionRow.expires_at,
+                SessionRow.verification_code.is_not(None).label("has_code"),
+                SessionRow.heartbeat_at,
+                SessionRow.submissions,
+                SessionRow.request.is_not(None).label("has_request"),
+                SessionRow.device_down_since,
+                SessionRow.device_id,
+                SessionRow.idle_timeout_s,
+            )
+            .where(SessionRow.state.not_in([s.value for s in TERMINAL]))
+            .order_by(SessionRow.id)
+        )
     ]
     leases = [
-        LeaseView(x.id, x.session_id, x.provider, x.activation_id, x.outcome, x.requested_at, x.retry_after)
-        for x in repo.list_open_leases(db)
-    ]
-    containers = [
-        ContainerView(c.id, c.name, c.device_id, c.role, c.state, c.created_at, health=c.health)
-        for c in runtime.list_managed()
+        LeaseView(*row)
+        for row in db.execute(
+            select(
+                LeaseRow.id,
+                LeaseRow.session_id,
+                LeaseRow.provider,
+                LeaseRow.activation_id,
+                LeaseRow.outcome,
+                LeaseRow.requested_at,
+                LeaseRow.retry_after,
+            )
+            .where(LeaseRow.outcome.in_([o.value for o in OPEN_LEASE_OUTCOMES]))
+            .order_by(LeaseRow.id)
+        )
     ]
     run_ids = sorted({s.flow_run_id for s in sessions if s.flow_run_id})
     states = flow_run_states(run_ids)
+    found: Inventory = listing.result()
     return Observed(
         now=now,
         sessions=sessions,
         leases=leases,
-        containers=containers,
+        containers=[
+            ContainerView(c.id, c.name, c.device_id, c.role, c.state, c.created_at, health=c.health)
+            for c in found.containers
+        ],
         flow_runs=states,
         run_details=run_details() if run_details else {},
         stray_runs=_stray_runs(db, alive_runs()) if alive_runs else [],
-        devices=[DeviceView(d.id, d.state, d.profile, sid, d.health, d.health_since) for d, sid in devices],
+        devices=[
+            DeviceView(d[0], d.state, d.profile, d[3], d.health, d.health_since, host=d.host) for d in devices
+        ],
+        networks=[NetworkView(n.name, n.device_id, n.created_at) for n in found.networks],
+        down_hosts=found.down,
+        late_hosts=found.late,
     )

@@ -129,6 +129,7 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
     live_ids = {s.id for s in observed.sessions}
     leased = {lease.session_id for lease in observed.leases}
     devices = {d.id: d for d in observed.devices}
+    host_of = {d.id: d.host for d in observed.devices}
     actions += _health_changes(observed, by_device)
 
     for session in observed.sessions:
@@ -165,6 +166,21 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             continue
         if session.state not in LIVE:
             continue
+        # j. its device's host is down (silent past the host grace): orphan it now, the
+        # compensation closes its numbers and retires its device; a late host: leave it alone.
+        host = host_of.get(session.device_id or "")
+        if host in observed.down_hosts:
+            actions.append(
+                Action(
+                    Kind.ORPHAN_SESSION,
+                    f"host {host} down",
+                    session_id=session.id,
+                    device_id=session.device_id,
+                )
+            )
+            continue
+        if host in observed.late_hosts:
+            continue  # nothing is known of its containers this pass
         device, stream = mine.get("device"), mine.get("stream")
         # b. the device is not running: remember, wait out the grace period, then orphan.
         device_action, device_down = _device_rule(session, device, observed, policy)
@@ -206,8 +222,15 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
         )
 
     # i. a claimed device whose session ended (or never got it): retire it, it never goes back.
+    # j. a device on a down host held by no live session (idle, booting): retire it too; its
+    # containers stay on the silent engine, removed as unowned when it answers again.
     for row in observed.devices:
-        if row.state == DeviceState.CLAIMED and (row.session_id is None or row.session_id not in live_ids):
+        unheld = row.session_id is None or row.session_id not in live_ids
+        if row.host in observed.down_hosts and unheld:
+            actions.append(Action(Kind.RETIRE_DEVICE, f"host {row.host} down", device_id=row.id))
+        elif row.host in observed.late_hosts:
+            continue
+        elif row.state == DeviceState.CLAIMED and unheld:
             actions.append(Action(Kind.RETIRE_DEVICE, Reason.DEVICE_UNHELD, device_id=row.id))
     kept = set(devices) | {s.device_id for s in observed.sessions if s.device_id}
 
@@ -225,6 +248,23 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
                 device_id=container.device_id or None,
                 container_id=container.id,
                 container_name=container.name,
+            )
+        )
+
+    # k. a pair network whose device has no container left and no live row (a device removed
+    # behind our back, or a crash between creating the network and the container), after a grace.
+    with_containers = {c.device_id for c in observed.containers}
+    for network in observed.networks:
+        if not network.device_id or network.device_id in kept or network.device_id in with_containers:
+            continue
+        if network.created_at is not None and observed.now - network.created_at < policy.grace:
+            continue
+        actions.append(
+            Action(
+                Kind.REMOVE_NETWORK,
+                Reason.NETWORK_UNUSED,
+                device_id=network.device_id,
+                network_name=network.name,
             )
         )
 

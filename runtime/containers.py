@@ -30,16 +30,18 @@ from runtime.errors import (
     UnknownProfile,
     translate_docker_errors,
 )
-from runtime.isolation import ensure_pair_network, list_pair_networks, pair_network_name, remove_pair_network
+from runtime.isolation import ensure_pair_network, pair_network_name, pair_networks, remove_pair_network
 from runtime.model import (
     LABEL_CREATED_AT,
     LABEL_DEVICE,
+    LABEL_IMAGE,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_PROFILE,
     LABEL_ROLE,
     MANAGED_BY,
     ContainerInfo,
+    Inventory,
     ManagedContainer,
     Role,
     check_device_id,
@@ -226,9 +228,11 @@ class ContainerRuntime:
                 return self._info(existing)
             self.remove(existing["Id"])
         ensure_pair_network(self.client, self.instance_id, device_id)  # after remove(), which may drop it
+        config["labels"] = {**config["labels"], LABEL_IMAGE: image}
+        image_id = self.image_id(image)
         with translate_docker_errors(container=name, image=image):
             container = self.client.containers.create(
-                image,
+                image_id,
                 name=name,
                 detach=True,
                 network=network,
@@ -245,6 +249,14 @@ class ContainerRuntime:
             self.remove(container.id)  # roll back the half-made container
             raise
         return self._info(self._inspect(container.id))
+
+    def image_id(self, image: str) -> str:
+        """The id of the image a tag names on this engine. Containers are created by image id (the
+        tag goes in the provisioner.image label): listing a container created by tag makes the
+        engine resolve that tag again, for every container of every list call (Docker's
+        daemon/list.go refreshImage), which costs most of a list call's time (bench/reconcile.py)."""
+        with translate_docker_errors(image=image):
+            return self.client.api.inspect_image(image)["Id"]
 
     # -- observing ----------------------------------------------------------------------------
 
@@ -301,10 +313,14 @@ class ContainerRuntime:
                     state=row.get("State", ""),
                     health=parse_health(row.get("Status", "")),
                     created_at=created_at,
-                    labels=dict(labels),
+                    labels=labels,
                 )
             )
         return managed
+
+    def inventory(self) -> Inventory:
+        """This instance's containers and pair networks: one list call for each."""
+        return Inventory(self.list_managed(), pair_networks(self.client, self.instance_id))
 
     def logs(self, name_or_id: str, lines: int = LOG_TAIL_LINES) -> str:
         """The container's last log lines (stdout and stderr), or "" when they cannot be read."""
@@ -338,13 +354,18 @@ class ContainerRuntime:
             remove_pair_network(self.client, self.instance_id, device_id)
         return True
 
+    def remove_pair_network(self, device_id: str) -> bool:
+        """Remove the device's pair network; False when it is gone or a container still uses it."""
+        return remove_pair_network(self.client, self.instance_id, device_id)
+
     def remove_orphan_networks(self) -> list[str]:
         """Remove this instance's pair networks whose device has no container left; their names."""
-        devices = {c.device_id for c in self.list_managed()}
+        found = self.inventory()
+        devices = {c.device_id for c in found.containers}
         return [
-            name
-            for name, device_id in list_pair_networks(self.client, self.instance_id).items()
-            if device_id not in devices and remove_pair_network(self.client, self.instance_id, device_id)
+            n.name
+            for n in found.networks
+            if n.device_id not in devices and self.remove_pair_network(n.device_id)
         ]
 
     def remove_device(self, device_id: str) -> list[str]:

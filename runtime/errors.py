@@ -2,6 +2,7 @@
 
     RuntimeFailure
      ├── EngineUnreachable      no engine answers (start one: scripts/ensure-docker or dockerd)
+ ├── HostDown               the device's host is down (hosts table): its engine is not called
      ├── EngineError            the engine answered with an error (status_code; 5xx is transient)
      ├── ImageMissing           the image is not on the host (build it: scripts/build-images)
      ├── ContainerMissing       the named container does not exist
@@ -40,6 +41,17 @@ class EngineUnreachable(RuntimeFailure):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"Docker engine unreachable: {message}; {ENGINE_HINT}")
+
+
+class HostDown(RuntimeFailure):
+    """The device's host is `down` (its engine stayed silent past the grace): it is not called;
+    what is left on it is removed as unowned when it answers a reconcile pass again."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"host {host} is down: its containers cannot be removed until its engine answers again"
+        )
+        self.host = host
 
 
 class EngineError(RuntimeFailure):

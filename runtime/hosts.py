@@ -17,7 +17,7 @@ import docker
 
 from runtime.containers import ContainerRuntime
 from runtime.errors import RuntimeFailure, translate_docker_errors
-from runtime.model import ManagedContainer
+from runtime.model import Inventory
 from runtime.profiles import DeviceProfile
 
 ENGINE_TIMEOUT_S = 5.0
@@ -35,15 +35,16 @@ class HostEngine:
 
 @dataclass(frozen=True)
 class HostListing:
-    """One host's answer to the pass's list call: its containers, or why it gave none."""
+    """One host's answer to the pass's list calls: its containers and pair networks, or why it
+    gave none."""
 
     host: str
-    containers: list[ManagedContainer] | None
+    inventory: Inventory | None
     error: str | None = None
 
     @property
     def answered(self) -> bool:
-        return self.containers is not None
+        return self.inventory is not None
 
 
 class HostRuntimes:
@@ -67,6 +68,8 @@ class HostRuntimes:
         self.timeout_s = timeout_s
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
+        # Kept across passes: starting threads on every pass costs more than a list call's parsing.
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings) -> HostRuntimes:  # noqa: ANN001 - settings.Settings
@@ -104,22 +107,28 @@ class HostRuntimes:
         )
 
     def list_each(self, hosts: list[HostEngine]) -> dict[str, HostListing]:
-        """One label-filtered list call per host, all at once; a silent engine is a listing
-        with its error, never an exception."""
+        """Per host, one label-filtered container list call and one pair network list call, all
+        hosts at once; a silent engine is a listing with its error, never an exception."""
 
         def one(host: HostEngine) -> HostListing:
             try:
-                return HostListing(host.name, self.runtime(host).list_managed())
+                return HostListing(host.name, self.runtime(host).inventory())
             except RuntimeFailure as exc:
                 return HostListing(host.name, None, f"{type(exc).__name__}: {exc}"[:500])
 
         if not hosts:
             return {}
-        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            return {listing.host: listing for listing in pool.map(one, hosts)}
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="host-list")
+            pool = self._pool
+        return {listing.host: listing for listing in pool.map(one, hosts)}
 
     def close(self) -> None:
         with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
             for client in self._clients.values():
                 client.close()
             self._clients.clear()

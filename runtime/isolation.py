@@ -17,15 +17,18 @@ network gets an explicit /28 out of PAIR_POOL instead (the block chosen from the
 next one tried when the engine reports an overlap). Nothing may leak either way: a pair network
 is removed with the last container of its device (ContainerRuntime.remove), and leftovers (a
 crash between creating the network and the container) carry the ownership labels, are found by
-list_pair_networks and removed by ContainerRuntime.remove_orphan_networks.
+pair_networks and removed by reconciliation (a REMOVE_NETWORK action, reconciler.plan) or by
+ContainerRuntime.remove_orphan_networks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import threading
 import zlib
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -33,7 +36,7 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from runtime.errors import ContainerMissing, EngineError, NameConflict, translate_docker_errors
-from runtime.model import LABEL_DEVICE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
+from runtime.model import LABEL_DEVICE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, PairNetwork
 
 PAIR_ROLE = "pair-network"
 PAIR_POOL = ipaddress.ip_network("10.220.0.0/16")
@@ -110,7 +113,28 @@ def remove_pair_network(client: docker.DockerClient, instance_id: str, device_id
 
 def list_pair_networks(client: docker.DockerClient, instance_id: str) -> dict[str, str]:
     """This instance's pair networks by label: {network name: device id}."""
+    return {n.name: n.device_id for n in pair_networks(client, instance_id)}
+
+
+def pair_networks(client: docker.DockerClient, instance_id: str) -> list[PairNetwork]:
+    """This instance's pair networks, with their devices and creation times: one label-filtered
+    network list call."""
     filters = {"label": [f"{LABEL_INSTANCE}={instance_id}", f"{LABEL_ROLE}={PAIR_ROLE}"]}
     with translate_docker_errors():
         rows = client.api.networks(filters=filters)
-    return {row["Name"]: (row.get("Labels") or {}).get(LABEL_DEVICE, "") for row in rows}
+    return [
+        PairNetwork(
+            row["Name"], (row.get("Labels") or {}).get(LABEL_DEVICE, ""), _created(row.get("Created"))
+        )
+        for row in rows
+    ]
+
+
+def _created(value: str | None) -> datetime | None:
+    """A network's Created ("2026-01-01T10:00:00.123456789Z", nanoseconds) as a datetime."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", value).replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -15,6 +15,7 @@ LABEL_DEVICE = "provisioner.device"  # the device id (a pool device has no sessi
 LABEL_ROLE = "provisioner.role"
 LABEL_CREATED_AT = "provisioner.created-at"
 LABEL_PROFILE = "provisioner.profile"  # device containers only: the profile they were launched with
+LABEL_IMAGE = "provisioner.image"  # the image reference (tag) a container was created from, by its id
 
 DEVICE_ID_RE = re.compile(r"^[a-z][a-z0-9]{11}$")
 INSTANCE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
@@ -103,3 +104,25 @@ class ManagedContainer:
     created_at: datetime | None
     labels: dict[str, str] = field(default_factory=dict)
     health: str | None = None  # healthy, unhealthy, starting; None without a healthcheck
+
+
+@dataclass(frozen=True)
+class PairNetwork:
+    """One of this instance's per-device pair networks (runtime.isolation), as listed."""
+
+    name: str
+    device_id: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What one reconcile pass sees of the engines: this instance's containers and pair networks,
+    and, over several hosts, which hosts did not answer (down: past their grace; late: within it).
+    ``where`` maps each listed container id and name, and each network name, to its host."""
+
+    containers: list[ManagedContainer]
+    networks: list[PairNetwork]
+    down: frozenset[str] = frozenset()
+    late: frozenset[str] = frozenset()
+    where: dict[str, str] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store.host_states import HostState, check_host_transition
@@ -137,6 +137,23 @@ def record_answer(db: Session, name: str, *, at: datetime) -> HostRow:
     return row
 
 
+def record_answers(db: Session, names: list[str], *, at: datetime) -> None:
+    """Several hosts' engines answered a pass: record_answer for all of them in one statement (a
+    down one is then made active again, the rare case, one by one)."""
+    if not names:
+        return
+    seen = db.execute(
+        update(HostRow)
+        .where(HostRow.name.in_(names))
+        .values(last_seen_at=at, down_since=None)
+        .returning(HostRow.name, HostRow.state),
+        execution_options={"synchronize_session": False},
+    ).all()
+    for name, state in seen:
+        if state == HostState.DOWN.value:
+            transition_host(db, name, HostState.ACTIVE, reason="engine answers again")
+
+
 def record_silence(db: Session, name: str, *, at: datetime, grace_s: float, error: str) -> bool:
     """The host's engine did not answer a pass. The first silence starts the grace period; once
     it has lasted ``grace_s`` the host goes down. True when the host is down after this call."""
@@ -146,7 +163,6 @@ def record_silence(db: Session, name: str, *, at: datetime, grace_s: float, erro
     if row.down_since is None:
         row.down_since = at
         db.flush()
-        return grace_s <= 0
     if at - row.down_since < timedelta(seconds=grace_s):
         return False
     since = row.down_since

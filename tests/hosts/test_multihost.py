@@ -1,6 +1,7 @@
 """Several Docker hosts end to end: provisions placed by capacity over two real extra engines,
-the gateway streaming from each, one engine stopped: its sessions orphaned and their numbers
-closed at the provider, new provisions placed on the host that is left."""
+the gateway streaming from each, one engine stopped: one pass orphans its sessions (reason
+`host <name> down`) and closes their numbers at the provider, new provisions are placed on the
+host that is left."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from store import repository as repo
 from tests.gateway.conftest import make_deps, serve
 from tests.plugins.docker_hosts import engine_stopped
 from tests.plugins.simulator import SIM_KEY
-from tests.support import device_of, wait_for
+from tests.support import device_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.multihost]
 
@@ -85,18 +86,22 @@ def test_placement_gateway_and_a_stopped_engine(provisioner_env, sim, extra_engi
         on_big = [sid for sid, host in placed.items() if host == big.name]
         assert len(open_activations(sim, deps, on_small)) == 4
         with engine_stopped(small):
-
-            def orphaned() -> bool:
-                # A pass marks the host down (grace 0); its devices are then missing, and the
-                # missing-device grace (1 s, over two passes) orphans their sessions.
-                reconcile_sessions()
-                with deps.sessions() as db:
-                    return {repo.get_session(db, sid).state for sid in on_small} == {"orphaned"}
-
-            wait_for(orphaned, timeout=30, interval=0.5)
+            # One pass marks the host down (grace 0) and orphans its sessions at once: no
+            # missing-device grace; their devices are retired, their containers left on the
+            # silent engine (removed as unowned when it answers again).
+            summary = reconcile_sessions()
+            orphans = [r for r in summary.actions if r["action"] == "orphan_session"]
+            assert sorted(r["target"] for r in orphans) == sorted(on_small)
+            assert {r["reason"] for r in orphans} == {f"host {small.name} down"}
+            assert all("cannot be removed until its engine answers again" in r["result"] for r in orphans)
             with deps.sessions() as db:
+                assert {repo.get_session(db, sid).state for sid in on_small} == {"orphaned"}
+                assert {repo.get_session(db, sid).last_error for sid in on_small} == {
+                    f"orphaned: host {small.name} down"
+                }
                 assert {repo.get_session(db, sid).state for sid in on_big} == {"verified"}
                 assert hostrepo.get_host(db, small.name).state == "down"
+            assert {device_of(deps, sid).state for sid in on_small} == {"retired"}
             assert open_activations(sim, deps, on_small) == set()
             assert len(open_activations(sim, deps, on_big)) == 8
             page = httpx.get(f"{url}/vnc/{on_small[0]}/vnc.html", timeout=10, trust_env=False)

@@ -51,7 +51,7 @@ def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> di
 @pytest.fixture
 def provisioner_env(monkeypatch, database_url, db_sessions, sim, runtime, prefect_api):
     """Settings for this test's flow runs; yields the process's Deps. Containers of the runtime's
-    instance are removed afterwards."""
+    instance are removed afterwards, and their pair networks (the next test's passes start clean)."""
     from provisioning.deps import get_deps, reset_deps
     from settings import get_settings
 
@@ -70,6 +70,7 @@ def provisioner_env(monkeypatch, database_url, db_sessions, sim, runtime, prefec
     finally:
         for container in runtime.list_managed():
             runtime.remove(container.id)
+        runtime.remove_orphan_networks()
         reset_deps()
         monkeypatch.undo()
         get_settings.cache_clear()

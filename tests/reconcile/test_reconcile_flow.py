@@ -19,8 +19,10 @@ from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import ReconcileSummary, reconcile_sessions
 from provisioning.request import ProvisionRequest
 from reconciler import observe
+from runtime.isolation import pair_network_name
 from runtime.model import Role, ownership_labels
-from store import LeaseOutcome, LeaseRow, State, get_engine, new_session_id
+from store import DeviceState, LeaseOutcome, LeaseRow, State, get_engine, new_session_id
+from store import devices as devrepo
 from store import repository as repo
 from tasks.reconcile import read_flow_run_states
 from tests.plugins.postgres import _plain_dsn
@@ -160,6 +162,43 @@ class TestLeakedContainers:
         assert artifacts and artifacts[0].type == "table"
         assert any("remove_container" in str(a.data) for a in artifacts)
         assert any("nothing to do" in str(a.data) for a in artifacts), "an empty pass leaves its table too"
+
+
+class TestPairNetworks:
+    def test_a_device_removed_behind_our_back_leaves_its_network_one_pass_removes_it(
+        self, provisioner_env, runtime
+    ):
+        deps = provisioner_env
+        live = new_session_id()  # an idle device of the pool: a live row, its container running
+        with deps.sessions.begin() as db:
+            devrepo.create_device(
+                db,
+                device_id=live,
+                profile="stub",
+                host="local",
+                device_container=runtime.name_for(live, Role.DEVICE),
+                stream_container=runtime.name_for(live, Role.STREAM),
+            )
+            devrepo.transition_device(db, live, DeviceState.IDLE, reason="test")
+        runtime.launch_device(live, "stub")
+        gone = new_session_id()
+        info = runtime.launch_device(gone, "stub")
+        runtime.client.api.remove_container(info.id, force=True)  # not through the runtime
+        networks = {n.name for n in runtime.inventory().networks}
+        assert {pair_network_name(runtime.instance_id, d) for d in (live, gone)} <= networks
+        time.sleep(
+            deps.settings.reconcile.grace_s + 0.1
+        )  # the network outlives the grace (a positive check follows)
+
+        summary = run_pass()
+        assert [(r["action"], r["target"], r["result"]) for r in summary.actions] == [
+            ("remove_network", pair_network_name(runtime.instance_id, gone), "removed")
+        ]
+        assert {n.name for n in runtime.inventory().networks} == {
+            pair_network_name(runtime.instance_id, live)
+        }
+        assert containers_of(runtime, live)["device"].state == "running"
+        assert run_pass().actions == []
 
 
 class TestRaceWithProvision:
@@ -435,6 +474,6 @@ class TestObservationCost:
         assert small[2:] == (1, 1) and large[2:] == (20, 20)
         assert small[:2] == large[:2]
         statements, docker_calls = large[:2]
-        assert (
-            statements <= 4 and docker_calls == 1
-        )  # now(), devices, sessions, leases; one label-filtered list
+        # now(), devices, sessions, leases; one label-filtered container list, one network list
+        assert statements <= 4
+        assert docker_calls == 2

@@ -76,6 +76,26 @@ def test_silence_marks_down_only_after_the_grace_and_an_answer_brings_it_back(db
     assert (row.state, row.down_since, row.last_seen_at) == ("active", None, T0 + timedelta(seconds=20))
 
 
+def test_without_a_grace_the_first_silence_marks_the_host_down(db):
+    add(db, "h1")
+    assert hostrepo.record_silence(db, "h1", at=T0, grace_s=0, error="connection refused") is True
+    assert hostrepo.get_host(db, "h1").state == "down"
+
+
+def test_answers_of_several_hosts_are_recorded_at_once_and_a_down_one_comes_back(db):
+    add(db, "h1")
+    add(db, "h2")
+    assert hostrepo.record_silence(db, "h2", at=T0, grace_s=0, error="connection refused") is True
+    hostrepo.record_answers(db, ["h1", "h2"], at=T0 + timedelta(seconds=3))
+    db.expire_all()
+    rows = [hostrepo.get_host(db, name) for name in ("h1", "h2")]
+    assert [(r.state, r.down_since, r.last_seen_at) for r in rows] == [
+        ("active", None, T0 + timedelta(seconds=3)),
+        ("active", None, T0 + timedelta(seconds=3)),
+    ]
+    assert rows[1].reason == "engine answers again"
+
+
 @pytest.fixture
 def placements(db):
     """Stands for the devices on each host: (host, cpus, memory_mb) rows in a real table."""
