@@ -3,12 +3,14 @@
     .venv/bin/python bench/reconcile.py [--sessions 10000] [--live 100] [--repeat 5]
 
 Sets up a throwaway PostgreSQL cluster (migrated with the real migrations) with ``--sessions``
-session rows (all but ``--live`` terminal; one lease each, bulk inserted) and, on the running
-Docker engine, two real containers per live session (``sleep infinity`` on the device-stub image,
-no network, with our ownership labels under a bench instance id). Then, side by side:
+session rows (all but ``--live`` terminal; one lease each, bulk inserted; each live session holds a
+claimed device row) and, on the running Docker engine, two real containers per live session
+(``sleep infinity`` on the device-stub image, created by its id as the runtime does, no network,
+no healthcheck, with our ownership labels under a bench instance id). Then, side by side:
 
-* ours: the database clock, one query for non-terminal sessions, one for open leases, one label-filtered container
-  list (reconciler.observe), then the pure plan();
+* ours: the database clock, one query each for live devices, non-terminal sessions and open
+  leases, one label-filtered container list and one network list (reconciler.observe, made while
+  the database is read), then the pure plan();
 * the old way: the same session query, then for every live session an inspection of its device
   and of its stream by name (2 Docker calls per session), then the lease query.
 
@@ -170,6 +172,7 @@ def start_containers(client: docker.DockerClient, instance_id: str, live_ids: li
             name=container_name(instance_id, sid, role),
             labels={**ownership_labels(instance_id, sid, role), LABEL_IMAGE: IMAGE},
             network_mode="none",
+            healthcheck={"test": ["NONE"]},  # the stub's check fails without its VNC server
             detach=True,
             mem_limit="16m",
         )
@@ -203,7 +206,10 @@ def old_way(sessions: sessionmaker[Session], runtime: ContainerRuntime) -> int:
         rows = repo.list_nonterminal_sessions(db)
         now = datetime.now(UTC)
         views = [
-            SessionView(s.id, State(s.state), s.flow_run_id, s.updated_at, s.expires_at, True) for s in rows
+            SessionView(
+                s.id, State(s.state), s.flow_run_id, s.updated_at, s.expires_at, True, device_id=s.device_id
+            )
+            for s in rows
         ]
         containers = []
         for s in rows:
@@ -361,6 +367,7 @@ def main_hosts(args: argparse.Namespace) -> int:
 
             api.send = counting_send
         ours_hosts(sessions, runtime)  # warm-up
+        load = os.getloadavg()[0]
         times = []
         for _ in range(args.repeat):
             counter.reset()
@@ -374,7 +381,8 @@ def main_hosts(args: argparse.Namespace) -> int:
             f"{'by tag' if args.by_tag else 'by id'}): median {median * 1000:.1f} ms "
             f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {counter.sql} SQL statements, "
             f"{docker_calls['n']} Docker calls ({docker_calls['n'] / args.hosts:g} per host: one container "
-            f"list, one network list), {actions} actions planned"
+            f"list, one network list), {actions} actions planned; load average {load:.1f} -> "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
         parts = PARTS[-args.repeat :]
         engines_s, observe_s, plan_s = (statistics.median(p[i] for p in parts) * 1000 for i in range(3))
@@ -435,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(url)
         sessions = sessionmaker(engine, expire_on_commit=False)
         started = time.perf_counter()
-        live_ids = seed_database(sessions, args.sessions, args.live)
+        live_ids = seed_database(sessions, args.sessions, args.live, hosts=["local"])
         print(
             f"inserted {args.sessions} sessions ({args.live} live) and {args.sessions} leases "
             f"in {time.perf_counter() - started:.1f} s",
