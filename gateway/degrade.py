@@ -1,7 +1,6 @@
 """The gateway degrades, it never breaks: every failure of a dependency becomes a 503 with a reason.
 
     database (SQLAlchemy/psycopg)         -> 503 "database unavailable"
-    Docker engine (RuntimeFailure, SDK)   -> 503 "docker unavailable"
     Prefect API (OrchestratorError, HTTP) -> 503 "orchestrator unavailable"
     anything else                         -> 503 "internal error" (logged with its traceback)
 
@@ -13,9 +12,7 @@ from __future__ import annotations
 
 import logging
 
-import docker.errors
 import httpx
-import requests
 from prefect.exceptions import PrefectHTTPStatusError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.requests import HTTPConnection
@@ -24,12 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import redact
 from gateway.pages import error_reply
 from gateway.runs import OrchestratorError
-from runtime import RuntimeFailure
 
 log = logging.getLogger(__name__)
 
 DATABASE_DOWN = "database unavailable"
-DOCKER_DOWN = "docker unavailable"
 ORCHESTRATOR_DOWN = "orchestrator unavailable"
 INTERNAL = "internal error"
 
@@ -38,8 +33,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
     """(reason, detail) of a failure, both safe to show to a client."""
     if isinstance(exc, (DBAPIError, SQLAlchemyError)):
         return DATABASE_DOWN, "the session store did not answer; try again shortly"
-    if isinstance(exc, (RuntimeFailure, docker.errors.DockerException, requests.RequestException)):
-        return DOCKER_DOWN, "the Docker engine did not answer; try again shortly"
     if isinstance(exc, (OrchestratorError, httpx.HTTPError, PrefectHTTPStatusError)):
         return ORCHESTRATOR_DOWN, "the Prefect API did not answer; try again shortly"
     return INTERNAL, "the gateway hit an unexpected error; try again shortly"

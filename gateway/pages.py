@@ -14,7 +14,6 @@ _TRANSIENT = frozenset(
         "stream down",
         "orchestrator unavailable",
         "database unavailable",
-        "docker unavailable",
         "internal error",
         "not ready",
     }
@@ -39,7 +38,6 @@ _MESSAGES = {
     "orphaned": "This session lost its device.",
     "ended": "This session has ended; its device is gone and will not come back. Start a new session.",
     "database unavailable": "The session store is not answering right now. Reload in a few seconds.",
-    "docker unavailable": "The Docker engine is not answering right now. Reload in a few seconds.",
     "orchestrator unavailable": "The Prefect API is not answering right now. Try again in a few seconds.",
     "internal error": "Something went wrong on our side. Reload in a few seconds.",
 }
