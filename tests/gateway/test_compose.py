@@ -82,6 +82,7 @@ class TestCompose:
         gateway = services["gateway"]
         assert gateway["environment"]["PROVISIONER_GATEWAY__TOKEN"] == "gwtoken"
         assert "s3cretpw" in gateway["environment"]["PROVISIONER_DATABASE__URL"]
+        assert "volumes" not in gateway, "the gateway mounts no Docker socket (routes are in the database)"
         for name in ("migrate", "prefect-server", "worker", "gateway", "simulator"):
             assert services[name]["build"]["dockerfile"].endswith("images/app/Dockerfile"), name
         assert services["watcher"]["command"] == ["python", "-m", "cli", "watch"]
@@ -110,6 +111,7 @@ def test_compose_stack_provisions_through_the_gateway_and_releases(compose, dock
     import time
 
     import httpx
+    from websockets.sync.client import connect as ws_connect
 
     from tests.gateway.conftest import free_port
 
@@ -201,7 +203,20 @@ def test_compose_stack_provisions_through_the_gateway_and_releases(compose, dock
             sid = created.json()["session_id"]
             verified = state(client, sid, "verified", timeout=240)
             assert verified["code_received"] is True
+            # The gateway container has no Docker socket, yet streams through the recorded route.
+            (gateway,) = docker_client.containers.list(
+                filters={
+                    "label": [
+                        f"com.docker.compose.project=provtest{suffix}",
+                        "com.docker.compose.service=gateway",
+                    ]
+                }
+            )
+            assert gateway.attrs["Mounts"] == []
             assert client.get(f"/vnc/{sid}/vnc.html").status_code == 200
+            ws_url = f"ws://127.0.0.1:{gateway_port}/vnc/{sid}/websockify"
+            with ws_connect(ws_url, subprotocols=["binary"], additional_headers=auth, open_timeout=10) as ws:
+                assert ws.recv(timeout=10)[:4] == b"RFB "
             assert client.delete(f"/sessions/{sid}").status_code == 202
             state(client, sid, "released", timeout=120)
         left = docker_client.containers.list(all=True, filters={"label": f"provisioner.instance={instance}"})
