@@ -24,7 +24,9 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from provisioning.launch import WORK_POOL, queue_name
 
 
 def project_root() -> Path:
@@ -34,7 +36,6 @@ def project_root() -> Path:
     return here if (here / "prefect.yaml").exists() else Path(__file__).resolve().parents[1]
 
 
-WORK_POOL = "provisioner-process"
 ZOMBIE_AUTOMATION = "provisioner: crash flow runs whose heartbeats stopped"
 HEARTBEAT_FREQUENCY_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY for workers (Prefect's minimum)
 HEARTBEAT_TIMEOUT_S = 90  # three missed heartbeats
@@ -49,6 +50,7 @@ class DeployReport:
     work_pool: str  # "created" | "exists"
     deployments: str  # prefect deploy's last line
     automation: str  # "created" | "updated"
+    host_queues: str = ""  # the hosts' work queues: "host-a (created), host-b (exists)" or why not
 
 
 def ensure_work_pool(name: str = WORK_POOL) -> str:
@@ -59,6 +61,39 @@ def ensure_work_pool(name: str = WORK_POOL) -> str:
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=False)
             return "created"
+
+
+def ensure_work_queue(name: str, pool: str = WORK_POOL) -> str:
+    """The work queue ``name`` in the pool (a host's launch queue, host-<name>); idempotent."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_queue(
+                name=name,
+                work_pool_name=pool,
+                description="Device launches on one Docker host: its own worker serves it",
+            )
+            return "created"
+        except ObjectAlreadyExists:
+            return "exists"
+
+
+def ensure_host_queues() -> str:
+    """The work queue host-<name> of every host in the hosts table (none without hosts)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from settings import SettingsError, get_settings
+    from store import get_sessionmaker
+    from store import hosts as hostrepo
+
+    try:
+        get_settings()
+        with get_sessionmaker()() as db:
+            names = [h.name for h in hostrepo.list_hosts(db)]
+    except (SettingsError, SQLAlchemyError) as exc:
+        return f"not read ({type(exc).__name__}): run `provisioner deploy` again with the database reachable"
+    if not names:
+        return "none (no hosts)"
+    return ", ".join(f"{queue_name(n)} ({ensure_work_queue(queue_name(n))})" for n in names)
 
 
 def deploy_prefect_yaml(root: Path) -> str:
@@ -132,4 +167,5 @@ def deploy(*, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S, root: Path | Non
         work_pool=ensure_work_pool(),
         deployments=deploy_prefect_yaml(root or project_root()),
         automation=ensure_zombie_automation(heartbeat_timeout_s),
+        host_queues=ensure_host_queues(),
     )

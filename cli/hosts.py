@@ -105,6 +105,29 @@ def add(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     console.print(f"host {name}: {state}, {cpus:g} cpus, {memory_mb} MB")
+    console.print(_host_queue(name))
+
+
+def _host_queue(name: str) -> str:
+    """Create the host's work queue host-<name> when a Prefect API is set and answers; else say how."""
+    from prefect.settings import get_current_settings
+
+    from provisioning.launch import WORK_POOL, queue_name, worker_command
+
+    queue = queue_name(name)
+    how = (
+        f"create it with `provisioner deploy` (or `prefect work-queue create {queue} --pool {WORK_POOL}`); "
+        f"its worker: `{worker_command(name)}`"
+    )
+    if not get_current_settings().api.url:
+        return f"work queue {queue}: not created (PREFECT_API_URL is not set): {how}"
+    from cli.deploy import ensure_work_queue
+
+    try:
+        done = ensure_work_queue(queue)
+    except Exception as exc:  # the API does not answer, or the pool does not exist yet
+        return f"work queue {queue}: not created ({type(exc).__name__}): {how}"
+    return f"work queue {queue}: {done}; its worker: `{worker_command(name)}`"
 
 
 @hosts_app.command()

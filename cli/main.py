@@ -352,6 +352,7 @@ def deploy(
     console.print(f"work pool provisioner-process: {report.work_pool}")
     console.print(f"deployments: {report.deployments}")
     console.print(f"automation (crash runs whose heartbeats stop): {report.automation}")
+    console.print(f"hosts' work queues: {report.host_queues}")
 
 
 @app.command()

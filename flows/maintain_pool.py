@@ -1,4 +1,4 @@
-"""maintain-pool: keep N idle, ready devices per profile (observe -> pure plan -> act)."""
+"""maintain-pool: keep N idle, ready devices per host and profile (observe -> pure plan -> act)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from flows.reconcile import advisory_lock
 from pool import PoolObserved, plan_pool, wanted_per_profile
 from pool.run import PoolResult, act_pool, observe_pool, pool_table
 from provisioning.deps import get_deps
+from provisioning.launch import launch_slot_for
 
 
 class PoolSummary(BaseModel):
@@ -30,8 +31,8 @@ def observe_pool_task() -> PoolObserved:
 
 @task(name="act-pool", cache_policy=NONE)
 def act_pool_task(actions: list) -> list[PoolResult]:
-    results = act_pool(get_deps(), actions)
-    logger = get_run_logger()
+    deps, logger = get_deps(), get_run_logger()
+    results = act_pool(deps, actions, slot=launch_slot_for(deps, logger))
     for r in results:
         (logger.info if r.ok else logger.error)(
             "%s %s (%s): %s", r.action.kind, r.action.target, r.action.reason, r.result
@@ -39,7 +40,7 @@ def act_pool_task(actions: list) -> list[PoolResult]:
     return results
 
 
-@flow(name="maintain-pool", description="Keep the warm pool: N idle, ready devices per profile.")
+@flow(name="maintain-pool", description="Keep the warm pool: N idle, ready devices per host and profile.")
 def maintain_pool(dry_run: bool = False) -> PoolSummary:
     logger = get_run_logger()
     deps = get_deps()

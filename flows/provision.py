@@ -21,7 +21,7 @@ from settings.version import VERSION
 from store import SESSION_ID_PATTERN, SessionRow, State
 from store import repository as repo
 from tasks.checks import check_request
-from tasks.containers import boot_device_for_session, claim_session_device, ensure_launch_limit, launch_slot
+from tasks.containers import boot_device_for_session, claim_session_device
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
 from tasks.publish import label_flow_run, mask_phone, publish_session
 from tasks.sessions import adopt_session
@@ -123,7 +123,6 @@ def provision_session(
     deps = get_deps()
     plan = resolve(request, deps.settings)
     actor = _actor()
-    ensure_launch_limit()
     adopted = adopt_session(
         session_id=session_id or None,
         service=plan.service,
@@ -154,8 +153,7 @@ def provision_session(
         with heartbeat, transaction():
             check_request(plan)  # spend nothing before the profile, Docker and images are there
             if claim_session_device(sid, profile=plan.device_profile, actor=actor) is None:
-                with launch_slot(logger):
-                    boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
+                boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
             publish_session(sid)
             rented = rent_number(sid, attempt=adopted.attempt, **rent)
             number_rented(deps, sid, provider=rented.provider, actor=actor)

@@ -10,20 +10,24 @@ from sqlalchemy import func, select
 
 from pool.plan import PoolAction, PoolDevice, PoolKind, PoolObserved
 from provisioning.deps import Deps
-from provisioning.devices import boot_device, host_of, retire_device
+from provisioning.devices import LaunchSlot, boot_device, host_of, retire_device
+from provisioning.hosts import hosts_mode
 from runtime.model import Role
 from store import devices as devrepo
+from store import hosts as hostrepo
 
 log = logging.getLogger(__name__)
 
 
 def observe_pool(deps: Deps) -> PoolObserved:
-    """Every non-terminal device of this host (one query) and its device container (one list call)."""
+    """Every non-terminal device (one query) and its device container (one list call per host);
+    over several hosts, every host's devices and the active hosts, else this engine's."""
     containers = {c.device_id: c for c in deps.runtime.list_managed() if c.role == Role.DEVICE.value}
-    host = host_of(deps)
+    several = hosts_mode(deps)
     with deps.sessions() as db:
         now = db.scalar(select(func.now()))
-        rows = [(row, sid) for row, sid in devrepo.list_live_devices(db) if row.host == host]
+        hosts = tuple(hostrepo.active_host_names(db)) if several else (host_of(deps),)
+        rows = [(row, sid) for row, sid in devrepo.list_live_devices(db) if several or row.host in hosts]
     devices = []
     for row, session_id in rows:
         container = containers.get(row.id)
@@ -37,9 +41,10 @@ def observe_pool(deps: Deps) -> PoolObserved:
                 ready_at=row.ready_at,
                 container_state=container.state if container else None,
                 health=container.health if container else None,
+                host=row.host,
             )
         )
-    return PoolObserved(now=now, devices=devices)
+    return PoolObserved(now=now, devices=devices, hosts=hosts)
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,10 @@ class PoolResult:
     result: str
 
 
-def _do(deps: Deps, action: PoolAction) -> PoolResult:
+def _do(deps: Deps, action: PoolAction, slot: LaunchSlot | None = None) -> PoolResult:
     try:
         if action.kind == PoolKind.BOOT:
-            device = boot_device(deps, action.profile, reason="warm pool")
+            device = boot_device(deps, action.profile, reason="warm pool", host=action.host, slot=slot)
             return PoolResult(action, True, f"device {device.id} idle")
         assert action.device_id
         problems = retire_device(deps, action.device_id, reason=f"pool: {action.reason}")
@@ -62,23 +67,26 @@ def _do(deps: Deps, action: PoolAction) -> PoolResult:
         return PoolResult(action, False, f"error: {type(exc).__name__}: {exc}")
 
 
-def act_pool(deps: Deps, actions: list[PoolAction]) -> list[PoolResult]:
-    """Retire first (frees capacity), then boot in parallel, at most the host's launch slots at once."""
+def act_pool(deps: Deps, actions: list[PoolAction], slot: LaunchSlot | None = None) -> list[PoolResult]:
+    """Retire first (frees capacity), then boot in parallel (each under ``slot(host)``: its host's
+    launch limit, shared with provisions; on a host's work queue, the launch run takes it there)."""
     results = [_do(deps, a) for a in actions if a.kind == PoolKind.RETIRE]
     boots = [a for a in actions if a.kind == PoolKind.BOOT]
     if boots:
         deps.runtime.ensure_network()
-        with ThreadPoolExecutor(max_workers=deps.settings.docker.launch_slots) as workers:
-            results += list(workers.map(lambda a: _do(deps, a), boots))
+        hosts = len({a.host for a in boots})
+        with ThreadPoolExecutor(max_workers=deps.settings.docker.launch_slots * hosts) as workers:
+            results += list(workers.map(lambda a: _do(deps, a, slot), boots))
     return results
 
 
 def pool_table(deps: Deps) -> list[dict[str, str]]:
-    """One row per live device of this host, for the pool's table artifact."""
+    """One row per live device (of every host), for the pool's table artifact."""
     observed = observe_pool(deps)
     return [
         {
             "device": d.id,
+            "host": d.host,
             "profile": d.profile,
             "state": d.state,
             "held": "yes" if d.held else "no",

@@ -8,15 +8,19 @@ when the screen is usable. A claimed device is never returned to the pool: retir
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from provisioning.containers import stream_url_for
 from provisioning.deps import Deps
 from provisioning.hosts import hosts_mode, place_device
+from runtime import ContainerRuntime
 from runtime.errors import RuntimeFailure
 from store import DEVICE_TERMINAL, DeviceState, State, new_session_id
 from store import devices as devrepo
@@ -41,64 +45,123 @@ def host_of(deps: Deps) -> str:
     return deps.settings.docker.host or "local"
 
 
-def boot_device(deps: Deps, profile: str, *, session_id: str | None = None, reason: str = "") -> Device:
-    """Record a device as booting, start its device and stream containers, wait until both answer
-    (the profile's boot_timeout_s unless PROVISIONER_DOCKER__READINESS_TIMEOUT_S is set), and mark
-    it idle (a pool device) or claimed (cold-booted for ``session_id``). On any failure the
-    containers are removed and the device ends failed; the error is raised."""
+LaunchSlot = Callable[[str], AbstractContextManager[object]]  # host name -> held while launching
+
+
+def record_device(
+    deps: Deps, profile: str, *, session_id: str | None = None, host: str | None = None
+) -> tuple[str, str]:
+    """Record a new device as booting, placed on a host in the same transaction (``host``: that
+    host or NoCapacity), bound to ``session_id`` for a cold boot; returns (device id, host)."""
     runtime = deps.runtime
     runtime.profile(profile)  # UnknownProfile before anything is recorded
     device_id = new_session_id()
-    names = runtime.name_for(device_id, "device"), runtime.name_for(device_id, "stream")
     with deps.sessions.begin() as db:
+        placed = place_device(deps, db, profile, host=host)
         devrepo.create_device(
             db,
             device_id=device_id,
             profile=profile,
-            host=place_device(deps, db, profile),
-            device_container=names[0],
-            stream_container=names[1],
+            host=placed,
+            device_container=runtime.name_for(device_id, "device"),
+            stream_container=runtime.name_for(device_id, "stream"),
             session_id=session_id,
         )
+    return device_id, placed
+
+
+def boot_device(
+    deps: Deps,
+    profile: str,
+    *,
+    session_id: str | None = None,
+    reason: str = "",
+    host: str | None = None,
+    slot: LaunchSlot | None = None,
+) -> Device:
+    """Record a device (placed on a host), start it (``start_device``) here or, from a deployment's
+    flow run over several hosts, as a launch-device run on its host's work queue
+    (provisioning.launch), and return it ready: idle (a pool device) or claimed (cold-booted for
+    ``session_id``). On any failure its containers are removed and it ends failed; the error is
+    raised."""
+    from provisioning.launch import launch_on_queue, launches_on_queues  # it imports this module
+
+    device_id, placed = record_device(deps, profile, session_id=session_id, host=host)
+    if not launches_on_queues(deps):
+        return start_device(deps, device_id, slot=slot, reason=reason)
+    launch_on_queue(deps, device_id, host=placed, profile=profile, reason=reason)
+    with deps.sessions() as db:
+        row = devrepo.get_device(db, device_id)
+    return _device(row, claimed=False)
+
+
+def start_device(
+    deps: Deps,
+    device_id: str,
+    *,
+    runtime: ContainerRuntime | None = None,
+    slot: LaunchSlot | None = None,
+    reason: str = "",
+) -> Device:
+    """Start a recorded device's device and stream containers (on ``runtime``, else the process's),
+    holding ``slot(host)`` meanwhile, wait until both answer (the profile's boot_timeout_s unless
+    PROVISIONER_DOCKER__READINESS_TIMEOUT_S is set), and mark it idle, or claimed when a session
+    waits for it. On any failure the containers are removed and the device ends failed."""
+    runtime = runtime or deps.runtime
+    with deps.sessions() as db:
+        row = devrepo.get_device(db, device_id)
+        session_id = devrepo.device_session_id(db, device_id)
+        profile, host, names = row.profile, row.host, (row.device_container, row.stream_container)
     started = time.monotonic()
     timeout = deps.settings.docker.readiness_timeout_s  # None: the profile's boot_timeout_s
-    try:
-        runtime.ensure_network()  # once, before the two launches race to create it
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            # The device boots while the stream container starts; websockify connects lazily.
-            device_future = pool.submit(runtime.launch_device, device_id, profile)
-            stream_future = pool.submit(runtime.launch_stream, device_id)
-            device_future.result()
-            stream = stream_future.result()
-        runtime.wait_device_ready(device_id, profile, timeout)
-        ready = runtime.wait_stream_ready(device_id, timeout)
-    except BaseException as exc:
-        retire_device(deps, device_id, reason=f"boot failed: {type(exc).__name__}: {exc}", failed=True)
-        raise
-    url = stream.host_port and runtime.stream_url(stream)
     target = DeviceState.CLAIMED if session_id else DeviceState.IDLE
-    boot_s = time.monotonic() - started
-    with deps.sessions.begin() as db:
-        devrepo.transition_device(
-            db,
-            device_id,
-            target,
-            reason=reason or f"ready after {boot_s:.1f} s",
-            stream_url=url or None,
-            stream_route=runtime.stream_route(ready),  # the gateway's route, in every mode
-            ready_at=datetime.now(UTC),
-            boot_s=boot_s,
-        )
-    log.info("device %s (%s) ready after %.1f s, %s", device_id, profile, boot_s, target)
+    try:
+        with slot(host) if slot is not None else contextlib.nullcontext():
+            runtime.ensure_network()  # once, before the two launches race to create it
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                # The device boots while the stream container starts; websockify connects lazily.
+                device_future = pool.submit(runtime.launch_device, device_id, profile)
+                stream_future = pool.submit(runtime.launch_stream, device_id)
+                device_future.result()
+                stream = stream_future.result()
+            runtime.wait_device_ready(device_id, profile, timeout)
+            ready = runtime.wait_stream_ready(device_id, timeout)
+        url = stream.host_port and runtime.stream_url(stream)
+        boot_s = time.monotonic() - started
+        with deps.sessions.begin() as db:  # refused (IllegalDeviceTransition) if it was retired meanwhile
+            devrepo.transition_device(
+                db,
+                device_id,
+                target,
+                reason=reason or f"ready after {boot_s:.1f} s",
+                stream_url=url or None,
+                # The gateway's route, in every mode (over several hosts: the host's stream address).
+                stream_route=deps.runtime.stream_route(ready),
+                ready_at=datetime.now(UTC),
+                boot_s=boot_s,
+            )
+    except BaseException as exc:
+        reason = f"boot failed: {type(exc).__name__}: {exc}"
+        retire_device(deps, device_id, reason=reason, failed=True, runtime=runtime)
+        raise
+    log.info("device %s (%s) ready after %.1f s on %s, %s", device_id, profile, boot_s, host, target)
     return Device(device_id, profile, names[0], names[1], url or None, claimed=False)
 
 
-def retire_device(deps: Deps, device_id: str, *, reason: str, failed: bool = False) -> list[str]:
-    """Remove a device's containers and end its row (retired, or failed). Idempotent; returns the
-    problems met (a container that could not be removed stays for reconciliation)."""
+def retire_device(
+    deps: Deps,
+    device_id: str,
+    *,
+    reason: str,
+    failed: bool = False,
+    runtime: ContainerRuntime | None = None,
+) -> list[str]:
+    """Remove a device's containers (on ``runtime``, else the process's) and end its row
+    (retired, or failed). Idempotent; returns the problems met (a container that could not be
+    removed stays for reconciliation)."""
     problems = []
     try:
-        deps.runtime.remove_device(device_id)
+        (runtime or deps.runtime).remove_device(device_id)
     except RuntimeFailure as exc:
         problems.append(f"containers: {exc}")
     with deps.sessions.begin() as db:
@@ -158,8 +221,11 @@ def claim_device(deps: Deps, session_id: str, *, profile: str, actor: str) -> De
     return device
 
 
-def boot_session_device(deps: Deps, session_id: str, *, profile: str, actor: str) -> Device:
-    """Cold-boot a device for a session no idle device could serve (session launching meanwhile)."""
+def boot_session_device(
+    deps: Deps, session_id: str, *, profile: str, actor: str, slot: LaunchSlot | None = None
+) -> Device:
+    """Cold-boot a device for a session no idle device could serve (session launching meanwhile),
+    holding ``slot(host)`` while it launches here (see boot_device)."""
     stale = None
     with deps.sessions.begin() as db:
         repo.get_session(db, session_id, for_update=True)  # serialized with a concurrent claim
@@ -179,7 +245,7 @@ def boot_session_device(deps: Deps, session_id: str, *, profile: str, actor: str
         retire_device(deps, stale, reason="its boot was interrupted", failed=True)
     if device is None:
         device = boot_device(
-            deps, profile, session_id=session_id, reason=f"cold-booted for session {session_id}"
+            deps, profile, session_id=session_id, reason=f"cold-booted for session {session_id}", slot=slot
         )
     _mark_session_ready(deps, session_id, device, reason=f"device {device.id} booted", actor=actor)
     return device

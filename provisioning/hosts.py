@@ -67,11 +67,12 @@ def hosts_mode(deps) -> bool:  # noqa: ANN001 - provisioning.deps.Deps (it impor
     return deps.hosts_mode()
 
 
-def place_device(deps, db: Session, profile: str) -> str:  # noqa: ANN001
-    """The host a new device goes to, chosen inside ``db``'s transaction (the one recording it)."""
+def place_device(deps, db: Session, profile: str, *, host: str | None = None) -> str:  # noqa: ANN001
+    """The host a new device goes to, chosen inside ``db``'s transaction (the one recording it);
+    ``host``: that host if it is active and has room (a pool refill for it), else NoCapacity."""
     runtime = deps.runtime
     if isinstance(runtime, HostsRuntime):
-        return runtime.place(db, profile)
+        return runtime.place(db, profile, only=host)
     return deps.settings.docker.host or "local"
 
 
@@ -96,10 +97,11 @@ class HostsRuntime:
 
     # -- placement ------------------------------------------------------------------------------
 
-    def place(self, db: Session, profile: str) -> str:
+    def place(self, db: Session, profile: str, *, only: str | None = None) -> str:
         """The host a new device of ``profile`` goes to (call inside the transaction that records
         the device: see store.hosts.choose_host)."""
-        return hostrepo.choose_host(db, profile_need(self.profile(profile)), device_usage(self.profiles)).name
+        need = profile_need(self.profile(profile))
+        return hostrepo.choose_host(db, need, device_usage(self.profiles), only=only).name
 
     # -- routing --------------------------------------------------------------------------------
 

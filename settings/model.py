@@ -253,6 +253,23 @@ class PoolSettings(BaseModel):
         return value
 
 
+class HostsSettings(BaseModel):
+    """Several Docker hosts (the hosts table): where a device's launch runs."""
+
+    dispatch: Literal["queue", "process"] = Field(
+        "queue",
+        description="queue: a flow run started from a deployment launches each device as a "
+        "launch-device run on its host's work queue host-<name>; process: the calling process "
+        "launches over the host's Docker URL (direct flow calls always do)",
+    )
+    launch_start_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a host's worker may take to pick up and start a launch run, on top "
+        "of the profile's boot timeout",
+    )
+
+
 class CodesSettings(BaseModel):
     """The code watcher (`provisioner watch`), provider webhooks, and how flows wait for codes."""
 
@@ -314,6 +331,7 @@ class Settings(BaseSettings):
     defaults: DefaultsSettings = DefaultsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     pool: PoolSettings = PoolSettings()
+    hosts: HostsSettings = HostsSettings()
     gateway: GatewaySettings = GatewaySettings()
     codes: CodesSettings = CodesSettings()
     fx: dict[str, Decimal] = Field(

@@ -110,6 +110,12 @@ def list_hosts(db: Session) -> list[HostRow]:
     return list(db.scalars(select(HostRow).order_by(HostRow.name)))
 
 
+def active_host_names(db: Session) -> list[str]:
+    return list(
+        db.scalars(select(HostRow.name).where(HostRow.state == HostState.ACTIVE.value).order_by(HostRow.name))
+    )
+
+
 def transition_host(db: Session, name: str, to_state: HostState, *, reason: str) -> HostRow:
     """Move a host to ``to_state`` if the table allows it (row locked, version bumped); a move to
     the state it is already in changes nothing."""
@@ -177,19 +183,15 @@ def record_silence(db: Session, name: str, *, at: datetime, grace_s: float, erro
 Usage = Callable[[Session], Mapping[str, Resources]]
 
 
-def choose_host(db: Session, need: Resources, used: Usage) -> HostRow:
+def choose_host(db: Session, need: Resources, used: Usage, *, only: str | None = None) -> HostRow:
     """The active host with the largest share of its capacity free that fits ``need`` (so hosts
     fill in proportion to their capacity; ties: where more such devices fit, then by name), row
-    locked until the caller's transaction ends (see the module doc). Raises NoCapacity when none
-    fits."""
-    hosts = list(
-        db.scalars(
-            select(HostRow)
-            .where(HostRow.state == HostState.ACTIVE.value)
-            .order_by(HostRow.name)
-            .with_for_update()
-        )
-    )
+    locked until the caller's transaction ends (see the module doc). ``only``: that host or none
+    (a pool refill for a given host). Raises NoCapacity when none fits."""
+    stmt = select(HostRow).where(HostRow.state == HostState.ACTIVE.value)
+    if only is not None:
+        stmt = stmt.where(HostRow.name == only)
+    hosts = list(db.scalars(stmt.order_by(HostRow.name).with_for_update()))
     placed = used(db)  # after the locks: sees every placement committed before ours
     free = {h.name: Resources(h.cpus, h.memory_mb) - placed.get(h.name, Resources(0.0, 0)) for h in hosts}
     fitting = [h for h in hosts if free[h.name].fits(need)]

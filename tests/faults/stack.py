@@ -112,11 +112,13 @@ class Worker:
     """`prefect worker start` in a process group of its own; ``kill()`` SIGKILLs the worker and
     every process below it (its flow runs), as a lost machine would."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, queues: tuple[str, ...] = ()) -> None:
+        """``queues``: the work queues it serves (--work-queue each); none: every queue of the pool."""
         self.log_path = log_path
         self._log = log_path.open("a")
+        only = [arg for queue in queues for arg in ("--work-queue", queue)]
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+            [str(VENV_BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", *only],
             cwd=ROOT,
             env=env,
             stdout=self._log,

@@ -24,8 +24,9 @@ def dev(
     age: timedelta = timedelta(minutes=5),
     container: str | None = "running",
     health: str | None = "healthy",
+    host: str = "local",
 ) -> PoolDevice:
-    return PoolDevice(f"d{i:011d}", profile, state, held, NOW - age, NOW - age, container, health)
+    return PoolDevice(f"d{i:011d}", profile, state, held, NOW - age, NOW - age, container, health, host)
 
 
 def run(devices, wanted, capacity: int = 20):
@@ -85,3 +86,37 @@ class TestPlan:
 
     def test_a_held_device_is_never_touched_whatever_its_health(self):
         assert run([dev(1, held=True, state="claimed", health="unhealthy")], {}) == []
+
+
+def per_host(devices, wanted, hosts, capacity: int = 20):
+    return sorted(
+        (a.kind, a.host, a.profile, a.device_id)
+        for a in plan_pool(PoolObserved(NOW, devices, tuple(hosts)), wanted, PROFILES, capacity)
+    )
+
+
+class TestPerHost:
+    def test_the_target_applies_to_each_active_host(self):
+        assert per_host([dev(1, host="a")], {"stub-slow": 2}, ["a", "b"]) == [
+            (BOOT, "a", "stub-slow", None),
+            (BOOT, "b", "stub-slow", None),
+            (BOOT, "b", "stub-slow", None),
+        ]
+
+    def test_a_host_that_is_not_active_gets_no_refill_and_its_idle_devices_go(self):
+        devices = [dev(1, host="a"), dev(2, host="b"), dev(3, host="b", state="claimed", held=True)]
+        actions = plan_pool(PoolObserved(NOW, devices, ("a",)), {"stub-slow": 1}, PROFILES, 20)
+        assert [(a.kind, a.device_id) for a in actions] == [(RETIRE, devices[1].id)]
+        assert actions[0].reason == "its host b is not active"
+
+    def test_a_boot_under_way_on_a_draining_host_is_let_finish(self):
+        booting = dev(1, host="b", state="booting", age=timedelta(seconds=3))
+        assert per_host([booting], {"stub-slow": 1}, ["a"]) == [(BOOT, "a", "stub-slow", None)]
+
+    def test_capacity_is_per_host(self):
+        full = [dev(i, host="a", held=True, state="claimed") for i in range(2)]
+        assert per_host(full, {"stub-slow": 1}, ["a", "b"], capacity=2) == [(BOOT, "b", "stub-slow", None)]
+
+    def test_extras_are_counted_per_host(self):
+        devices = [dev(1, host="a"), dev(2, host="a", age=timedelta(minutes=9)), dev(3, host="b")]
+        assert per_host(devices, {"stub-slow": 1}, ["a", "b"]) == [(RETIRE, None, "stub-slow", devices[1].id)]
