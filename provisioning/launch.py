@@ -108,19 +108,19 @@ def launch_on_queue(deps: Deps, device_id: str, *, host: str, profile: str, reas
 
 
 def _problem(run: FlowRun, queue: str, device_id: str, wait_s: float) -> str | None:
+    """None when the launch run completed, else what went wrong, naming the queue."""
     state = run.state
     if state is not None and state.is_completed():
         return None
-    if state is None or state.is_scheduled() or (state.is_pending() and run.start_time is None):
+    launch = f"the launch of device {device_id} on work queue {queue}"
+    if state is None or state.is_scheduled():  # Scheduled or Late: no worker took it
         return (
-            f"no worker picked up the launch of device {device_id} on work queue {queue} within "
-            f"{wait_s:.0f} s (start one on that host: {worker_command(queue.removeprefix('host-'))})"
+            f"no worker picked up the launch of device {device_id} on work queue {queue} within {wait_s:.0f} s (start one on "
+            f"that host: {worker_command(queue.removeprefix('host-'))})"
         )
     if not state.is_final():
-        return f"the launch of device {device_id} on work queue {queue} did not finish within {wait_s:.0f} s"
-    return f"the launch of device {device_id} on work queue {queue} ended {state.name}: {state.message or ''}".rstrip(
-        ": "
-    )
+        return f"{launch} did not finish within {wait_s:.0f} s (it is {state.name})"
+    return f"{launch} ended {state.name}" + (f": {state.message}" if state.message else "")
 
 
 def _cancel(run_id: UUID, message: str) -> str:

@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from provisioning.deps import Deps
 from provisioning.devices import record_device
 from provisioning.hosts import HostsRuntime
-from provisioning.launch import LaunchFailed, launch_on_queue
+from provisioning.launch import LaunchFailed, WrongEngine, launch_on_queue, start_on_this_host
 from settings import load_settings
 from store import devices as devrepo
 from store import hosts as hostrepo
@@ -192,3 +192,28 @@ def test_a_launch_no_worker_picks_up_is_cancelled_and_its_device_retired(
         row = devrepo.get_device(db, device_id)
         assert (row.state, "host-nobody" in row.reason) == ("failed", True)
     assert containers_by_device(engine, stack.instance_id)[device_id] == 0
+
+
+def test_a_worker_whose_engine_is_not_the_hosts_refuses_the_launch(db_sessions, extra_engines):
+    first, second = extra_engines
+    settings = load_settings(
+        instance_id=new_test_instance_id(),
+        docker={"network": TEST_NETWORK, "profiles_file": TEST_PROFILES_FILE, "host": second.url},
+    )
+    deps = Deps(settings, db_sessions, HostsRuntime.from_settings(settings, db_sessions))
+    with db_sessions.begin() as db:
+        hostrepo.add_host(
+            db,
+            name=first.name,
+            docker_url=first.url,
+            stream_address=first.stream_address,
+            cpus=1,
+            memory_mb=1024,
+        )
+    device_id, _ = record_device(deps, "stub")
+    with pytest.raises(WrongEngine, match=f"not host {first.name}'s"):
+        start_on_this_host(deps, device_id, slot=None, reason="test")
+    with db_sessions() as db:
+        assert devrepo.get_device(db, device_id).state == "failed"
+    assert containers_by_device(second, settings.instance_id) == Counter()
+    assert containers_by_device(first, settings.instance_id) == Counter()
