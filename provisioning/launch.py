@@ -31,7 +31,7 @@ from provisioning.devices import Device, LaunchSlot, retire_device, start_device
 from provisioning.hosts import HostsRuntime, hosts_mode
 from runtime import ContainerRuntime
 from runtime.containers import STREAM_READY_S
-from runtime.errors import RuntimeFailure
+from runtime.errors import RuntimeFailure, translate_docker_errors
 from store import DeviceState
 from store import devices as devrepo
 from store import hosts as hostrepo
@@ -144,20 +144,20 @@ def _cancel(run_id: UUID, message: str) -> str:
 def host_runtime(deps: Deps, host: str) -> ContainerRuntime:
     """This worker's own engine (PROVISIONER_DOCKER__HOST, else DOCKER_HOST), publishing streams
     on the host's stream address. Refuses (WrongEngine) when that engine is not the one the hosts
-    table names for ``host``: a worker serving another host's queue must not launch there."""
+    table names for ``host`` (engine ID, host name and data root differ): a worker serving another
+    host's queue must not launch there."""
     with deps.sessions() as db:
         row = hostrepo.get_host(db, host)
     local = ContainerRuntime.from_settings(deps.settings)
     local.publish_host = row.stream_address
     runtime = deps.runtime
-    if isinstance(runtime, HostsRuntime):
-        mine = local.client.info()["ID"]
-        theirs = runtime.runtimes.client(row.docker_url).info()["ID"]
-        if mine != theirs:
-            raise WrongEngine(
-                f"this worker's Docker engine is not host {host}'s ({row.docker_url}): start the worker "
-                f"of work queue {queue_name(host)} on that host with its engine as DOCKER_HOST"
-            )
+    if isinstance(runtime, HostsRuntime) and _identity(local.client) != _identity(
+        runtime.runtimes.client(row.docker_url)
+    ):
+        raise WrongEngine(
+            f"this worker's Docker engine is not host {host}'s ({row.docker_url}): start the worker "
+            f"of work queue {queue_name(host)} on that host with its engine as DOCKER_HOST"
+        )
     return local
 
 
@@ -175,6 +175,14 @@ def start_on_this_host(deps: Deps, device_id: str, *, slot: LaunchSlot | None, r
         retire_device(deps, device_id, reason=f"boot failed: {type(exc).__name__}: {exc}", failed=True)
         raise
     return start_device(deps, device_id, runtime=runtime, slot=slot, reason=reason)
+
+
+def _identity(client) -> tuple[str, str, str]:  # noqa: ANN001 - a docker.DockerClient
+    """Which engine a client talks to: engines on one machine share the daemon key's ID and the
+    host name, so the data root tells them apart."""
+    with translate_docker_errors():
+        info = client.info()
+    return info.get("ID", ""), info.get("Name", ""), info.get("DockerRootDir", "")
 
 
 def launch_limit_name(deps: Deps, host: str) -> str:
