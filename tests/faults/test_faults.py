@@ -23,7 +23,7 @@ from tests.support import wait_for
 
 pytestmark = pytest.mark.docker
 
-LAUNCH_LEASE_S = 60  # tasks.containers.LAUNCH_LEASE_S
+LAUNCH_LEASE_S = 60  # provisioning.launch.LAUNCH_LEASE_S
 OUTCOMES = {s.value for s in TERMINAL | {State.VERIFIED}}
 
 
