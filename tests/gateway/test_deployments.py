@@ -53,11 +53,11 @@ def deployed(prefect_server) -> tuple[str, dict[str, str]]:
     return api_url, env
 
 
-def test_prefect_deploy_registers_the_four_deployments(deployed) -> None:
+def test_prefect_deploy_registers_the_five_deployments(deployed) -> None:
     api_url, _ = deployed
     reply = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10, trust_env=False)
     by_name = {d["name"]: d for d in reply.json()}
-    assert set(by_name) == {"provision", "release", "reconcile", "maintain-pool"}
+    assert set(by_name) == {"provision", "release", "reconcile", "maintain-pool", "launch-device"}
     assert all(d["work_pool_name"] == POOL for d in by_name.values())
     assert {d["version"] for d in by_name.values()} == {VERSION}
     assert by_name["provision"]["entrypoint"] == "flows/provision.py:provision_session"
@@ -72,6 +72,8 @@ def test_prefect_deploy_registers_the_four_deployments(deployed) -> None:
     assert [s["schedule"]["interval"] for s in pool["schedules"]] == [30.0]
     assert pool["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     assert pool["global_concurrency_limit"]["limit"] == 1
+    launch = by_name["launch-device"]  # runs are created on a host's work queue, never scheduled
+    assert (launch["entrypoint"], launch["schedules"]) == ("flows/launch_device.py:launch_device", [])
     pull = by_name["provision"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
     assert Path(pull["directory"]) == ROOT
 
