@@ -243,7 +243,7 @@ class PoolSettings(BaseModel):
         description='Idle devices to keep per profile, a JSON map such as {"stub-slow": 2}; '
         "overrides the profiles' warm: entries (a profile absent from the map keeps none)",
     )
-    capacity: int = Field(20, ge=0, description="Most devices (any state but ended) on this Docker host")
+    capacity: int = Field(20, ge=0, description="Most devices (any state but ended) per Docker host")
 
     @field_validator("warm")
     @classmethod
