@@ -31,6 +31,23 @@ from tests.support import BackgroundProvision, newest_session_in, session, wait_
 pytestmark = pytest.mark.docker
 
 STUB_IMAGE = "provisioner/device-stub:latest"
+MIN_CANCEL_S = 120
+
+
+def db_now(deps):
+    with deps.sessions() as db:
+        return db.scalar(select(func.now()))
+
+
+def wait_past_provisioning_deadline(deps, session_id: str) -> None:
+    """Until the session's last change is provisioning_deadline_s old on the database's clock."""
+    deadline = timedelta(seconds=deps.settings.reconcile.provisioning_deadline_s)
+
+    def passed():
+        with deps.sessions() as db:
+            return db.scalar(select(func.now())) - repo.get_session(db, session_id).updated_at >= deadline
+
+    wait_for(passed, timeout=deadline.total_seconds() + 10)
 
 
 def run_pass(dry_run: bool = False) -> ReconcileSummary:
@@ -326,7 +343,9 @@ class TestEndingSessions:
         """A provision that died with a number bought: compensation's cancel is refused as too early,
         the lease stays cancel_pending until retry_after, and a later pass refunds it."""
         deps = provisioner_env
-        sim.configure(min_cancel_s=4, early_cancel_style="http409")  # the reply says how long to wait
+        # The provider's minimum (as the real one's, minutes): the simulator refuses the cancel until
+        # its clock passes it, however slow the passes below run; its reply says how long to wait.
+        sim.configure(min_cancel_s=MIN_CANCEL_S, early_cancel_style="http409")
         with deps.sessions.begin() as db:
             sid = repo.create_session(db, service="telegram", country="RU", actor="test").id  # no flow run
             lease_id = repo.record_lease_pending(
@@ -342,27 +361,30 @@ class TestEndingSessions:
                 ),
             )
             repo.transition(db, sid, State.NUMBER_ACQUIRED, reason="test", actor="test")
-        time.sleep(deps.settings.reconcile.provisioning_deadline_s + 0.1)
+        wait_past_provisioning_deadline(deps, sid)
 
+        before = db_now(deps)
         summary = run_pass()
+        after = db_now(deps)
         assert on(summary, sid) == ["compensate_session"]
         assert session(deps, sid).state == State.FAILED
         with deps.sessions() as db:
             row = db.get_one(LeaseRow, lease_id)
             assert row.outcome == LeaseOutcome.CANCEL_PENDING and row.retry_after is not None
             retry_after = row.retry_after
+        # The wait the reply gave, counted from the refused cancel inside the pass.
+        wait = timedelta(seconds=MIN_CANCEL_S)
+        assert before + wait <= retry_after <= after + wait + timedelta(seconds=1)
         assert not sim.ledger().settled
 
         assert run_pass().actions == []  # before retry_after: left alone
         assert lease_outcomes(deps, sid) == [LeaseOutcome.CANCEL_PENDING]
 
-        sim.advance(4)
-
-        def retry_time_reached():
-            with deps.sessions() as db:
-                return db.scalar(select(func.now())) >= retry_after
-
-        wait_for(retry_time_reached, timeout=10)
+        # The provider's minimum passes (its clock), and so does retry_after (the time it is
+        # compared with is the database's, so it is the lease's retry time that is moved back).
+        sim.advance(MIN_CANCEL_S)
+        with deps.sessions.begin() as db:
+            db.get_one(LeaseRow, lease_id).retry_after = db.scalar(select(func.now()))
         summary = run_pass()
         assert [(r["action"], r["result"]) for r in summary.actions] == [("close_lease", "cancelled")]
         assert lease_outcomes(deps, sid) == [LeaseOutcome.CANCELLED]
@@ -392,7 +414,7 @@ class TestEndingSessions:
         bind_device(deps, runtime, sid)
         leaked_container(runtime, sid, Role.DEVICE)
         leaked_container(runtime, sid, Role.STREAM)
-        time.sleep(deps.settings.reconcile.provisioning_deadline_s + 0.1)
+        wait_past_provisioning_deadline(deps, sid)
 
         summary = run_pass()
         assert on(summary, sid) == ["finish_release"] and summary.failed == 0
