@@ -151,7 +151,9 @@ async def vnc_websocket(websocket: WebSocket) -> None:
         return
     session_id, path = target
     try:
-        upstream = await gw.upstream(session_id)
+        # The WebSocket reaches the device itself: never by a cached route (addresses are reused
+        # at once), always one probed now as this device's own stream.
+        upstream = await gw.upstream(session_id, probe=True)
     except UnknownSession:
         await _deny(websocket, error_reply(websocket, 404, "unknown session", session_id=session_id))
         return

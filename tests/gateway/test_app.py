@@ -6,8 +6,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from gateway.upstream import Upstream
 from runtime import Role
+from runtime.containers import STREAM_PORT
 from store import LeaseOutcome, State, new_session_id
+from store import devices as devrepo
 from store import repository as repo
 from tests.gateway.conftest import TOKEN, launch, record_stream_route
 
@@ -192,6 +195,23 @@ class TestStreamAvailability:
         finally:
             runtime.remove_device(sid)
         assert gw.client.get(f"/sessions/{sid}/stream").json()["reason"] == "stream down"
+
+    def test_websocket_is_not_routed_by_a_cached_address_another_stream_holds_now(
+        self, gw, make_session, launched, runtime, db_sessions
+    ) -> None:
+        """Docker gives a removed stream's address to the next container at once, so a route cached
+        while this session's stream answered there may now lead to another session's stream: the
+        WebSocket (the device's screen and input) is never routed from the cache."""
+        sid = make_session(State.VERIFIED)  # live; its stream is gone, its address taken by another's
+        other = runtime.client.api.inspect_container(runtime.name_for(launched.session_id, Role.STREAM))
+        address = other["NetworkSettings"]["Networks"][runtime.network]["IPAddress"]
+        with db_sessions.begin() as db:
+            devrepo.set_stream(db, sid, route=f"{address}:{STREAM_PORT}", url=None)
+        gw.gateway.cache.put(sid, Upstream(runtime.name_for(sid, Role.STREAM), address, STREAM_PORT, sid))
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(f"{gw.ws_url}/vnc/{sid}/websockify", subprotocols=["binary"], open_timeout=5)
+        assert refused.value.response.status_code == 503
+        assert b"answered HTTP 404" in refused.value.response.body  # the other stream is not this device's
 
     def test_stopped_stream_container_is_stream_down(self, gw, make_session, runtime, docker_client) -> None:
         sid = new_session_id()
