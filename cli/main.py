@@ -420,14 +420,15 @@ def watch(
 
     settings = _settings()
     from provisioning.deps import get_deps
+    from watcher import idle_without_providers
     from watcher import watch as run_watch
 
     configured = settings.providers.configured_names()
     names = provider or configured
     missing = [name for name in names if name not in configured]
-    if missing or not names:
+    if missing:  # asked for by name: a mistake to report, not a service to keep up
         err.print(
-            f"[red]not configured: {', '.join(missing) or 'no provider'} (set PROVISIONER_PROVIDERS__<NAME>__API_KEY)[/red]"
+            f"[red]not configured: {', '.join(missing)} (set PROVISIONER_PROVIDERS__<NAME>__API_KEY)[/red]"
         )
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -435,6 +436,9 @@ def watch(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if not names:
+        idle_without_providers(settings.providers.order, stop)
+        return
     console.print(f"code watcher for {', '.join(names)} (Ctrl-C to stop)")
     run_watch(get_deps(), names, stop)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from providers.errors import api_key_var
 from provisioning.deps import Deps
 from watcher.loop import ProviderWatcher
 
@@ -26,6 +27,16 @@ def start_watchers(deps: Deps, providers: list[str], stop: threading.Event) -> l
     return watchers
 
 
+def idle_without_providers(providers: list[str], stop: threading.Event) -> None:
+    """No provider account is configured: say once which settings are missing, then stay up
+    (healthy, doing nothing) until ``stop`` is set. A long-running service (compose's `watcher`)
+    started before anyone set a key neither fails nor restarts in a loop; flows poll for their own
+    codes while no watcher beats. The settings are read at start: set a key and restart it."""
+    names = " or ".join(api_key_var(name) for name in providers)
+    log.warning("no SMS provider is configured (set %s); the code watcher idles until stopped", names)
+    stop.wait()
+
+
 def watch(deps: Deps, providers: list[str], stop: threading.Event) -> None:
     """Watch ``providers`` until ``stop`` is set (the CLI sets it on SIGTERM or Ctrl-C)."""
     watchers = start_watchers(deps, providers, stop)
@@ -35,4 +46,4 @@ def watch(deps: Deps, providers: list[str], stop: threading.Event) -> None:
         watcher.thread.join(timeout=10)
 
 
-__all__ = ["ProviderWatcher", "start_watchers", "watch"]
+__all__ = ["ProviderWatcher", "idle_without_providers", "start_watchers", "watch"]

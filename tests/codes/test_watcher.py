@@ -210,3 +210,38 @@ class TestStandby:
 def _line_with(proc: subprocess.Popen, text: str) -> str | None:
     line = proc.stdout.readline()
     return line if text in line else None
+
+
+def test_watch_without_a_provider_says_what_is_missing_and_stays_up_until_stopped(tmp_path):
+    """Compose starts the watcher before anyone has set a key: it names the settings (no secret),
+    stays up instead of exiting (which made `restart: unless-stopped` loop), and stops with 0."""
+    password, token = "pw7Hq2xLs9", "gw-token-5b1e"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    env |= {
+        "PROVISIONER_DATABASE__URL": f"postgresql+psycopg://app:{password}@127.0.0.1:9/none",
+        "PROVISIONER_GATEWAY__TOKEN": token,
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(  # cwd: a directory without .env, so no key is read from the checkout's
+        [sys.executable, "-m", "cli", "watch"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = wait_for(lambda: _line_with(proc, "no SMS provider is configured"), timeout=30)
+        assert proc.poll() is None  # idling, not exiting
+        for name in ("SMS_MAN", "ONLINESIM", "SMS_ACTIVATE"):
+            assert f"PROVISIONER_PROVIDERS__{name}__API_KEY" in line
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        output = line + rest
+        assert output.count("no SMS provider is configured") == 1
+        assert password not in output and token not in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
