@@ -1,9 +1,11 @@
 """/vnc/{session_id}/...: HTTP and WebSocket reverse proxy to the session's stream container.
 
-The prefix is stripped (``/vnc/<id>/vnc.html`` -> ``/vnc.html`` on the container). The upstream is
-the route recorded in the database for the session's device, probed as that device's own stream
-(gateway.upstream), never taken from the request; the session id must match the store's pattern
-and the path may not climb out with ``..``. When the session is
+The upstream is the route recorded in the database for the session's device, probed as that
+device's own stream (gateway.upstream), never taken from the request; the session id must match the
+store's pattern and the path may not climb out with ``..``. Addresses are reused, so every request
+proves it reached the device's own stream: HTTP goes to the stream's ``/vnc/<device id>/`` copy of
+noVNC (``/vnc/<session>/app/ui.js`` -> ``/vnc/<device>/app/ui.js``: another container answers 404),
+and a WebSocket is opened only after a fresh probe (websockify relays on any path). When the session is
 not live or its stream does not answer, the reply is a 503 page (or a refused WebSocket handshake
 with a 503 body), never a 502.
 """
@@ -108,7 +110,7 @@ async def vnc_http(request: Request) -> Response:
     except StreamUnavailable as exc:
         return unavailable_reply(request, exc, session_id)
     query = _query_without_token(request)
-    url = f"http://{upstream.base}{path}" + (f"?{query}" if query else "")
+    url = f"http://{upstream.base}/vnc/{upstream.device_id}{path}" + (f"?{query}" if query else "")
     headers = {k: v for k in _FORWARD_REQUEST if (v := request.headers.get(k)) is not None}
     assert gw.http is not None
     try:

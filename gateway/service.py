@@ -101,6 +101,8 @@ class Gateway:
             log.warning(
                 "session %s: database unavailable; using the last known route %s", session_id, last.base
             )
+            if probe:
+                await self._probe(session_id, last)
             return last
         reason = reason_for_state(state)
         if reason is not None:
@@ -112,11 +114,14 @@ class Gateway:
         if device_id is None:
             raise StreamUnavailable(STREAM_DOWN, detail="the session holds no device")
         upstream = await run_in_threadpool(self._recorded_route, device_id)
+        await self._probe(session_id, upstream)
+        self.cache.put(session_id, upstream)
+        return upstream
+
+    async def _probe(self, session_id: str, upstream: Upstream) -> None:
         assert self.http is not None, "Gateway.start() was not called"
         try:
             await probe_stream(self.http, upstream)
         except StreamUnavailable:
             self.cache.forget(session_id)
             raise
-        self.cache.put(session_id, upstream)
-        return upstream

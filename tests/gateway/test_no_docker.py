@@ -1,6 +1,7 @@
 """The gateway without a Docker engine: it proxies every stream from the route recorded in the
-database, answers 503 with the reason for a stream that is gone or a host that is down, and is
-ready (/readyz 200) with only the database and the Prefect API."""
+database, answers 503 with the reason for a stream that is gone, a route that leads to another
+device's stream, or a host that is down, and is ready (/readyz 200) with only the database and the
+Prefect API."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from websockets.sync.client import connect as ws_connect
 
 from gateway.app import create_app
 from gateway.runs import PrefectFlowRuns
+from gateway.service import Gateway
+from gateway.upstream import Upstream, parse_route
 from provisioning.deps import Deps
 from runtime import Role, RuntimeFailure
 from settings import load_settings
@@ -31,7 +34,7 @@ NO_ENGINE = "unix:///nonexistent/provisioner-test/docker.sock"
 
 
 @pytest.fixture
-def blind_gateway(monkeypatch, db_sessions, runtime, prefect_api) -> Iterator[tuple[httpx.Client, Deps]]:
+def blind_gateway(monkeypatch, db_sessions, runtime, prefect_api) -> Iterator[tuple[httpx.Client, Gateway]]:
     """A gateway process whose Docker settings and DOCKER_HOST name a socket that does not exist."""
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
     settings = load_settings(
@@ -44,16 +47,18 @@ def blind_gateway(monkeypatch, db_sessions, runtime, prefect_api) -> Iterator[tu
         deps.runtime  # noqa: B018 - proves this process reaches no engine
     app = create_app(deps, runs=PrefectFlowRuns(api_url=get_current_settings().api.url))
     with serve(app) as url, httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
-        yield client, deps
+        yield client, app.state.gateway
 
 
-def test_proxies_a_live_stream_and_503s_a_gone_one_without_docker(
+def test_proxies_a_live_stream_and_503s_a_gone_or_foreign_one_without_docker(
     blind_gateway, make_session, launched, runtime
 ) -> None:
-    client, deps = blind_gateway
+    client, gateway = blind_gateway
+    deps = gateway.deps
     ws_base = str(client.base_url).replace("http://", "ws://")
-    ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "prefect": "ok"}
+    # The Prefect test server may still be warming up: ready within a bounded wait, then exactly so.
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=30, interval=0.5)
+    assert client.get("/readyz").json()["checks"] == {"database": "ok", "prefect": "ok"}
 
     sid = launched.session_id
     make_session(State.VERIFIED, session_id=sid)  # records the stream's route as its boot does
@@ -75,6 +80,24 @@ def test_proxies_a_live_stream_and_503s_a_gone_one_without_docker(
     assert reply.json()["detail"] == f"{runtime.name_for(gone, Role.STREAM)} does not answer"
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(f"{ws_base}/vnc/{gone}/websockify", subprotocols=["binary"], open_timeout=5)
+    assert refused.value.response.status_code == 503
+
+    # A route that leads to another device's stream (an address reused): never proxied there.
+    imposter = make_session(State.VERIFIED)
+    with deps.sessions.begin() as db:
+        route = devrepo.stream_route(db, sid).route
+        devrepo.set_stream(db, imposter, route=route, url=None)
+    reply = client.get(f"/vnc/{imposter}/vnc.html")
+    assert reply.status_code == 503 and reply.json()["detail"].endswith("answered HTTP 404")
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(f"{ws_base}/vnc/{imposter}/websockify", subprotocols=["binary"], open_timeout=5)
+    assert refused.value.response.status_code == 503
+    # Even an address cached before it was reused: HTTP asks for this device's copy of noVNC
+    # (another stream has none: 404), and a WebSocket is opened only after a fresh probe.
+    gateway.cache.put(imposter, Upstream("cached", *parse_route(route), imposter))
+    assert client.get(f"/vnc/{imposter}/vnc.html").status_code == 404
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(f"{ws_base}/vnc/{imposter}/websockify", subprotocols=["binary"], open_timeout=5)
     assert refused.value.response.status_code == 503
 
     # A session whose device is on a host that is down: 503 naming the host, whatever its route.
