@@ -129,6 +129,12 @@ async def vnc_http(request: Request) -> Response:
             detail=f"{upstream.container} answered HTTP {reply.status_code}",
             session_id=session_id,
         )
+    if reply.status_code == 404:
+        # A missing file, or a cached address that another stream holds now: a fresh probe tells.
+        try:
+            await gw.upstream(session_id, probe=True)
+        except StreamUnavailable as exc:
+            return unavailable_reply(request, exc, session_id)
     out = {k: v for k in _FORWARD_RESPONSE if (v := reply.headers.get(k)) is not None}
     content = reply.content
     if path == novnc.PAGE and reply.status_code == 200:

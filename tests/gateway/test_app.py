@@ -222,11 +222,11 @@ class TestStreamAvailability:
             make_session(State.VERIFIED, session_id=sid)
             docker_client.api.stop(runtime.name_for(sid, Role.STREAM), timeout=1)
             reply = gw.client.get(f"/sessions/{sid}/stream")
-            assert reply.status_code == 503 and reply.json() == {
-                "reason": "stream down",
-                "detail": f"{runtime.name_for(sid, Role.STREAM)} does not answer",
-                "session_id": sid,
-            }
+            assert reply.status_code == 503
+            assert (reply.json()["reason"], reply.json()["session_id"]) == ("stream down", sid)
+            # A stopped container gives up its address: not answering, or 404 from a stream that
+            # took the address (another test process's); either way the reply names this stream.
+            assert reply.json()["detail"].startswith(f"{runtime.name_for(sid, Role.STREAM)} ")
         finally:
             runtime.remove_device(sid)
 
