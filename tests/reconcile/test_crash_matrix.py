@@ -96,7 +96,8 @@ def test_killed_provision_is_reconciled(
         states = repo.session_states(db, [x.session_id for x in open_leases])
     # Nothing open on an ended session but an unknown purchase flagged for a person (no listing).
     assert [x.id for x in open_leases if states[x.session_id] in TERMINAL and not x.attention] == []
-    assert [c.name for c in runtime.list_managed()] == []  # nothing of a dead session survives
+    left = runtime.inventory()  # nothing of a dead session survives: no container, no pair network
+    assert ([c.name for c in left.containers], [n.name for n in left.networks]) == ([], [])
     ledger = sim.ledger()
     assert ledger.settled is settled, ledger
     with deps.sessions() as db:
