@@ -92,7 +92,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Run an ASGI app on a real uvicorn in a thread; yields its base URL."""
-    sock = socket.socket()
+    # proto IPPROTO_TCP, as uvicorn.run(host=, port=) makes it: asyncio sets TCP_NODELAY only on
+    # sockets that say so, and without it every reply waited ~40 ms (Nagle + delayed ACK).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
