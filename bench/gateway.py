@@ -254,6 +254,8 @@ def main() -> None:
         runtime.launch_stream(session_id)
         runtime.wait_device_ready(session_id, "stub", timeout_s=60)
         stream = runtime.wait_stream_ready(session_id, timeout_s=60)
+        with sessionmaker(engine).begin() as db:  # the gateway's route, as the device's boot records it
+            devrepo.set_stream(db, session_id, route=runtime.stream_route(stream), url=None)
 
         port = free_port()
         env = {
@@ -262,6 +264,9 @@ def main() -> None:
             "PROVISIONER_INSTANCE_ID": instance_id,
             "PROVISIONER_DOCKER__NETWORK": NETWORK,
             "PROVISIONER_GATEWAY__PORT": str(port),
+            # The gateway needs no Docker engine: routes are in the database.
+            "PROVISIONER_DOCKER__HOST": "unix:///nonexistent/docker.sock",
+            "DOCKER_HOST": "unix:///nonexistent/docker.sock",
         }
         env.pop("PROVISIONER_GATEWAY__TOKEN", None)
         base = cleanup.enter_context(gateway_process(env, port))
