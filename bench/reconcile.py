@@ -123,6 +123,7 @@ def seed_database(
                         "state": DeviceState.CLAIMED.value,
                         "device_container": container_name("bench", sid, Role.DEVICE),
                         "stream_container": container_name("bench", sid, Role.STREAM),
+                        "stream_route": f"127.0.0.1:{20000 + i}",
                     }
                 )
         rows.append(

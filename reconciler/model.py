@@ -35,6 +35,7 @@ class DeviceView:
     health: str | None  # as last recorded in the database
     health_since: datetime | None
     host: str | None = None  # the Docker host it runs on (the hosts table's name, or the engine URL)
+    routed: bool = True  # its stream route is recorded (devices.stream_route: the gateway's route)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class Reason(enum.StrEnum):
     DEVICE_STOPPED = "device container not running"
     DEVICE_UNHEALTHY = "device unhealthy past the grace period"
     STREAM_UNHEALTHY = "stream container unhealthy"
+    STREAM_UNROUTED = "no stream route recorded"  # booted before routes were recorded (0009)
     HEALTH_CHANGED = "health changed"
     DEVICE_UNHELD = "claimed device whose session ended"
     IDLE = "idle"

@@ -81,6 +81,7 @@ def observe(
             DeviceRow.health_since,
             DeviceRow.host,
             DeviceRow.last_activity_at,
+            DeviceRow.stream_route.is_not(None).label("routed"),
         )
         .outerjoin(SessionRow, SessionRow.device_id == DeviceRow.id)
         .where(DeviceRow.state.not_in([s.value for s in DEVICE_TERMINAL]))
@@ -153,7 +154,8 @@ def observe(
         run_details=run_details() if run_details else {},
         stray_runs=_stray_runs(db, alive_runs()) if alive_runs else [],
         devices=[
-            DeviceView(d[0], d.state, d.profile, d[3], d.health, d.health_since, host=d.host) for d in devices
+            DeviceView(d[0], d.state, d.profile, d[3], d.health, d.health_since, host=d.host, routed=d.routed)
+            for d in devices
         ],
         networks=[NetworkView(n.name, n.device_id, n.created_at) for n in found.networks],
         down_hosts=found.down,

@@ -206,6 +206,11 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             else:
                 why = Reason.STREAM_STOPPED if stream.state != "running" else Reason.STREAM_UNHEALTHY
             actions.append(Action(Kind.HEAL_STREAM, why, session_id=session.id, device_id=session.device_id))
+        elif row is not None and not row.routed:
+            # a'. its stream runs but the gateway has no route to it (a device booted before routes
+            # were recorded): the heal finds the running stream and records its route.
+            why = Reason.STREAM_UNROUTED
+            actions.append(Action(Kind.HEAL_STREAM, why, session_id=session.id, device_id=session.device_id))
 
     # h. a provision run Prefect still calls alive whose session has ended: end it in Prefect too.
     for stray in observed.stray_runs:

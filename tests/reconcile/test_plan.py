@@ -572,6 +572,15 @@ class TestLiveness:
             (Kind.HEAL_STREAM, Reason.STREAM_UNHEALTHY, SID)
         ]
 
+    @pytest.mark.parametrize("routed", [False, True])
+    def test_running_stream_without_a_recorded_route_gets_one_by_a_heal(self, routed):
+        """A device booted before stream routes were recorded (0009): the gateway cannot reach it
+        until a heal (which finds the running stream) records its route; with a route, nothing."""
+        obs = replace(observed([session(State.VERIFIED)], both()), devices=[replace(device(), routed=routed)])
+        actions = plan(obs, POLICY)
+        expected = [] if routed else [(Kind.HEAL_STREAM, Reason.STREAM_UNROUTED, SID)]
+        assert [(a.kind, a.reason, a.device_id) for a in actions] == expected
+
     def test_claimed_device_of_an_ended_session_is_retired(self):
         obs = replace(observed([], both()), devices=[device(holder="sgone2345678")])
         assert [(a.kind, a.device_id) for a in plan(obs, POLICY)] == [(Kind.RETIRE_DEVICE, SID)]

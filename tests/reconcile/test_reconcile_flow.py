@@ -152,6 +152,25 @@ class TestHealAndOrphan:
         assert sim.ledger().settled
         assert run_pass().actions == []
 
+    def test_a_running_stream_without_a_recorded_route_gets_it_without_being_replaced(
+        self, provisioner_env, sim, runtime
+    ):
+        """A device booted before migration 0009 has no stream route: one pass records it."""
+        deps = provisioner_env
+        sim.set_sms_delay(0.2)
+        sid = provision().session_id
+        did = device_id_of(sid)
+        with deps.sessions.begin() as db:
+            route = devrepo.get_device(db, did).stream_route
+            devrepo.set_stream(db, did, route=None, url=None)
+        stream_id = containers_of(runtime, did)["stream"].id
+        summary = run_pass()
+        assert on(summary, sid) == ["heal_stream"] and summary.failed == 0
+        with deps.sessions() as db:
+            assert devrepo.get_device(db, did).stream_route == route
+        assert containers_of(runtime, did)["stream"].id == stream_id, "the running stream was kept"
+        assert run_pass().actions == []
+
 
 class TestLeakedContainers:
     def test_unknown_session_container_is_listed_by_a_dry_run_then_removed(self, provisioner_env, runtime):

@@ -7,7 +7,8 @@ Recorded where a device boots and where its stream is healed, in every mode, so 
 stream routes from the database only (it needs no Docker engine). Devices placed on a hosts-table
 host already had their route in stream_url (the host's stream address and published port): it is
 copied. A single-engine device booted before this revision has no route: its session's stream
-answers 503 "stream down" until the device is replaced (new sessions are not affected).
+answers 503 "stream down" until the next reconcile pass records it (heal_stream, reason "no stream
+route recorded", which keeps the running stream).
 """
 
 from collections.abc import Sequence
