@@ -4,9 +4,11 @@ Over several Docker hosts (the hosts table has rows) a flow run started from a d
 start a device's containers itself: it records the device (placed on a host, provisioning.devices)
 and creates a run of the ``launch-device/launch-device`` deployment on the host's work queue. The
 process worker on that host (its local engine as DOCKER_HOST) picks it up and starts the containers
-there (``flows/launch_device.py``); the caller waits for that run's final state. A run nobody picks
-up, or that does not finish in time, is cancelled and the device retired (failed, containers
-removed); the error names the queue. PROVISIONER_HOSTS__DISPATCH=process (and any direct flow
+there (``flows/launch_device.py``); the caller waits for that run's final state, reading it every
+POLL_S (run_deployment's poll), and stops at the first final one: a run Crashed (its worker died:
+the heartbeat automation of ``provisioner deploy``), Failed or Cancelled retires the device at once,
+not at the deadline. A run nobody picks up, or that does not finish in time, is cancelled and the
+device retired (failed, containers removed); the error names the queue and the run's state. PROVISIONER_HOSTS__DISPATCH=process (and any direct flow
 call: tests, scripts) launches in the calling process over the host's Docker URL instead.
 """
 

@@ -16,8 +16,16 @@ pytestmark = pytest.mark.docker
 PROFILE = "stub-boot"  # status-file readiness like stub-slow and android; boots in 2 s
 
 
-def test_post_claims_a_warm_device_and_the_stream_answers_at_once(gw) -> None:
-    warm = boot_device(gw.deps, PROFILE, reason="warm pool")
+@pytest.fixture
+def warm(gw):
+    """An idle device of PROFILE; its containers are removed after the test (the session's runtime
+    is shared by later tests, which must not see them)."""
+    device = boot_device(gw.deps, PROFILE, reason="warm pool")
+    yield device
+    gw.deps.runtime.remove_device(device.id)
+
+
+def test_post_claims_a_warm_device_and_the_stream_answers_at_once(gw, warm) -> None:
     started = time.monotonic()
     created = gw.client.post("/sessions", json={"providers": ["sms_activate"], "device_profile": PROFILE})
     stream = gw.client.get(f"/sessions/{created.json()['session_id']}/stream")

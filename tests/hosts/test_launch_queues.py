@@ -7,18 +7,23 @@ and its device retired."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Crashed, Running
 
 from provisioning.deps import Deps
 from provisioning.devices import record_device
 from provisioning.hosts import HostsRuntime
 from provisioning.launch import LaunchFailed, WrongEngine, launch_on_queue, start_on_this_host
+from runtime.model import Role, ownership_labels
 from settings import load_settings
 from store import devices as devrepo
 from store import hosts as hostrepo
@@ -192,6 +197,75 @@ def test_a_launch_no_worker_picks_up_is_cancelled_and_its_device_retired(
         row = devrepo.get_device(db, device_id)
         assert (row.state, "host-nobody" in row.reason) == ("failed", True)
     assert containers_by_device(engine, stack.instance_id)[device_id] == 0
+
+
+def test_a_launch_whose_run_crashes_is_reported_at_once_not_at_the_deadline(
+    host_stack, db_sessions, extra_engines
+):
+    """A worker that took the launch and died: Prefect's heartbeat automation (`provisioner deploy`)
+    sets the run Crashed. The caller stops waiting there, long before its deadline (here 120 s)."""
+    stack = host_stack
+    engine = extra_engines[0]
+    settings = load_settings(
+        instance_id=stack.instance_id,
+        docker={"network": TEST_NETWORK, "profiles_file": TEST_PROFILES_FILE, "readiness_timeout_s": 1},
+        hosts={"launch_start_s": 120},
+    )
+    deps = Deps(settings, db_sessions, HostsRuntime.from_settings(settings, db_sessions))
+    with db_sessions.begin() as db:  # no worker serves host-gone: the test plays the dead worker
+        hostrepo.add_host(
+            db,
+            name="gone",
+            docker_url=engine.url,
+            stream_address=engine.stream_address,
+            cpus=1,
+            memory_mb=1024,
+        )
+    device_id, _ = record_device(deps, "stub", host="gone")
+    name = deps.runtime.name_for(device_id, "device")  # what the dead worker had started
+    engine.client.containers.create(
+        "provisioner/device-stub:latest",
+        name=name,
+        labels=ownership_labels(stack.instance_id, device_id, Role.DEVICE),
+    )
+
+    def launch() -> None:
+        with temporary_settings({PREFECT_API_URL: stack.api.api_url}):
+            launch_on_queue(deps, device_id, host="gone", profile="stub", reason="test")
+
+    with ThreadPoolExecutor(1) as pool, temporary_settings({PREFECT_API_URL: stack.api.api_url}):
+        waiting = pool.submit(launch)
+        run_id = wait_for_launch_run(stack, device_id)
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Running(), force=True)  # a worker took it, then died
+            assert not waiting.done()  # the caller still waits on it
+            crashed_at = time.monotonic()
+            message = "no heartbeat for 90 s: the flow run's process is gone"
+            client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+        with pytest.raises(LaunchFailed) as failed:
+            waiting.result(timeout=60)
+        reported_s = time.monotonic() - crashed_at
+    assert reported_s < 10, f"reported {reported_s:.1f} s after the crash"
+    assert str(failed.value) == (
+        f"the launch of device {device_id} on work queue host-gone ended Crashed: {message}"
+    )
+    assert stack.launches()[device_id] == ("host-gone", "CRASHED")
+    with db_sessions() as db:
+        row = devrepo.get_device(db, device_id)
+        assert (row.state, "host-gone ended Crashed" in row.reason) == ("failed", True)
+    label = {"label": f"provisioner.device={device_id}"}
+    assert engine.client.api.containers(all=True, filters=label) == []
+
+
+def wait_for_launch_run(stack: HostStack, device_id: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = {"flow_runs": {"name": {"any_": [f"launch-{device_id}"]}}}
+        runs = stack.api.client.post("/flow_runs/filter", json=body).raise_for_status().json()
+        if runs:
+            return runs[0]["id"]
+        time.sleep(0.2)
+    raise AssertionError(f"no launch run for device {device_id} within 30 s")
 
 
 def test_a_worker_whose_engine_is_not_the_hosts_refuses_the_launch(db_sessions, extra_engines):

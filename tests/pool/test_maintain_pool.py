@@ -72,12 +72,17 @@ def test_unhealthy_idle_device_is_replaced(provisioner_env, runtime, monkeypatch
     from settings import get_settings
     from tests.support import wait_for
 
-    monkeypatch.setenv("PROVISIONER_POOL__WARM", '{"stub-hang": 1}')
+    monkeypatch.setenv("PROVISIONER_POOL__WARM", f'{{"{PROFILE}": 1}}')
     get_settings.cache_clear()
     reset_deps()
     deps = get_deps()
     maintain_pool()
     (hung,) = idle_devices(deps)
+    # Its VNC server freezes now that its stream is ready (stub-hang's timer, 3 s after READY, raced
+    # the stream's readiness on a loaded machine); the container keeps running.
+    device = runtime.client.containers.get(deps.runtime.name_for(hung, "device"))
+    frozen = device.exec_run(["sh", "-c", "kill -STOP $(pidof x11vnc)"])
+    assert frozen.exit_code == 0, frozen.output
     wait_for(
         lambda: any(c.device_id == hung and c.health == "unhealthy" for c in runtime.list_managed()),
         timeout=30,
