@@ -17,6 +17,7 @@ from provisioning.deps import get_deps
 from reconciler import Policy, plan
 from settings.version import VERSION
 from store import repository as repo
+from store.reconcile_counts import add_pass_counts
 from tasks.catalogs import refresh_catalogs
 from tasks.reconcile import act_on, observe_world
 
@@ -91,6 +92,8 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
                 for r in results
             ]
             failed = sum(not r.ok for r in results)
+            with deps.sessions.begin() as db:  # for GET /metrics
+                add_pass_counts(db, ((r.action.kind.value, r.ok) for r in results))
             catalogs = refresh_catalogs()
     message = (
         f"{len(rows)} action(s){' planned' if dry_run else ''}, {failed} failed" if rows else "nothing to do"

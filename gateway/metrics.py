@@ -10,7 +10,8 @@ Prometheus scrapes. Counters are totals over the rows the database keeps.
 | provisioner_provisions_total | outcome (started, verified, failed), provider, reason | sessions; verified/failed events (reason: the failure's class, the text before ':') |
 | provisioner_provision_duration_seconds | | created -> verified, verified sessions |
 | provisioner_code_wait_duration_seconds | | awaiting_code -> verified |
-| provisioner_reconcile_actions_total | kind | events written by reconcile passes (heal_stream, orphan_session, compensate, expire, finish_release) |
+| provisioner_reconcile_actions_total | kind | actions reconcile passes took and did, every kind of reconciler.model.Kind (store.reconcile_counts) |
+| provisioner_reconcile_action_failures_total | kind | actions reconcile passes took that failed, by kind (store.reconcile_counts) |
 | provisioner_provider_errors_total | provider, error | leases whose purchase failed, by exception class |
 | provisioner_money_spent_total | provider, currency | prices of numbers bought and not cancelled |
 | provisioner_devices | profile, state | devices by state (idle = the warm pool) |
@@ -18,7 +19,8 @@ Prometheus scrapes. Counters are totals over the rows the database keeps.
 | provisioner_leases_waiting_for_code | provider | bought leases without their code yet |
 | provisioner_build_info | version | |
 
-Containers removed and numbers closed by reconciliation leave no row, so they are not counted.
+Reconcile actions are counted by the passes themselves (one row per kind, since migration 0010):
+containers and networks removed leave no other row.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from reconciler.model import Kind
 from settings.version import VERSION
 from store.device_states import DeviceState
+from store.reconcile_counts import action_counts
 from store.states import State
 
 PROVISION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
@@ -66,19 +70,6 @@ _DURATIONS = """
     )
     SELECT {columns} FROM d
 """
-_RECONCILE = text(
-    """
-    SELECT CASE
-             WHEN reason LIKE 'stream healed%' THEN 'heal_stream'
-             WHEN to_state = 'orphaned' THEN 'orphan_session'
-             WHEN to_state = 'failed' THEN 'compensate'
-             WHEN to_state = 'expired' THEN 'expire'
-             WHEN to_state = 'released' THEN 'finish_release'
-             ELSE 'other'
-           END, count(*)
-    FROM session_events WHERE actor LIKE 'reconcile%' GROUP BY 1
-    """
-)
 _PROVIDER_ERRORS = text(
     """
     SELECT provider, left(split_part(coalesce(provider_status, 'unknown'), ':', 1), 60), count(*)
@@ -165,12 +156,21 @@ class StoreCollector:
             CODE_WAIT_BUCKETS,
         )
 
+        counted = action_counts(db)
         actions = CounterMetricFamily(
-            "provisioner_reconcile_actions", "Repairs made by reconcile passes, by kind", labels=["kind"]
+            "provisioner_reconcile_actions", "Actions reconcile passes took and did, by kind", labels=["kind"]
         )
-        for kind, count in db.execute(_RECONCILE):
-            actions.add_metric([kind], count)
+        failures = CounterMetricFamily(
+            "provisioner_reconcile_action_failures",
+            "Actions reconcile passes took that failed, by kind",
+            labels=["kind"],
+        )
+        for kind in sorted({*Kind, *counted}):  # every kind, with 0 until a pass takes it
+            done, failed = counted.get(kind, (0, 0))
+            actions.add_metric([kind], done)
+            failures.add_metric([kind], failed)
         yield actions
+        yield failures
 
         errors = CounterMetricFamily(
             "provisioner_provider_errors",

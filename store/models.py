@@ -222,3 +222,15 @@ class DeviceRow(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
 
     __table_args__ = (Index("ix_devices_state_profile", "state", "profile"),)
+
+
+class ReconcileCountRow(Base):
+    """How many actions of one kind (reconciler.model.Kind) reconcile passes have taken, done and
+    failed, summed over every pass; the gateway's /metrics reads them (store.reconcile_counts)."""
+
+    __tablename__ = "reconcile_action_counts"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    done: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = _tz_now()

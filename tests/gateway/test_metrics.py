@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler.model import Kind
 from settings.version import VERSION
-from store import LeaseOutcome, State
+from store import LeaseOutcome, State, new_session_id
 from store import repository as repo
 from tests.gateway.conftest import TOKEN
 
@@ -61,7 +63,6 @@ def test_metrics_families_from_the_store(gateway_factory, make_session, db_sessi
         lease(db, verified[1], price="7.5", outcome=LeaseOutcome.FINISHED, status="finished")
         lease(db, verified[1], price="99", outcome=LeaseOutcome.CANCELLED, status="cancelled")  # refunded
         lease(db, failed, outcome=LeaseOutcome.FAILED, status="ProviderUnavailable: HTTP 503")
-        repo.record_event(db, verified[0], reason="stream healed: stream missing", actor="reconcile:t")
 
     m = scrape(gw, auth)
     assert m["provisioner_sessions"][(("state", "verified"),)] == 2
@@ -76,7 +77,11 @@ def test_metrics_families_from_the_store(gateway_factory, make_session, db_sessi
     assert m["provisioner_provision_duration_seconds_bucket"][(("le", "+Inf"),)] == 2
     assert m["provisioner_provision_duration_seconds_bucket"][(("le", "1.0"),)] == 2  # made at once
     assert m["provisioner_code_wait_duration_seconds_count"][()] == 2
-    assert m["provisioner_reconcile_actions_total"] == {(("kind", "heal_stream"),): 1}
+    kinds = {(("kind", kind.value),): 0 for kind in Kind}  # every kind, before any pass
+    assert (m["provisioner_reconcile_actions_total"], m["provisioner_reconcile_action_failures_total"]) == (
+        kinds,
+        kinds,
+    )
     assert m["provisioner_provider_errors_total"] == {
         (("error", "ProviderUnavailable"), ("provider", "sms_man")): 1
     }
@@ -106,3 +111,26 @@ def test_device_pool_sizes_by_profile_and_state(gateway_factory, db_sessions) ->
     assert devices[(("profile", "stub"), ("state", "booting"))] == 0
     assert devices[(("profile", "android"), ("state", "booting"))] == 1
     assert devices[(("profile", "android"), ("state", "idle"))] == 0
+
+
+def test_a_reconcile_pass_removing_a_network_is_counted_by_kind(
+    provisioner_env, gateway_factory, runtime
+) -> None:
+    """A network removal writes no session event: the pass's own counts put it on /metrics."""
+    from flows.reconcile import reconcile_sessions
+    from runtime.isolation import ensure_pair_network, pair_network_name
+
+    gone = new_session_id()  # a boot that crashed after creating its pair network
+    ensure_pair_network(runtime.client, runtime.instance_id, gone)
+    grace_s = provisioner_env.settings.reconcile.grace_s
+    time.sleep(grace_s + 0.1)  # the network outlives the grace (the pass's removal follows)
+    summary = reconcile_sessions()
+    assert [(r["action"], r["target"], r["result"]) for r in summary.actions] == [
+        ("remove_network", pair_network_name(runtime.instance_id, gone), "removed")
+    ]
+    reconcile_sessions()  # nothing to do: counts nothing
+
+    m = scrape(gateway_factory())
+    actions = m["provisioner_reconcile_actions_total"]
+    assert actions == {(("kind", kind.value),): int(kind == Kind.REMOVE_NETWORK) for kind in Kind}
+    assert set(m["provisioner_reconcile_action_failures_total"].values()) == {0}

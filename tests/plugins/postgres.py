@@ -87,8 +87,8 @@ def db_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     with get_engine().begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE session_events, number_leases, sessions, code_watchers, provider_catalogs, hosts, devices "
-                "RESTART IDENTITY CASCADE"
+                "TRUNCATE session_events, number_leases, sessions, code_watchers, provider_catalogs, hosts, devices, "
+                "reconcile_action_counts RESTART IDENTITY CASCADE"
             )
         )
 
