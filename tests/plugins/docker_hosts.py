@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -101,6 +103,26 @@ def _own_bridge(slot: int) -> str:
     return name
 
 
+def _remove_stale_bridges(slot: int) -> list[str]:
+    """Delete the host bridges of this slot's earlier engine (a stopped engine's networks stay on
+    the host as link-down bridges; with the network store emptied, nothing would ever remove them).
+    Only bridges with an address in this slot's own pool are touched: no other engine uses it."""
+    pool = ipaddress.ip_network(f"10.213.{16 * slot}.0/20")
+    shown = subprocess.run(["ip", "-j", "addr", "show", "type", "bridge"], capture_output=True, text=True)
+    stale = [
+        link["ifname"]
+        for link in json.loads(shown.stdout or "[]")
+        if link["ifname"].startswith("br-")
+        and any(
+            a.get("family") == "inet" and ipaddress.ip_address(a["local"]) in pool
+            for a in link.get("addr_info", [])
+        )
+    ]
+    for name in stale:
+        subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+    return stale
+
+
 def start_engine(slot: int) -> ExtraEngine:
     socket = f"/run/provisioner-test-dockerd-{slot}.sock"
     exec_root = Path(f"/run/provisioner-test-dockerd-{slot}")
@@ -113,6 +135,7 @@ def start_engine(slot: int) -> ExtraEngine:
     # another bridge setting (an older run with the default bridge) makes the engine delete that
     # bridge's interface on start, and that interface is docker0, the main engine's.
     shutil.rmtree(data_root / "network", ignore_errors=True)
+    _remove_stale_bridges(slot)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket)
     pool = f"base=10.213.{16 * slot}.0/20,size=26"
