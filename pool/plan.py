@@ -2,9 +2,11 @@
 
 Per host and profile it keeps `wanted` idle, ready devices (the target applies to each active
 host: two active hosts and warm 2 keep four): devices still booting for the pool count toward it
-(no double boot), idle devices past the profile's max age, unhealthy or whose containers stopped
-or vanished are retired and replaced, extras beyond `wanted` are retired (oldest first), and no
-boot starts beyond the host's capacity (`capacity` live devices per host). A pool boot whose
+(no double boot), idle devices past the profile's max age are retired and replaced, extras beyond
+`wanted` are retired (oldest first), and no boot starts beyond the host's capacity (`capacity`
+live devices per host). A device that is down (container missing, stopped, paused, restarting or
+unhealthy) is left to reconciliation's device-down rule (reconciler.down), the same for pool and
+session devices: it retires an idle device down past the grace, and the next pass refills. A pool boot whose
 booter died (booting past the profile's boot timeout) is retired too. A host that is not active
 (draining, down) gets no refills, and its idle pool devices are retired (nothing claims them).
 With one Docker engine, `hosts` is that engine alone.
@@ -34,8 +36,8 @@ class PoolDevice:
     held: bool  # a session holds it (claimed, or cold-booting for a session)
     created_at: datetime
     ready_at: datetime | None
-    container_state: str | None  # the device container: running, exited, ...; None when missing
-    health: str | None  # its Docker health: healthy, unhealthy, starting, None
+    container_state: str | None  # the device container: running, exited, ...; None when missing (shown)
+    health: str | None  # its Docker health: healthy, unhealthy, starting, None (shown)
     host: str = LOCAL
 
 
@@ -75,12 +77,6 @@ def _unusable(device: PoolDevice, profile: DeviceProfile | None, now: datetime) 
         if age > timedelta(seconds=profile.boot_timeout_s) * 2:
             return f"still booting after {age.total_seconds():.0f} s: its booter died"
         return None
-    if device.container_state is None:
-        return "device container missing"
-    if device.container_state != "running":
-        return f"device container {device.container_state}"
-    if device.health == "unhealthy":
-        return "device unhealthy"
     if profile.max_age_s is not None and age >= timedelta(seconds=profile.max_age_s):
         return f"older than its max age ({profile.max_age_s:g} s)"
     return None

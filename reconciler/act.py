@@ -59,14 +59,6 @@ def _heal_stream(deps: Deps, action: Action, actor: str) -> str:
     return f"stream {stream.name} recreated"
 
 
-def _record_health(deps: Deps, action: Action, actor: str) -> str:
-    assert action.device_id
-    health = action.detail["health"]
-    with deps.sessions.begin() as db:
-        devrepo.record_health(db, action.device_id, health, at=db.scalar(select(func.now())))
-    return f"device {action.device_id} is {health}"
-
-
 def _retire_device(deps: Deps, action: Action, actor: str) -> str:
     assert action.device_id
     problems = retire_device(deps, action.device_id, reason=str(action.reason))
@@ -173,17 +165,18 @@ def _end_stray_run(deps: Deps, action: Action, actor: str) -> str:
 
 
 def _mark_device_down(deps: Deps, action: Action, actor: str) -> str:
-    assert action.session_id
+    assert action.device_id
+    condition = action.detail["condition"]
     with deps.sessions.begin() as db:
-        repo.set_device_down_since(db, action.session_id, db.scalar(select(func.now())))
-    return "noted; retired if it stays so for the grace period"
+        devrepo.mark_down(db, action.device_id, condition, at=db.scalar(select(func.now())))
+    return f"device {condition}: noted; gone if it stays down past the grace period"
 
 
 def _clear_device_down(deps: Deps, action: Action, actor: str) -> str:
-    assert action.session_id
+    assert action.device_id
     with deps.sessions.begin() as db:
-        repo.set_device_down_since(db, action.session_id, None)
-    return "device running again"
+        devrepo.clear_down(db, action.device_id)
+    return "device up again"
 
 
 _HANDLERS = {
@@ -199,7 +192,6 @@ _HANDLERS = {
     Kind.END_STRAY_RUN: _end_stray_run,
     Kind.MARK_DEVICE_DOWN: _mark_device_down,
     Kind.CLEAR_DEVICE_DOWN: _clear_device_down,
-    Kind.RECORD_HEALTH: _record_health,
     Kind.RETIRE_DEVICE: _retire_device,
     Kind.REMOVE_NETWORK: _remove_network,
 }

@@ -20,7 +20,6 @@ class SessionView:
     heartbeat_at: datetime | None = None
     submissions: int = 1  # provision flow runs created for it so far
     has_request: bool = False  # written by the gateway: it can be re-submitted as it was asked
-    device_down_since: datetime | None = None  # first pass that saw its device not running
     device_id: str | None = None  # the device the session holds
     idle_timeout_s: float | None = None
     idle_since: datetime | None = None  # last screen activity, or the last change of the session
@@ -32,8 +31,8 @@ class DeviceView:
     state: str  # a non-terminal DeviceState
     profile: str
     session_id: str | None  # the session holding it
-    health: str | None  # as last recorded in the database
-    health_since: datetime | None
+    down_since: datetime | None = None  # the first pass that saw it down (devices.down_since)
+    down_condition: str | None = None  # what that pass saw (reconciler.down.device_condition)
     host: str | None = None  # the Docker host it runs on (the hosts table's name, or the engine URL)
     routed: bool = True  # its stream route is recorded (devices.stream_route: the gateway's route)
 
@@ -122,9 +121,8 @@ class Kind(enum.StrEnum):
     FINISH_RELEASE = "finish_release"
     SUBMIT_RUN = "submit_run"  # a session without a live flow run that never started: run it again
     END_STRAY_RUN = "end_stray_run"  # a flow run still alive for an ended session: cancel/crash it
-    MARK_DEVICE_DOWN = "mark_device_down"  # first sight of a device not running: remember, wait
-    CLEAR_DEVICE_DOWN = "clear_device_down"  # the device runs again
-    RECORD_HEALTH = "record_health"
+    MARK_DEVICE_DOWN = "mark_device_down"  # first sight of a device down: remember when and as what
+    CLEAR_DEVICE_DOWN = "clear_device_down"  # the device runs (and is not unhealthy) again
     RETIRE_DEVICE = "retire_device"
     REMOVE_NETWORK = "remove_network"  # a pair network whose device has no container left
 
@@ -132,12 +130,9 @@ class Kind(enum.StrEnum):
 class Reason(enum.StrEnum):
     STREAM_MISSING = "stream container missing"
     STREAM_STOPPED = "stream container not running"
-    DEVICE_MISSING = "device container missing"
-    DEVICE_STOPPED = "device container not running"
-    DEVICE_UNHEALTHY = "device unhealthy past the grace period"
+    DEVICE_ENDED_UNDER_SESSION = "its device is no longer live"
     STREAM_UNHEALTHY = "stream container unhealthy"
     STREAM_UNROUTED = "no stream route recorded"  # booted before routes were recorded (0009)
-    HEALTH_CHANGED = "health changed"
     DEVICE_UNHELD = "claimed device whose session ended"
     IDLE = "idle"
     DEVICE_ENDED = "no live device owns it"

@@ -77,8 +77,8 @@ def observe(
             DeviceRow.state,
             DeviceRow.profile,
             SessionRow.id,
-            DeviceRow.health,
-            DeviceRow.health_since,
+            DeviceRow.down_since,
+            DeviceRow.down_condition,
             DeviceRow.host,
             DeviceRow.last_activity_at,
             DeviceRow.stream_route.is_not(None).label("routed"),
@@ -99,7 +99,6 @@ def observe(
             heartbeat_at=s.heartbeat_at,
             submissions=s.submissions,
             has_request=s.has_request,
-            device_down_since=s.device_down_since,
             device_id=s.device_id,
             idle_timeout_s=s.idle_timeout_s,
             idle_since=max(t for t in (s.updated_at, activity.get(s.device_id or "")) if t is not None),
@@ -115,7 +114,6 @@ def observe(
                 SessionRow.heartbeat_at,
                 SessionRow.submissions,
                 SessionRow.request.is_not(None).label("has_request"),
-                SessionRow.device_down_since,
                 SessionRow.device_id,
                 SessionRow.idle_timeout_s,
             )
@@ -154,7 +152,9 @@ def observe(
         run_details=run_details() if run_details else {},
         stray_runs=_stray_runs(db, alive_runs()) if alive_runs else [],
         devices=[
-            DeviceView(d[0], d.state, d.profile, d[3], d.health, d.health_since, host=d.host, routed=d.routed)
+            DeviceView(
+                d[0], d.state, d.profile, d[3], d.down_since, d.down_condition, host=d.host, routed=d.routed
+            )
             for d in devices
         ],
         networks=[NetworkView(n.name, n.device_id, n.created_at) for n in found.networks],

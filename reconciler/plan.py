@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from reconciler.down import device_down
 from reconciler.model import (
     FLOW_RUN_ALIVE,
     FLOW_RUN_NOT_STARTED,
     Action,
     ContainerView,
+    DeviceView,
     Kind,
     Observed,
     Reason,
@@ -26,7 +28,7 @@ class Policy:
     device_grace: timedelta = timedelta(seconds=60)  # a device down this long (over two passes) is gone
     run_start_deadline: timedelta = timedelta(seconds=300)  # Scheduled/Pending longer: no worker took it
     max_submissions: int = 2  # provision runs per session: the first, and one re-submission
-    unhealthy_grace: timedelta = timedelta(seconds=30)  # a device unhealthy this long counts as dead
+    unhealthy_grace: timedelta = timedelta(seconds=30)  # the same, for a device down as unhealthy
 
 
 def _flow_run_dead(session: SessionView, observed: Observed, policy: Policy) -> str | None:
@@ -71,24 +73,6 @@ def _resubmittable(session: SessionView, observed: Observed, policy: Policy, lea
     return session.flow_run_id is None or state is None or state in FLOW_RUN_NOT_STARTED | {"CRASHED"}
 
 
-def _device_rule(session: SessionView, device: ContainerView | None, observed: Observed, policy: Policy):
-    """b. a device that is not running (missing, exited, paused, restarting) is retired only when it
-    stays so for the grace period across two passes; the first pass only remembers when."""
-    if device is not None and device.state == "running":
-        if session.device_down_since is not None:
-            return Action(Kind.CLEAR_DEVICE_DOWN, Reason.DEVICE_RECOVERED, session_id=session.id), False
-        return None, False
-    why = Reason.DEVICE_MISSING if device is None else f"{Reason.DEVICE_STOPPED} ({device.state})"
-    if session.device_down_since is None:
-        return Action(Kind.MARK_DEVICE_DOWN, why, session_id=session.id), True
-    down_for = observed.now - session.device_down_since
-    if down_for < policy.device_grace:
-        return None, True
-    return Action(
-        Kind.ORPHAN_SESSION, f"{why} for {down_for.total_seconds():.0f} s", session_id=session.id
-    ), True
-
-
 def _idle_for(session: SessionView, observed: Observed) -> str | None:
     """Why a verified session counts as idle (no screen activity for its idle timeout), or None."""
     if session.state != State.VERIFIED or not session.idle_timeout_s or session.idle_since is None:
@@ -99,19 +83,15 @@ def _idle_for(session: SessionView, observed: Observed) -> str | None:
     return f"no activity for {quiet.total_seconds():.0f} s (idle timeout {session.idle_timeout_s:g} s)"
 
 
-def _health_changes(observed: Observed, by_device: dict[str, dict[str, ContainerView]]) -> list[Action]:
-    """A device container that turned unhealthy, or recovered, since the recorded health: record it
-    (with the time), so the grace period is measured from when it changed."""
-    actions = []
-    for row in observed.devices:
-        container = by_device.get(row.id, {}).get("device")
-        health = container.health if container is not None and container.state == "running" else None
-        # Only a turn to or from unhealthy matters (and keeps a healthy world's passes empty).
-        if health is not None and health != row.health and "unhealthy" in (health, row.health):
-            actions.append(
-                Action(Kind.RECORD_HEALTH, Reason.HEALTH_CHANGED, device_id=row.id, detail={"health": health})
-            )
-    return actions
+def _down(row: DeviceView, containers: dict[str, ContainerView], observed: Observed, policy: Policy):
+    return device_down(
+        row,
+        containers.get("device"),
+        observed.now,
+        device_grace=policy.device_grace,
+        unhealthy_grace=policy.unhealthy_grace,
+        session_id=row.session_id,
+    )
 
 
 _ENDS_SESSION = frozenset(
@@ -130,7 +110,6 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
     leased = {lease.session_id for lease in observed.leases}
     devices = {d.id: d for d in observed.devices}
     host_of = {d.id: d.host for d in observed.devices}
-    actions += _health_changes(observed, by_device)
 
     for session in observed.sessions:
         mine = by_device.get(session.device_id, {}) if session.device_id else {}
@@ -181,24 +160,22 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             continue
         if host in observed.late_hosts:
             continue  # nothing is known of its containers this pass
-        device, stream = mine.get("device"), mine.get("stream")
-        # b. the device is not running: remember, wait out the grace period, then orphan.
-        device_action, device_down = _device_rule(session, device, observed, policy)
-        if device_action is not None:
-            actions.append(device_action)
-        if device_down:
-            continue
-        # b'. the device runs but has failed its health check for longer than the grace period.
+        # b. its device is down (reconciler.down): noted, orphaned once down past the grace.
         row = devices.get(session.device_id or "")
-        if (
-            device.health == "unhealthy"
-            and row is not None
-            and row.health == "unhealthy"
-            and row.health_since is not None
-            and observed.now - row.health_since >= policy.unhealthy_grace
-        ):
-            actions.append(Action(Kind.ORPHAN_SESSION, Reason.DEVICE_UNHEALTHY, session_id=session.id))
+        if row is None:  # no live device row (retired or failed behind its back): nothing to wait for
+            actions.append(
+                Action(Kind.ORPHAN_SESSION, Reason.DEVICE_ENDED_UNDER_SESSION, session_id=session.id)
+            )
             continue
+        down = _down(row, mine, observed, policy)
+        if down.gone:
+            actions.append(Action(Kind.ORPHAN_SESSION, down.gone, session_id=session.id))
+            continue
+        if down.record is not None:
+            actions.append(down.record)
+        if down.condition:
+            continue
+        stream = mine.get("stream")
         # a. the device runs but its stream does not (or fails its health check): recreate the stream.
         if stream is None or stream.state != "running" or stream.health == "unhealthy":
             if stream is None:
@@ -229,6 +206,7 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
     # i. a claimed device whose session ended (or never got it): retire it, it never goes back.
     # j. a device on a down host held by no live session (idle, booting): retire it too; its
     # containers stay on the silent engine, removed as unowned when it answers again.
+    # b. the same device rule for an idle pool device: noted, retired once down past the grace.
     for row in observed.devices:
         unheld = row.session_id is None or row.session_id not in live_ids
         if row.host in observed.down_hosts and unheld:
@@ -237,6 +215,12 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             continue
         elif row.state == DeviceState.CLAIMED and unheld:
             actions.append(Action(Kind.RETIRE_DEVICE, Reason.DEVICE_UNHELD, device_id=row.id))
+        elif row.state == DeviceState.IDLE and row.session_id is None:
+            down = _down(row, by_device.get(row.id, {}), observed, policy)
+            if down.gone:
+                actions.append(Action(Kind.RETIRE_DEVICE, down.gone, device_id=row.id))
+            elif down.record is not None:
+                actions.append(down.record)
     kept = set(devices) | {s.device_id for s in observed.sessions if s.device_id}
 
     # c. containers of no live device, after a grace period.

@@ -218,13 +218,16 @@ class ReconcileSettings(BaseModel):
     device_grace_s: float = Field(
         60.0,
         ge=0,
-        description="A device paused, restarting or missing this long (over two passes) is retired",
+        description="A device down this long (container missing, exited, paused, restarting; seen on two"
+        " passes) is gone: its session orphaned, an idle device retired (reconciler.down)",
     )
     run_start_deadline_s: float = Field(
         300.0, gt=0, description="A provision run Scheduled/Pending this long was never started by a worker"
     )
     unhealthy_grace_s: float = Field(
-        30.0, ge=0, description="A live session's device unhealthy this long is treated as dead"
+        30.0,
+        ge=0,
+        description="The device-down rule's grace for a device unhealthy (Docker HEALTHCHECK) since first seen down",
     )
     host_down_grace_s: float = Field(
         60.0, ge=0, description="A Docker host whose engine stays silent this long is marked down"

@@ -87,11 +87,13 @@ def transition_device(
 def claim_idle_device(db: Session, *, profile: str, host: str | None, session_id: str) -> DeviceRow | None:
     """Take the oldest ready idle device of ``profile`` for the session, atomically: concurrent
     claimers skip rows another transaction holds (FOR UPDATE SKIP LOCKED), so no device is handed
-    out twice and nobody waits. None when no device is idle. ``host`` None: on any active host."""
+    out twice and nobody waits. None when no device is idle (a device reconciliation saw down is
+    not handed out). ``host`` None: on any active host."""
     stmt = (
         select(DeviceRow)
         .where(
             DeviceRow.state == DeviceState.IDLE.value,
+            DeviceRow.down_since.is_(None),  # seen down: the device-down rule decides, not a claim
             DeviceRow.profile == profile,
             DeviceRow.host == host if host is not None else DeviceRow.host.in_(_active_hosts()),
         )
@@ -147,12 +149,21 @@ def list_live_devices(db: Session) -> list[tuple[DeviceRow, str | None]]:
     return [(row, sid) for row, sid in db.execute(stmt)]
 
 
-def record_health(db: Session, device_id: str, health: str | None, *, at: datetime) -> None:
-    """Note a change of health (no version bump: an observation, not a change of substance)."""
+def mark_down(db: Session, device_id: str, condition: str, *, at: datetime) -> None:
+    """Reconciliation saw the device down for the first time (``condition``: missing, exited,
+    paused, restarting, unhealthy, ...); a device already marked keeps its first record. No
+    version bump: an observation, not a change of substance."""
     db.execute(
         update(DeviceRow)
-        .where(DeviceRow.id == device_id, DeviceRow.health.is_distinct_from(health))
-        .values(health=health, health_since=at)
+        .where(DeviceRow.id == device_id, DeviceRow.down_since.is_(None))
+        .values(down_condition=condition, down_since=at)
+    )
+
+
+def clear_down(db: Session, device_id: str) -> None:
+    """Reconciliation saw the device up again."""
+    db.execute(
+        update(DeviceRow).where(DeviceRow.id == device_id).values(down_since=None, down_condition=None)
     )
 
 

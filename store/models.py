@@ -78,8 +78,6 @@ class SessionRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
     # Provision flow runs created for this session (the gateway's first, reconciliation's re-submit).
     submissions: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
-    # When reconciliation first saw the device paused, restarting or missing (None: it was fine).
-    device_down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
     # The device this session holds (claimed from the pool or cold-booted for it); at most one session each.
     device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"))
@@ -215,8 +213,10 @@ class DeviceRow(Base):
     boot_s: Mapped[float | None] = mapped_column(Float)  # launch -> device and stream ready
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    health: Mapped[str | None] = mapped_column(String(16))  # last health reconciliation saw
-    health_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When reconciliation first saw it down, and as what (missing, exited, paused, restarting,
+    # unhealthy, ...): reconciler.down. None: up.
+    down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    down_condition: Mapped[str | None] = mapped_column(String(16))
     last_activity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str | None] = mapped_column(Text)  # why it reached its current state
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))

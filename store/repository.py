@@ -151,11 +151,6 @@ def record_submission(db: Session, session_id: str, flow_run_id: str) -> Session
     return row
 
 
-def set_device_down_since(db: Session, session_id: str, since: datetime | None) -> None:
-    """Reconciliation's memory of a device seen down (None: seen running again)."""
-    db.execute(update(SessionRow).where(SessionRow.id == session_id).values(device_down_since=since))
-
-
 def transition(
     db: Session,
     session_id: str,

@@ -67,12 +67,18 @@ def test_pool_fills_a_provision_claims_warm_and_release_destroys_it_then_the_poo
     assert sim.ledger().settled
 
 
-def test_unhealthy_idle_device_is_replaced(provisioner_env, runtime, monkeypatch):
+def test_unhealthy_idle_device_is_retired_by_the_device_down_rule_then_replaced(
+    provisioner_env, runtime, monkeypatch
+):
+    """The pool leaves a down device to reconciliation's device-down rule (the same as for a
+    session's device): noted on one pass, retired on a later one past the grace, then refilled."""
+    from flows.reconcile import reconcile_sessions
     from provisioning.deps import get_deps, reset_deps
     from settings import get_settings
     from tests.support import wait_for
 
     monkeypatch.setenv("PROVISIONER_POOL__WARM", f'{{"{PROFILE}": 1}}')
+    monkeypatch.setenv("PROVISIONER_RECONCILE__UNHEALTHY_GRACE_S", "0")
     get_settings.cache_clear()
     reset_deps()
     deps = get_deps()
@@ -87,11 +93,14 @@ def test_unhealthy_idle_device_is_replaced(provisioner_env, runtime, monkeypatch
         lambda: any(c.device_id == hung and c.health == "unhealthy" for c in runtime.list_managed()),
         timeout=30,
     )
-    summary = maintain_pool()
-    assert [(a["action"], a["target"], a["reason"]) for a in summary.actions][0] == (
-        "retire",
-        hung,
-        "device unhealthy",
-    )
-    assert [a["action"] for a in summary.actions] == ["retire", "boot"]
+    assert maintain_pool().actions == []  # no retirement nor second boot of its own
+    passes = [reconcile_sessions(), reconcile_sessions()]
+    assert [[(a["action"], a["target"]) for a in p.actions] for p in passes] == [
+        [("mark_device_down", f"device {hung}")],
+        [("retire_device", f"device {hung}")],
+    ]
+    assert passes[1].actions[0]["reason"].startswith("device unhealthy for ")
+    with deps.sessions() as db:
+        assert devrepo.get_device(db, hung).state == "retired"
+    assert [a["action"] for a in maintain_pool().actions] == ["boot"]
     assert hung not in idle_devices(deps) and len(idle_devices(deps)) == 1

@@ -60,9 +60,6 @@ class TestPlan:
     @pytest.mark.parametrize(
         ("device", "why"),
         [
-            (dev(1, health="unhealthy"), "unhealthy"),
-            (dev(1, container="exited"), "exited"),
-            (dev(1, container=None), "missing"),
             (dev(1, age=timedelta(hours=1)), "max age"),
             (dev(1, state="booting", age=timedelta(seconds=241), container="running"), "booter died"),
         ],
@@ -71,6 +68,20 @@ class TestPlan:
         actions = plan_pool(PoolObserved(NOW, [device]), {"stub-slow": 1}, PROFILES, 20)
         assert [(a.kind, a.device_id) for a in actions] == [(RETIRE, device.id), (BOOT, None)]
         assert why in actions[0].reason
+
+    @pytest.mark.parametrize(
+        "device",
+        [
+            dev(1, health="unhealthy"),
+            dev(1, container="exited"),
+            dev(1, container="paused"),
+            dev(1, container=None),
+        ],
+    )
+    def test_a_down_idle_device_is_left_to_the_device_down_rule(self, device):
+        """Reconciliation's rule (reconciler.down) retires it once down past the grace; until then
+        it counts as the pool's (it may come back), so no second device is booted for it."""
+        assert run([device], {"stub-slow": 1}) == []
 
     def test_extras_beyond_wanted_are_retired_oldest_first(self):
         old, new = dev(1, age=timedelta(minutes=30)), dev(2)

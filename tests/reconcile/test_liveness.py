@@ -52,7 +52,7 @@ def test_hung_device_is_detected_and_its_session_retired_within_two_passes(
     assert running[0].state == "running"  # it looks alive to anything but its health check
 
     passes = [reconcile_sessions(), reconcile_sessions()]
-    assert [[a["action"] for a in p.actions] for p in passes] == [["record_health"], ["orphan_session"]]
+    assert [[a["action"] for a in p.actions] for p in passes] == [["mark_device_down"], ["orphan_session"]]
     row = session(deps, sid)
     assert row.state == State.ORPHANED and "device unhealthy" in row.last_error
     with deps.sessions() as db:

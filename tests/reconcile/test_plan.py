@@ -39,7 +39,6 @@ def session(
     age: timedelta = timedelta(hours=1),
     heartbeat_age: timedelta | None = timedelta(seconds=1),
     expires_in: timedelta | None = timedelta(hours=1),
-    down_for: timedelta | None = None,
     submissions: int = 1,
     has_request: bool = False,
 ) -> SessionView:
@@ -53,7 +52,6 @@ def session(
         heartbeat_at=NOW - heartbeat_age if heartbeat_age is not None else None,
         submissions=submissions,
         has_request=has_request,
-        device_down_since=NOW - down_for if down_for is not None else None,
         device_id=sid,  # in these tables each session holds the device of the same id
     )
 
@@ -85,13 +83,17 @@ def lease(
     return LeaseView(lease_id, sid, "sms_activate", activation, outcome, NOW - age, retry_after)
 
 
-def observed(sessions=(), containers=(), leases=(), runs=None) -> Observed:
+def observed(sessions=(), containers=(), leases=(), runs=None, down=None) -> Observed:
+    """Each session holds its claimed device (same id); ``down``: session id -> (down for, as what)
+    recorded on its device."""
+    down = down or {}
     return Observed(
         now=NOW,
         sessions=list(sessions),
         leases=list(leases),
         containers=list(containers),
         flow_runs={RUN: "RUNNING"} if runs is None else runs,
+        devices=[device(s.id, holder=s.id, down=down.get(s.id)) for s in sessions if s.device_id],
     )
 
 
@@ -135,42 +137,145 @@ class TestOrphan:
 
     @pytest.mark.parametrize("state", [State.AWAITING_CODE, State.VERIFIED])
     @pytest.mark.parametrize(
-        ("containers", "reason"),
+        ("containers", "condition"),
         [
-            ([], Reason.DEVICE_MISSING),
-            ([container("stream")], Reason.DEVICE_MISSING),
-            ([container("device", "exited"), container("stream")], Reason.DEVICE_STOPPED),
-            ([container("device", "exited")], Reason.DEVICE_STOPPED),
-            ([container("device", "created"), container("stream", "exited")], Reason.DEVICE_STOPPED),
+            ([], "missing"),
+            ([container("stream")], "missing"),
+            ([container("device", "exited"), container("stream")], "exited"),
+            ([container("device", "exited")], "exited"),
+            ([container("device", "created"), container("stream", "exited")], "created"),
         ],
     )
-    def test_device_missing_or_stopped(self, state, containers, reason):
+    def test_device_missing_or_stopped(self, state, containers, condition):
         """First pass: remembered, nothing retired; a pass after the grace: orphaned."""
         first = plan(observed([session(state)], containers), POLICY)
-        assert kinds(first) == [(Kind.MARK_DEVICE_DOWN, SID)] and first[0].reason.startswith(reason)
-        within = plan(observed([session(state, down_for=DEVICE_GRACE - TICK)], containers), POLICY)
-        assert within == []
-        after = plan(observed([session(state, down_for=DEVICE_GRACE)], containers), POLICY)
-        assert kinds(after) == [(Kind.ORPHAN_SESSION, SID)] and after[0].reason.startswith(reason)
-
-    @pytest.mark.parametrize("device_state", ["paused", "restarting"])
-    def test_paused_or_restarting_device_waits_out_the_grace(self, device_state):
-        containers = [container("device", device_state), container("stream")]
-        first = plan(observed([session(State.VERIFIED)], containers), POLICY)
-        assert kinds(first) == [(Kind.MARK_DEVICE_DOWN, SID)] and device_state in first[0].reason
-        assert (
-            plan(observed([session(State.VERIFIED, down_for=DEVICE_GRACE - TICK)], containers), POLICY) == []
+        assert kinds(first) == [(Kind.MARK_DEVICE_DOWN, SID)] and first[0].reason == f"device {condition}"
+        within = plan(
+            observed([session(state)], containers, down={SID: (DEVICE_GRACE - TICK, condition)}), POLICY
         )
-
-    def test_device_back_before_the_grace_clears_the_mark(self):
-        actions = plan(observed([session(State.VERIFIED, down_for=timedelta(seconds=5))], both()), POLICY)
-        assert kinds(actions) == [(Kind.CLEAR_DEVICE_DOWN, SID)]
+        assert within == []
+        after = plan(observed([session(state)], containers, down={SID: (DEVICE_GRACE, condition)}), POLICY)
+        assert kinds(after) == [(Kind.ORPHAN_SESSION, SID)]
+        assert after[0].reason == f"device {condition} for {DEVICE_GRACE.total_seconds():.0f} s"
 
     def test_its_stream_is_not_removed_separately(self):
         """The orphaning removes the session's containers; rule c leaves them alone meanwhile."""
-        long_down = session(State.VERIFIED, down_for=DEVICE_GRACE * 2)
-        actions = plan(observed([long_down], [container("stream")]), POLICY)
-        assert [a.kind for a in actions] == [Kind.ORPHAN_SESSION]
+        long_down = observed(
+            [session(State.VERIFIED)], [container("stream")], down={SID: (DEVICE_GRACE * 2, "missing")}
+        )
+        assert [a.kind for a in plan(long_down, POLICY)] == [Kind.ORPHAN_SESSION]
+
+    def test_a_live_session_whose_device_row_ended_is_orphaned_at_once(self):
+        """Retired or failed behind its back: no live device row to wait on."""
+        obs = replace(observed([session(State.VERIFIED)], both()), devices=[])
+        actions = plan(obs, POLICY)
+        assert kinds(actions) == [(Kind.ORPHAN_SESSION, SID)]
+        assert actions[0].reason == Reason.DEVICE_ENDED_UNDER_SESSION
+
+
+CONDITIONS = [
+    # (device container as listed, the condition recorded, its grace)
+    (None, "missing", DEVICE_GRACE),
+    ("exited", "exited", DEVICE_GRACE),
+    ("paused", "paused", DEVICE_GRACE),
+    ("restarting", "restarting", DEVICE_GRACE),
+    ("unhealthy", "unhealthy", UNHEALTHY),
+]
+
+
+def device_container(listed: str | None, *, sid: str = SID) -> list[ContainerView]:
+    if listed is None:
+        return []
+    if listed == "unhealthy":
+        return [replace(container("device", sid=sid), health="unhealthy")]
+    return [container("device", listed, sid=sid)]
+
+
+POOL = "dpooldevice1"
+
+
+class TestDeviceDown:
+    """One rule for every device (reconciler.down): a session's and an idle pool device's alike.
+    The first pass records down_since and the condition; a pass at the grace (measured from that
+    first pass) orphans the session or retires the idle device; a device up again is cleared."""
+
+    def session_world(self, listed, down=None):
+        containers = [*device_container(listed), container("stream")]
+        return observed([session(State.VERIFIED)], containers, down={SID: down} if down else None)
+
+    def pool_world(self, listed, down=None):
+        return replace(
+            observed([], device_container(listed, sid=POOL)),
+            devices=[device(POOL, state="idle", holder=None, down=down)],
+        )
+
+    @pytest.mark.parametrize(("listed", "condition", "grace"), CONDITIONS)
+    def test_session_device(self, listed, condition, grace):
+        first = plan(self.session_world(listed), POLICY)
+        assert [(a.kind, a.session_id, a.device_id, a.detail) for a in first] == [
+            (Kind.MARK_DEVICE_DOWN, SID, SID, {"condition": condition})
+        ]
+        assert plan(self.session_world(listed, (grace - TICK, condition)), POLICY) == []
+        after = plan(self.session_world(listed, (grace, condition)), POLICY)
+        assert [(a.kind, a.session_id, a.reason) for a in after] == [
+            (Kind.ORPHAN_SESSION, SID, f"device {condition} for {grace.total_seconds():.0f} s")
+        ]
+
+    @pytest.mark.parametrize(("listed", "condition", "grace"), CONDITIONS)
+    def test_idle_pool_device(self, listed, condition, grace):
+        first = plan(self.pool_world(listed), POLICY)
+        assert [(a.kind, a.session_id, a.device_id, a.detail) for a in first] == [
+            (Kind.MARK_DEVICE_DOWN, None, POOL, {"condition": condition})
+        ]
+        assert plan(self.pool_world(listed, (grace - TICK, condition)), POLICY) == []
+        after = plan(self.pool_world(listed, (grace, condition)), POLICY)
+        assert [(a.kind, a.device_id, a.reason) for a in after] == [
+            (Kind.RETIRE_DEVICE, POOL, f"device {condition} for {grace.total_seconds():.0f} s")
+        ]
+
+    @pytest.mark.parametrize("world", ["session_world", "pool_world"])
+    @pytest.mark.parametrize(("listed", "condition", "grace"), CONDITIONS)
+    def test_up_again_clears_the_record(self, world, listed, condition, grace):
+        up = getattr(self, world)("running", (grace * 10, condition))
+        actions = plan(up, POLICY)
+        assert [(a.kind, a.reason) for a in actions] == [(Kind.CLEAR_DEVICE_DOWN, Reason.DEVICE_RECOVERED)]
+        assert actions[0].device_id == (SID if world == "session_world" else POOL)
+
+    @pytest.mark.parametrize("world", ["session_world", "pool_world"])
+    def test_another_condition_later_keeps_the_first_record_and_its_time(self, world):
+        """Paused, then exited: nothing new is recorded; the grace runs from the first pass."""
+        assert plan(getattr(self, world)("exited", (DEVICE_GRACE - TICK, "paused")), POLICY) == []
+        after = plan(getattr(self, world)("exited", (DEVICE_GRACE, "paused")), POLICY)
+        assert [a.kind for a in after] == [
+            Kind.ORPHAN_SESSION if world == "session_world" else Kind.RETIRE_DEVICE
+        ]
+        assert after[0].reason == "device exited for 60 s, first seen paused"
+
+    @pytest.mark.parametrize(("down_for", "orphaned"), [(DEVICE_GRACE - TICK, False), (DEVICE_GRACE, True)])
+    def test_unhealthy_after_a_pause_gets_the_device_grace(self, down_for, orphaned):
+        """A paused device comes back unhealthy until its next probe (Docker probes fail while
+        it is paused): the shorter unhealthy grace is for a device unhealthy from the start."""
+        actions = plan(self.session_world("unhealthy", (down_for, "paused")), POLICY)
+        assert kinds(actions) == ([(Kind.ORPHAN_SESSION, SID)] if orphaned else [])
+
+    def test_stopped_after_unhealthy_gets_the_device_grace(self):
+        down = (UNHEALTHY * 1.5, "unhealthy")
+        assert plan(self.session_world("exited", down), POLICY) == []
+
+    @pytest.mark.parametrize("state", ["booting", "claimed"])
+    def test_a_booting_device_or_one_a_provision_holds_is_left_alone(self, state):
+        """A boot under way has no running container yet; the pool and the provision watch it."""
+        obs = replace(
+            observed([session(State.LAUNCHING)], []), devices=[device(SID, state=state, holder=SID)]
+        )
+        assert plan(obs, POLICY) == []
+
+    def test_a_healthy_world_plans_nothing(self):
+        world = replace(
+            observed([session(State.VERIFIED)], [*both(), container("device", sid=POOL)]),
+        )
+        world = replace(world, devices=[*world.devices, device(POOL, state="idle", holder=None)])
+        assert plan(world, POLICY) == []
 
 
 class TestLeakedContainers:
@@ -432,7 +537,7 @@ class TestWholePlan:
         sessions = [
             session(State.VERIFIED, sid=healthy),
             session(State.VERIFIED, sid=heal),
-            session(State.AWAITING_CODE, sid=orphan, down_for=DEVICE_GRACE),
+            session(State.AWAITING_CODE, sid=orphan),
             session(State.LAUNCHING, sid=dead, heartbeat_age=STALE),
             session(State.VERIFIED, sid=old, expires_in=-TICK),
         ]
@@ -443,7 +548,9 @@ class TestWholePlan:
             lease(LeaseOutcome.PENDING, sid="sgone2345678", activation=None, lease_id=2),
             lease(LeaseOutcome.ACTIVE, sid=dead, lease_id=3),
         ]
-        actions = plan(observed(sessions, containers, leases), POLICY)
+        actions = plan(
+            observed(sessions, containers, leases, down={orphan: (DEVICE_GRACE, "missing")}), POLICY
+        )
         assert sorted((a.kind.value, a.target) for a in actions) == sorted(
             [
                 (Kind.HEAL_STREAM.value, heal),
@@ -523,10 +630,10 @@ def device(
     *,
     state: str = "claimed",
     holder: str | None = SID,
-    health: str | None = "healthy",
-    since: timedelta = timedelta(minutes=5),
+    down: tuple[timedelta, str] | None = None,  # recorded down for this long, as this condition
 ) -> DeviceView:
-    return DeviceView(sid, state, "stub", holder, health, NOW - since)
+    since, condition = (NOW - down[0], down[1]) if down else (None, None)
+    return DeviceView(sid, state, "stub", holder, since, condition)
 
 
 def sick(role: str, *, sid: str = SID) -> ContainerView:
@@ -534,33 +641,7 @@ def sick(role: str, *, sid: str = SID) -> ContainerView:
 
 
 class TestLiveness:
-    def test_a_new_unhealthy_health_is_recorded_first(self):
-        obs = replace(
-            observed([session(State.VERIFIED)], [sick("device"), container("stream")]), devices=[device()]
-        )
-        actions = plan(obs, POLICY)
-        assert [(a.kind, a.device_id, a.detail) for a in actions] == [
-            (Kind.RECORD_HEALTH, SID, {"health": "unhealthy"})
-        ]
-
-    @pytest.mark.parametrize(("since", "orphaned"), [(UNHEALTHY - TICK, False), (UNHEALTHY, True)])
-    def test_unhealthy_past_the_grace_orphans_the_session(self, since, orphaned):
-        row = device(health="unhealthy", since=since)
-        obs = replace(
-            observed([session(State.VERIFIED)], [sick("device"), container("stream")]), devices=[row]
-        )
-        expected = [(Kind.ORPHAN_SESSION, SID)] if orphaned else []
-        assert kinds(plan(obs, POLICY)) == expected
-        if orphaned:
-            assert plan(obs, POLICY)[0].reason == Reason.DEVICE_UNHEALTHY
-
-    def test_recorded_unhealthy_but_healthy_again_is_recorded_not_orphaned(self):
-        row = device(health="unhealthy", since=UNHEALTHY * 10)
-        well = replace(container("device"), health="healthy")
-        obs = replace(observed([session(State.VERIFIED)], [well, container("stream")]), devices=[row])
-        assert [(a.kind, a.detail) for a in plan(obs, POLICY)] == [
-            (Kind.RECORD_HEALTH, {"health": "healthy"})
-        ]
+    """The unhealthy device (the device-down rule) is covered by TestDeviceDown."""
 
     def test_unhealthy_stream_is_replaced(self):
         obs = replace(

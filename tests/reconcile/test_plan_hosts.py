@@ -86,7 +86,7 @@ class TestHostDown:
         assert plan(obs, POLICY) == []
 
     def test_a_device_on_an_answering_host_is_not_retired(self):
-        obs = replace(observed([], []), devices=[device(IDLE, state="idle", holder=None)])
+        obs = replace(observed([], both(IDLE)), devices=[device(IDLE, state="idle", holder=None)])
         assert plan(on_hosts(obs, down={"h2"}), POLICY) == []
 
 
@@ -96,7 +96,8 @@ class TestHostLate:
         """Silent within its grace: its containers are not listed, nothing is concluded from it,
         not even a device noted missing earlier and past the device grace."""
         obs = world((SID, State.VERIFIED))
-        obs = replace(obs, sessions=[session(State.VERIFIED, down_for=down_for)])
+        down = (down_for, "missing") if down_for else None
+        obs = replace(obs, devices=[device(SID, holder=SID, down=down)])
         assert plan(on_hosts(obs, late={"h1"}), POLICY) == []
 
     def test_an_unheld_claimed_device_on_a_late_host_waits(self):

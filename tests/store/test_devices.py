@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from store import DEVICE_ALLOWED, DEVICE_TERMINAL, DeviceState, IllegalDeviceTransition, State
 from store import devices as devrepo
@@ -106,6 +107,35 @@ class TestClaim:
             devrepo.claim_idle_device(db, profile="stub-slow", host="local", session_id=make_session(db))
             is None
         )
+
+    def test_a_device_seen_down_is_not_claimed_and_is_again_once_up(self, db):
+        device_id = make_device(db)
+        devrepo.mark_down(db, device_id, "paused", at=db.scalar(select(func.now())))
+        db.commit()
+        assert (
+            devrepo.claim_idle_device(db, profile="stub-slow", host="local", session_id=make_session(db))
+            is None
+        )
+        devrepo.clear_down(db, device_id)
+        db.commit()
+        row = devrepo.claim_idle_device(db, profile="stub-slow", host="local", session_id=make_session(db))
+        assert row is not None and row.id == device_id
+
+
+class TestDown:
+    def test_the_first_sighting_is_kept(self, db):
+        device_id = make_device(db)
+        first = db.scalar(select(func.now()))
+        devrepo.mark_down(db, device_id, "paused", at=first)
+        db.commit()
+        devrepo.mark_down(db, device_id, "exited", at=first + timedelta(seconds=40))
+        db.commit()
+        row = devrepo.get_device(db, device_id)
+        assert (row.down_since, row.down_condition, row.version) == (first, "paused", 2)
+        devrepo.clear_down(db, device_id)
+        db.commit()
+        db.refresh(row)
+        assert (row.down_since, row.down_condition) == (None, None)
 
     def test_a_session_state_awaiting_number_is_live(self):
         from store import LIVE, PROVISIONING

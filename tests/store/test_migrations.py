@@ -1,8 +1,9 @@
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from store.migrate import downgrade, upgrade
 from store.models import Base
@@ -32,4 +33,50 @@ def test_upgrade_then_downgrade_round_trips(postgres_server):
         engine.dispose()
         upgrade(url)
     finally:
+        drop_database(postgres_server, name)
+
+
+def test_0010_carries_the_down_records_over_and_back(postgres_server):
+    """sessions.device_down_since and devices.health become devices.down_since/down_condition."""
+    name = f"provisioner_mig_{uuid.uuid4().hex[:8]}"
+    url = create_database(postgres_server, name)
+    engine = create_engine(url)
+    try:
+        upgrade(url, "0009_device_stream_routes")
+        device = "INSERT INTO devices (id, profile, host, state, device_container, stream_container, {0}) "
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    device.format("health, health_since") + "VALUES ('d1', 'stub', 'local', "
+                    "'idle', 'c1', 's1', 'unhealthy', '2025-01-01T12:00:00Z')"
+                )
+            )
+            conn.execute(
+                text(
+                    device.format("health") + "VALUES ('d2', 'stub', 'local', 'claimed', "
+                    "'c2', 's2', 'healthy')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, state, service, country, device_id, device_down_since) "
+                    "VALUES ('s2', 'verified', 'tg', '0', 'd2', '2025-01-01T12:00:05Z')"
+                )
+            )
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, down_condition, down_since FROM devices ORDER BY id")).all()
+        noon = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+        assert [tuple(r) for r in rows] == [
+            ("d1", "unhealthy", noon),
+            ("d2", "unknown", noon + timedelta(seconds=5)),
+        ]
+        downgrade(url, "0009_device_stream_routes")
+        with engine.connect() as conn:
+            health = conn.execute(text("SELECT id, health FROM devices ORDER BY id")).all()
+            down = conn.execute(text("SELECT device_down_since FROM sessions WHERE id = 's2'")).scalar_one()
+        assert [tuple(r) for r in health] == [("d1", "unhealthy"), ("d2", None)]
+        assert down == noon + timedelta(seconds=5)
+    finally:
+        engine.dispose()
         drop_database(postgres_server, name)
