@@ -36,13 +36,13 @@ def test_upgrade_then_downgrade_round_trips(postgres_server):
         drop_database(postgres_server, name)
 
 
-def test_0010_carries_the_down_records_over_and_back(postgres_server):
+def test_0011_carries_the_down_records_over_and_back(postgres_server):
     """sessions.device_down_since and devices.health become devices.down_since/down_condition."""
     name = f"provisioner_mig_{uuid.uuid4().hex[:8]}"
     url = create_database(postgres_server, name)
     engine = create_engine(url)
     try:
-        upgrade(url, "0009_device_stream_routes")
+        upgrade(url, "0010_reconcile_action_counts")
         device = "INSERT INTO devices (id, profile, host, state, device_container, stream_container, {0}) "
         with engine.begin() as conn:
             conn.execute(
@@ -71,7 +71,7 @@ def test_0010_carries_the_down_records_over_and_back(postgres_server):
             ("d1", "unhealthy", noon),
             ("d2", "unknown", noon + timedelta(seconds=5)),
         ]
-        downgrade(url, "0009_device_stream_routes")
+        downgrade(url, "0010_reconcile_action_counts")
         with engine.connect() as conn:
             health = conn.execute(text("SELECT id, health FROM devices ORDER BY id")).all()
             down = conn.execute(text("SELECT device_down_since FROM sessions WHERE id = 's2'")).scalar_one()

@@ -1,7 +1,7 @@
 """devices.down_since and devices.down_condition: one device-down record for every device
 
-Revision ID: 0010_device_down
-Revises: 0009_device_stream_routes
+Revision ID: 0011_device_down
+Revises: 0010_reconcile_action_counts
 
 Reconciliation had two records for one idea: sessions.device_down_since (a session's device not
 running) and devices.health/health_since (a running device unhealthy). Both become the device's
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_device_down"
-down_revision: str | None = "0009_device_stream_routes"
+revision: str = "0011_device_down"
+down_revision: str | None = "0010_reconcile_action_counts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
