@@ -130,7 +130,6 @@ class Kind(enum.StrEnum):
 class Reason(enum.StrEnum):
     STREAM_MISSING = "stream container missing"
     STREAM_STOPPED = "stream container not running"
-    DEVICE_ENDED_UNDER_SESSION = "its device is no longer live"
     STREAM_UNHEALTHY = "stream container unhealthy"
     STREAM_UNROUTED = "no stream route recorded"  # booted before routes were recorded (0009)
     DEVICE_UNHELD = "claimed device whose session ended"

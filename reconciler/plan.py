@@ -162,10 +162,9 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
             continue  # nothing is known of its containers this pass
         # b. its device is down (reconciler.down): noted, orphaned once down past the grace.
         row = devices.get(session.device_id or "")
-        if row is None:  # no live device row (retired or failed behind its back): nothing to wait for
-            actions.append(
-                Action(Kind.ORPHAN_SESSION, Reason.DEVICE_ENDED_UNDER_SESSION, session_id=session.id)
-            )
+        if row is None:
+            # No live device row: a compensation retires the device before it ends the session
+            # (provisioning.lifecycle.compensate); that actor ends it, nothing to decide here.
             continue
         down = _down(row, mine, observed, policy)
         if down.gone:
