@@ -46,28 +46,34 @@ def remove_containers(deps: Deps, session_id: str, *, reason: str = "its session
 def compensate(
     deps: Deps, session_id: str, *, reason: str, actor: str, final: State = State.FAILED
 ) -> EndResult:
-    """Undo a provision's side effects (containers, numbers) and end the session in ``final``."""
+    """Undo a provision's side effects (containers, numbers) and end the session in ``final``.
+
+    The session is ended first, then its containers and numbers are cleaned up: a provision still
+    running (reconciliation orphaning it, a release) sees the session ended at its next step and
+    buys nothing more while the numbers it holds are being closed. What fails to clean up is
+    reported in ``problems`` and left to reconciliation (an ended session's open leases and
+    containers are closed and removed by its passes)."""
     with deps.sessions.begin() as db:
         session = repo.find_session(db, session_id)
         if session is None:
             return EndResult(session_id, final, False, ["no such session"])
-        current = State(session.state)
+        current = state = State(session.state)
+    changed = False
+    if current not in ENDING:  # ended, or a release is finishing it: that actor sets the final state
+        target = final if final in ALLOWED[current] else State.FAILED
+        with deps.sessions.begin() as db:
+            try:
+                row = repo.transition(
+                    db, session_id, target, reason=reason[:2000], actor=actor, last_error=reason[:2000]
+                )
+                state, changed = State(row.state), True
+            except IllegalTransition:  # another actor ended it first
+                state = State(repo.get_session(db, session_id).state)
     problems = remove_containers(deps, session_id)
     problems += close_open_leases(deps, session_id)
-    if current in ENDING:  # ended, or a release is finishing it: that actor sets the final state
-        return EndResult(session_id, current, False, problems)
-    target = final if final in ALLOWED[current] else State.FAILED
-    with deps.sessions.begin() as db:
-        try:
-            row = repo.transition(
-                db, session_id, target, reason=reason[:2000], actor=actor, last_error=reason[:2000]
-            )
-            state = State(row.state)
-        except IllegalTransition:  # another actor ended it first
-            state = State(repo.get_session(db, session_id).state)
-            return EndResult(session_id, state, False, problems)
-    log.info("session %s compensated -> %s: %s", session_id, state, reason)
-    return EndResult(session_id, state, True, problems)
+    if changed:
+        log.info("session %s compensated -> %s: %s", session_id, state, reason)
+    return EndResult(session_id, state, changed, problems)
 
 
 def release(

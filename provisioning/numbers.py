@@ -26,6 +26,7 @@ from provisioning.deps import Deps
 from provisioning.purchases import Resolution, mark_unknown, resolve_now, unsettled_providers
 from store import LeaseOutcome, LeaseRow, State
 from store import repository as repo
+from store.leases import CLOSED_LEASE_OUTCOMES, IllegalLeaseTransition
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,7 @@ def finish_number(deps: Deps, lease_id: int) -> None:
             return
         lease = lease_of(row)
     deps.provider(lease.provider).finish(lease)
-    with deps.sessions.begin() as db:
-        repo.set_lease_outcome(db, lease_id, LeaseOutcome.FINISHED, provider_status="finished")
+    _record_closed(deps, lease_id, LeaseOutcome.FINISHED, "finished")
 
 
 class CancelDeferred(Exception):
@@ -242,6 +242,18 @@ _DONE = frozenset(
 )
 
 
+def _record_closed(deps: Deps, lease_id: int, outcome: LeaseOutcome, provider_status: str) -> str:
+    """Record what the provider did to close a lease, unless another actor (the provision flow and
+    reconciliation may close the same lease at once) already recorded its closing: then theirs
+    stands, and is returned."""
+    with deps.sessions.begin() as db:
+        row = db.get_one(LeaseRow, lease_id, with_for_update=True)
+        if row.outcome in CLOSED_LEASE_OUTCOMES:
+            return row.outcome
+        repo.set_lease_outcome(db, lease_id, outcome, provider_status=provider_status)
+    return outcome
+
+
 def cancel_number(deps: Deps, lease_id: int, *, count_failure: bool = False) -> str:
     """Cancel (refund) a number; returns the outcome recorded, which is what the provider did.
 
@@ -262,9 +274,7 @@ def cancel_number(deps: Deps, lease_id: int, *, count_failure: bool = False) -> 
         return _finish_with_code(deps, lease_id, session_id, lease, last.code)
     if isinstance(last, Cancelled | Expired):
         outcome = LeaseOutcome.CANCELLED if isinstance(last, Cancelled) else LeaseOutcome.EXPIRED
-        with deps.sessions.begin() as db:
-            repo.set_lease_outcome(db, lease_id, outcome, provider_status=last.status)
-        return outcome
+        return _record_closed(deps, lease_id, outcome, last.status)
     try:
         client.cancel(lease)
     except NotRefundable as exc:
@@ -273,18 +283,12 @@ def cancel_number(deps: Deps, lease_id: int, *, count_failure: bool = False) -> 
         if isinstance(last, CodeReceived):
             return _finish_with_code(deps, lease_id, session_id, lease, last.code, why=str(exc))
         client.finish(lease)
-        with deps.sessions.begin() as db:
-            repo.set_lease_outcome(
-                db, lease_id, LeaseOutcome.FINISHED, provider_status=f"finished instead of cancelled: {exc}"
-            )
-        return LeaseOutcome.FINISHED
+        return _record_closed(deps, lease_id, LeaseOutcome.FINISHED, f"finished instead of cancelled: {exc}")
     except CancelTooEarly as exc:
         raise defer_cancel(deps, lease_id, str(exc), exc.retry_after_s, count=count_failure) from exc
     except (UnavailableError, NotSupported) as exc:  # refused: retried later, never finished instead
         raise defer_cancel(deps, lease_id, str(exc), None, count=count_failure, refused=True) from exc
-    with deps.sessions.begin() as db:
-        repo.set_lease_outcome(db, lease_id, LeaseOutcome.CANCELLED, provider_status="cancelled")
-    return LeaseOutcome.CANCELLED
+    return _record_closed(deps, lease_id, LeaseOutcome.CANCELLED, "cancelled")
 
 
 def _last_look(client, lease: Lease):
@@ -392,6 +396,6 @@ def close_open_leases(deps: Deps, session_id: str) -> list[str]:
                 problems.append(f"lease {lease_id}: purchase outcome unknown, left for reconciliation")
         except CancelDeferred as exc:
             problems.append(str(exc))
-        except ProviderError as exc:
+        except (ProviderError, IllegalLeaseTransition) as exc:
             problems.append(f"lease {lease_id}: {exc}")
     return problems

@@ -203,6 +203,38 @@ class TestCancel:
         assert session(deps, sid).verification_code == "777111"
         assert sim.ledger().settled and len(sim.ledger().finishes) == 1
 
+    def test_two_actors_closing_one_lease_at_once_both_succeed(self, provisioner_env, sim, monkeypatch):
+        """The provision flow and reconciliation may cancel the same number at once (a session
+        orphaned while its flow waits): whoever records second accepts the first one's record."""
+        deps = provisioner_env
+        with deps.sessions.begin() as db:
+            sid = repo.create_session(db, service="tg", country="0", actor="test").id
+        rented = numbers.rent_number(
+            deps,
+            sid,
+            providers=["sms_activate"],
+            service="telegram",
+            country="RU",
+            max_price=None,
+            attempt=1,
+            actor="t",
+        )
+        client = deps.provider("sms_activate")
+        real_cancel = type(client).cancel
+
+        def cancel_then_the_other_actor_records_it(self, lease):
+            real_cancel(self, lease)
+            with deps.sessions.begin() as db:  # the other actor, between our call and our record
+                repo.set_lease_outcome(
+                    db, rented.lease_id, LeaseOutcome.CANCELLED, provider_status="cancelled"
+                )
+
+        monkeypatch.setattr(type(client), "cancel", cancel_then_the_other_actor_records_it)
+        assert numbers.cancel_number(deps, rented.lease_id) == LeaseOutcome.CANCELLED
+        assert _outcome(deps, rented.lease_id) == LeaseOutcome.CANCELLED
+        assert [e.activation_id for e in sim.ledger().refunds] == [rented.activation_id]
+        assert sim.ledger().settled
+
 
 class TestPollingNoise:
     def test_one_garbage_status_reply_is_not_fatal(self, provisioner_env, sim):
