@@ -23,6 +23,7 @@ class SessionView:
     device_id: str | None = None  # the device the session holds
     idle_timeout_s: float | None = None
     idle_since: datetime | None = None  # last screen activity, or the last change of the session
+    device_ended_at: datetime | None = None  # its device's row ended (retired, failed) at
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Reason(enum.StrEnum):
     STREAM_MISSING = "stream container missing"
     STREAM_STOPPED = "stream container not running"
     STREAM_UNHEALTHY = "stream container unhealthy"
+    DEVICE_ENDED_UNDER_SESSION = "its device ended while the session was live"
     STREAM_UNROUTED = "no stream route recorded"  # booted before routes were recorded (0009)
     DEVICE_UNHELD = "claimed device whose session ended"
     IDLE = "idle"

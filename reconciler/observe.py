@@ -102,6 +102,7 @@ def observe(
             device_id=s.device_id,
             idle_timeout_s=s.idle_timeout_s,
             idle_since=max(t for t in (s.updated_at, activity.get(s.device_id or "")) if t is not None),
+            device_ended_at=s.device_ended_at,
         )
         for s in db.execute(
             select(
@@ -116,7 +117,9 @@ def observe(
                 SessionRow.request.is_not(None).label("has_request"),
                 SessionRow.device_id,
                 SessionRow.idle_timeout_s,
+                DeviceRow.ended_at.label("device_ended_at"),
             )
+            .outerjoin(DeviceRow, DeviceRow.id == SessionRow.device_id)
             .where(SessionRow.state.not_in([s.value for s in TERMINAL]))
             .order_by(SessionRow.id)
         )

@@ -163,8 +163,20 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
         # b. its device is down (reconciler.down): noted, orphaned once down past the grace.
         row = devices.get(session.device_id or "")
         if row is None:
-            # No live device row: a compensation retires the device before it ends the session
-            # (provisioning.lifecycle.compensate); that actor ends it, nothing to decide here.
+            # No live device row: retired or failed under a live session (a provision's rollback
+            # retires its device just before its compensation ends the session). Past the device
+            # grace nobody is ending it: orphan it, so no live-looking session is left without
+            # its containers.
+            ended = session.device_ended_at
+            if ended is not None and observed.now - ended >= policy.device_grace:
+                gone_for = (observed.now - ended).total_seconds()
+                actions.append(
+                    Action(
+                        Kind.ORPHAN_SESSION,
+                        f"{Reason.DEVICE_ENDED_UNDER_SESSION} ({gone_for:.0f} s ago)",
+                        session_id=session.id,
+                    )
+                )
             continue
         down = _down(row, mine, observed, policy)
         if down.gone:

@@ -165,11 +165,20 @@ class TestOrphan:
         )
         assert [a.kind for a in plan(long_down, POLICY)] == [Kind.ORPHAN_SESSION]
 
-    def test_a_live_session_whose_device_row_ended_is_left_to_whoever_ended_it(self):
-        """A compensation retires the device, then ends the session: a pass in between must not
-        orphan it (the compensation's own final state would be lost)."""
-        obs = replace(observed([session(State.VERIFIED)], []), devices=[])
+    def test_a_live_session_whose_device_row_just_ended_is_left_to_whoever_ended_it(self):
+        """A provision's rollback retires the device, then its compensation ends the session: a
+        pass in between must not orphan it (the compensation's own final state would be lost)."""
+        just = replace(session(State.VERIFIED), device_ended_at=NOW - DEVICE_GRACE + timedelta(seconds=1))
+        obs = replace(observed([just], []), devices=[])
         assert plan(obs, POLICY) == []
+
+    def test_a_live_session_whose_device_row_ended_past_the_grace_is_orphaned(self):
+        """Retired or failed behind its back and nobody ended the session: it must not stay live
+        without its containers."""
+        long_ago = replace(session(State.VERIFIED), device_ended_at=NOW - DEVICE_GRACE)
+        actions = plan(replace(observed([long_ago], []), devices=[]), POLICY)
+        assert kinds(actions) == [(Kind.ORPHAN_SESSION, SID)]
+        assert actions[0].reason == f"{Reason.DEVICE_ENDED_UNDER_SESSION} (60 s ago)"
 
 
 CONDITIONS = [
