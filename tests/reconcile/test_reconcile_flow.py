@@ -152,6 +152,25 @@ class TestHealAndOrphan:
         assert sim.ledger().settled
         assert run_pass().actions == []
 
+    def test_a_session_whose_device_was_retired_behind_its_back_is_orphaned_after_the_grace(
+        self, provisioner_env, sim, runtime
+    ):
+        """Nobody ends the session: it must not stay live without its containers until its ttl."""
+        from provisioning.devices import retire_device
+
+        deps = provisioner_env
+        sim.set_sms_delay(0.2)
+        sid = provision().session_id
+        did = device_id_of(sid)
+        assert retire_device(deps, did, reason="retired behind the session's back") == []
+        assert containers_of(runtime, did) == {}
+        wait_for(lambda: on(run_pass(), sid) == ["orphan_session"], timeout=30)
+        row = session(deps, sid)
+        assert row.state == State.ORPHANED
+        assert "its device ended while the session was live" in (row.last_error or "")
+        assert lease_outcomes(deps, sid) == [LeaseOutcome.FINISHED]
+        assert sim.ledger().settled
+
     def test_a_running_stream_without_a_recorded_route_gets_it_without_being_replaced(
         self, provisioner_env, sim, runtime
     ):
