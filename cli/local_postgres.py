@@ -144,6 +144,15 @@ class LocalPostgres:
         )
         return result.returncode == 0
 
+    def running_port(self) -> int | None:
+        """The port the cluster running in ``data_dir`` listens on (line 4 of its postmaster.pid),
+        whoever started it: a port remembered elsewhere may be stale (the checkout was cloned
+        again at the same path while its cluster, kept outside it, still runs)."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
+        except (OSError, IndexError, ValueError):
+            return None
+
     def create_database(self, name: str) -> str:
         import psycopg
 

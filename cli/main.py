@@ -517,10 +517,12 @@ def demo(
     port_file = state_dir.resolve() / "postgres.port"
     port = int(port_file.read_text()) if port_file.exists() else free_port()
     cluster = LocalPostgres(data_dir=pg_dir, port=port)
-    if not cluster.running():
+    if cluster.running():
+        cluster.port = cluster.running_port() or port
+    else:
         console.print(f"starting PostgreSQL in {pg_dir} on port {port}")
         cluster.start()
-        port_file.write_text(str(port))
+    port_file.write_text(str(cluster.port))
     url = cluster.create_database("provisioner")
     os.environ.setdefault("PROVISIONER_DATABASE__URL", url)
     simulator = Simulator(keys={"demo-key": 1000}, sms_delay_s=sms_delay).start()

@@ -44,6 +44,23 @@ def test_cluster_for_a_root_only_checkout_lives_where_postgres_can_reach_and_sta
         shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
+def test_a_running_cluster_is_found_on_its_own_port_whatever_port_was_remembered(root_only_checkout):
+    """A checkout cloned again at the same path finds the cluster kept outside it still running:
+    the demo must connect to the port it listens on, not to a port it picks anew."""
+    data_dir, _ = data_dir_for(root_only_checkout / ".local")
+    cluster = LocalPostgres(data_dir=data_dir)
+    try:
+        cluster.start()
+        again = LocalPostgres(data_dir=data_dir)  # a fresh free port, as a new checkout picks
+        assert again.port != cluster.port
+        assert again.running()
+        assert again.running_port() == cluster.port
+    finally:
+        cluster.stop()
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+    assert LocalPostgres(data_dir=data_dir).running_port() is None
+
+
 def test_reachable_checkout_keeps_its_cluster_inside():
     checkout = Path(tempfile.mkdtemp(prefix="provisioner-reachable-", dir="/var/tmp"))
     try:
