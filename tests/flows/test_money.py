@@ -184,18 +184,7 @@ class TestCancel:
 
     def test_code_arriving_just_before_the_cancel_is_finished_and_kept(self, provisioner_env, sim):
         deps = provisioner_env
-        with deps.sessions.begin() as db:
-            sid = repo.create_session(db, service="tg", country="0", actor="test").id
-        rented = numbers.rent_number(
-            deps,
-            sid,
-            providers=["sms_activate"],
-            service="telegram",
-            country="RU",
-            max_price=None,
-            attempt=1,
-            actor="t",
-        )
+        sid, rented = _rent_one(deps)
         sim.deliver(rented.activation_id, "777111")
         assert numbers.cancel_number(deps, rented.lease_id) == LeaseOutcome.FINISHED
         [lease] = leases(deps, sid)
@@ -207,18 +196,7 @@ class TestCancel:
         """The provision flow and reconciliation may cancel the same number at once (a session
         orphaned while its flow waits): whoever records second accepts the first one's record."""
         deps = provisioner_env
-        with deps.sessions.begin() as db:
-            sid = repo.create_session(db, service="tg", country="0", actor="test").id
-        rented = numbers.rent_number(
-            deps,
-            sid,
-            providers=["sms_activate"],
-            service="telegram",
-            country="RU",
-            max_price=None,
-            attempt=1,
-            actor="t",
-        )
+        _, rented = _rent_one(deps)
         client = deps.provider("sms_activate")
         real_cancel = type(client).cancel
 
@@ -258,6 +236,23 @@ class TestPollingNoise:
         assert "unclear replies in a row" in (session(deps, _newest(deps)).last_error or "")
         assert_ledger_matches(deps, sim, _newest(deps))
         assert sim.ledger().settled
+
+
+def _rent_one(deps) -> tuple[str, numbers.RentedNumber]:
+    """A session with one number rented from sms_activate (no flow around it)."""
+    with deps.sessions.begin() as db:
+        sid = repo.create_session(db, service="tg", country="0", actor="test").id
+    rented = numbers.rent_number(
+        deps,
+        sid,
+        providers=["sms_activate"],
+        service="telegram",
+        country="RU",
+        max_price=None,
+        attempt=1,
+        actor="t",
+    )
+    return sid, rented
 
 
 def _newest(deps) -> str:
