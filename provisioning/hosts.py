@@ -21,9 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from runtime import ContainerInfo, ContainerRuntime, DeviceProfile, ManagedContainer
-from runtime.errors import EngineUnreachable, HostDown, RuntimeFailure, UnknownProfile
+from runtime.containers import DeviceNames
+from runtime.errors import EngineUnreachable, HostDown, RuntimeFailure
 from runtime.hosts import HostEngine, HostRuntimes
-from runtime.model import LABEL_DEVICE, Inventory, Role, container_name
+from runtime.model import LABEL_DEVICE, Inventory
 from store import hosts as hostrepo
 from store.device_states import DEVICE_TERMINAL
 from store.host_states import HostState
@@ -76,7 +77,7 @@ def place_device(deps, db: Session, profile: str, *, host: str | None = None) ->
     return deps.settings.docker.host or "local"
 
 
-class HostsRuntime:
+class HostsRuntime(DeviceNames):
     """The ContainerRuntime interface over every host of the hosts table (see the module doc)."""
 
     def __init__(self, sessions: sessionmaker[Session], runtimes: HostRuntimes, *, grace_s: float) -> None:
@@ -132,15 +133,6 @@ class HostsRuntime:
         return self.runtimes.runtime(self.host_of(device_id))
 
     # -- the ContainerRuntime interface -----------------------------------------------------------
-
-    def name_for(self, device_id: str, role: Role | str) -> str:
-        return container_name(self.instance_id, device_id, Role(role))
-
-    def profile(self, name: str) -> DeviceProfile:
-        try:
-            return self.profiles[name]
-        except KeyError:
-            raise UnknownProfile(name, list(self.profiles)) from None
 
     def ensure_network(self) -> None:
         """Each launch ensures the network on its own host."""

@@ -64,7 +64,24 @@ _STOPPED_STATES = frozenset({"exited", "dead"})
 _NETWORK_LOCK = threading.Lock()  # one creator per process; duplicates across processes are pruned
 
 
-class ContainerRuntime:
+class DeviceNames:
+    """Container names and device profiles of one deployment instance: the same on every engine,
+    so a runtime over one engine and one over several hosts share them."""
+
+    instance_id: str
+    profiles: dict[str, DeviceProfile]
+
+    def name_for(self, device_id: str, role: Role | str) -> str:
+        return container_name(self.instance_id, device_id, Role(role))
+
+    def profile(self, name: str) -> DeviceProfile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise UnknownProfile(name, list(self.profiles)) from None
+
+
+class ContainerRuntime(DeviceNames):
     """Launch, probe, list and remove the containers of this deployment instance."""
 
     def __init__(
@@ -106,17 +123,6 @@ class ContainerRuntime:
             stream_image=docker_settings.stream_image,
             profiles=load_profiles(docker_settings.profiles_file),
         )
-
-    # -- names and profiles -------------------------------------------------------------------
-
-    def name_for(self, device_id: str, role: Role | str) -> str:
-        return container_name(self.instance_id, device_id, Role(role))
-
-    def profile(self, name: str) -> DeviceProfile:
-        try:
-            return self.profiles[name]
-        except KeyError:
-            raise UnknownProfile(name, list(self.profiles)) from None
 
     # -- launching ----------------------------------------------------------------------------
 
