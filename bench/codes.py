@@ -62,14 +62,14 @@ def configure(url: str, sim, watcher: bool) -> None:
 
 
 def run_scenario(name: str, url: str, sim, *, leases: int, window: float, seed: int) -> dict:
-    from gateway.app import create_app
-    from provisioning import codes
-    from provisioning.deps import get_deps, reset_deps
-    from provisioning.numbers import rent_number
-    from settings import get_settings
-    from store import LeaseRow, get_engine, reset_engine
-    from store import repository as repo
-    from watcher.loop import ProviderWatcher
+    from provisioner.gateway.app import create_app
+    from provisioner.settings import get_settings
+    from provisioner.steps import codes
+    from provisioner.steps.deps import get_deps, reset_deps
+    from provisioner.steps.numbers import rent_number
+    from provisioner.store import LeaseRow, get_engine, reset_engine
+    from provisioner.store import repository as repo
+    from provisioner.watcher.loop import ProviderWatcher
 
     watching = name != "per-session"
     configure(url, sim, watching)
@@ -200,9 +200,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-    from cli.local_postgres import throwaway
-    from simulator.server import Simulator
-    from store.migrate import upgrade
+    from provisioner.cli.local_postgres import throwaway
+    from provisioner.simulator.server import Simulator
+    from provisioner.store.migrate import upgrade
 
     cluster = throwaway()
     print(f"starting a throwaway PostgreSQL in {cluster.data_dir} ...", flush=True)

@@ -39,10 +39,10 @@ from websockets.sync.client import connect as ws_connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime import ContainerRuntime, load_profiles  # noqa: E402
-from store import DeviceState, State, new_session_id  # noqa: E402
-from store import devices as devrepo  # noqa: E402
-from store import repository as repo  # noqa: E402
+from provisioner.runtime import ContainerRuntime, load_profiles  # noqa: E402
+from provisioner.store import DeviceState, State, new_session_id  # noqa: E402
+from provisioner.store import devices as devrepo  # noqa: E402
+from provisioner.store import repository as repo  # noqa: E402
 
 NETWORK = "provisioner-bench"
 STREAM_IMAGE = "provisioner/websockify:latest"
@@ -166,7 +166,7 @@ def database() -> Iterator[str]:
     if url:
         yield url
         return
-    from cli.local_postgres import throwaway
+    from provisioner.cli.local_postgres import throwaway
 
     cluster = throwaway()
     cluster.start()
@@ -179,7 +179,7 @@ def database() -> Iterator[str]:
 @contextlib.contextmanager
 def gateway_process(env: dict[str, str], port: int) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway"],
+        [sys.executable, "-m", "provisioner.gateway"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -215,8 +215,8 @@ def main() -> None:
 
     from sqlalchemy.orm import sessionmaker
 
-    from store import make_engine
-    from store.migrate import upgrade
+    from provisioner.store import make_engine
+    from provisioner.store.migrate import upgrade
 
     instance_id = "bench-" + secrets.token_hex(3)
     client = docker.from_env()

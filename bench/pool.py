@@ -132,8 +132,8 @@ def gateway(deps, api_url: str) -> Iterator[str]:
 
     import uvicorn
 
-    from gateway.app import create_app
-    from gateway.runs import PrefectFlowRuns
+    from provisioner.gateway.app import create_app
+    from provisioner.gateway.runs import PrefectFlowRuns
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -153,8 +153,8 @@ def gateway(deps, api_url: str) -> Iterator[str]:
 
 def fill_pool(deps, wanted: int) -> None:
     """What a maintain-pool pass does, for `wanted` idle stub-slow devices; returns when they are idle."""
-    from pool import plan_pool
-    from pool.run import act_pool, observe_pool
+    from provisioner.pool import plan_pool
+    from provisioner.pool.run import act_pool, observe_pool
 
     actions = plan_pool(observe_pool(deps), {PROFILE: wanted}, deps.runtime.profiles, 50)
     results = act_pool(deps, actions)
@@ -238,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         }
         stack.enter_context(worker(worker_env, home / "worker.log"))
-        from provisioning.deps import get_deps, reset_deps
-        from settings import get_settings
-        from store import reset_engine
+        from provisioner.settings import get_settings
+        from provisioner.steps.deps import get_deps, reset_deps
+        from provisioner.store import reset_engine
 
         get_settings.cache_clear()
         reset_engine()

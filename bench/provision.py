@@ -112,8 +112,8 @@ def bench_environment(*, instance_id: str, database_url: str, sim_url: str, slot
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
     """A throwaway cluster with a migrated database; yields its URL."""
-    from cli.local_postgres import throwaway
-    from store.migrate import upgrade
+    from provisioner.cli.local_postgres import throwaway
+    from provisioner.store.migrate import upgrade
 
     cluster = throwaway()
     cluster.start()
@@ -128,7 +128,7 @@ def postgres() -> Iterator[str]:
 
 @contextlib.contextmanager
 def simulator() -> Iterator[Any]:
-    from simulator.server import Simulator
+    from provisioner.simulator.server import Simulator
 
     sim = Simulator(host="127.0.0.1", port=0, keys={SIM_KEY: "100000000"}, sms_delay_s=None)
     sim.start()
@@ -178,7 +178,7 @@ def provision_flow(bench: Bench, sample: Sample) -> None:
 def provision_baseline(bench: Bench, sample: Sample) -> None:
     """The flow's provider and Docker calls, in the same order, with nothing recorded anywhere."""
     from providers.base import Cancelled, CodeReceived, Expired
-    from provisioning.numbers import poll_delays
+    from provisioner.steps.numbers import poll_delays
 
     deps, sid = bench.deps, sample.session_id
     provider, runtime = deps.provider(PROVIDER), deps.runtime
@@ -215,12 +215,12 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
     """The flow's body from the plain functions its tasks wrap, without Prefect."""
     from datetime import timedelta
 
-    from provisioning import numbers
-    from provisioning.devices import boot_session_device, claim_device, number_rented
-    from provisioning.lifecycle import Heartbeat, compensate
-    from provisioning.request import resolve
-    from store import State
-    from store import repository as repo
+    from provisioner.steps import numbers
+    from provisioner.steps.devices import boot_session_device, claim_device, number_rented
+    from provisioner.steps.lifecycle import Heartbeat, compensate
+    from provisioner.steps.request import resolve
+    from provisioner.store import State
+    from provisioner.store import repository as repo
 
     deps, sid = bench.deps, sample.session_id
     plan = resolve(bench.request, deps.settings)
@@ -277,7 +277,7 @@ def times_from_store(bench: Bench, samples: list[Sample]) -> None:
     state; all against the trigger."""
     from sqlalchemy import select
 
-    from store import EventRow, SessionRow
+    from provisioner.store import EventRow, SessionRow
 
     by_id = {s.session_id: s for s in samples}
     with bench.deps.sessions() as db:
@@ -305,7 +305,7 @@ def times_from_store(bench: Bench, samples: list[Sample]) -> None:
 
 def run_round(bench: Bench, mode: str, concurrency: int) -> list[Sample]:
     """Start `concurrency` provisions of one mode together and wait for all of them."""
-    from store import new_session_id
+    from provisioner.store import new_session_id
 
     barrier = threading.Barrier(concurrency)
     samples = [Sample(mode, concurrency, new_session_id(), 0.0) for _ in range(concurrency)]
@@ -328,8 +328,8 @@ def run_round(bench: Bench, mode: str, concurrency: int) -> list[Sample]:
 
 def release_all(bench: Bench, samples: list[Sample]) -> None:
     """End the round's sessions (untimed): store sessions released, baseline containers removed."""
-    from provisioning.lifecycle import release
-    from store import repository as repo
+    from provisioner.steps.lifecycle import release
+    from provisioner.store import repository as repo
 
     def end(sample: Sample) -> None:
         try:
@@ -351,7 +351,7 @@ def release_all(bench: Bench, samples: list[Sample]) -> None:
 
 def remove_bench_containers(deps: Any) -> int:
     """Every container labelled with the bench instance id, then its network(s)."""
-    from runtime.model import LABEL_INSTANCE
+    from provisioner.runtime.model import LABEL_INSTANCE
 
     runtime = deps.runtime
     leftovers = runtime.list_managed()
@@ -493,10 +493,10 @@ def main(argv: list[str] | None = None) -> int:
                 slots=slots,
             )
         )
-        from provisioning.deps import get_deps, reset_deps
-        from provisioning.request import ProvisionRequest
-        from settings import get_settings
-        from store import reset_engine
+        from provisioner.settings import get_settings
+        from provisioner.steps.deps import get_deps, reset_deps
+        from provisioner.steps.request import ProvisionRequest
+        from provisioner.store import reset_engine
 
         get_settings.cache_clear()
         reset_engine()

@@ -52,15 +52,15 @@ import docker  # noqa: E402
 from sqlalchemy import event, insert  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from cli.local_postgres import throwaway  # noqa: E402
-from provisioning.hosts import HostsRuntime  # noqa: E402
-from reconciler import Observed, Policy, observe, plan  # noqa: E402
-from reconciler.model import ContainerView, LeaseView, SessionView  # noqa: E402
-from runtime import ContainerRuntime  # noqa: E402
-from runtime.errors import ContainerMissing  # noqa: E402
-from runtime.hosts import HostRuntimes  # noqa: E402
-from runtime.model import LABEL_IMAGE, LABEL_INSTANCE, Role, container_name, ownership_labels  # noqa: E402
-from store import (  # noqa: E402
+from provisioner.cli.local_postgres import throwaway  # noqa: E402
+from provisioner.reconciler import Observed, Policy, observe, plan  # noqa: E402
+from provisioner.reconciler.model import ContainerView, LeaseView, SessionView  # noqa: E402
+from provisioner.runtime import ContainerRuntime  # noqa: E402
+from provisioner.runtime.errors import ContainerMissing  # noqa: E402
+from provisioner.runtime.hosts import HostRuntimes  # noqa: E402
+from provisioner.runtime.model import LABEL_IMAGE, LABEL_INSTANCE, Role, container_name, ownership_labels  # noqa: E402
+from provisioner.steps.hosts import HostsRuntime  # noqa: E402
+from provisioner.store import (  # noqa: E402
     DeviceRow,
     DeviceState,
     LeaseOutcome,
@@ -70,9 +70,9 @@ from store import (  # noqa: E402
     make_engine,
     new_session_id,
 )
-from store import hosts as hostrepo  # noqa: E402
-from store import repository as repo  # noqa: E402
-from store.migrate import upgrade  # noqa: E402
+from provisioner.store import hosts as hostrepo  # noqa: E402
+from provisioner.store import repository as repo  # noqa: E402
+from provisioner.store.migrate import upgrade  # noqa: E402
 
 IMAGE = "provisioner/device-stub:latest"
 TERMINAL_MIX = (State.RELEASED, State.EXPIRED, State.FAILED, State.CANCELLED, State.ORPHANED)

@@ -12,9 +12,9 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from settings.version import VERSION
-from store import SESSION_ID_PATTERN
-from tasks.containers import start_device_here
+from provisioner.settings.version import VERSION
+from provisioner.store import SESSION_ID_PATTERN
+from tasks.devices import start_device_here
 
 
 class LaunchResult(BaseModel):

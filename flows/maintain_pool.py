@@ -8,10 +8,10 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from flows.reconcile import advisory_lock
-from pool import PoolObserved, plan_pool, wanted_per_profile
-from pool.run import PoolResult, act_pool, observe_pool, pool_table
-from provisioning.deps import get_deps
-from provisioning.launch import launch_slot_for
+from provisioner.pool import PoolObserved, plan_pool, wanted_per_profile
+from provisioner.pool.run import PoolResult, act_pool, observe_pool, pool_table
+from provisioner.steps.deps import get_deps
+from provisioner.steps.launch import launch_slot_for
 
 
 class PoolSummary(BaseModel):

@@ -12,16 +12,16 @@ from prefect.states import State as PrefectState
 from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
-from provisioning.deps import get_deps
-from provisioning.devices import number_rented
-from provisioning.lifecycle import Heartbeat, compensate
-from provisioning.numbers import NoProviderConfigured
-from provisioning.request import ProvisionRequest, form_defaults, resolve
-from settings.version import VERSION
-from store import SESSION_ID_PATTERN, SessionRow, State
-from store import repository as repo
+from provisioner.settings.version import VERSION
+from provisioner.steps.deps import get_deps
+from provisioner.steps.devices import number_rented
+from provisioner.steps.lifecycle import Heartbeat, compensate
+from provisioner.steps.numbers import NoProviderConfigured
+from provisioner.steps.request import ProvisionRequest, form_defaults, resolve
+from provisioner.store import SESSION_ID_PATTERN, SessionRow, State
+from provisioner.store import repository as repo
 from tasks.checks import check_request
-from tasks.containers import boot_device_for_session, claim_session_device
+from tasks.devices import boot_device_for_session, claim_session_device
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
 from tasks.publish import label_flow_run, mask_phone, publish_session
 from tasks.sessions import adopt_session

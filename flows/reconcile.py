@@ -13,11 +13,11 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from provisioning.deps import get_deps
-from reconciler import Policy, plan
-from settings.version import VERSION
-from store import repository as repo
-from store.reconcile_counts import add_pass_counts
+from provisioner.reconciler import Policy, plan
+from provisioner.settings.version import VERSION
+from provisioner.steps.deps import get_deps
+from provisioner.store import repository as repo
+from provisioner.store.reconcile_counts import add_pass_counts
 from tasks.catalogs import refresh_catalogs
 from tasks.reconcile import act_on, observe_world
 

@@ -7,8 +7,8 @@ import re
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from settings.version import VERSION
-from store import SESSION_ID_PATTERN
+from provisioner.settings.version import VERSION
+from provisioner.store import SESSION_ID_PATTERN
 from tasks.publish import label_flow_run, publish_session
 from tasks.sessions import release_session_task
 

@@ -18,7 +18,7 @@ from providers.base import (
 from providers.onlinesim import OnlineSimProvider
 from providers.sms_activate import SmsActivateProvider
 from providers.sms_man import SmsManProvider
-from settings.model import ProviderSettings
+from provisioner.settings.model import ProviderSettings
 
 _CLASSES = {"sms_man": SmsManProvider, "onlinesim": OnlineSimProvider, "sms_activate": SmsActivateProvider}
 PROVIDER_NAMES: tuple[str, ...] = tuple(_CLASSES)

@@ -26,7 +26,7 @@ from providers.errors import (
     UnavailableError,
     api_key_var,
 )
-from settings.model import ProviderSettings
+from provisioner.settings.model import ProviderSettings
 
 REDACTED = "***"
 _secrets: set[str] = set()

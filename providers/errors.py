@@ -24,7 +24,7 @@ Every client raises only these; httpx exceptions are translated once, in `provid
 
 from __future__ import annotations
 
-from settings.model import env_var_for
+from provisioner.settings.model import env_var_for
 
 BODY_PREVIEW_CHARS = 200
 

@@ -45,7 +45,7 @@ from providers.errors import (
     UnavailableError,
     api_key_var,
 )
-from settings.model import ProviderSettings, env_var_for
+from provisioner.settings.model import ProviderSettings, env_var_for
 
 NAME = "onlinesim"
 PROTECTIVE_INTERVAL_S = 120.0

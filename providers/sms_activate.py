@@ -58,7 +58,7 @@ from providers.errors import (
     api_key_var,
     base_url_var,
 )
-from settings.model import ProviderSettings, env_var_for
+from provisioner.settings.model import ProviderSettings, env_var_for
 
 NAME = "sms_activate"
 CANCEL_STATUSES = ("8", "-1")  # the protocol's; PROVISIONER_PROVIDERS__SMS_ACTIVATE__CANCEL_STATUSES

@@ -38,7 +38,7 @@ from providers.errors import (
     UnavailableError,
     api_key_var,
 )
-from settings.model import ProviderSettings, env_var_for
+from provisioner.settings.model import ProviderSettings, env_var_for
 
 NAME = "sms_man"
 WAIT = "wait_sms"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from provisioning import catalogs
-from provisioning.deps import get_deps
+from provisioner.steps import catalogs
+from provisioner.steps.deps import get_deps
 
 
 @task(name="refresh-catalogs", cache_policy=NONE)

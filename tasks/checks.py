@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from provisioning.checks import check_before_spending
-from provisioning.deps import get_deps
-from provisioning.request import ResolvedRequest
+from provisioner.steps.checks import check_before_spending
+from provisioner.steps.deps import get_deps
+from provisioner.steps.request import ResolvedRequest
 from tasks.retry import RETRY_POLICY
 
 

@@ -9,8 +9,8 @@ from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
 from providers.money import Money
-from provisioning import numbers
-from provisioning.deps import get_deps
+from provisioner.steps import numbers
+from provisioner.steps.deps import get_deps
 from tasks.retry import RETRY_POLICY
 
 

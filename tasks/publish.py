@@ -14,9 +14,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.runtime import flow_run
 
-from provisioning.containers import gateway_stream_url
-from provisioning.deps import get_deps
-from store import repository as repo
+from provisioner.steps.deps import get_deps
+from provisioner.steps.streams import gateway_stream_url
+from provisioner.store import repository as repo
 
 SESSION_TAG_PREFIX = "session:"
 

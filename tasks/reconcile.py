@@ -19,9 +19,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 
-from provisioning.deps import get_deps
-from reconciler import Action, ActionResult, Observed, act, observe
-from reconciler.model import FLOW_RUN_ALIVE, RunDetail
+from provisioner.reconciler import Action, ActionResult, Observed, act, observe
+from provisioner.reconciler.model import FLOW_RUN_ALIVE, RunDetail
+from provisioner.steps.deps import get_deps
 
 FLOW_RUN_PAGE = 200  # PREFECT_SERVER_API_DEFAULT_LIMIT: the most runs one read_flow_runs may return
 

@@ -8,7 +8,7 @@ from prefect.tasks import exponential_backoff
 from sqlalchemy.exc import OperationalError
 
 import providers.errors
-import runtime.errors
+from provisioner.runtime import errors as runtime_errors
 
 RETRIES = 3
 RETRY_DELAYS = exponential_backoff(backoff_factor=1)  # 1 s, 2 s, 4 s
@@ -19,7 +19,7 @@ def is_transient(exc: BaseException) -> bool:
     """A provider hiccup, a Docker engine 5xx, a dropped database connection: worth another try."""
     return (
         providers.errors.is_retryable(exc)
-        or runtime.errors.is_retryable(exc)
+        or runtime_errors.is_retryable(exc)
         or isinstance(exc, OperationalError)
     )
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from provisioning.adopt import Adopted
-from provisioning.adopt import adopt_session as _adopt
-from provisioning.deps import get_deps
-from provisioning.lifecycle import EndResult, release
+from provisioner.steps.adopt import Adopted
+from provisioner.steps.adopt import adopt_session as _adopt
+from provisioner.steps.deps import get_deps
+from provisioner.steps.lifecycle import EndResult, release
 from tasks.retry import RETRY_POLICY
 
 

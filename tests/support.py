@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from store import repository as repo
+from provisioner.store import repository as repo
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def device_containers(deps, runtime, session_id: str):
 
 def device_of(deps, session_id: str):
     """The devices row of the device a session holds (None when it holds none)."""
-    from store import devices as devrepo
+    from provisioner.store import devices as devrepo
 
     with deps.sessions() as db:
         return devrepo.session_device(db, session_id)

@@ -1,6 +1,6 @@
 import pytest
 
-from settings import SettingsError, load_settings
+from provisioner.settings import SettingsError, load_settings
 
 
 @pytest.fixture

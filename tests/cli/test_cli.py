@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from store import repository as repo
+from provisioner.cli.main import app
+from provisioner.store import repository as repo
 
 runner = CliRunner()
 
@@ -20,7 +20,7 @@ runner = CliRunner()
 def no_providers(monkeypatch, database_url):
     import os
 
-    from settings import get_settings
+    from provisioner.settings import get_settings
 
     for key in list(os.environ):
         if key.startswith("PROVISIONER_PROVIDERS__"):
@@ -39,7 +39,7 @@ def test_provision_without_a_provider_says_how_to_configure_one(no_providers):
 
 
 def test_missing_database_setting_is_named(monkeypatch):
-    from settings import get_settings
+    from provisioner.settings import get_settings
 
     monkeypatch.delenv("PROVISIONER_DATABASE__URL", raising=False)
     monkeypatch.chdir("/")
@@ -67,7 +67,7 @@ def test_sessions_lists_rows(db, no_providers):
 
 
 def test_bad_provision_options_are_reported(no_providers, monkeypatch):
-    from settings import get_settings
+    from provisioner.settings import get_settings
 
     monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__API_KEY", "k")
     get_settings.cache_clear()
@@ -77,7 +77,7 @@ def test_bad_provision_options_are_reported(no_providers, monkeypatch):
 
 
 def test_version_is_the_project_version():
-    from settings.version import VERSION
+    from provisioner.settings.version import VERSION
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
@@ -108,7 +108,7 @@ def test_sessions_never_cut_ids_on_a_narrow_pipe_and_json_lists_them(db, no_prov
 
 
 def test_leases_attention_lists_only_leases_a_person_must_look_at(db, no_providers):
-    from store import LeaseOutcome
+    from provisioner.store import LeaseOutcome
 
     s = repo.create_session(db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=1))
     calm = repo.record_lease_pending(db, s.id, provider="sms_man", service="3", country="1", attempt=1)
@@ -140,7 +140,7 @@ def test_leases_attention_says_when_nothing_needs_a_person(db, no_providers):
 def test_reconcile_dry_run_lists_then_reconcile_removes_a_leaked_container(provisioner_env, runtime):
     import time
 
-    from store import new_session_id
+    from provisioner.store import new_session_id
 
     stray = new_session_id()
     runtime.launch_device(stray, "stub")
@@ -167,7 +167,7 @@ def test_reconcile_dry_run_lists_then_reconcile_removes_a_leaked_container(provi
 def test_provision_with_an_unknown_service_lists_close_matches_and_buys_nothing(
     db, no_providers, monkeypatch
 ):
-    from settings import get_settings
+    from provisioner.settings import get_settings
 
     monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__API_KEY", "k")
     get_settings.cache_clear()
@@ -180,8 +180,8 @@ def test_provision_with_an_unknown_service_lists_close_matches_and_buys_nothing(
 @pytest.fixture
 def sim_providers(sim, db, monkeypatch):
     """All three providers configured against the simulator, for this test's settings."""
-    from provisioning.deps import reset_deps
-    from settings import get_settings
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import reset_deps
     from tests.plugins.simulator import SIM_KEY
 
     for name, url in sim.base_urls.items():
@@ -229,9 +229,9 @@ def test_catalog_refuses_a_provider_that_is_not_configured(no_providers, databas
     ids=["profile", "provider"],
 )
 def test_unknown_profile_or_provider_exits_2_before_any_run(no_providers, monkeypatch, options, words):
-    from settings import get_settings
-    from store import get_sessionmaker
-    from store import repository as repo
+    from provisioner.settings import get_settings
+    from provisioner.store import get_sessionmaker
+    from provisioner.store import repository as repo
 
     monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__API_KEY", "k")
     get_settings.cache_clear()

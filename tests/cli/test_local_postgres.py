@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cli.local_postgres import LocalPostgres, data_dir_for, reachable_by_server_user, throwaway
+from provisioner.cli.local_postgres import LocalPostgres, data_dir_for, reachable_by_server_user, throwaway
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the postgres-user case only exists as root")
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from provisioning.deps import Deps
+from provisioner.steps.deps import Deps
+from provisioner.watcher.loop import ProviderWatcher
 from tests.plugins.prefect_env import provisioner_environment
-from watcher.loop import ProviderWatcher
 
 WEBHOOK_SECRET = "hook-secret-8c1f4e2a"
 GATEWAY_TOKEN = "gw-token-codes-91d2"
@@ -26,8 +26,8 @@ WATCHER_ENV = {
 @pytest.fixture
 def codes_env(monkeypatch, database_url, db_sessions, sim) -> Iterator[Deps]:
     """Settings aimed at the test database and the simulator; yields the process's Deps."""
-    from provisioning.deps import get_deps, reset_deps
-    from settings import get_settings
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import get_deps, reset_deps
 
     for key, value in provisioner_environment(instance_id="codes-test", sim_urls=sim.base_urls).items():
         monkeypatch.setenv(key, value)
@@ -48,8 +48,8 @@ def codes_env(monkeypatch, database_url, db_sessions, sim) -> Iterator[Deps]:
 
 def rent(deps: Deps, provider: str = "sms_activate") -> tuple[str, int, str]:
     """A session with one bought number waiting for its code: (session id, lease id, activation id)."""
-    from provisioning.numbers import rent_number
-    from store import repository as repo
+    from provisioner.steps.numbers import rent_number
+    from provisioner.store import repository as repo
 
     with deps.sessions.begin() as db:
         sid = repo.create_session(db, service="telegram", country="RU", actor="test").id

@@ -7,11 +7,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app as cli_app
-from gateway.app import create_app
-from provisioning import codes
-from store import LeaseOutcome, LeaseRow, State
-from store import repository as repo
+from provisioner.cli.main import app as cli_app
+from provisioner.gateway.app import create_app
+from provisioner.steps import codes
+from provisioner.store import LeaseOutcome, LeaseRow, State
+from provisioner.store import repository as repo
 from tests.codes.conftest import GATEWAY_TOKEN, rent, running_watcher
 from tests.gateway.conftest import RecordingRuns, serve
 from tests.support import wait_for

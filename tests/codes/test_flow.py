@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flows.provision import ProvisionResult, provision_session
-from provisioning.request import ProvisionRequest
-from store import repository as repo
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import repository as repo
 from tests.codes.conftest import WATCHER_ENV, running_watcher
 
 pytestmark = pytest.mark.docker
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.docker
 def test_a_provision_is_woken_by_the_watcher_and_never_polls_the_provider(provisioner_env, sim, monkeypatch):
     for key, value in WATCHER_ENV.items():
         monkeypatch.setenv(key, value)
-    from provisioning.deps import get_deps, reset_deps
-    from settings import get_settings
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import get_deps, reset_deps
 
     get_settings.cache_clear()
     reset_deps()
@@ -36,10 +36,10 @@ def test_a_provision_is_woken_by_the_watcher_and_never_polls_the_provider(provis
 
 def test_kept_open_number_gives_another_code_and_is_finished_at_release(provisioner_env, sim, monkeypatch):
     from flows.release import release_session
-    from provisioning import codes
-    from provisioning.deps import get_deps, reset_deps
-    from settings import get_settings
-    from store import LeaseOutcome
+    from provisioner.settings import get_settings
+    from provisioner.steps import codes
+    from provisioner.steps.deps import get_deps, reset_deps
+    from provisioner.store import LeaseOutcome
 
     for key, value in WATCHER_ENV.items():
         monkeypatch.setenv(key, value)

@@ -8,10 +8,10 @@ import time
 from sqlalchemy import text
 
 from providers.base import Expired
-from provisioning import codes
-from store import LeaseOutcome, LeaseRow
-from store import codes as store_codes
-from store import repository as repo
+from provisioner.steps import codes
+from provisioner.store import LeaseOutcome, LeaseRow
+from provisioner.store import codes as store_codes
+from provisioner.store import repository as repo
 from tests.codes.conftest import rent
 
 

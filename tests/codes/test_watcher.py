@@ -12,14 +12,14 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from store import LeaseRow
-from store import codes as store_codes
-from store import repository as repo
+from provisioner.store import LeaseRow
+from provisioner.store import codes as store_codes
+from provisioner.store import repository as repo
+from provisioner.watcher.budget import TokenBucket
 from tests.codes.conftest import WATCHER_ENV, rent, running_watcher
 from tests.plugins.prefect_env import provisioner_environment
 from tests.plugins.simulator import SIM_KEY
 from tests.support import wait_for
-from watcher.budget import TokenBucket
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,7 +147,7 @@ class TestStandby:
         deps = codes_env
         with running_watcher(deps, "sms_activate", name="first"):
             stop = threading.Event()
-            from watcher.loop import ProviderWatcher
+            from provisioner.watcher.loop import ProviderWatcher
 
             second = ProviderWatcher(deps, "sms_activate", stop, name="second")
             thread = threading.Thread(target=second.run, daemon=True)
@@ -169,7 +169,7 @@ class TestStandby:
             **WATCHER_ENV,
             "PROVISIONER_DATABASE__URL": database_url,
         }
-        command = [sys.executable, "-m", "cli", "watch", "--provider", "sms_activate"]
+        command = [sys.executable, "-m", "provisioner.cli", "watch", "--provider", "sms_activate"]
 
         def holder() -> str | None:
             with deps.sessions() as db:
@@ -223,7 +223,7 @@ def test_watch_without_a_provider_says_what_is_missing_and_stays_up_until_stoppe
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(  # cwd: a directory without .env, so no key is read from the checkout's
-        [sys.executable, "-m", "cli", "watch"],
+        [sys.executable, "-m", "provisioner.cli", "watch"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

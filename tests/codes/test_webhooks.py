@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.auth import redact
-from gateway.webhooks import code_in
-from provisioning import codes
-from store import LeaseOutcome, LeaseRow
-from store import codes as store_codes
-from store import repository as repo
+from provisioner.gateway.app import create_app
+from provisioner.gateway.auth import redact
+from provisioner.gateway.webhooks import code_in
+from provisioner.steps import codes
+from provisioner.store import LeaseOutcome, LeaseRow
+from provisioner.store import codes as store_codes
+from provisioner.store import repository as repo
 from tests.codes.conftest import GATEWAY_TOKEN, WEBHOOK_SECRET, rent
 from tests.gateway.conftest import RecordingRuns, serve
 from tests.support import wait_for
@@ -167,9 +167,9 @@ def test_database_down_answers_503_and_logs_no_secret(caplog):
     """The provider retries a 503; the log line names the route without its secret."""
     from sqlalchemy.orm import sessionmaker
 
-    from provisioning.deps import Deps
-    from settings import load_settings
-    from store import make_engine
+    from provisioner.settings import load_settings
+    from provisioner.steps.deps import Deps
+    from provisioner.store import make_engine
 
     url = "postgresql+psycopg://nobody:nothing@127.0.0.1:1/none"  # nothing listens on port 1
     settings = load_settings(database={"url": url}, codes={"webhook_secret": WEBHOOK_SECRET})

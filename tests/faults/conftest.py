@@ -10,11 +10,11 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.app import create_app
-from gateway.runs import PrefectFlowRuns
-from provisioning.deps import Deps
-from runtime import ContainerRuntime
-from settings import load_settings
+from provisioner.gateway.app import create_app
+from provisioner.gateway.runs import PrefectFlowRuns
+from provisioner.runtime import ContainerRuntime
+from provisioner.settings import load_settings
+from provisioner.steps.deps import Deps
 from tests.faults.stack import HEARTBEAT_S, Prefect, Worker, prefect_server, provisioner_deploy
 from tests.gateway.conftest import serve
 from tests.plugins.prefect_env import provisioner_environment

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from store import LIVE, PROVISIONING, TERMINAL, SessionRow, State, make_engine
-from store import devices as devrepo
-from store import repository as repo
-from store.migrate import upgrade
+from provisioner.store import LIVE, PROVISIONING, TERMINAL, SessionRow, State, make_engine
+from provisioner.store import devices as devrepo
+from provisioner.store import repository as repo
+from provisioner.store.migrate import upgrade
 from tests.faults.stack import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, AnswerLog
 from tests.support import wait_for
 
@@ -162,7 +162,7 @@ def test_worker_and_its_flow_runs_killed_mid_burst(
 @pytest.fixture
 def own_postgres():
     """A PostgreSQL cluster of this test alone (it is stopped mid-test), migrated."""
-    from cli.local_postgres import throwaway
+    from provisioner.cli.local_postgres import throwaway
 
     cluster = throwaway()
     cluster.start()

@@ -13,13 +13,13 @@ from sqlalchemy import text
 
 from flows.provision import ProvisionResult, provision_session
 from providers.money import Money
-from provisioning import catalogs
-from provisioning.deps import get_deps, reset_deps
-from provisioning.numbers import NoNumberAvailable, rent_number
-from provisioning.request import ProvisionRequest
-from settings import get_settings
-from store import LeaseOutcome
-from store import repository as repo
+from provisioner.settings import get_settings
+from provisioner.steps import catalogs
+from provisioner.steps.deps import get_deps, reset_deps
+from provisioner.steps.numbers import NoNumberAvailable, rent_number
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import LeaseOutcome
+from provisioner.store import repository as repo
 
 pytestmark = pytest.mark.docker
 

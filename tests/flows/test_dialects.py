@@ -10,10 +10,10 @@ from decimal import Decimal
 import pytest
 
 from flows.provision import provision_session
-from provisioning import numbers
-from provisioning.request import ProvisionRequest
-from store import LeaseOutcome, LeaseRow
-from store import repository as repo
+from provisioner.steps import numbers
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import LeaseOutcome, LeaseRow
+from provisioner.store import repository as repo
 from tests.plugins.simulator import SIM_KEY
 from tests.support import wait_for
 

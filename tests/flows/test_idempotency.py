@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 
 from flows.provision import provision_session
-from provisioning.devices import boot_session_device, claim_device
-from provisioning.numbers import rent_number
-from provisioning.request import ProvisionRequest
-from store import State
-from store import repository as repo
+from provisioner.steps.devices import boot_session_device, claim_device
+from provisioner.steps.numbers import rent_number
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import State
+from provisioner.store import repository as repo
 
 pytestmark = pytest.mark.docker
 

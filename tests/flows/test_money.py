@@ -17,11 +17,11 @@ from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import reconcile_sessions
 from flows.release import release_session
 from providers.errors import PurchaseUnknown
-from provisioning import numbers
-from provisioning.purchases import Resolution, mark_unknown, resolve_unknown
-from provisioning.request import ProvisionRequest
-from store import LeaseOutcome, LeaseRow, State
-from store import repository as repo
+from provisioner.steps import numbers
+from provisioner.steps.purchases import Resolution, mark_unknown, resolve_unknown
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import LeaseOutcome, LeaseRow, State
+from provisioner.store import repository as repo
 from tests.support import session, wait_for
 
 pytestmark = pytest.mark.docker

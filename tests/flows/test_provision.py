@@ -10,9 +10,9 @@ from prefect.states import Cancelling
 
 from flows.provision import ProvisionResult, provision_session
 from flows.release import release_session
-from provisioning.request import ProvisionRequest
-from store import LeaseOutcome, State
-from store import repository as repo
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import LeaseOutcome, State
+from provisioner.store import repository as repo
 from tests.support import (
     BackgroundProvision,
     device_containers,
@@ -31,7 +31,7 @@ def leases(deps, session_id):
 
 
 def containers_of(runtime, session_id):
-    from provisioning.deps import get_deps
+    from provisioner.steps.deps import get_deps
 
     return device_containers(get_deps(), runtime, session_id)
 
@@ -168,8 +168,8 @@ class TestProvision:
         assert leases(provisioner_env, row.id) == []
 
     def test_stop_error_fails_at_once_naming_the_setting(self, provisioner_env, sim, monkeypatch):
-        from provisioning.deps import reset_deps
-        from settings import get_settings
+        from provisioner.settings import get_settings
+        from provisioner.steps.deps import reset_deps
 
         monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_ACTIVATE__API_KEY", "wrong-key-123")
         get_settings.cache_clear()

@@ -10,9 +10,9 @@ from prefect.states import Scheduled
 
 from flows.provision import ProvisionResult, provision_session
 from flows.release import release_session
-from provisioning.request import ProvisionRequest
-from store import State
-from store import repository as repo
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import State
+from provisioner.store import repository as repo
 
 pytestmark = pytest.mark.docker
 

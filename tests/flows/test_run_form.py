@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 
 from flows.provision import ProvisionResult, provision_session
 from flows.release import release_session
-from provisioning.request import ProvisionRequest
+from provisioner.steps.request import ProvisionRequest
 from tasks.publish import session_artifact_key
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from prefect.client.orchestration import get_client
 from sqlalchemy import text
 
 from flows.provision import provision_session
-from provisioning.deps import reset_deps
-from provisioning.request import ProvisionRequest
-from settings import get_settings
+from provisioner.settings import get_settings
+from provisioner.steps.deps import reset_deps
+from provisioner.steps.request import ProvisionRequest
 from tests.plugins.simulator import SIM_KEY
 
 pytestmark = pytest.mark.docker

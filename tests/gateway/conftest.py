@@ -19,13 +19,13 @@ import uvicorn
 from prefect.client.schemas.objects import FlowRun
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.app import create_app
-from provisioning.deps import Deps
-from runtime import ContainerInfo, ContainerRuntime, Role
-from settings import load_settings
-from store import DeviceState, State
-from store import devices as devrepo
-from store import repository as repo
+from provisioner.gateway.app import create_app
+from provisioner.runtime import ContainerInfo, ContainerRuntime, Role
+from provisioner.settings import load_settings
+from provisioner.steps.deps import Deps
+from provisioner.store import DeviceState, State
+from provisioner.store import devices as devrepo
+from provisioner.store import repository as repo
 from tests.plugins.docker_engine import TEST_PROFILES_FILE
 
 TOKEN = "gw-test-token-3b7d1e"
@@ -224,7 +224,7 @@ def launch(runtime: ContainerRuntime, session_id: str) -> Launched:
 @pytest.fixture(scope="module")
 def launched(runtime: ContainerRuntime) -> Iterator[Launched]:
     """A device and its stream, running, shared by a module's tests (which must not stop them)."""
-    from store import new_session_id
+    from provisioner.store import new_session_id
 
     session_id = new_session_id()
     yield launch(runtime, session_id)

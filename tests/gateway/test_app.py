@@ -6,12 +6,12 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from gateway.upstream import Upstream
-from runtime import Role
-from runtime.containers import STREAM_PORT
-from store import LeaseOutcome, State, new_session_id
-from store import devices as devrepo
-from store import repository as repo
+from provisioner.gateway.upstream import Upstream
+from provisioner.runtime import Role
+from provisioner.runtime.containers import STREAM_PORT
+from provisioner.store import LeaseOutcome, State, new_session_id
+from provisioner.store import devices as devrepo
+from provisioner.store import repository as repo
 from tests.gateway.conftest import TOKEN, launch, record_stream_route
 from tests.support import wait_for
 
@@ -242,7 +242,7 @@ class TestStreamAvailability:
 
 class TestVersionAndHeaders:
     def test_version_route_and_header_on_every_reply(self, gateway_factory, make_session, launched) -> None:
-        from settings.version import VERSION
+        from provisioner.settings.version import VERSION
 
         gw = gateway_factory(token=TOKEN)
         reply = gw.client.get("/version")
@@ -345,7 +345,7 @@ class TestLogging:
     def test_access_log_lines_never_carry_the_token(self) -> None:
         import logging
 
-        from gateway.app import RedactTokens
+        from provisioner.gateway.app import RedactTokens
 
         record = logging.LogRecord(
             "uvicorn.access",

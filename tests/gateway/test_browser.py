@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from provisioning.containers import vnc_page_path
-from runtime import Role
-from store import State
+from provisioner.runtime import Role
+from provisioner.steps.streams import vnc_page_path
+from provisioner.store import State
 from tests.gateway.conftest import TOKEN, launch, record_stream_route
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -84,7 +84,7 @@ def test_novnc_connects_through_the_gateway(browser, gateway_factory, make_sessi
 @pytest.fixture
 def healable(runtime):
     """A session of its own (this test kills its stream), started before the browser."""
-    from store import new_session_id
+    from provisioner.store import new_session_id
 
     sid = new_session_id()
     launch(runtime, sid)

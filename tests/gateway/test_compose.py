@@ -72,7 +72,7 @@ class TestCompose:
         assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
             "postgresql+asyncpg://provisioner:s3cretpw@postgres:5432/"
         )
-        assert services["migrate"]["command"] == ["python", "-m", "store.migrate"]
+        assert services["migrate"]["command"] == ["python", "-m", "provisioner.store.migrate"]
         assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
         worker = services["worker"]
         assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
@@ -85,9 +85,9 @@ class TestCompose:
         assert "volumes" not in gateway, "the gateway mounts no Docker socket (routes are in the database)"
         for name in ("migrate", "prefect-server", "worker", "gateway", "simulator"):
             assert services[name]["build"]["dockerfile"].endswith("images/app/Dockerfile"), name
-        assert services["watcher"]["command"] == ["python", "-m", "cli", "watch"]
+        assert services["watcher"]["command"] == ["python", "-m", "provisioner.cli", "watch"]
         assert services["watcher"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        assert services["simulator"]["command"][:3] == ["python", "-m", "simulator.server"]
+        assert services["simulator"]["command"][:3] == ["python", "-m", "provisioner.simulator.server"]
         assert services["simulator"]["profiles"] == ["sim"]
         sim_command = services["simulator"]["command"]
         assert float(sim_command[sim_command.index("--balance") + 1]) >= 10000

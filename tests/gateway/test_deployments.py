@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.runs import PrefectFlowRuns
-from settings.version import VERSION
+from provisioner.gateway.app import create_app
+from provisioner.gateway.runs import PrefectFlowRuns
+from provisioner.settings.version import VERSION
 from tests.faults.stack import prefect_server as start_prefect_server
 from tests.gateway.conftest import make_deps, serve
 from tests.plugins.prefect_env import provisioner_environment
@@ -219,7 +219,7 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
     assert len(tags) == 1
     session_id = tags[0].removeprefix("session:")
     assert run["name"] == f"provision-{session_id}"
-    from store import repository as repo
+    from provisioner.store import repository as repo
 
     with db_sessions() as db:
         assert repo.get_session(db, session_id).state == "verified"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from gateway.runs import PrefectFlowRuns
-from store import State, make_engine
-from store import repository as repo
+from provisioner.gateway.runs import PrefectFlowRuns
+from provisioner.store import State, make_engine
+from provisioner.store import repository as repo
 
 pytestmark = pytest.mark.docker
 

@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.model import Kind
-from settings.version import VERSION
-from store import LeaseOutcome, State, new_session_id
-from store import repository as repo
+from provisioner.reconciler.model import Kind
+from provisioner.settings.version import VERSION
+from provisioner.store import LeaseOutcome, State, new_session_id
+from provisioner.store import repository as repo
 from tests.gateway.conftest import TOKEN
 
 pytestmark = pytest.mark.docker
@@ -89,7 +89,7 @@ def test_metrics_families_from_the_store(gateway_factory, make_session, db_sessi
 
 
 def test_device_pool_sizes_by_profile_and_state(gateway_factory, db_sessions) -> None:
-    from store.models import DeviceRow
+    from provisioner.store.models import DeviceRow
 
     gw = gateway_factory()
     with db_sessions.begin() as db:
@@ -118,7 +118,7 @@ def test_a_reconcile_pass_removing_a_network_is_counted_by_kind(
 ) -> None:
     """A network removal writes no session event: the pass's own counts put it on /metrics."""
     from flows.reconcile import reconcile_sessions
-    from runtime.isolation import ensure_pair_network, pair_network_name
+    from provisioner.runtime.isolation import ensure_pair_network, pair_network_name
 
     gone = new_session_id()  # a boot that crashed after creating its pair network
     ensure_pair_network(runtime.client, runtime.instance_id, gone)

@@ -13,17 +13,17 @@ from prefect.settings import get_current_settings
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from gateway.app import create_app
-from gateway.runs import PrefectFlowRuns
-from gateway.service import Gateway
-from gateway.upstream import Upstream, parse_route
-from provisioning.deps import Deps
-from runtime import Role, RuntimeFailure
-from settings import load_settings
-from store import State, new_session_id
-from store import devices as devrepo
-from store import hosts as hostrepo
-from store.host_states import HostState
+from provisioner.gateway.app import create_app
+from provisioner.gateway.runs import PrefectFlowRuns
+from provisioner.gateway.service import Gateway
+from provisioner.gateway.upstream import Upstream, parse_route
+from provisioner.runtime import Role, RuntimeFailure
+from provisioner.settings import load_settings
+from provisioner.steps.deps import Deps
+from provisioner.store import State, new_session_id
+from provisioner.store import devices as devrepo
+from provisioner.store import hosts as hostrepo
+from provisioner.store.host_states import HostState
 from tests.gateway.conftest import serve
 from tests.plugins.docker_engine import TEST_PROFILES_FILE
 from tests.support import wait_for

@@ -14,7 +14,7 @@ from websockets.sync.client import connect as ws_connect
 from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import reconcile_sessions
 from flows.release import release_session
-from provisioning.request import ProvisionRequest
+from provisioner.steps.request import ProvisionRequest
 from tasks.publish import session_artifact_key
 
 pytestmark = pytest.mark.docker

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from provisioning.devices import boot_device
-from store import State
-from store import devices as devrepo
-from store import repository as repo
+from provisioner.steps.devices import boot_device
+from provisioner.store import State
+from provisioner.store import devices as devrepo
+from provisioner.store import repository as repo
 
 pytestmark = pytest.mark.docker
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime import ContainerRuntime, load_profiles
-from runtime.probes import fetch_page
+from provisioner.runtime import ContainerRuntime, load_profiles
+from provisioner.runtime.probes import fetch_page
 from tests.plugins.docker_engine import (
     STREAM_IMAGE,
     TEST_PROFILES_FILE,

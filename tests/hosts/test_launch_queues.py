@@ -19,15 +19,15 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed, Running
 
-from provisioning.deps import Deps
-from provisioning.devices import record_device
-from provisioning.hosts import HostsRuntime
-from provisioning.launch import LaunchFailed, WrongEngine, launch_on_queue, start_on_this_host
-from runtime.model import Role, ownership_labels
-from settings import load_settings
-from store import devices as devrepo
-from store import hosts as hostrepo
-from store.models import SessionRow
+from provisioner.runtime.model import Role, ownership_labels
+from provisioner.settings import load_settings
+from provisioner.steps.deps import Deps
+from provisioner.steps.devices import record_device
+from provisioner.steps.hosts import HostsRuntime
+from provisioner.steps.launch import LaunchFailed, WrongEngine, launch_on_queue, start_on_this_host
+from provisioner.store import devices as devrepo
+from provisioner.store import hosts as hostrepo
+from provisioner.store.models import SessionRow
 from tests.faults.conftest import pause_schedules
 from tests.faults.stack import ROOT, VENV_BIN, Prefect, Worker, prefect_server, provisioner_deploy
 from tests.plugins.docker_engine import TEST_NETWORK, TEST_PROFILES_FILE, new_test_instance_id

@@ -13,10 +13,10 @@ import pytest
 
 from flows.provision import provision_session
 from flows.reconcile import reconcile_sessions
-from provisioning.hosts import HostsRuntime
-from provisioning.request import ProvisionRequest
-from store import hosts as hostrepo
-from store import repository as repo
+from provisioner.steps.hosts import HostsRuntime
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import hosts as hostrepo
+from provisioner.store import repository as repo
 from tests.gateway.conftest import make_deps, serve
 from tests.plugins.docker_hosts import engine_stopped
 from tests.plugins.simulator import SIM_KEY
@@ -35,7 +35,7 @@ def test_placement_gateway_and_a_stopped_engine(provisioner_env, sim, extra_engi
     deps = provisioner_env
     monkeypatch.setenv("PROVISIONER_CODES__KEEP_NUMBER_OPEN", "true")  # numbers stay open until release
     monkeypatch.setenv("PROVISIONER_RECONCILE__HOST_DOWN_GRACE_S", "0")
-    from settings import get_settings
+    from provisioner.settings import get_settings
 
     get_settings.cache_clear()
     deps.settings = get_settings()
@@ -73,7 +73,7 @@ def test_placement_gateway_and_a_stopped_engine(provisioner_env, sim, extra_engi
 
     # The gateway has no Docker engine of these hosts: it proxies to each device's recorded route.
     app_deps = make_deps(deps.sessions, runtime, token=None)
-    from gateway.app import create_app
+    from provisioner.gateway.app import create_app
 
     with serve(create_app(app_deps)) as url:
         for host in (big.name, small.name):

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.hosts import observe_hosts
-from runtime import load_profiles
-from runtime.hosts import HostEngine, HostRuntimes
-from store import hosts as hostrepo
+from provisioner.reconciler.hosts import observe_hosts
+from provisioner.runtime import load_profiles
+from provisioner.runtime.hosts import HostEngine, HostRuntimes
+from provisioner.store import hosts as hostrepo
 from tests.plugins.docker_engine import (
     STREAM_IMAGE,
     TEST_PROFILES_FILE,

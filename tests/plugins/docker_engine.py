@@ -17,8 +17,8 @@ import docker
 import docker.errors
 import pytest
 
-from runtime import ContainerRuntime, load_profiles
-from runtime.model import LABEL_INSTANCE
+from provisioner.runtime import ContainerRuntime, load_profiles
+from provisioner.runtime.model import LABEL_INSTANCE
 
 TEST_NETWORK = "provisioner-test"
 STREAM_IMAGE = "provisioner/websockify:latest"
@@ -107,7 +107,7 @@ def runtime(runtime_factory: RuntimeFactory) -> ContainerRuntime:
 def new_session_id_for_tests() -> str:
     """A fresh valid session id (12 chars [a-z0-9], first a letter)."""
     try:
-        from store.models import new_session_id
+        from provisioner.store.models import new_session_id
     except ImportError:  # store not importable here: same shape, generated locally
         return "s" + secrets.token_hex(6)[:11]
     return new_session_id()

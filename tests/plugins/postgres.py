@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from cli.local_postgres import LocalPostgres, throwaway
+from provisioner.cli.local_postgres import LocalPostgres, throwaway
 
 
 def _plain_dsn(url: str) -> str:
@@ -55,9 +55,9 @@ def drop_database(server_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def database_url(postgres_server: str) -> Iterator[str]:
     """A migrated database for this test session; settings point at it."""
-    from settings import get_settings
-    from store import reset_engine
-    from store.migrate import upgrade
+    from provisioner.settings import get_settings
+    from provisioner.store import reset_engine
+    from provisioner.store.migrate import upgrade
 
     name = f"provisioner_test_{uuid.uuid4().hex[:8]}"
     url = create_database(postgres_server, name)
@@ -81,7 +81,7 @@ def database_url(postgres_server: str) -> Iterator[str]:
 @pytest.fixture
 def db_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     """The process-wide sessionmaker on the clean test database; tables emptied afterwards."""
-    from store import get_engine, get_sessionmaker
+    from provisioner.store import get_engine, get_sessionmaker
 
     yield get_sessionmaker()
     with get_engine().begin() as conn:

@@ -52,8 +52,8 @@ def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> di
 def provisioner_env(monkeypatch, database_url, db_sessions, sim, runtime, prefect_api):
     """Settings for this test's flow runs; yields the process's Deps. Containers of the runtime's
     instance are removed afterwards, and their pair networks (the next test's passes start clean)."""
-    from provisioning.deps import get_deps, reset_deps
-    from settings import get_settings
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import get_deps, reset_deps
 
     for key, value in provisioner_environment(
         instance_id=runtime.instance_id, sim_urls=sim.base_urls
@@ -62,7 +62,7 @@ def provisioner_env(monkeypatch, database_url, db_sessions, sim, runtime, prefec
     get_settings.cache_clear()
     reset_deps()
     # Every provider's catalog learned now, before a test injects faults into the simulator.
-    from provisioning.catalogs import refresh_stale
+    from provisioner.steps.catalogs import refresh_stale
 
     assert all(r.startswith("refreshed") for r in refresh_stale(get_deps(), force=True).values())
     try:

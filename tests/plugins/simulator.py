@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from settings.model import ProviderSettings
-from simulator.server import Simulator
+from provisioner.settings.model import ProviderSettings
+from provisioner.simulator.server import Simulator
 
 SIM_KEY = "sim-test-key-5f2c9a"
 CLIENT_TIMEOUT_S = 2.0

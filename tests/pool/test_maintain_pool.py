@@ -7,9 +7,9 @@ import pytest
 from flows.maintain_pool import PoolSummary, maintain_pool
 from flows.provision import ProvisionResult, provision_session
 from flows.release import release_session
-from provisioning.request import ProvisionRequest
-from store import devices as devrepo
-from store import repository as repo
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import devices as devrepo
+from provisioner.store import repository as repo
 from tests.support import device_of
 
 pytestmark = pytest.mark.docker
@@ -19,8 +19,8 @@ PROFILE = "stub-boot"  # stub-slow's readiness (status file), booting in 2 s
 
 @pytest.fixture
 def warm_env(provisioner_env, monkeypatch):
-    from provisioning.deps import get_deps, reset_deps
-    from settings import get_settings
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import get_deps, reset_deps
 
     monkeypatch.setenv("PROVISIONER_POOL__WARM", f'{{"{PROFILE}": 1}}')
     get_settings.cache_clear()
@@ -73,8 +73,8 @@ def test_unhealthy_idle_device_is_retired_by_the_device_down_rule_then_replaced(
     """The pool leaves a down device to reconciliation's device-down rule (the same as for a
     session's device): noted on one pass, retired on a later one past the grace, then refilled."""
     from flows.reconcile import reconcile_sessions
-    from provisioning.deps import get_deps, reset_deps
-    from settings import get_settings
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import get_deps, reset_deps
     from tests.support import wait_for
 
     monkeypatch.setenv("PROVISIONER_POOL__WARM", f'{{"{PROFILE}": 1}}')

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pool import PoolDevice, PoolObserved, plan_pool, wanted_per_profile
-from pool.plan import PoolKind
-from runtime.profiles import builtin_profiles
+from provisioner.pool import PoolDevice, PoolObserved, plan_pool, wanted_per_profile
+from provisioner.pool.plan import PoolKind
+from provisioner.runtime.profiles import builtin_profiles
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 PROFILES = builtin_profiles()

@@ -14,9 +14,9 @@ import pytest
 
 from providers import PROVIDER_NAMES, Provider, build_provider
 from providers.base import Cancelled, Expired
-from settings.model import ProviderSettings
-from simulator import Simulator
-from simulator.dialects import NAMES as DIALECT_NAMES
+from provisioner.settings.model import ProviderSettings
+from provisioner.simulator import Simulator
+from provisioner.simulator.dialects import NAMES as DIALECT_NAMES
 from tests.plugins.simulator import SIM_KEY
 
 

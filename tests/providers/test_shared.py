@@ -24,7 +24,7 @@ from providers.errors import (
     UnavailableError,
     is_retryable,
 )
-from settings.model import ProviderSettings
+from provisioner.settings.model import ProviderSettings
 from tests.providers.conftest import KEY, Spec
 
 

@@ -87,7 +87,7 @@ def test_runs_as_a_command():
     command = [
         sys.executable,
         "-m",
-        "simulator.server",
+        "provisioner.simulator.server",
         "--port",
         "0",
         "--key",

@@ -20,7 +20,7 @@ from providers.errors import (
     UnavailableError,
 )
 from providers.sms_activate import SmsActivateProvider
-from settings.model import ProviderSettings, SmsActivateSettings
+from provisioner.settings.model import ProviderSettings, SmsActivateSettings
 from tests.providers.conftest import KEY
 
 LEASE = Lease("sms_activate", "1", "+79000000001", Decimal("1"), "RUB", datetime.now(UTC))

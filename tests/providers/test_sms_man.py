@@ -10,7 +10,7 @@ import pytest
 from providers import build_provider
 from providers.errors import CancelTooEarly, NotRefundable, NotSupported, StopError, UnavailableError
 from providers.sms_man import SmsManProvider
-from settings.model import ProviderSettings
+from provisioner.settings.model import ProviderSettings
 from tests.providers.conftest import KEY
 
 

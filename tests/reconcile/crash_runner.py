@@ -56,11 +56,11 @@ def before(owner: object, name: str) -> None:
 
 def arm(point: str) -> None:
     import flows.provision
-    import provisioning.numbers
+    import provisioner.steps.numbers
     from providers.onlinesim import OnlineSimProvider
     from providers.sms_activate import SmsActivateProvider
     from providers.sms_man import SmsManProvider
-    from runtime.containers import ContainerRuntime
+    from provisioner.runtime.containers import ContainerRuntime
 
     providers = (OnlineSimProvider, SmsActivateProvider, SmsManProvider)
     if point == "session_created":
@@ -72,13 +72,13 @@ def arm(point: str) -> None:
         for cls in providers:
             after(cls, "acquire")
     elif point == "lease_bought":
-        after(provisioning.numbers, "rent_number")  # returns after complete_lease's commit
+        after(provisioner.steps.numbers, "rent_number")  # returns after complete_lease's commit
     elif point == "device_started":
         after(ContainerRuntime, "launch_device")
     elif point == "stream_started":
         after(ContainerRuntime, "launch_stream")
     elif point == "code_received":
-        original = provisioning.numbers.wait_for_code
+        original = provisioner.steps.numbers.wait_for_code
 
         @functools.wraps(original)
         def wait_then_die(*args, **kwargs):
@@ -87,7 +87,7 @@ def arm(point: str) -> None:
                 die()
             return result
 
-        provisioning.numbers.wait_for_code = wait_then_die
+        provisioner.steps.numbers.wait_for_code = wait_then_die
     else:
         raise SystemExit(f"unknown crash point {point!r}; expected one of {CRASH_POINTS}")
 
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     point, provider, session_id = argv
     arm(point)
     from flows.provision import provision_session
-    from provisioning.request import ProvisionRequest
+    from provisioner.steps.request import ProvisionRequest
 
     provision_session(
         request=ProvisionRequest(providers=[provider], code_timeout_s=30), session_id=session_id

@@ -17,8 +17,8 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from flows.reconcile import reconcile_sessions
-from store import TERMINAL, LeaseOutcome, State, new_session_id
-from store import repository as repo
+from provisioner.store import TERMINAL, LeaseOutcome, State, new_session_id
+from provisioner.store import repository as repo
 from tests.plugins.prefect_env import provisioner_environment
 
 pytestmark = pytest.mark.docker

@@ -10,10 +10,10 @@ from websockets.sync.client import connect as ws_connect
 
 from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import reconcile_sessions
-from gateway.app import create_app
-from provisioning.request import ProvisionRequest
-from store import LeaseOutcome, State
-from store import repository as repo
+from provisioner.gateway.app import create_app
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import LeaseOutcome, State
+from provisioner.store import repository as repo
 from tests.gateway.conftest import RecordingRuns, serve
 from tests.support import device_of, session, wait_for
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.docker
 
 
 def _env(monkeypatch, **values: str):
-    from provisioning.deps import get_deps, reset_deps
-    from settings import get_settings
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import get_deps, reset_deps
 
     for key, value in values.items():
         monkeypatch.setenv(key, value)

@@ -7,9 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler import Kind, Observed, Policy, plan
-from reconciler.model import ContainerView, DeviceView, LeaseView, Reason, RunDetail, SessionView, StrayRun
-from store import LeaseOutcome, State
+from provisioner.reconciler import Kind, Observed, Policy, plan
+from provisioner.reconciler.model import (
+    ContainerView,
+    DeviceView,
+    LeaseView,
+    Reason,
+    RunDetail,
+    SessionView,
+    StrayRun,
+)
+from provisioner.store import LeaseOutcome, State
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=60)

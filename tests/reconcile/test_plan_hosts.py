@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from reconciler import Kind, plan
-from reconciler.model import NetworkView, Reason
-from store import LeaseOutcome, State
+from provisioner.reconciler import Kind, plan
+from provisioner.reconciler.model import NetworkView, Reason
+from provisioner.store import LeaseOutcome, State
 from tests.reconcile.test_plan import (
     GRACE,
     NOW,

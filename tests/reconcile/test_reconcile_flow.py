@@ -17,13 +17,13 @@ from sqlalchemy import event, func, select, text
 
 from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import ReconcileSummary, reconcile_sessions
-from provisioning.request import ProvisionRequest
-from reconciler import observe
-from runtime.isolation import pair_network_name
-from runtime.model import Role, ownership_labels
-from store import DeviceState, LeaseOutcome, LeaseRow, State, get_engine, new_session_id
-from store import devices as devrepo
-from store import repository as repo
+from provisioner.reconciler import observe
+from provisioner.runtime.isolation import pair_network_name
+from provisioner.runtime.model import Role, ownership_labels
+from provisioner.steps.request import ProvisionRequest
+from provisioner.store import DeviceState, LeaseOutcome, LeaseRow, State, get_engine, new_session_id
+from provisioner.store import devices as devrepo
+from provisioner.store import repository as repo
 from tasks.reconcile import read_flow_run_states
 from tests.plugins.postgres import _plain_dsn
 from tests.support import BackgroundProvision, newest_session_in, session, wait_for
@@ -66,7 +66,7 @@ def lease_outcomes(deps, session_id) -> list[str]:
 
 
 def device_id_of(session_id: str) -> str:
-    from provisioning.deps import get_deps
+    from provisioner.steps.deps import get_deps
 
     device_id = session(get_deps(), session_id).device_id
     assert device_id is not None, f"session {session_id} holds no device"
@@ -97,8 +97,8 @@ def leaked_container(runtime, session_id: str, role: Role = Role.DEVICE) -> str:
 
 def bind_device(deps, runtime, session_id: str) -> None:
     """A claimed device row of the same id as the session, held by it (its containers made apart)."""
-    from store import DeviceState
-    from store import devices as devrepo
+    from provisioner.store import DeviceState
+    from provisioner.store import devices as devrepo
 
     with deps.sessions.begin() as db:
         devrepo.create_device(
@@ -156,7 +156,7 @@ class TestHealAndOrphan:
         self, provisioner_env, sim, runtime
     ):
         """Nobody ends the session: it must not stay live without its containers until its ttl."""
-        from provisioning.devices import retire_device
+        from provisioner.steps.devices import retire_device
 
         deps = provisioner_env
         sim.set_sms_delay(0.2)

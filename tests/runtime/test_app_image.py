@@ -25,8 +25,8 @@ POISON = {
     ".venv/bin/python": "",
     ".git/HEAD": "ref: refs/heads/main\n",
     ".local/postgres/PG_VERSION": "15\n",
-    "gateway/__pycache__/api.cpython-311.pyc": "",
-    "store/stray.pyc": "",
+    "provisioner/gateway/__pycache__/api.cpython-311.pyc": "",
+    "provisioner/store/stray.pyc": "",
     ".pytest_cache/README.md": "",
     ".ruff_cache/CACHEDIR.TAG": "",
 }
@@ -70,7 +70,11 @@ def test_app_build_context_has_no_env_venv_git_or_caches(docker_client: docker.D
     finally:
         docker_client.images.remove(tag, force=True)
     files = {line.removeprefix("./") for line in listing.splitlines()}
-    for needed in ("pyproject.toml", "cli/main.py", "store/migrations/versions/0001_initial.py"):
+    for needed in (
+        "pyproject.toml",
+        "provisioner/cli/main.py",
+        "provisioner/store/migrations/versions/0001_initial.py",
+    ):
         assert needed in files
     kept_out = {".env", ".env.local", ".venv", ".git", ".local", ".pytest_cache", ".ruff_cache"}
     leaked = sorted(

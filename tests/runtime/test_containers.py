@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from runtime import (
+from provisioner.runtime import (
     ContainerExited,
     ContainerRuntime,
     ImageMissing,
@@ -19,7 +19,7 @@ from runtime import (
     Role,
     is_retryable,
 )
-from runtime.model import (
+from provisioner.runtime.model import (
     LABEL_CREATED_AT,
     LABEL_DEVICE,
     LABEL_INSTANCE,
@@ -27,8 +27,8 @@ from runtime.model import (
     LABEL_ROLE,
     parse_created_at,
 )
-from runtime.probes import fetch_page, read_banner_over_websocket
-from settings.model import DockerSettings
+from provisioner.runtime.probes import fetch_page, read_banner_over_websocket
+from provisioner.settings.model import DockerSettings
 from tests.plugins.docker_engine import TEST_PROFILES_FILE
 
 pytestmark = pytest.mark.docker
@@ -190,7 +190,7 @@ class TestReadiness:
     def test_kvm_is_passed_only_when_the_profile_asks(
         self, runtime_factory, docker_client: docker.DockerClient, session_id: str
     ) -> None:
-        from runtime.profiles import load_profiles
+        from provisioner.runtime.profiles import load_profiles
 
         profiles = load_profiles(TEST_PROFILES_FILE)
         profiles["stub-kvm"] = profiles["stub"].model_copy(
@@ -300,7 +300,7 @@ class TestEmulatorLikeBoot:
     def test_stub_slow_writes_creating_booting_ready_and_waits_for_ready(
         self, runtime_factory, session_id: str
     ) -> None:
-        from runtime.profiles import builtin_profiles
+        from provisioner.runtime.profiles import builtin_profiles
 
         slow = builtin_profiles()["stub-slow"]
         assert slow.env["BOOT_S"] == "45" and slow.readiness.kind == "status_file"
@@ -314,7 +314,7 @@ class TestEmulatorLikeBoot:
         assert rt._exec(device.id, ["cat", slow.readiness.status_file]) == "READY"
 
     def test_android_profile_readiness_runs_on_the_stub(self, runtime_factory, session_id: str) -> None:
-        from runtime.profiles import builtin_profiles
+        from provisioner.runtime.profiles import builtin_profiles
 
         android = builtin_profiles()["android"]
         assert android.boot_timeout_s == 300
@@ -326,7 +326,7 @@ class TestEmulatorLikeBoot:
     def test_profile_boot_timeout_is_the_deadline_unless_overridden(
         self, runtime_factory, session_id: str
     ) -> None:
-        from runtime.profiles import builtin_profiles
+        from provisioner.runtime.profiles import builtin_profiles
 
         android = builtin_profiles()["android"]
         never = self._as_stub(android, env={"BOOT_S": "600"}, boot_timeout_s=2)

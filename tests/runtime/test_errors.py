@@ -7,8 +7,8 @@ import docker.errors
 import pytest
 import requests
 
-from runtime import ContainerRuntime, load_profiles
-from runtime.errors import (
+from provisioner.runtime import ContainerRuntime, load_profiles
+from provisioner.runtime.errors import (
     ContainerExited,
     ContainerMissing,
     EngineError,

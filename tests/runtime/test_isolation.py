@@ -5,8 +5,8 @@ from __future__ import annotations
 import docker
 import pytest
 
-from runtime import ContainerRuntime, Role
-from runtime.isolation import list_pair_networks, pair_network_name
+from provisioner.runtime import ContainerRuntime, Role
+from provisioner.runtime.isolation import list_pair_networks, pair_network_name
 from tests.plugins.docker_engine import new_session_id_for_tests
 
 pytestmark = pytest.mark.docker
@@ -71,7 +71,7 @@ def test_pair_network_goes_with_the_devices_last_container(
 def test_orphan_pair_network_is_found_by_label_and_removed(
     runtime: ContainerRuntime, docker_client: docker.DockerClient, session_id: str
 ) -> None:
-    from runtime.isolation import ensure_pair_network
+    from provisioner.runtime.isolation import ensure_pair_network
 
     pair = ensure_pair_network(docker_client, runtime.instance_id, session_id)  # a crash before the container
     kept = new_session_id_for_tests()

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from runtime.profiles import DeviceProfile, ProfilesFileError, builtin_profiles, load_profiles, parse_profiles
+from provisioner.runtime.profiles import (
+    DeviceProfile,
+    ProfilesFileError,
+    builtin_profiles,
+    load_profiles,
+    parse_profiles,
+)
 
 
 class TestBuiltinProfiles:
@@ -104,6 +110,6 @@ class TestParseHealth:
         ],
     )
     def test_status_column_gives_health(self, status: str, health: str | None) -> None:
-        from runtime.model import parse_health
+        from provisioner.runtime.model import parse_health
 
         assert parse_health(status) == health

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from store import DEVICE_ALLOWED, DEVICE_TERMINAL, DeviceState, IllegalDeviceTransition, State
-from store import devices as devrepo
-from store import repository as repo
-from store.device_states import check_device_transition
-from store.models import new_session_id
+from provisioner.store import DEVICE_ALLOWED, DEVICE_TERMINAL, DeviceState, IllegalDeviceTransition, State
+from provisioner.store import devices as devrepo
+from provisioner.store import repository as repo
+from provisioner.store.device_states import check_device_transition
+from provisioner.store.models import new_session_id
 
 D = DeviceState
 
@@ -138,6 +138,6 @@ class TestDown:
         assert (row.down_since, row.down_condition) == (None, None)
 
     def test_a_session_state_awaiting_number_is_live(self):
-        from store import LIVE, PROVISIONING
+        from provisioner.store import LIVE, PROVISIONING
 
         assert State.AWAITING_NUMBER in LIVE and State.AWAITING_NUMBER in PROVISIONING

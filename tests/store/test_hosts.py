@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from store import hosts as hostrepo
-from store.host_states import HostState, IllegalHostTransition, check_host_transition
-from store.hosts import NoCapacity, Resources
+from provisioner.store import hosts as hostrepo
+from provisioner.store.host_states import HostState, IllegalHostTransition, check_host_transition
+from provisioner.store.hosts import NoCapacity, Resources
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STUB = Resources(0.5, 256)

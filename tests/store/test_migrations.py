@@ -5,8 +5,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from store.migrate import downgrade, upgrade
-from store.models import Base
+from provisioner.store.migrate import downgrade, upgrade
+from provisioner.store.models import Base
 from tests.plugins.postgres import create_database, drop_database
 
 

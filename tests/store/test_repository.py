@@ -6,11 +6,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from store import EventRow, IllegalTransition, LeaseOutcome, SessionRow, State
-from store import repository as repo
-from store.leases import IllegalLeaseTransition
-from store.models import SESSION_ID_PATTERN, new_session_id
-from store.repository import BoughtNumber, StaleState
+from provisioner.store import EventRow, IllegalTransition, LeaseOutcome, SessionRow, State
+from provisioner.store import repository as repo
+from provisioner.store.leases import IllegalLeaseTransition
+from provisioner.store.models import SESSION_ID_PATTERN, new_session_id
+from provisioner.store.repository import BoughtNumber, StaleState
 
 
 def make_session(db, **kw):
@@ -118,7 +118,7 @@ class TestReconcilerQueries:
     def test_nonterminal_and_open_leases_one_query_each(self, db, database_url):
         from sqlalchemy import event
 
-        from store import get_engine
+        from provisioner.store import get_engine
 
         live = make_session(db)
         done = make_session(db)

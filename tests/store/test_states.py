@@ -1,6 +1,6 @@
 import pytest
 
-from store.leases import (
+from provisioner.store.leases import (
     CLOSED_LEASE_OUTCOMES,
     LEASE_ALLOWED,
     OPEN_LEASE_OUTCOMES,
@@ -8,7 +8,15 @@ from store.leases import (
     LeaseOutcome,
     check_lease_transition,
 )
-from store.states import ALLOWED, LIVE, PROVISIONING, TERMINAL, IllegalTransition, State, check_transition
+from provisioner.store.states import (
+    ALLOWED,
+    LIVE,
+    PROVISIONING,
+    TERMINAL,
+    IllegalTransition,
+    State,
+    check_transition,
+)
 
 
 class TestStateTable:

@@ -1,3 +1,0 @@
-from gateway.app import main
-
-main()

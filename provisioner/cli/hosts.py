@@ -1,0 +1,145 @@
+"""`provisioner hosts`: the Docker hosts devices are placed on (list, add, drain)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+hosts_app = typer.Typer(
+    add_completion=False,
+    invoke_without_command=True,
+    help="The Docker hosts devices are placed on: list (default), add, drain.",
+)
+
+
+def _sessions():
+    from provisioner.settings import SettingsError, get_settings
+    from provisioner.store import get_sessionmaker
+
+    try:
+        get_settings()
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    return get_sessionmaker()
+
+
+@hosts_app.callback()
+def hosts(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts")] = False,
+) -> None:
+    """List the hosts: state, capacity, engine URL, stream address, last seen."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from provisioner.store import hosts as hostrepo
+
+    with _sessions()() as db:
+        rows = [
+            {
+                "name": h.name,
+                "state": h.state,
+                "cpus": h.cpus,
+                "memory_mb": h.memory_mb,
+                "docker_url": h.docker_url,
+                "stream_address": h.stream_address,
+                "last_seen_at": h.last_seen_at.isoformat() if h.last_seen_at else None,
+                "reason": h.reason,
+            }
+            for h in hostrepo.list_hosts(db)
+        ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print("no hosts: add one with `provisioner hosts add NAME --docker-url ...`")
+        return
+    table = Table("name", "state", "cpus", "memory", "docker url", "stream address", "last seen", "reason")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["state"],
+            f"{r['cpus']:g}",
+            f"{r['memory_mb']} MB",
+            r["docker_url"],
+            r["stream_address"],
+            (r["last_seen_at"] or "-")[:19].replace("T", " "),
+            r["reason"] or "",
+        )
+    console.print(table)
+
+
+@hosts_app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="Lowercase name; its worker serves work queue host-<name>")],
+    docker_url: Annotated[str, typer.Option(help="The host's Docker engine, e.g. tcp://10.0.0.5:2376")],
+    stream_address: Annotated[
+        str, typer.Option(help="Address the gateway reaches the host's published stream ports on")
+    ],
+    cpus: Annotated[float, typer.Option(help="Cores devices may use on the host")],
+    memory: Annotated[str, typer.Option(help="Memory devices may use, Docker notation: 24g, 8192m")],
+) -> None:
+    """Add a host (active), or change an existing host's URL, address or capacity."""
+    from provisioner.store import hosts as hostrepo
+
+    try:
+        memory_mb = hostrepo.memory_mb(memory)
+        with _sessions().begin() as db:
+            row = hostrepo.add_host(
+                db,
+                name=name,
+                docker_url=docker_url,
+                stream_address=stream_address,
+                cpus=cpus,
+                memory_mb=memory_mb,
+            )
+            state = row.state
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"host {name}: {state}, {cpus:g} cpus, {memory_mb} MB")
+    console.print(_host_queue(name))
+
+
+def _host_queue(name: str) -> str:
+    """Create the host's work queue host-<name> when a Prefect API is set and answers; else say how."""
+    from prefect.settings import get_current_settings
+
+    from provisioner.steps.launch import WORK_POOL, queue_name, worker_command
+
+    queue = queue_name(name)
+    how = (
+        f"create it with `provisioner deploy` (or `prefect work-queue create {queue} --pool {WORK_POOL}`); "
+        f"its worker: `{worker_command(name)}`"
+    )
+    if not get_current_settings().api.url:
+        return f"work queue {queue}: not created (PREFECT_API_URL is not set): {how}"
+    from provisioner.cli.deploy import ensure_work_queue
+
+    try:
+        done = ensure_work_queue(queue)
+    except Exception as exc:  # the API does not answer, or the pool does not exist yet
+        return f"work queue {queue}: not created ({type(exc).__name__}): {how}"
+    return f"work queue {queue}: {done}; its worker: `{worker_command(name)}`"
+
+
+@hosts_app.command()
+def drain(name: str) -> None:
+    """Place nothing new on the host; its devices stay until their sessions end."""
+    from provisioner.store import hosts as hostrepo
+    from provisioner.store.host_states import HostState, IllegalHostTransition
+
+    try:
+        with _sessions().begin() as db:
+            hostrepo.transition_host(db, name, HostState.DRAINING, reason="drained by an operator")
+    except (hostrepo.HostNotFound, IllegalHostTransition) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"host {name}: draining")

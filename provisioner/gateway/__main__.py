@@ -1,0 +1,3 @@
+from provisioner.gateway.app import main
+
+main()

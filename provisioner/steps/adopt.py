@@ -1,0 +1,75 @@
+"""Which session a provision flow run works on: a flow run owns at most one session.
+
+    a session already records this flow run      -> that session (a Retry, a restarted crash)
+    the gateway or reconciliation wrote it first -> adopted (session_id parameter), the run takes charge
+    neither                                      -> created (a run from the UI form or the CLI)
+
+An ended or releasing session is never worked on again (SessionEnded). A live one is resumed:
+``attempt`` is the number attempt to continue from, so a resumed run reuses the number it bought
+and never buys again for an attempt already made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from provisioner.steps.deps import Deps
+from provisioner.store import LeaseOutcome, State
+from provisioner.store import repository as repo
+from provisioner.store.repository import SessionEnded
+from provisioner.store.states import ENDING
+
+# A number of the latest attempt in one of these may still receive its code: resume it.
+_RESUMABLE = frozenset({LeaseOutcome.PENDING, LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED})
+
+
+@dataclass(frozen=True)
+class Adopted:
+    session_id: str
+    state: State
+    attempt: int  # the number attempt to (re)start from
+    resumed: bool  # the session existed before this run started working on it
+
+
+def adopt_session(
+    deps: Deps,
+    *,
+    session_id: str | None,
+    flow_run_id: str,
+    service: str,
+    country: str,
+    profile: str,
+    ttl_s: float,
+    actor: str,
+    idle_timeout_s: float | None = None,
+) -> Adopted:
+    with deps.sessions.begin() as db:
+        row = repo.find_by_flow_run(db, flow_run_id) if flow_run_id != "None" else None
+        if row is None and session_id:
+            row = repo.find_session(db, session_id)
+        if row is None:
+            row = repo.create_session(
+                db,
+                service=service,
+                country=country,
+                device_profile=profile,
+                flow_run_id=flow_run_id,
+                ttl=timedelta(seconds=ttl_s),
+                actor=actor,
+                session_id=session_id,
+                idle_timeout_s=idle_timeout_s,
+            )
+            return Adopted(row.id, State(row.state), 1, False)
+        if State(row.state) in ENDING:
+            raise SessionEnded(row.id, row.state)
+        repo.record_submission(db, row.id, flow_run_id)
+        if row.idle_timeout_s is None and idle_timeout_s is not None:
+            repo.update_session(db, row.id, idle_timeout_s=idle_timeout_s)
+        leases = repo.leases_for_session(db, row.id)
+        attempt = 1
+        if leases:
+            last = max(leases, key=lambda lease: (lease.attempt, lease.id))
+            attempt = last.attempt if last.outcome in _RESUMABLE else last.attempt + 1
+        resumed = bool(leases) or row.state != State.REQUESTED or row.heartbeat_at is not None
+        return Adopted(row.id, State(row.state), attempt, resumed)

@@ -1,0 +1,70 @@
+"""Cheap checks that run before any money is spent.
+
+`validate_request` needs no Docker and no provider: the gateway (422) and the CLI (exit 2) call it
+before a run starts. `check_before_spending` is the provision's own first step, before it rents a
+number: the device profile exists, the Docker engine answers and both images are present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provisioner.runtime import load_profiles
+from provisioner.runtime.errors import translate_docker_errors
+from provisioner.settings import Settings
+from provisioner.settings.model import PROVIDER_NAMES, env_var_for
+from provisioner.steps.deps import Deps
+from provisioner.steps.request import ProvisionRequest, ResolvedRequest
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be served as it stands; nothing was started or bought."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+
+
+def validate_request(request: ProvisionRequest, settings: Settings) -> None:
+    """Raise InvalidRequest naming each unknown device profile or provider (no I/O but the
+    profiles file)."""
+    problems: list[Problem] = []
+    profiles = load_profiles(settings.docker.profiles_file)
+    profile = request.device_profile or settings.docker.default_profile
+    if profile not in profiles:
+        problems.append(
+            Problem(
+                "device_profile",
+                f"unknown device profile {profile!r}; known: {', '.join(sorted(profiles))} "
+                f"(add one in the file named by {env_var_for(('docker', 'profiles_file'))})",
+            )
+        )
+    for name in request.providers or []:
+        if name not in PROVIDER_NAMES:
+            problems.append(
+                Problem("providers", f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
+            )
+    if problems:
+        raise InvalidRequest(problems)
+
+
+def check_before_spending(deps: Deps, plan: ResolvedRequest) -> None:
+    """The profile exists, the Docker engine answers, the device and stream images are present.
+    Raises runtime errors (UnknownProfile, EngineUnreachable, ImageMissing) that say what to fix."""
+    from provisioner.steps.hosts import HostsRuntime  # here: it imports provisioning.deps
+
+    runtime = deps.runtime
+    profile = runtime.profile(plan.device_profile)
+    if isinstance(runtime, HostsRuntime):  # several hosts: the placed host's engine answers at launch
+        return
+    with translate_docker_errors():
+        runtime.client.ping()
+    for image in (profile.image, runtime.stream_image):
+        with translate_docker_errors(image=image):
+            runtime.client.images.get(image)  # ImageNotFound -> ImageMissing

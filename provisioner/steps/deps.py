@@ -1,0 +1,90 @@
+"""The long-lived collaborators of one process: settings, the session store, providers, Docker."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from providers import build_provider
+from providers.base import Provider
+from provisioner.runtime import ContainerRuntime
+from provisioner.settings import Settings, get_settings
+from provisioner.store import get_sessionmaker
+
+
+def _has_hosts(sessions: sessionmaker[Session]) -> bool:
+    """Whether the hosts table has rows; False while the database cannot say (the process's own
+    engine then, as with one host)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from provisioner.steps.hosts import has_hosts
+
+    try:
+        return has_hosts(sessions)
+    except SQLAlchemyError:
+        return False
+
+
+class ProviderNotConfigured(Exception):
+    """A provider was asked for by name but has no API key."""
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    _runtime: ContainerRuntime | None = None
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def runtime(self) -> ContainerRuntime:
+        with self._lock:
+            if self._runtime is None:
+                from provisioner.steps.hosts import HostsRuntime  # it imports runtime
+
+                if _has_hosts(self.sessions):  # several Docker hosts: route per device
+                    self._runtime = HostsRuntime.from_settings(self.settings, self.sessions)
+                else:
+                    self._runtime = ContainerRuntime.from_settings(self.settings)
+            return self._runtime
+
+    def hosts_mode(self) -> bool:
+        """Whether the runtime is (or would be) the hosts-table one, without building it."""
+        with self._lock:
+            built = self._runtime
+        if built is not None:
+            from provisioner.steps.hosts import HostsRuntime
+
+            return isinstance(built, HostsRuntime)
+        return _has_hosts(self.sessions)
+
+    def provider(self, name: str) -> Provider:
+        """The one long-lived client of a provider (built on first use)."""
+        with self._lock:
+            if name not in self._providers:
+                config = self.settings.providers.get(name)
+                if not config.configured:
+                    raise ProviderNotConfigured(name)
+                self._providers[name] = build_provider(name, config)
+            return self._providers[name]
+
+    def close(self) -> None:
+        for client in self._providers.values():
+            client.close()
+        self._providers.clear()
+
+
+@functools.cache
+def get_deps() -> Deps:
+    return Deps(settings=get_settings(), sessions=get_sessionmaker())
+
+
+def reset_deps() -> None:
+    """Forget cached collaborators (tests change settings between runs)."""
+    if get_deps.cache_info().currsize:
+        get_deps().close()
+    get_deps.cache_clear()

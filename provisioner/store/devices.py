@@ -1,0 +1,206 @@
+"""Device store operations (the devices table). Like store.repository, each takes a SQLAlchemy
+Session and never commits; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from provisioner.store.device_states import DEVICE_TERMINAL, DeviceState, check_device_transition
+from provisioner.store.models import DeviceRow, HostRow, SessionRow
+
+
+class DeviceNotFound(LookupError):
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        super().__init__(f"no device {device_id!r}")
+
+
+_DEVICE_FIELDS = frozenset(
+    {"stream_url", "stream_route", "ready_at", "boot_s", "claimed_at", "ended_at", "reason"}
+)
+
+
+def create_device(
+    db: Session,
+    *,
+    device_id: str,
+    profile: str,
+    host: str,
+    device_container: str,
+    stream_container: str,
+    session_id: str | None = None,
+) -> DeviceRow:
+    """Record a device as booting before its containers start (and, for a cold boot, bind it to
+    the session waiting for it), so a crash in between leaves a trace."""
+    row = DeviceRow(
+        id=device_id,
+        profile=profile,
+        host=host,
+        state=DeviceState.BOOTING.value,
+        device_container=device_container,
+        stream_container=stream_container,
+    )
+    db.add(row)
+    db.flush()
+    if session_id is not None:
+        db.execute(update(SessionRow).where(SessionRow.id == session_id).values(device_id=device_id))
+    return row
+
+
+def get_device(db: Session, device_id: str, *, for_update: bool = False) -> DeviceRow:
+    stmt = select(DeviceRow).where(DeviceRow.id == device_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = db.scalars(stmt).one_or_none()
+    if row is None:
+        raise DeviceNotFound(device_id)
+    return row
+
+
+def transition_device(
+    db: Session, device_id: str, to_state: DeviceState, *, reason: str, **fields: Any
+) -> DeviceRow:
+    """Move a device to ``to_state`` if the table allows it (row locked, version bumped)."""
+    unknown = set(fields) - _DEVICE_FIELDS
+    if unknown:
+        raise TypeError(f"transition_device() cannot set {sorted(unknown)}")
+    row = get_device(db, device_id, for_update=True)
+    check_device_transition(device_id, DeviceState(row.state), to_state)
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.state = to_state.value
+    row.reason = reason[:2000]
+    row.version += 1
+    if to_state in DEVICE_TERMINAL and row.ended_at is None:
+        row.ended_at = func.now()
+    if to_state == DeviceState.CLAIMED and row.claimed_at is None:
+        row.claimed_at = func.now()
+    db.flush()
+    return row
+
+
+def claim_idle_device(db: Session, *, profile: str, host: str | None, session_id: str) -> DeviceRow | None:
+    """Take the oldest ready idle device of ``profile`` for the session, atomically: concurrent
+    claimers skip rows another transaction holds (FOR UPDATE SKIP LOCKED), so no device is handed
+    out twice and nobody waits. None when no device is idle (a device reconciliation saw down is
+    not handed out). ``host`` None: on any active host."""
+    stmt = (
+        select(DeviceRow)
+        .where(
+            DeviceRow.state == DeviceState.IDLE.value,
+            DeviceRow.down_since.is_(None),  # seen down: the device-down rule decides, not a claim
+            DeviceRow.profile == profile,
+            DeviceRow.host == host if host is not None else DeviceRow.host.in_(_active_hosts()),
+        )
+        .order_by(DeviceRow.ready_at, DeviceRow.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    row = db.scalars(stmt).first()
+    if row is None:
+        return None
+    check_device_transition(row.id, DeviceState(row.state), DeviceState.CLAIMED)
+    row.state = DeviceState.CLAIMED.value
+    row.claimed_at = func.now()
+    row.reason = f"claimed by session {session_id}"
+    row.version += 1
+    db.execute(update(SessionRow).where(SessionRow.id == session_id).values(device_id=row.id))
+    db.flush()
+    return row
+
+
+def _active_hosts():
+    from provisioner.store.models import HostRow
+
+    return select(HostRow.name).where(HostRow.state == "active")
+
+
+def session_device(db: Session, session_id: str) -> DeviceRow | None:
+    """The device a session holds, if any."""
+    stmt = (
+        select(DeviceRow)
+        .join(SessionRow, SessionRow.device_id == DeviceRow.id)
+        .where(SessionRow.id == session_id)
+    )
+    return db.scalars(stmt).one_or_none()
+
+
+def unbind_session_device(db: Session, session_id: str) -> None:
+    db.execute(update(SessionRow).where(SessionRow.id == session_id).values(device_id=None))
+
+
+def device_session_id(db: Session, device_id: str) -> str | None:
+    return db.scalar(select(SessionRow.id).where(SessionRow.device_id == device_id))
+
+
+def list_live_devices(db: Session) -> list[tuple[DeviceRow, str | None]]:
+    """Every non-terminal device with the id of the session holding it: one round trip."""
+    stmt = (
+        select(DeviceRow, SessionRow.id)
+        .outerjoin(SessionRow, SessionRow.device_id == DeviceRow.id)
+        .where(DeviceRow.state.not_in([s.value for s in DEVICE_TERMINAL]))
+        .order_by(DeviceRow.created_at, DeviceRow.id)
+    )
+    return [(row, sid) for row, sid in db.execute(stmt)]
+
+
+def mark_down(db: Session, device_id: str, condition: str, *, at: datetime) -> None:
+    """Reconciliation saw the device down for the first time (``condition``: missing, exited,
+    paused, restarting, unhealthy, ...); a device already marked keeps its first record. No
+    version bump: an observation, not a change of substance."""
+    db.execute(
+        update(DeviceRow)
+        .where(DeviceRow.id == device_id, DeviceRow.down_since.is_(None))
+        .values(down_condition=condition, down_since=at)
+    )
+
+
+def clear_down(db: Session, device_id: str) -> None:
+    """Reconciliation saw the device up again."""
+    db.execute(
+        update(DeviceRow).where(DeviceRow.id == device_id).values(down_since=None, down_condition=None)
+    )
+
+
+def touch_session_activity(db: Session, session_id: str) -> None:
+    """The session's device was used now (the gateway relays its open stream)."""
+    held = select(SessionRow.device_id).where(SessionRow.id == session_id).scalar_subquery()
+    db.execute(update(DeviceRow).where(DeviceRow.id == held).values(last_activity_at=func.now()))
+
+
+def set_stream(db: Session, device_id: str, *, route: str | None, url: str | None) -> None:
+    """The device's stream was recreated (a heal): where the gateway reaches it (``route``) and,
+    when it is published, its URL changed."""
+    values: dict[str, Any] = {"stream_route": route}
+    if url:
+        values["stream_url"] = url
+    db.execute(update(DeviceRow).where(DeviceRow.id == device_id).values(**values))
+
+
+@dataclass(frozen=True)
+class StreamRoute:
+    """What the gateway needs to reach a device's stream, from the database alone."""
+
+    device_id: str
+    stream_container: str
+    route: str | None  # host:port, None until the device's boot recorded it
+    host: str
+    host_state: str | None  # the hosts row's state; None for a single-engine device
+
+
+def stream_route(db: Session, device_id: str) -> StreamRoute | None:
+    """The device's recorded stream route with its host's state (one query); None: no device."""
+    found = db.execute(
+        select(DeviceRow.stream_container, DeviceRow.stream_route, DeviceRow.host, HostRow.state)
+        .outerjoin(HostRow, HostRow.name == DeviceRow.host)
+        .where(DeviceRow.id == device_id)
+    ).first()
+    if found is None:
+        return None
+    container, route, host, host_state = found
+    return StreamRoute(device_id, container, route, host, host_state)

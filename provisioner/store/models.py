@@ -1,0 +1,236 @@
+"""Typed SQLAlchemy models: sessions, the numbers rented for them, and their event log."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from provisioner.store.device_states import DeviceState
+from provisioner.store.leases import (  # noqa: F401 (defined beside their table)
+    ATTENTION_LEASE_OUTCOMES,
+    OPEN_LEASE_OUTCOMES,
+    LeaseOutcome,
+)
+from provisioner.store.states import State
+
+# Lowercase letters and digits without look-alikes; ids start with a letter so they are valid
+# DNS labels and container names. 12 characters ~ 61 bits: unguessable for a URL.
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+_ID_FIRST = "abcdefghijkmnpqrstuvwxyz"
+SESSION_ID_PATTERN = r"^[a-z][a-z0-9]{11}$"
+
+
+def new_session_id() -> str:
+    return secrets.choice(_ID_FIRST) + "".join(secrets.choice(_ID_ALPHABET) for _ in range(11))
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _tz_now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True, default=new_session_id)
+    state: Mapped[str] = mapped_column(String(32), nullable=False, default=State.REQUESTED.value)
+    service: Mapped[str] = mapped_column(String(64), nullable=False)
+    country: Mapped[str] = mapped_column(String(16), nullable=False)
+    device_profile: Mapped[str] = mapped_column(String(64), nullable=False, server_default="stub")
+    provider: Mapped[str | None] = mapped_column(String(32))
+    phone_number: Mapped[str | None] = mapped_column(String(32))
+    verification_code: Mapped[str | None] = mapped_column(String(64))
+    device_container: Mapped[str | None] = mapped_column(String(128))
+    stream_container: Mapped[str | None] = mapped_column(String(128))
+    stream_url: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _tz_now()
+    updated_at: Mapped[datetime] = _tz_now()
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Touched by the running provision flow; a stale heartbeat means its process died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # The accepted provision request, who asked and under which idempotency key: written by the
+    # gateway before any flow run exists, so an accepted request is never lost.
+    request: Mapped[dict | None] = mapped_column(JSONB)
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    # Provision flow runs created for this session (the gateway's first, reconciliation's re-submit).
+    submissions: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+    # The device this session holds (claimed from the pool or cold-booted for it); at most one session each.
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"))
+    # A verified session nobody used for this long is released (expired, reason idle).
+    idle_timeout_s: Mapped[float | None] = mapped_column(Float)
+
+    leases: Mapped[list[LeaseRow]] = relationship(back_populates="session", order_by="LeaseRow.id")
+    events: Mapped[list[EventRow]] = relationship(back_populates="session", order_by="EventRow.id")
+
+    __table_args__ = (
+        Index("ix_sessions_state", "state"),
+        Index("ux_sessions_idempotency_key", "idempotency_key", unique=True),
+        Index("ix_sessions_flow_run_id", "flow_run_id"),
+        Index("ux_sessions_device_id", "device_id", unique=True),
+    )
+
+
+class LeaseRow(Base):
+    __tablename__ = "number_leases"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
+    provider: Mapped[str] = mapped_column(String(32), nullable=False)
+    service: Mapped[str] = mapped_column(String(64), nullable=False)
+    country: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    activation_id: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    price: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+    currency: Mapped[str | None] = mapped_column(String(8))
+    requested_at: Mapped[datetime] = _tz_now()
+    bought_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False, default=LeaseOutcome.PENDING.value)
+    provider_status: Mapped[str | None] = mapped_column(String(200))
+    # The latest code, written once per SMS by provisioning.codes.record_code (watcher, webhook or poll).
+    code: Mapped[str | None] = mapped_column(String(64))
+    code_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Failed lookups (unknown purchase) or closes (cancel_pending) so far; bounded, then needs_attention.
+    retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    # When the purchase call gave up without a clear answer: the end of its time window.
+    call_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why a person should look at this lease (set with needs_attention, or on an unknown purchase
+    # that cannot be looked up); empty otherwise.
+    attention: Mapped[str | None] = mapped_column(Text)
+
+    session: Mapped[SessionRow] = relationship(back_populates="leases")
+
+    __table_args__ = (
+        Index("ix_number_leases_session_id", "session_id"),
+        Index("ix_number_leases_outcome", "outcome"),
+    )
+
+
+class EventRow(Base):
+    __tablename__ = "session_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)
+    at: Mapped[datetime] = _tz_now()
+
+    session: Mapped[SessionRow] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_session_events_session_id", "session_id"),)
+
+
+class CodeWatcherRow(Base):
+    """The heartbeat of the code watcher polling one provider (the holder of its advisory lock)."""
+
+    __tablename__ = "code_watchers"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    watcher: Mapped[str] = mapped_column(String(128), nullable=False)  # host:pid of the holder
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)  # list | each
+    started_at: Mapped[datetime] = _tz_now()
+    beat_at: Mapped[datetime] = _tz_now()
+
+
+class CatalogRow(Base):
+    """A provider's learned catalog (see providers.catalog), refreshed from its listing endpoints."""
+
+    __tablename__ = "provider_catalogs"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+HOST_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"  # also names its Prefect work queue, host-<name>
+
+
+class HostRow(Base):
+    """A Docker host devices run on: its engine URL, the address the gateway reaches its
+    published stream ports on, its capacity in cores and memory, and its state (store.host_states)."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    docker_url: Mapped[str] = mapped_column(Text, nullable=False)
+    stream_address: Mapped[str] = mapped_column(String(255), nullable=False)
+    cpus: Mapped[float] = mapped_column(Float, nullable=False)
+    memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    reason: Mapped[str | None] = mapped_column(Text)  # why it reached its current state
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # engine answered
+    down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # first unanswered pass
+    created_at: Mapped[datetime] = _tz_now()
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+
+
+class DeviceRow(Base):
+    """A device (its device and stream containers) on one Docker host; which session holds it is
+    sessions.device_id. Container labels name the device id (they are fixed at creation)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True, default=new_session_id)
+    profile: Mapped[str] = mapped_column(String(64), nullable=False)
+    host: Mapped[str] = mapped_column(String(200), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=DeviceState.BOOTING.value)
+    device_container: Mapped[str] = mapped_column(String(128), nullable=False)
+    stream_container: Mapped[str] = mapped_column(String(128), nullable=False)
+    stream_url: Mapped[str | None] = mapped_column(Text)  # the published port, for local runs
+    # host:port the gateway reaches the stream at, recorded where the device boots and heals.
+    stream_route: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _tz_now()
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    boot_s: Mapped[float | None] = mapped_column(Float)  # launch -> device and stream ready
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When reconciliation first saw it down, and as what (missing, exited, paused, restarting,
+    # unhealthy, ...): reconciler.down. None: up.
+    down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    down_condition: Mapped[str | None] = mapped_column(String(16))
+    last_activity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)  # why it reached its current state
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+
+    __table_args__ = (Index("ix_devices_state_profile", "state", "profile"),)
+
+
+class ReconcileCountRow(Base):
+    """How many actions of one kind (reconciler.model.Kind) reconcile passes have taken, done and
+    failed, summed over every pass; the gateway's /metrics reads them (store.reconcile_counts)."""
+
+    __tablename__ = "reconcile_action_counts"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    done: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = _tz_now()
