@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from provisioner.cli.catalog import catalog as catalog_command
+from provisioner.cli.clients import clients_app
 from provisioner.cli.hosts import hosts_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -560,6 +561,7 @@ def demo(
 
 app.command(name="catalog")(catalog_command)
 app.add_typer(hosts_app, name="hosts")
+app.add_typer(clients_app, name="clients")
 
 
 def main() -> None:  # pragma: no cover - console entry point

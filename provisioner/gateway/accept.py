@@ -49,6 +49,7 @@ async def accept(
     *,
     idempotency_key: str | None,
     requested_by: str,
+    owner: str,
 ) -> Accepted:
     """Write the session, then start (or find) its provision run. Raises OrchestratorError when
     Prefect cannot take the run: a session with a client key stays ``requested`` for the client's
@@ -71,6 +72,7 @@ async def accept(
                 request=request,
                 requested_by=requested_by,
                 idempotency_key=idempotency_key,
+                owner=owner,
             )
             return row.id, None, row.state
 

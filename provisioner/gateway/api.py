@@ -21,6 +21,7 @@ from provisioner.steps.request import ProvisionRequest
 from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import LeaseOutcome, LeaseRow, SessionRow, State
 from provisioner.store import repository as repo
+from provisioner.store.models import TOKEN_OPERATOR
 from tasks.publish import mask_phone
 
 LIST_LIMIT_MAX = 500
@@ -176,6 +177,7 @@ async def create_session(request: Request) -> Response:
             provision,
             idempotency_key=_idempotency_key(request, "provision"),
             requested_by=_requested_by(request),
+            owner=TOKEN_OPERATOR,
         )
     except OrchestratorError as exc:
         return error_reply(request, 503, exc.reason, detail=str(exc))

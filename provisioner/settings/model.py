@@ -297,11 +297,36 @@ class CodesSettings(BaseModel):
     )
 
 
+class ClientsSettings(BaseModel):
+    """Limits a new client gets unless `provisioner clients add` says otherwise."""
+
+    max_sessions: int | None = Field(5, ge=1, description="Live sessions a new client may hold at once")
+    rate_per_min: int | None = Field(
+        30, ge=1, description="Sessions a new client may start per minute (past it: 429 with Retry-After)"
+    )
+
+
 class GatewaySettings(BaseModel):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Address the gateway binds")
     port: int = 8080
-    token: SecretStr | None = Field(None, description="Bearer token; unset means no auth (local runs)")
+    token: SecretStr | None = Field(
+        None, description="An operator's bearer token (client tokens: `provisioner clients add`)"
+    )
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL browsers use to reach the gateway")
+    insecure_no_auth: bool = Field(
+        False,
+        description="Serve everyone without a token; only allowed when the gateway binds a loopback address",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names accepted in the Host header besides the public URL's and loopback "
+        '(e.g. ["gateway"] for a service name), as JSON',
+    )
+    link_secret: SecretStr | None = Field(
+        None,
+        description="Key of the signed session links (HMAC); unset: derived from the gateway token. "
+        "The gateway and every worker must share it",
+    )
     route_keep_s: float = Field(
         60.0,
         ge=0,
@@ -336,6 +361,7 @@ class Settings(BaseSettings):
     pool: PoolSettings = PoolSettings()
     hosts: HostsSettings = HostsSettings()
     gateway: GatewaySettings = GatewaySettings()
+    clients: ClientsSettings = ClientsSettings()
     codes: CodesSettings = CodesSettings()
     fx: dict[str, Decimal] = Field(
         default_factory=dict,

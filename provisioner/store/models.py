@@ -35,6 +35,11 @@ from provisioner.store.states import State
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 _ID_FIRST = "abcdefghijkmnpqrstuvwxyz"
 SESSION_ID_PATTERN = r"^[a-z][a-z0-9]{11}$"
+CLIENT_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+# The owner of sessions whose provision run was started from Prefect's UI or API (not a client).
+PREFECT_OWNER = "prefect"
+# The client the configured gateway token (PROVISIONER_GATEWAY__TOKEN) speaks for.
+TOKEN_OPERATOR = "operator"
 
 
 def new_session_id() -> str:
@@ -83,6 +88,8 @@ class SessionRow(Base):
     device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"))
     # A verified session nobody used for this long is released (expired, reason idle).
     idle_timeout_s: Mapped[float | None] = mapped_column(Float)
+    # The client that asked for it (clients.name); runs started from Prefect's UI or API: "prefect".
+    owner: Mapped[str] = mapped_column(String(32), nullable=False, server_default=PREFECT_OWNER)
 
     leases: Mapped[list[LeaseRow]] = relationship(back_populates="session", order_by="LeaseRow.id")
     events: Mapped[list[EventRow]] = relationship(back_populates="session", order_by="EventRow.id")
@@ -92,6 +99,7 @@ class SessionRow(Base):
         Index("ux_sessions_idempotency_key", "idempotency_key", unique=True),
         Index("ix_sessions_flow_run_id", "flow_run_id"),
         Index("ux_sessions_device_id", "device_id", unique=True),
+        Index("ix_sessions_owner_created_at", "owner", "created_at"),
     )
 
 
@@ -234,3 +242,20 @@ class ReconcileCountRow(Base):
     done: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     failed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     updated_at: Mapped[datetime] = _tz_now()
+
+
+class ClientRow(Base):
+    """Who may call the gateway: a name, a role (store.clients.Role), the SHA-256 of its token
+    (never the token), its limits; revoked clients are kept (their sessions still name them)."""
+
+    __tablename__ = "clients"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    max_sessions: Mapped[int | None] = mapped_column(Integer)  # live at once; None: no limit
+    rate_per_min: Mapped[int | None] = mapped_column(Integer)  # sessions started a minute; None: no limit
+    created_at: Mapped[datetime] = _tz_now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ux_clients_token_hash", "token_hash", unique=True),)

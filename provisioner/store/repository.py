@@ -19,7 +19,7 @@ from provisioner.store.leases import (
     LeaseOutcome,
     check_lease_transition,
 )
-from provisioner.store.models import EventRow, LeaseRow, SessionRow
+from provisioner.store.models import PREFECT_OWNER, EventRow, LeaseRow, SessionRow
 from provisioner.store.states import ENDING, TERMINAL, State, check_transition
 
 
@@ -92,9 +92,12 @@ def create_session(
     requested_by: str | None = None,
     idempotency_key: str | None = None,
     idle_timeout_s: float | None = None,
+    owner: str = PREFECT_OWNER,
 ) -> SessionRow:
-    """Insert a session in state requested, with its first event."""
+    """Insert a session in state requested, with its first event; ``owner`` is the client that
+    asked (``prefect`` for runs started from Prefect's UI or API)."""
     row = SessionRow(
+        owner=owner,
         service=service,
         country=country,
         device_profile=device_profile,
@@ -225,11 +228,14 @@ def record_event(db: Session, session_id: str, *, reason: str, actor: str) -> No
 
 
 def list_sessions(
-    db: Session, *, limit: int = 100, states: Sequence[State] | None = None
+    db: Session, *, limit: int = 100, states: Sequence[State] | None = None, owner: str | None = None
 ) -> list[SessionRow]:
+    """Newest first; only ``owner``'s when given."""
     stmt = select(SessionRow).order_by(SessionRow.created_at.desc()).limit(limit)
     if states:
         stmt = stmt.where(SessionRow.state.in_([s.value for s in states]))
+    if owner is not None:
+        stmt = stmt.where(SessionRow.owner == owner)
     return list(db.scalars(stmt))
 
 

@@ -80,3 +80,28 @@ def test_0011_carries_the_down_records_over_and_back(postgres_server):
     finally:
         engine.dispose()
         drop_database(postgres_server, name)
+
+
+def test_0012_owns_gateway_sessions_by_the_operator_and_the_rest_by_prefect(postgres_server):
+    name = f"provisioner_mig_{uuid.uuid4().hex[:8]}"
+    url = create_database(postgres_server, name)
+    engine = create_engine(url)
+    try:
+        upgrade(url, "0011_device_down")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, state, service, country, requested_by) VALUES "
+                    "('aaaaaaaaaaaa', 'requested', 'tg', 'RU', 'gateway:10.0.0.1'), "
+                    "('bbbbbbbbbbbb', 'requested', 'tg', 'RU', NULL)"
+                )
+            )
+        upgrade(url, "0012_clients")
+        with engine.connect() as conn:
+            owners = dict(conn.execute(text("SELECT id, owner FROM sessions")).all())
+        assert owners == {"aaaaaaaaaaaa": "operator", "bbbbbbbbbbbb": "prefect"}
+        downgrade(url, "0011_device_down")
+        assert "clients" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+        drop_database(postgres_server, name)
