@@ -115,3 +115,17 @@ class TestCatalogAndMoneySettings:
         assert message in str(info.value)
         if variable.startswith("PROVISIONER_DEFAULTS__"):
             assert repr(value) not in str(info.value)  # never echoed
+
+
+class TestSettingsPage:
+    def test_docs_settings_md_is_generated_from_the_model(self):
+        from provisioner.settings.docs import PAGE, render
+
+        assert PAGE.read_text() == render(), (
+            "docs/settings.md is stale: run .venv/bin/python -m provisioner.settings.docs --write"
+        )
+
+    def test_every_setting_says_what_it_does(self):
+        from provisioner.settings.docs import undocumented
+
+        assert undocumented() == [], "give these fields a description in provisioner/settings/model.py"

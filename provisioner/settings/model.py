@@ -24,7 +24,9 @@ class SettingsError(RuntimeError):
 
 class DatabaseSettings(BaseModel):
     url: str = Field(description="SQLAlchemy URL of the PostgreSQL database (postgresql+psycopg://...)")
-    pool_size: int = Field(5, ge=1, le=100)
+    pool_size: int = Field(
+        5, ge=1, le=100, description="Connections each process keeps open to the database (SQLAlchemy pool)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -47,14 +49,18 @@ class DockerSettings(BaseModel):
         None, gt=0, description="Overrides every profile's boot_timeout_s when set (and the stream's 30 s)"
     )
     profiles_file: Path | None = Field(None, description="YAML file of extra device image profiles")
-    default_profile: str = "stub"
-    stream_image: str = "provisioner/websockify:latest"
+    default_profile: str = Field("stub", description="Device profile of a request that names none")
+    stream_image: str = Field(
+        "provisioner/websockify:latest", description="Image of the stream container (websockify + noVNC)"
+    )
 
 
 class ProviderSettings(BaseModel):
-    api_key: SecretStr | None = None
-    base_url: str
-    timeout_s: float = Field(15.0, gt=0)
+    api_key: SecretStr | None = Field(
+        None, description="The account's API key; a provider without one is skipped"
+    )
+    base_url: str = Field(description="API base URL: the provider's, any compatible copy, or the simulator")
+    timeout_s: float = Field(15.0, gt=0, description="HTTP timeout per provider call")
     currency: str | None = Field(
         None,
         pattern=r"^[A-Z]{3}$",
@@ -162,14 +168,18 @@ class DefaultsSettings(BaseModel):
     service: str = Field("telegram", description="Canonical service name, or <provider>:<code>")
     country: str = Field("RU", description="ISO 3166 alpha-2 country code, or <provider>:<code>")
     max_price: str | None = Field(None, description="Price cap with its currency, e.g. '0.50 USD'")
-    code_timeout_s: float = Field(300.0, gt=0)
-    number_attempts: int = Field(3, ge=1, le=10)
-    ttl_s: float = Field(3600.0, gt=0)
+    code_timeout_s: float = Field(300.0, gt=0, description="How long to wait for the code on one number")
+    number_attempts: int = Field(3, ge=1, le=10, description="Numbers tried before the provision fails")
+    ttl_s: float = Field(
+        3600.0, gt=0, description="Session lifetime; past it reconciliation releases it (expired)"
+    )
     idle_timeout_s: float = Field(
         1800.0, gt=0, description="A verified session nobody used for this long is released (expired, idle)"
     )
-    poll_initial_s: float = Field(1.0, gt=0, le=2.0)
-    poll_max_s: float = Field(10.0, gt=0)
+    poll_initial_s: float = Field(
+        1.0, gt=0, le=2.0, description="First wait between a flow's own code polls (no watcher beating)"
+    )
+    poll_max_s: float = Field(10.0, gt=0, description="Longest wait between a flow's own code polls")
 
     @field_validator("service")
     @classmethod
@@ -202,7 +212,6 @@ def _unechoed(check, value: str):
 
 
 class ReconcileSettings(BaseModel):
-    interval_s: int = Field(120, ge=5)
     grace_s: float = Field(60.0, ge=0, description="Age before an unowned container is removed")
     provisioning_deadline_s: float = Field(
         120.0, ge=0, description="How long a provisioning session may outlive its flow run"
@@ -307,8 +316,8 @@ class ClientsSettings(BaseModel):
 
 
 class GatewaySettings(BaseModel):
-    host: str = Field("127.0.0.1", description="Address the gateway binds")
-    port: int = 8080
+    host: str = Field("127.0.0.1", description="Address python -m provisioner.gateway listens on")
+    port: int = Field(8080, description="Port python -m provisioner.gateway listens on")
     token: SecretStr | None = Field(
         None, description="An operator's bearer token (client tokens: `provisioner clients add`)"
     )
