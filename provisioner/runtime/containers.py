@@ -70,6 +70,16 @@ DEFAULT_VNC_PORT = 5900
 STREAM_MEM_LIMIT = "128m"
 STREAM_NANO_CPUS = 500_000_000
 STREAM_READY_S = 30.0
+# websockify as the image's `stream` user needs no capability; it writes only its web root (HOME).
+STREAM_HARDENING: dict[str, Any] = {
+    "user": "1000:1000",
+    "cap_drop": ["ALL"],
+    "cap_add": [],
+    "pids_limit": 64,
+    "read_only": True,
+    "tmpfs": {"/tmp": "mode=1777", "/home/stream": "uid=1000,gid=1000,mode=0700"},
+    "security_opt": ["no-new-privileges"],
+}
 LOG_TAIL_LINES = 30
 _STOPPED_STATES = frozenset({"exited", "dead"})
 _NETWORK_LOCK = threading.Lock()  # one creator per process; duplicates across processes are pruned
@@ -189,8 +199,8 @@ class ContainerRuntime(DeviceNames):
             nano_cpus=prof.nano_cpus,
             devices=prof.device_mappings(),
             ports=None,
-            security_opt=["no-new-privileges"] if prof.no_new_privileges else [],
             healthcheck=prof.healthcheck(),
+            **prof.hardening(),
         )
 
     def launch_stream(self, device_id: str) -> ContainerInfo:
@@ -211,7 +221,7 @@ class ContainerRuntime(DeviceNames):
             nano_cpus=STREAM_NANO_CPUS,
             devices=[],
             ports=ports,
-            security_opt=["no-new-privileges"],
+            **STREAM_HARDENING,
         )
 
     def heal_stream(self, device_id: str) -> ContainerInfo:

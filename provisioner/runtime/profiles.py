@@ -60,7 +60,8 @@ class Health(BaseModel):
 
 
 class DeviceProfile(BaseModel):
-    """One device image and the limits and devices its container gets. Never privileged."""
+    """One device image and the limits and devices its container gets. Never privileged: every
+    capability is dropped and only `cap_add` comes back (docs/security.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +76,15 @@ class DeviceProfile(BaseModel):
     cpus: float = Field(1.0, gt=0, description="CPU share; becomes nano_cpus on the container")
     devices: list[str] = Field(default_factory=list, description="Host devices, e.g. /dev/kvm")
     no_new_privileges: bool = Field(True, description="Set false for images that use sudo inside")
+    cap_add: list[str] = Field(
+        default_factory=list, description="Capabilities kept after dropping ALL (say why in the YAML)"
+    )
+    pids_limit: int = Field(256, ge=16, description="Most processes and threads the container may run")
+    read_only: bool = Field(False, description="Read-only root filesystem; writable paths go in tmpfs")
+    tmpfs: dict[str, str] = Field(
+        default_factory=dict, description="tmpfs mounts: path -> mount options (e.g. uid=1000,mode=0700)"
+    )
+    user: str | None = Field(None, description="User to run as (uid[:gid]); unset keeps the image's USER")
     readiness: Readiness = Readiness()
     boot_timeout_s: float = Field(60.0, gt=0, description="Readiness deadline of a boot")
     health: Health = Health()
@@ -99,6 +109,14 @@ class DeviceProfile(BaseModel):
                 raise ValueError(f"device {device!r} must be a path under /dev/")
         return value
 
+    @field_validator("cap_add")
+    @classmethod
+    def _capability_names(cls, value: list[str]) -> list[str]:
+        names = [c.upper().removeprefix("CAP_") for c in value]
+        if "ALL" in names or "SYS_ADMIN" in names:
+            raise ValueError("cap_add may not give back ALL or SYS_ADMIN (a device is never privileged)")
+        return names
+
     @property
     def nano_cpus(self) -> int:
         return int(self.cpus * 1_000_000_000)
@@ -115,6 +133,18 @@ class DeviceProfile(BaseModel):
         if self.health.command:
             config["test"] = ["CMD", *self.health.command]
         return config
+
+    def hardening(self) -> dict[str, object]:
+        """The container's security settings (docker SDK create() keywords)."""
+        return {
+            "cap_drop": ["ALL"],
+            "cap_add": list(self.cap_add),
+            "pids_limit": self.pids_limit,
+            "read_only": self.read_only,
+            "tmpfs": dict(self.tmpfs),
+            "security_opt": ["no-new-privileges"] if self.no_new_privileges else [],
+            **({"user": self.user} if self.user else {}),
+        }
 
     def device_mappings(self) -> list[str]:
         """Docker's "host:container:perms" form for each requested device."""

@@ -74,7 +74,6 @@ class TestLaunchAndStream:
             assert created is not None and abs(time.time() - created.timestamp()) < 120
             host = attrs["HostConfig"]
             assert host["Privileged"] is False
-            assert host["SecurityOpt"] == ["no-new-privileges"]
             assert host["Memory"] > 0 and host["NanoCpus"] > 0
             assert not host["Devices"]
             # The device only on its pair network; its stream there and on the deployment network.
@@ -91,6 +90,32 @@ class TestLaunchAndStream:
         # The stream reaches the device by name on their pair network.
         env = dict(e.split("=", 1) for e in _inspect(docker_client, stream.name)["Config"]["Env"])
         assert env["TARGET_HOST"] == device.name
+
+    def test_device_and_stream_are_hardened(
+        self, runtime: ContainerRuntime, docker_client: docker.DockerClient, session_id: str
+    ) -> None:
+        device = runtime.launch_device(session_id, "stub")
+        stream = runtime.launch_stream(session_id)
+        runtime.wait_device_ready(session_id, "stub", timeout_s=20)
+        runtime.wait_stream_ready(session_id, timeout_s=20)  # both work within these limits
+
+        for info in (device, stream):
+            attrs = _inspect(docker_client, info.name)
+            host = attrs["HostConfig"]
+            assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+            assert 0 < host["PidsLimit"] <= 128
+            assert host["SecurityOpt"] == ["no-new-privileges"]
+            assert host["ReadonlyRootfs"] is True
+            assert "/tmp" in host["Tmpfs"]
+            assert attrs["Config"]["User"] == "1000:1000"
+            # What the kernel applies: a non-root process with no effective capabilities.
+            status = runtime._exec(info.id, ["cat", "/proc/1/status"])
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            assert fields["Uid"].split()[0] == "1000"
+            assert int(fields["CapEff"], 16) == 0 and int(fields["CapBnd"], 16) == 0
+            assert fields["NoNewPrivs"].strip() == "1"
+            denied = runtime._exec(info.id, ["sh", "-c", "touch /usr/x 2>&1; echo rc=$?"])
+            assert "Read-only file system" in denied and "rc=1" in denied
 
     def test_unpublished_stream_has_no_host_port(self, runtime_factory, session_id: str) -> None:
         rt = runtime_factory(publish_streams=False)

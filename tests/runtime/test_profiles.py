@@ -39,6 +39,22 @@ class TestBuiltinProfiles:
         assert android.readiness.ready_value == "READY"
         assert android.nano_cpus > builtin_profiles()["stub"].nano_cpus
 
+    def test_every_profile_drops_all_capabilities_and_adds_back_only_its_own(self) -> None:
+        profiles = builtin_profiles()
+        for profile in profiles.values():
+            assert profile.hardening()["cap_drop"] == ["ALL"]
+            assert profile.pids_limit > 0
+        for name in ("stub", "stub-slow"):
+            stub = profiles[name].hardening()
+            assert (stub["cap_add"], stub["read_only"], stub["user"]) == ([], True, "1000:1000")
+            assert stub["security_opt"] == ["no-new-privileges"]
+        android = profiles["android"]
+        assert "SYS_ADMIN" not in android.cap_add and "NET_RAW" not in android.cap_add
+
+    def test_all_or_sys_admin_cannot_be_added_back(self) -> None:
+        with pytest.raises(ProfilesFileError, match="SYS_ADMIN"):
+            parse_profiles("profiles: {x: {image: i, cap_add: [cap_sys_admin]}}", source="t")
+
 
 class TestExtraProfilesFile:
     def test_extra_file_adds_and_overrides(self, tmp_path: Path) -> None:
