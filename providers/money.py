@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 FX_REFERENCE = "USD"  # PROVISIONER_FX gives each currency's value in this one
-_AMOUNT = r"(\d+(?:\.\d+)?)"
+INT_DIGITS, FRACTION_DIGITS = 8, 4  # what the leases table stores: Numeric(12, 4)
+_AMOUNT = rf"(\d{{1,{INT_DIGITS}}}(?:\.\d{{1,{FRACTION_DIGITS}}})?)"
 _CURRENCY = r"([A-Za-z]{3})"
 _FORMS = (re.compile(rf"^{_AMOUNT}\s*{_CURRENCY}$"), re.compile(rf"^{_CURRENCY}\s*{_AMOUNT}$"))
 QUANTUM = Decimal("0.0001")  # what the leases table stores
@@ -35,7 +36,7 @@ class Money:
             return value
         if isinstance(value, Mapping):
             value = f"{value.get('amount', '')} {value.get('currency', '')}"
-        text = str(value).strip()
+        text = str(value).strip()[:64]
         for form in _FORMS:
             found = form.match(text)
             if found:
@@ -48,7 +49,30 @@ class Money:
                 if parsed <= 0:
                     raise ValueError(f"price {text!r} must be above zero")
                 return cls(parsed, currency.upper())
-        raise ValueError(f"price {text!r} needs an amount and a currency, such as '0.50 USD' or '45 RUB'")
+        raise ValueError(
+            f"price {text!r} needs an amount and a currency, such as '0.50 USD' or '45 RUB' (the amount "
+            f"in fixed notation: at most {INT_DIGITS} digits before the point and {FRACTION_DIGITS} after)"
+        )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Money that may be spent per calendar day: '5 USD/day' (or '5 USD')."""
+
+    limit: Money
+
+    def __str__(self) -> str:
+        return f"{self.limit}/day"
+
+    @classmethod
+    def parse(cls, value: object) -> Budget:
+        if isinstance(value, Budget):
+            return value
+        text = str(value).strip()[:64]
+        amount, _, period = text.partition("/")
+        if period and period.strip().lower() != "day":
+            raise ValueError(f"budget {text!r}: only a daily budget is supported, such as '5 USD/day'")
+        return cls(Money.parse(amount))
 
 
 class NoRate(Exception):
@@ -75,3 +99,8 @@ def cap_in(cap: Money, currency: str, fx: Mapping[str, Decimal]) -> Decimal:
     if cap.currency == currency:
         return cap.amount
     return (cap.amount * rate(cap.currency, currency, fx)).quantize(QUANTUM, rounding=ROUND_DOWN)
+
+
+def convert(money: Money, currency: str, fx: Mapping[str, Decimal]) -> Decimal:
+    """`money` expressed in `currency` (not rounded). Raises NoRate."""
+    return money.amount * rate(money.currency, currency, fx)

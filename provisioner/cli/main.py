@@ -341,7 +341,11 @@ def deploy(
 
     from provisioner.cli.deploy import DeployError
     from provisioner.cli.deploy import deploy as run_deploy
+    from provisioner.steps.request import FormSettings
+    from provisioner.steps.spend import NO_CEILING
 
+    if FormSettings().spend.max_price is None:
+        err.print(f"[yellow]warning: {NO_CEILING}[/yellow]")
     if not get_current_settings().api.url:
         err.print("[red]PREFECT_API_URL is not set: point it at the Prefect server to deploy to[/red]")
         raise typer.Exit(2)
@@ -530,6 +534,8 @@ def demo(
     for name, base_url in simulator.base_urls.items():
         os.environ[f"PROVISIONER_PROVIDERS__{name.upper()}__API_KEY"] = "demo-key"
         os.environ[f"PROVISIONER_PROVIDERS__{name.upper()}__BASE_URL"] = base_url
+    # A ceiling, as every deployment should have: the simulator sells at 10 RUB (sms_activate).
+    os.environ.setdefault("PROVISIONER_SPEND__MAX_PRICE", "20 RUB")
     from provisioner.settings import get_settings
 
     get_settings.cache_clear()

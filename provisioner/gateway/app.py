@@ -31,6 +31,9 @@ from provisioner.gateway.runs import FlowRuns
 from provisioner.gateway.service import Gateway
 from provisioner.settings.version import VERSION
 from provisioner.steps.deps import Deps, get_deps
+from provisioner.steps.spend import NO_CEILING
+
+log = logging.getLogger(__name__)
 
 
 async def version(request: Request) -> Response:
@@ -41,6 +44,8 @@ def create_app(deps: Deps | None = None, runs: FlowRuns | None = None) -> Starle
     """The gateway app; collaborators default to the process-wide ones (settings from the
     environment). It uses no Docker engine: stream routes come from the database."""
     deps = deps or get_deps()
+    if deps.settings.spend.max_price is None:
+        log.warning(NO_CEILING)  # once per process
     gateway = Gateway(deps, runs=runs)
     token = deps.settings.gateway.token
 

@@ -211,6 +211,61 @@ def _unechoed(check, value: str):
         raise ValueError(str(exc).replace(repr(value), "the value")) from None
 
 
+class SpendSettings(BaseModel):
+    """Money: the most a number may cost, daily budgets, the charge and balances checked
+    (docs/money.md)."""
+
+    max_price: str | None = Field(
+        None,
+        description="Ceiling: the most any number may cost, with its currency ('0.50 USD'); a request's "
+        "max_price can only lower it, one above it is refused (422). Unset: no ceiling (warned)",
+    )
+    daily_budget: str | None = Field(
+        None,
+        description="Overall budget per calendar day in spend.timezone ('20 USD' or '20 USD/day'); each "
+        "purchase reserves its cap against it. Unset: no overall budget",
+    )
+    timezone: str = Field("UTC", description="Time zone whose calendar days the budgets are counted in")
+    allow_unquoted: bool = Field(
+        False,
+        description="Buy from a provider without a server-side price cap (OnlineSim) even when its price "
+        "list has no quote for the offer",
+    )
+    low_balance: str | None = Field(
+        None,
+        description="A provider balance below this ('5 USD', converted through PROVISIONER_FX) emits the "
+        "Prefect event provisioner.provider.balance.low once per crossing",
+    )
+    balance_interval_s: float = Field(
+        60.0, ge=60, description="How often the watcher reads each provider account's balance (at least 60 s)"
+    )
+
+    @field_validator("max_price", "low_balance")
+    @classmethod
+    def _money(cls, value: str | None) -> str | None:
+        from providers.money import Money
+
+        return None if value in (None, "") else _unechoed(lambda v: str(Money.parse(v)), value)
+
+    @field_validator("daily_budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        from providers.money import Budget
+
+        return None if value in (None, "") else _unechoed(lambda v: str(Budget.parse(v)), value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known IANA time zone such as UTC or Europe/Berlin") from None
+        return value
+
+
 class ReconcileSettings(BaseModel):
     grace_s: float = Field(60.0, ge=0, description="Age before an unowned container is removed")
     provisioning_deadline_s: float = Field(
@@ -372,6 +427,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     clients: ClientsSettings = ClientsSettings()
     codes: CodesSettings = CodesSettings()
+    spend: SpendSettings = SpendSettings()
     fx: dict[str, Decimal] = Field(
         default_factory=dict,
         description='Exchange rates: each currency\'s value in USD, e.g. {"RUB": "0.011"}; a provider billing in '

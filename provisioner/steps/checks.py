@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from providers.money import NoRate
 from provisioner.runtime import load_profiles
 from provisioner.runtime.errors import translate_docker_errors
 from provisioner.settings import Settings
 from provisioner.settings.model import PROVIDER_NAMES, env_var_for
 from provisioner.steps.deps import Deps
-from provisioner.steps.request import ProvisionRequest, ResolvedRequest
+from provisioner.steps.request import ProvisionRequest, ResolvedRequest, price_cap
+from provisioner.steps.spend import AboveCeiling
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ class InvalidRequest(ValueError):
 
 
 def validate_request(request: ProvisionRequest, settings: Settings) -> None:
-    """Raise InvalidRequest naming each unknown device profile or provider (no I/O but the
-    profiles file)."""
+    """Raise InvalidRequest naming each unknown device profile or provider, and a max_price above
+    the ceiling (no I/O but the profiles file)."""
     problems: list[Problem] = []
     profiles = load_profiles(settings.docker.profiles_file)
     profile = request.device_profile or settings.docker.default_profile
@@ -50,6 +52,14 @@ def validate_request(request: ProvisionRequest, settings: Settings) -> None:
             problems.append(
                 Problem("providers", f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
             )
+    try:
+        price_cap(request, settings)
+    except AboveCeiling as exc:
+        problems.append(Problem("max_price", str(exc)))
+    except NoRate as exc:
+        problems.append(
+            Problem("max_price", f"cannot compare with the ceiling {settings.spend.max_price}: {exc}")
+        )
     if problems:
         raise InvalidRequest(problems)
 

@@ -25,9 +25,13 @@ from provisioner.settings.model import (
     DefaultsSettings,
     DockerSettings,
     ProvidersSettings,
+    SpendSettings,
 )
+from provisioner.steps.spend import effective_cap
 
 ProviderChoice = Literal["sms_man", "onlinesim", "sms_activate"]
+PROVIDERS_MAX = 10
+SERVICE_MAX, COUNTRY_MAX, PROFILE_MAX = 64, 16, 64  # the sessions table's columns
 
 
 def _optional(check):
@@ -48,16 +52,22 @@ def _choices(title: str, names: list[str]) -> WithJsonSchema:
 
 
 ServiceName = Annotated[
-    str | None, AfterValidator(_optional(check_service)), _choices("Service", list(SERVICES))
+    str | None,
+    Field(max_length=SERVICE_MAX),
+    AfterValidator(_optional(check_service)),
+    _choices("Service", list(SERVICES)),
 ]
 CountryCode = Annotated[
-    str | None, AfterValidator(_optional(check_country)), _choices("Country", list(COUNTRIES))
+    str | None,
+    Field(max_length=COUNTRY_MAX),
+    AfterValidator(_optional(check_country)),
+    _choices("Country", list(COUNTRIES)),
 ]
 PriceCap = Annotated[
     str | None,
     BeforeValidator(_optional(lambda v: str(Money.parse(v)))),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?\s*[A-Za-z]{3}$"}, {"type": "null"}]}
+        {"anyOf": [{"type": "string", "pattern": r"^\d{1,8}(\.\d{1,4})?\s*[A-Za-z]{3}$"}, {"type": "null"}]}
     ),
 ]
 
@@ -76,6 +86,7 @@ class FormSettings(BaseSettings):
     docker: DockerSettings = DockerSettings()
     providers: ProvidersSettings = ProvidersSettings()
     defaults: DefaultsSettings = DefaultsSettings()
+    spend: SpendSettings = SpendSettings()
 
 
 def form_defaults() -> dict[str, object]:
@@ -107,6 +118,12 @@ def profile_choices() -> list[str]:
         names = sorted(load_profiles())
     default = s.docker.default_profile
     return [default, *(n for n in names if n != default)]
+
+
+def _unique(names: list[str] | None) -> list[str] | None:
+    if names is not None and len(set(names)) != len(names):
+        raise ValueError("each provider at most once")
+    return names
 
 
 def _without_null(prop: dict) -> None:
@@ -154,19 +171,22 @@ class ProvisionRequest(BaseModel):
         description="Country of the number, ISO 3166 alpha-2 (RU, KZ, GB, ...), mapped to each "
         "provider's own code; or PROVIDER:CODE (sms_activate:0); empty = the configured default",
     )
-    providers: list[ProviderChoice] | None = Field(
+    providers: Annotated[list[ProviderChoice] | None, AfterValidator(_unique)] = Field(
         None,
+        max_length=PROVIDERS_MAX,
         title="Providers, in fallback order",
         description="Tried in this order until one sells a number; empty = the configured order",
     )
     max_price: PriceCap = Field(
         None,
-        description="Highest price to pay for a number, with its currency ('0.50 USD'); providers billing "
-        "in another currency are compared through PROVISIONER_FX or skipped",
+        description="Highest price to pay for a number, with its currency ('0.50 USD'); it can only lower "
+        "the configured ceiling (PROVISIONER_SPEND__MAX_PRICE); providers billing in another currency are "
+        "compared through PROVISIONER_FX or skipped",
     )
     device_profile: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        max_length=PROFILE_MAX,
         title="Device profile",
         description="Device image profile (stub: a VNC stand-in; android: the emulator); empty = the configured default",
     )
@@ -213,14 +233,27 @@ class ResolvedRequest:
     idle_timeout_s: float
 
 
+def _money(value: str | None) -> Money | None:
+    return Money.parse(value) if value is not None else None
+
+
+def price_cap(request: ProvisionRequest, settings: Settings) -> Money | None:
+    """The effective cap (steps.spend.effective_cap): raises AboveCeiling, NoRate."""
+    return effective_cap(
+        _money(settings.spend.max_price),
+        _money(request.max_price),
+        _money(settings.defaults.max_price),
+        settings.fx,
+    )
+
+
 def resolve(request: ProvisionRequest, settings: Settings) -> ResolvedRequest:
     d = settings.defaults
-    max_price = request.max_price if request.max_price is not None else d.max_price
     return ResolvedRequest(
         service=request.service or d.service,
         country=request.country or d.country,
         providers=list(request.providers or settings.providers.order),
-        max_price=Money.parse(max_price) if max_price is not None else None,
+        max_price=price_cap(request, settings),
         device_profile=request.device_profile or settings.docker.default_profile,
         code_timeout_s=request.code_timeout_s or d.code_timeout_s,
         number_attempts=request.number_attempts or d.number_attempts,

@@ -242,3 +242,30 @@ def test_unknown_profile_or_provider_exits_2_before_any_run(no_providers, monkey
     assert words in result.output
     with get_sessionmaker()() as db:
         assert [s.id for s in repo.list_sessions(db, limit=1000)] == before  # no run started
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--max-price", "99 USD"], "above the ceiling 0.50 USD (PROVISIONER_SPEND__MAX_PRICE)"),
+        (["--max-price", "0.0000001 USD"], "fixed notation"),
+        (["--provider", "sms_man", "--provider", "sms_man"], "each provider at most once"),
+        (["--service", "t" * 65], "at most 64 characters"),
+    ],
+    ids=["above-ceiling", "seven-decimals", "duplicate-provider", "long-service"],
+)
+def test_unbounded_or_above_ceiling_requests_exit_2_before_any_run(no_providers, monkeypatch, options, words):
+    from provisioner.settings import get_settings
+    from provisioner.store import get_sessionmaker
+    from provisioner.store import repository as repo
+
+    monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_MAN__API_KEY", "k")
+    monkeypatch.setenv("PROVISIONER_SPEND__MAX_PRICE", "0.50 USD")
+    get_settings.cache_clear()
+    with get_sessionmaker()() as db:
+        before = [s.id for s in repo.list_sessions(db, limit=1000)]
+    result = runner.invoke(app, ["provision", *options], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert words in " ".join(result.output.split())
+    with get_sessionmaker()() as db:
+        assert [s.id for s in repo.list_sessions(db, limit=1000)] == before

@@ -73,8 +73,11 @@ class RecordingRuns:
         return run
 
 
-def make_deps(sessions: sessionmaker[Session], runtime: ContainerRuntime, *, token: str | None) -> Deps:
+def make_deps(
+    sessions: sessionmaker[Session], runtime: ContainerRuntime, *, token: str | None, **overrides: Any
+) -> Deps:
     settings = load_settings(
+        **overrides,
         instance_id=runtime.instance_id,
         # The same profiles as the runtime (the test ones included), as a deployment configures both.
         docker={"network": runtime.network, "profiles_file": TEST_PROFILES_FILE},
@@ -133,12 +136,13 @@ class GatewayUnderTest:
 def gateway_factory(
     db_sessions: sessionmaker[Session], runtime: ContainerRuntime
 ) -> Iterator[Callable[..., GatewayUnderTest]]:
-    """gateway_factory(token=None) -> a served gateway on the test database and runtime."""
+    """gateway_factory(token=None, runs=None, **settings) -> a served gateway on the test database
+    and runtime (``settings``: overrides of the settings' groups, such as spend={...})."""
     with contextlib.ExitStack() as stack:
 
-        def make(token: str | None = None) -> GatewayUnderTest:
-            runs = RecordingRuns()
-            deps = make_deps(db_sessions, runtime, token=token)
+        def make(token: str | None = None, runs: Any = None, **settings: Any) -> GatewayUnderTest:
+            runs = runs if runs is not None else RecordingRuns()
+            deps = make_deps(db_sessions, runtime, token=token, **settings)
             app = create_app(deps, runs=runs)
             url = stack.enter_context(serve(app))
             client = stack.enter_context(httpx.Client(base_url=url, timeout=10, trust_env=False))
