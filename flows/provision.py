@@ -64,17 +64,19 @@ def _session_code(deps: Any, session_id: str) -> str | None:
 
 
 def _compensate_from_hook(final: State):
-    def hook(flow: Any, run: Any, state: PrefectState) -> None:
+    # Prefect calls hooks by keyword (flow=, flow_run=, state=): the names are part of the signature.
+    def hook(flow: Any, flow_run: Any, state: PrefectState) -> None:
         """Backstop for failures outside the flow body (crash, cancellation by the worker)."""
         deps = get_deps()
+        run_id = str(flow_run.id)
         with deps.sessions.begin() as db:
-            ids = [sid for (sid,) in db.query(SessionRow.id).filter(SessionRow.flow_run_id == str(run.id))]
+            ids = [sid for (sid,) in db.query(SessionRow.id).filter(SessionRow.flow_run_id == run_id)]
         for session_id in ids:
             compensate(
                 deps,
                 session_id,
                 reason=f"flow run {state.name}: {state.message}",
-                actor=f"flow-run:{run.id}",
+                actor=f"flow-run:{run_id}",
                 final=final,
             )
 
