@@ -13,7 +13,7 @@ the code at once), for up to three modes run side by side, in alternating order,
                check until the code; finish.
   baseline-db  no Prefect, with the store: the flow's body made of the plain functions its tasks
                wrap (create session, devices.claim_device/boot_session_device, numbers.rent_number,
-               numbers.wait_for_code, numbers.finish_number, transition to verified, heartbeat).
+               codes.wait_for_code, numbers.finish_number, transition to verified, heartbeat).
 
 "Stream ready" is the session's ready_at (set when it becomes awaiting_code) for the DB modes and
 the moment wait_stream_ready returns for the baseline; "verified" is the verified event's time,
@@ -178,7 +178,7 @@ def provision_flow(bench: Bench, sample: Sample) -> None:
 def provision_baseline(bench: Bench, sample: Sample) -> None:
     """The flow's provider and Docker calls, in the same order, with nothing recorded anywhere."""
     from providers.base import Cancelled, CodeReceived, Expired
-    from provisioner.steps.numbers import poll_delays
+    from provisioner.steps.codes import poll_delays
 
     deps, sid = bench.deps, sample.session_id
     provider, runtime = deps.provider(PROVIDER), deps.runtime
@@ -215,7 +215,7 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
     """The flow's body from the plain functions its tasks wrap, without Prefect."""
     from datetime import timedelta
 
-    from provisioner.steps import numbers
+    from provisioner.steps import codes, numbers
     from provisioner.steps.devices import boot_session_device, claim_device, number_rented
     from provisioner.steps.lifecycle import Heartbeat, compensate
     from provisioner.steps.request import resolve
@@ -249,7 +249,7 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
                 actor=ACTOR,
             )
             number_rented(deps, sid, provider=rented.provider, actor=ACTOR)
-            result = numbers.wait_for_code(
+            result = codes.wait_for_code(
                 deps, sid, rented.lease_id, timeout_s=plan.code_timeout_s, actor=ACTOR
             )
             if not result.code:

@@ -9,7 +9,7 @@ from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
 from providers.money import Money
-from provisioner.steps import numbers
+from provisioner.steps import codes, numbers
 from provisioner.steps.deps import get_deps
 from tasks.retry import RETRY_POLICY
 
@@ -57,9 +57,9 @@ def _cancel_rented_number(txn: Transaction) -> None:
 @task(name="wait-for-code", cache_policy=NONE)
 def wait_for_code(
     session_id: str, lease_id: int, *, timeout_s: float, actor: str, should_stop: Callable[[], str | None]
-) -> numbers.CodeResult:
+) -> codes.CodeResult:
     get_run_logger().info("waiting up to %g s for the code", timeout_s)
-    result = numbers.wait_for_code(
+    result = codes.wait_for_code(
         get_deps(), session_id, lease_id, timeout_s=timeout_s, actor=actor, should_stop=should_stop
     )
     get_run_logger().info("wait ended: %s", result.reason)

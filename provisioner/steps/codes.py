@@ -13,6 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from types import TracebackType
 
 import psycopg
@@ -122,16 +124,22 @@ class CodeListener:
             self.conn = None
 
 
-def _lease(row: LeaseRow) -> Lease:
-    from provisioner.steps.numbers import lease_of  # numbers imports this module
-
-    return lease_of(row)
+def lease_of(row: LeaseRow) -> Lease:
+    """The provider-facing value of a recorded lease."""
+    return Lease(
+        provider=row.provider,
+        activation_id=row.activation_id or "",
+        phone=row.phone or "",
+        price=row.price or Decimal(0),
+        currency=row.currency or "",
+        bought_at=row.bought_at or datetime.now(UTC),
+    )
 
 
 def poll_once(deps: Deps, lease_id: int, *, actor: str) -> str:
     """Ask the provider about one lease and record the answer; returns the provider's status."""
     with deps.sessions() as db:
-        lease = _lease(db.get_one(LeaseRow, lease_id))
+        lease = lease_of(db.get_one(LeaseRow, lease_id))
     try:
         result = deps.provider(lease.provider).check(lease)
     except TransientError as exc:
@@ -235,7 +243,7 @@ def request_another_code(deps: Deps, session_id: str, *, actor: str) -> int:
                 else "its number has no code yet"
             )
             raise AnotherCodeRefused(f"session {session_id}: {why}")
-        lease_id, lease = row.id, _lease(row)
+        lease_id, lease = row.id, lease_of(row)
     try:
         moved = deps.provider(lease.provider).request_another_code(lease)
     except NotSupported as exc:

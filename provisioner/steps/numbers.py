@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,9 +21,9 @@ from providers.errors import (
 )
 from providers.money import Money
 from provisioner.steps.catalogs import purchase_target
-from provisioner.steps.codes import CodeResult, poll_delays, record_code, wait_for_code  # noqa: F401 (the flow's names)
+from provisioner.steps.codes import lease_of, record_code
 from provisioner.steps.deps import Deps
-from provisioner.steps.purchases import Resolution, mark_unknown, resolve_now, unsettled_providers
+from provisioner.steps.purchases import Resolution, Resolved, mark_unknown, resolve_now, unsettled_providers
 from provisioner.store import LeaseOutcome, LeaseRow, State
 from provisioner.store import repository as repo
 from provisioner.store.leases import CLOSED_LEASE_OUTCOMES, IllegalLeaseTransition
@@ -62,18 +62,6 @@ class RentedNumber:
     currency: str
 
 
-def lease_of(row: LeaseRow) -> Lease:
-    """The provider-facing value of a recorded lease."""
-    return Lease(
-        provider=row.provider,
-        activation_id=row.activation_id or "",
-        phone=row.phone or "",
-        price=row.price or Decimal(0),
-        currency=row.currency or "",
-        bought_at=row.bought_at or datetime.now(UTC),
-    )
-
-
 def _rented(row: LeaseRow) -> RentedNumber:
     return RentedNumber(
         row.id,
@@ -83,6 +71,72 @@ def _rented(row: LeaseRow) -> RentedNumber:
         row.price or Decimal(0),
         row.currency or "",
     )
+
+
+@dataclass(frozen=True)
+class Tried:
+    """A provider that rented nothing this time, and why; ``transient``: it may sell later (the
+    whole list is then retried after a backoff)."""
+
+    provider: str
+    reason: str
+    transient: TransientError | None = None
+
+
+def decide_resume(leases: Sequence[LeaseRow], attempt: int) -> LeaseRow | None:
+    """The number ``attempt`` already rented that can still get its code (a retried task), if any."""
+    return next(
+        (row for row in leases if row.attempt == attempt and row.activation_id and row.outcome in _RESUMABLE),
+        None,
+    )
+
+
+def decide_skip(name: str, *, configured: bool, unsettled: Mapping[str, int]) -> str | None:
+    """Why not to buy from ``name`` at all, or None. ``unsettled``: provider -> lease id of a purchase
+    of this session whose outcome is unknown (never buy again blind where one may have gone through)."""
+    if not configured:
+        return "not configured"
+    if name in unsettled:
+        return f"the outcome of purchase (lease {unsettled[name]}) is still unknown"
+    return None
+
+
+def decide_refused(name: str, exc: ProviderError) -> Tried | None:
+    """A purchase call that failed with a clear answer (nothing was sold): try the next provider
+    (an unavailable one now; a transient "not now" too, remembered for a retry of the whole list),
+    or None: stop, a stop error needs something fixed first."""
+    if isinstance(exc, UnavailableError):
+        return Tried(name, str(exc))
+    if isinstance(exc, TransientError):
+        return Tried(name, str(exc), exc)
+    return None
+
+
+def decide_lost(name: str, exc: PurchaseUnknown, resolved: Resolved) -> Tried | None:
+    """A purchase call without a clear answer, after its immediate lookup: None when the lost
+    purchase was adopted (it is the number), else the next provider; a lookup that found nothing
+    sold counts as a transient failure (that provider may sell later)."""
+    if resolved.resolution == Resolution.ADOPTED:
+        return None
+    transient = None
+    if resolved.resolution == Resolution.NONE_SOLD:
+        transient = TransientError(str(exc), provider=name, action=exc.action, code=exc.code)
+    return Tried(name, f"{exc}; {resolved.detail}", transient)
+
+
+def decide_none_rented(tried: Sequence[Tried]) -> Exception:
+    """Every provider was tried without a number: the first transient failure (the task retries
+    the list after a backoff), else NoNumberAvailable with each provider's reason."""
+    first = next((t.transient for t in tried if t.transient is not None), None)
+    return first if first is not None else NoNumberAvailable({t.provider: t.reason for t in tried})
+
+
+def decide_rented_event(state: State, name: str, attempt: int) -> tuple[State | None, str]:
+    """What renting records on the session: the move to number_acquired for its first number,
+    else (a later attempt's number) only an event; and the event's reason."""
+    if state == State.REQUESTED:
+        return State.NUMBER_ACQUIRED, f"rented from {name}"
+    return None, f"attempt {attempt}: new number from {name}"
 
 
 def rent_number(
@@ -102,32 +156,29 @@ def rent_number(
     catalog and the cap in its own currency, or skipped with the reason it cannot be.
     Idempotent per (session, attempt): a retried task finds the number it already bought. The
     lease row is written as pending before each purchase call and completed right after it. A
-    purchase without a clear answer is looked up at once (provisioning.purchases); while its
-    outcome is unknown, nothing more is bought from that provider for this session.
+    purchase without a clear answer is looked up at once (steps.purchases); while its outcome is
+    unknown, nothing more is bought from that provider for this session. The decisions are the
+    pure ``decide_*`` functions above; this function reads, calls and records.
     """
     with deps.sessions.begin() as db:
         repo.ensure_not_ended(db, session_id)
-        for row in repo.leases_for_session(db, session_id):
-            if row.attempt == attempt and row.activation_id and row.outcome in _RESUMABLE:
-                log.info("attempt %d already rented %s from %s", attempt, row.activation_id, row.provider)
-                return _rented(row)
+        resumed = decide_resume(repo.leases_for_session(db, session_id), attempt)
+        if resumed is not None:
+            log.info("attempt %d already rented %s from %s", attempt, resumed.activation_id, resumed.provider)
+            return _rented(resumed)
 
-    reasons: dict[str, str] = {}
-    transient: TransientError | None = None
+    tried: list[Tried] = []
     unsettled = unsettled_providers(deps, session_id)
     for name in providers:
-        if not deps.settings.providers.get(name).configured:
-            reasons[name] = "not configured"
-            continue
-        if name in unsettled:  # never buy again blind where a purchase of this session may have gone through
-            reasons[name] = f"the outcome of purchase (lease {unsettled[name]}) is still unknown"
-            log.warning("%s: %s; trying the next provider", name, reasons[name])
-            continue
-        client = deps.provider(name)
-        target = purchase_target(deps, name, service=service, country=country, max_price=max_price)
-        if isinstance(target, str):
-            reasons[name] = target
-            log.warning("%s skipped: %s", name, target)
+        skip = decide_skip(name, configured=deps.settings.providers.get(name).configured, unsettled=unsettled)
+        if skip is None:
+            client = deps.provider(name)
+            target = purchase_target(deps, name, service=service, country=country, max_price=max_price)
+            skip = target if isinstance(target, str) else None
+        if skip is not None:
+            tried.append(Tried(name, skip))
+            if skip != "not configured":
+                log.warning("%s skipped: %s", name, skip)
             continue
         with deps.sessions.begin() as db:
             lease_id = repo.record_lease_pending(
@@ -145,34 +196,22 @@ def rent_number(
             mark_unknown(deps, lease_id, exc)
             resolved = resolve_now(deps, lease_id)
             log.warning("%s: purchase outcome unknown (%s); lookup: %s", name, exc, resolved.detail)
-            if resolved.resolution == Resolution.ADOPTED:
+            failed = decide_lost(name, exc, resolved)
+            if failed is None:
                 with deps.sessions.begin() as db:
                     row = db.get_one(LeaseRow, lease_id)
                     _record_rented(db, session_id, name, row.phone or "", attempt=attempt, actor=actor)
                     return _rented(row)
-            reasons[name] = f"{exc}; {resolved.detail}"
-            if resolved.resolution == Resolution.NONE_SOLD:  # as a transient failure: may sell later
-                transient = transient or TransientError(
-                    str(exc), provider=name, action=exc.action, code=exc.code
-                )
+            tried.append(failed)
             continue
-        except UnavailableError as exc:
+        except ProviderError as exc:
             _mark_failed(deps, lease_id, exc)
-            reasons[name] = str(exc)
-            log.warning("%s cannot rent a number now (%s); trying the next provider", name, exc)
+            failed = decide_refused(name, exc)
+            if failed is None:  # stop errors: fix something first
+                raise
+            tried.append(failed)
+            log.warning("%s rented nothing (%s); trying the next provider", name, exc)
             continue
-        except TransientError as exc:
-            # A clear "not now" (connect error, 429/409, a try-again code): nothing was sold. Try the
-            # next provider now; if none can sell, raise the first transient error so the task
-            # retries the whole list after a backoff.
-            _mark_failed(deps, lease_id, exc)
-            reasons[name] = str(exc)
-            transient = transient or exc
-            log.warning("%s failed transiently (%s); trying the next provider", name, exc)
-            continue
-        except ProviderError as exc:  # stop errors: fix something first
-            _mark_failed(deps, lease_id, exc)
-            raise
         with deps.sessions.begin() as db:
             row = repo.complete_lease(
                 db,
@@ -183,21 +222,18 @@ def rent_number(
             )
             _record_rented(db, session_id, name, lease.phone, attempt=attempt, actor=actor)
             return _rented(row)
-    if transient is not None:
-        raise transient
-    raise NoNumberAvailable(reasons)
+    raise decide_none_rented(tried)
 
 
 def _record_rented(db, session_id: str, name: str, phone: str, *, attempt: int, actor: str) -> None:
     session = repo.get_session(db, session_id, for_update=True)
     fields = {"provider": name, "phone_number": phone}
-    if session.state == State.REQUESTED:
-        repo.transition(
-            db, session_id, State.NUMBER_ACQUIRED, reason=f"rented from {name}", actor=actor, **fields
-        )
+    to_state, reason = decide_rented_event(State(session.state), name, attempt)
+    if to_state is not None:
+        repo.transition(db, session_id, to_state, reason=reason, actor=actor, **fields)
     else:
         repo.update_session(db, session_id, **fields)
-        repo.record_event(db, session_id, reason=f"attempt {attempt}: new number from {name}", actor=actor)
+        repo.record_event(db, session_id, reason=reason, actor=actor)
 
 
 def _mark_failed(deps: Deps, lease_id: int, exc: Exception) -> None:

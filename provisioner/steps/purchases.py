@@ -23,7 +23,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -94,8 +94,118 @@ def resolve_now(deps: Deps, lease_id: int, *, sleep: Callable[[float], None] = t
 
 
 def resolve_unknown(deps: Deps, lease_id: int, *, count: bool = True) -> Resolved:
-    """One lookup of an unknown purchase at its provider; records what it concluded.
+    """One lookup of an unknown purchase at its provider (observe -> decide -> record).
     ``count``: a lookup that cannot decide counts against the lease's bounded retries."""
+    observed = observe_unknown(deps, lease_id)
+    if isinstance(observed, Resolved):
+        return observed
+    return record_decision(deps, lease_id, decide_unknown(observed), count=count)
+
+
+@dataclass(frozen=True)
+class UnknownPurchase:
+    """What is known about one unknown purchase: its call, the other purchases, the provider's list."""
+
+    provider: str
+    service: str
+    country: str
+    requested_at: datetime  # the purchase call started
+    call_ended_at: datetime  # it ended (now, when it never recorded an end)
+    known: frozenset[str]  # activation ids some lease at this provider already holds
+    # (start, end) of each other unsettled purchase of the same provider, service and country
+    others: tuple[tuple[datetime, datetime], ...]
+    listed: tuple[OpenActivation, ...] = ()  # the provider's open activations
+    cannot_list: bool = False  # the provider's protocol has no list
+    lookup_failed: str | None = None  # the list call failed: why
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        """When a purchase made by this call can have been bought, allowing for clock skew."""
+        return (self.requested_at - CLOCK_SKEW, self.call_ended_at + CLOCK_SKEW)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one lookup concluded, and what to record: ``status`` on the lease, ``attention`` for a
+    person, ``adopt`` the activation that becomes the lease's."""
+
+    resolution: Resolution  # never GAVE_UP: giving up is decided by the retry count (decide_retry)
+    detail: str
+    status: str
+    adopt: OpenActivation | None = None
+    attention: str | None = None
+
+
+def decide_unknown(observed: UnknownPurchase) -> Decision:
+    """The adoption rule: adopt the one open activation that can only be this purchase, conclude
+    "nothing was sold" only when no unexplained activation of its kind is open, else undecided."""
+    o = observed
+    name, kind = o.provider, f"{o.service}/{o.country}"
+    if o.cannot_list:
+        why = (
+            f"{name} cannot list open activations: check the account by hand for a {kind} number "
+            f"bought around {o.requested_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        return Decision(Resolution.CANNOT_LIST, why, why, attention=why)
+    if o.lookup_failed is not None:
+        why = f"lookup failed: {o.lookup_failed}"
+        return Decision(Resolution.UNDECIDED, why, why)
+    window = o.window
+    candidates = [
+        a
+        for a in o.listed
+        if a.lease.activation_id not in o.known and a.service == o.service and a.country == o.country
+    ]
+    ours = [a for a in candidates if _inside(a, window)]
+    if candidates and not ours:
+        # Unexplained open activations of this kind, just not inside our window: never conclude
+        # "nothing was sold" while one could be ours (a provider listing local times, say).
+        why = f"{len(candidates)} unknown open {kind} activation(s) at {name}, none inside the call's window"
+        return Decision(Resolution.UNDECIDED, why, why)
+    if not ours:
+        return Decision(
+            Resolution.NONE_SOLD,
+            f"no open {kind} activation at {name}: nothing was sold",
+            f"no purchase found at {name}: nothing was sold",
+        )
+    # Another unsettled purchase that could have bought the same activation: its call overlaps
+    # ours, or (a list without purchase times) any at all.
+    timed = all(a.bought_at is not None for a in ours)
+    rivals = [
+        (start, end)
+        for start, end in o.others
+        if not timed or (start - CLOCK_SKEW <= window[1] and end + CLOCK_SKEW >= window[0])
+    ]
+    if len(ours) > 1 or rivals:
+        why = f"{len(ours)} unknown open activation(s) at {name}; {len(rivals)} other unsettled purchase(s)"
+        return Decision(Resolution.UNDECIDED, why, why)
+    found = ours[0]
+    if not found.lease.phone:
+        why = f"activation {found.lease.activation_id} has no number yet"
+        return Decision(Resolution.UNDECIDED, why, why)
+    return Decision(
+        Resolution.ADOPTED,
+        f"adopted activation {found.lease.activation_id}",
+        f"adopted activation {found.lease.activation_id} found at {name}",
+        adopt=found,
+    )
+
+
+def decide_retry(retries: int, *, count: bool, limit: int) -> tuple[int, bool]:
+    """An undecided lookup: the failed lookups counted so far, and whether to give up (at ``limit``)."""
+    retries += 1 if count else 0
+    return retries, retries >= limit
+
+
+def backoff(retries: int, *, base_s: float, max_s: float) -> timedelta:
+    """Wait before the next lookup after ``retries`` failed ones: doubling, capped."""
+    return timedelta(seconds=min(max_s, base_s * (2**retries)))
+
+
+def observe_unknown(deps: Deps, lease_id: int) -> UnknownPurchase | Resolved:
+    """Read the lease, the other leases of its provider and the provider's open activations; a
+    lease settled meanwhile is returned as Resolved. A lease left pending by a crash mid-purchase
+    is recorded unknown first."""
     with deps.sessions.begin() as db:
         row = db.get_one(LeaseRow, lease_id)
         if row.outcome == LeaseOutcome.PENDING and not row.activation_id:  # left by a crash mid-purchase
@@ -106,16 +216,14 @@ def resolve_unknown(deps: Deps, lease_id: int, *, count: bool = True) -> Resolve
             )
         name, service, country = row.provider, row.service, row.country
         now = db.scalar(select(func.now()))
-        window = (row.requested_at - CLOCK_SKEW, (row.call_ended_at or now) + CLOCK_SKEW)
-        known = set(
+        known = frozenset(
             db.scalars(
                 select(LeaseRow.activation_id).where(
                     LeaseRow.provider == name, LeaseRow.activation_id.is_not(None)
                 )
             )
         )
-        # Other purchases of the same kind whose outcome is not settled: (start, end) of each call.
-        others = [
+        others = tuple(
             (r.requested_at, r.call_ended_at or now)
             for r in db.execute(
                 select(LeaseRow.requested_at, LeaseRow.call_ended_at).where(
@@ -127,64 +235,43 @@ def resolve_unknown(deps: Deps, lease_id: int, *, count: bool = True) -> Resolve
                     LeaseRow.outcome.in_([o.value for o in UNSETTLED_PURCHASE]),
                 )
             )
-        ]
+        )
+        observed = UnknownPurchase(
+            provider=name,
+            service=service,
+            country=country,
+            requested_at=row.requested_at,
+            call_ended_at=row.call_ended_at or now,
+            known=known,
+            others=others,
+        )
     try:
-        listed = deps.provider(name).list_open_activations()
+        return replace(observed, listed=tuple(deps.provider(name).list_open_activations()))
     except NotSupported:
-        why = f"{name} cannot list open activations: check the account by hand for a {service}/{country} number bought around {window[0] + CLOCK_SKEW:%Y-%m-%d %H:%M:%S} UTC"
-        return _undecided(deps, lease_id, Resolution.CANNOT_LIST, why, count=count, attention=why)
+        return replace(observed, cannot_list=True)
     except (ProviderError, ProviderNotConfigured) as exc:
-        return _undecided(deps, lease_id, Resolution.UNDECIDED, f"lookup failed: {exc}", count=count)
-    candidates = [
-        a
-        for a in listed
-        if a.lease.activation_id not in known and a.service == service and a.country == country
-    ]
-    ours = [a for a in candidates if _inside(a, window)]
-    if candidates and not ours:
-        # Unexplained open activations of this kind, just not inside our window: never conclude
-        # "nothing was sold" while one could be ours (a provider listing local times, say).
-        why = f"{len(candidates)} unknown open {service}/{country} activation(s) at {name}, none inside the call's window"
-        return _undecided(deps, lease_id, Resolution.UNDECIDED, why, count=count)
-    if not ours:
+        return replace(observed, lookup_failed=str(exc))
+
+
+def record_decision(deps: Deps, lease_id: int, decision: Decision, *, count: bool) -> Resolved:
+    """Write what a lookup decided into the lease."""
+    if decision.resolution == Resolution.NONE_SOLD:
         with deps.sessions.begin() as db:
-            repo.set_lease_outcome(
+            repo.set_lease_outcome(db, lease_id, LeaseOutcome.FAILED, provider_status=decision.status)
+        return Resolved(Resolution.NONE_SOLD, decision.detail)
+    if decision.adopt is not None:
+        found = decision.adopt.lease
+        with deps.sessions.begin() as db:
+            bought_at = decision.adopt.bought_at or db.get_one(LeaseRow, lease_id).requested_at
+            repo.complete_lease(
                 db,
                 lease_id,
-                LeaseOutcome.FAILED,
-                provider_status=f"no purchase found at {name}: nothing was sold",
+                repo.BoughtNumber(found.activation_id, found.phone, found.price, found.currency, bought_at),
+                provider_status=decision.status,
             )
-        return Resolved(
-            Resolution.NONE_SOLD, f"no open {service}/{country} activation at {name}: nothing was sold"
-        )
-    # Another unsettled purchase that could have bought the same activation: its call overlaps
-    # ours, or (a list without purchase times) any at all.
-    timed = all(a.bought_at is not None for a in ours)
-    rivals = [
-        o for o in others if not timed or (o[0] - CLOCK_SKEW <= window[1] and o[1] + CLOCK_SKEW >= window[0])
-    ]
-    if len(ours) > 1 or rivals:
-        why = f"{len(ours)} unknown open activation(s) at {name}; {len(rivals)} other unsettled purchase(s)"
-        return _undecided(deps, lease_id, Resolution.UNDECIDED, why, count=count)
-    found = ours[0].lease
-    if not found.phone:
-        return _undecided(
-            deps,
-            lease_id,
-            Resolution.UNDECIDED,
-            f"activation {found.activation_id} has no number yet",
-            count=count,
-        )
-    with deps.sessions.begin() as db:
-        bought_at = ours[0].bought_at or db.get_one(LeaseRow, lease_id).requested_at
-        repo.complete_lease(
-            db,
-            lease_id,
-            repo.BoughtNumber(found.activation_id, found.phone, found.price, found.currency, bought_at),
-            provider_status=f"adopted activation {found.activation_id} found at {name}",
-        )
-    log.info("lease %d: adopted activation %s found at %s", lease_id, found.activation_id, name)
-    return Resolved(Resolution.ADOPTED, f"adopted activation {found.activation_id}")
+        log.info("lease %d: %s", lease_id, decision.status)
+        return Resolved(Resolution.ADOPTED, decision.detail)
+    return _undecided(deps, lease_id, decision, count=count)
 
 
 def _inside(activation: OpenActivation, window: tuple[datetime, datetime]) -> bool:
@@ -194,23 +281,22 @@ def _inside(activation: OpenActivation, window: tuple[datetime, datetime]) -> bo
 
 def _backoff(deps: Deps, retries: int) -> timedelta:
     config = deps.settings.reconcile
-    return timedelta(seconds=min(config.lease_retry_max_s, config.lease_retry_s * (2**retries)))
+    return backoff(retries, base_s=config.lease_retry_s, max_s=config.lease_retry_max_s)
 
 
-def _undecided(
-    deps: Deps, lease_id: int, resolution: Resolution, why: str, *, count: bool, attention: str | None = None
-) -> Resolved:
+def _undecided(deps: Deps, lease_id: int, decision: Decision, *, count: bool) -> Resolved:
     """Still unknown: look again after a backoff; after too many failed lookups, needs_attention."""
+    why = decision.status
     with deps.sessions.begin() as db:
         row = db.get_one(LeaseRow, lease_id)
-        retries = row.retries + (1 if count else 0)
-        if retries >= deps.settings.reconcile.lease_retries:
+        retries, give_up = decide_retry(row.retries, count=count, limit=deps.settings.reconcile.lease_retries)
+        if give_up:
             repo.set_lease_outcome(
                 db,
                 lease_id,
                 LeaseOutcome.NEEDS_ATTENTION,
                 provider_status=why,
-                attention=f"purchase outcome unknown after {retries} lookups: {attention or why}",
+                attention=f"purchase outcome unknown after {retries} lookups: {decision.attention or why}",
                 count_retry=count,
             )
             return Resolved(Resolution.GAVE_UP, f"{why}; needs attention after {retries} lookups")
@@ -221,7 +307,7 @@ def _undecided(
             LeaseOutcome.UNKNOWN,
             provider_status=why,
             retry_after=now + _backoff(deps, retries),
-            attention=attention,
+            attention=decision.attention,
             count_retry=count,
         )
-    return Resolved(resolution, why)
+    return Resolved(decision.resolution, why)

@@ -26,9 +26,8 @@ import psycopg
 from sqlalchemy.exc import DBAPIError
 
 from providers.errors import NotSupported, ProviderError, TransientError
-from provisioner.steps.codes import plain_dsn, record_result
+from provisioner.steps.codes import lease_of, plain_dsn, record_result
 from provisioner.steps.deps import Deps
-from provisioner.steps.numbers import lease_of
 from provisioner.store import LeaseRow
 from provisioner.store import codes as store_codes
 from provisioner.watcher.budget import RATE_LIMIT_CODES, TokenBucket

@@ -56,6 +56,7 @@ def before(owner: object, name: str) -> None:
 
 def arm(point: str) -> None:
     import flows.provision
+    import provisioner.steps.codes
     import provisioner.steps.numbers
     from providers.onlinesim import OnlineSimProvider
     from providers.sms_activate import SmsActivateProvider
@@ -78,7 +79,7 @@ def arm(point: str) -> None:
     elif point == "stream_started":
         after(ContainerRuntime, "launch_stream")
     elif point == "code_received":
-        original = provisioner.steps.numbers.wait_for_code
+        original = provisioner.steps.codes.wait_for_code
 
         @functools.wraps(original)
         def wait_then_die(*args, **kwargs):
@@ -87,7 +88,7 @@ def arm(point: str) -> None:
                 die()
             return result
 
-        provisioner.steps.numbers.wait_for_code = wait_then_die
+        provisioner.steps.codes.wait_for_code = wait_then_die
     else:
         raise SystemExit(f"unknown crash point {point!r}; expected one of {CRASH_POINTS}")
 
