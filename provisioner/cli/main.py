@@ -49,6 +49,18 @@ def _settings():
         raise typer.Exit(2) from None
 
 
+def _deps():
+    """The process's Deps; a database of another deployment (or none yet) is a clear exit."""
+    from provisioner.steps.deps import get_deps
+    from provisioner.store.identity import IdentityError
+
+    try:
+        return get_deps()
+    except IdentityError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
 def _quiet_prefect(verbose: bool) -> None:
     # No telemetry: this machine may have no route out, and the CLI should not try.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -424,7 +436,6 @@ def watch(
     import signal
 
     settings = _settings()
-    from provisioner.steps.deps import get_deps
     from provisioner.watcher import idle_without_providers
     from provisioner.watcher import watch as run_watch
 
@@ -445,7 +456,7 @@ def watch(
         idle_without_providers(settings.providers.order, stop)
         return
     console.print(f"code watcher for {', '.join(names)} (Ctrl-C to stop)")
-    run_watch(get_deps(), names, stop)
+    run_watch(_deps(), names, stop)
 
 
 @app.command()
@@ -464,10 +475,9 @@ def code(
     _settings()
     from providers.errors import ProviderError
     from provisioner.steps.codes import AnotherCodeRefused, request_another_code, wait_for_code
-    from provisioner.steps.deps import get_deps
     from provisioner.store.repository import SessionNotFound
 
-    deps = get_deps()
+    deps = _deps()
     try:
         lease_id = request_another_code(deps, session_id, actor="cli")
     except (SessionNotFound, AnotherCodeRefused, ProviderError) as exc:
@@ -485,12 +495,20 @@ def code(
 
 @app.command()
 def migrate() -> None:
-    """Bring the database schema to the newest revision."""
+    """Bring the database schema to the newest revision and record the deployment identity.
+
+    The first migrate names the deployment PROVISIONER_INSTANCE_ID, or a generated id when unset;
+    every later process runs as that id."""
     settings = _settings()
+    from provisioner.store.identity import IdentityError
     from provisioner.store.migrate import upgrade
 
-    upgrade(settings.database.url)
-    console.print("database migrated to head")
+    try:
+        instance_id = upgrade(settings.database.url, instance_id=settings.instance_id)
+    except IdentityError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"database migrated to head; deployment {instance_id}")
 
 
 @app.command()

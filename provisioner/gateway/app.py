@@ -32,6 +32,7 @@ from provisioner.gateway.service import Gateway
 from provisioner.settings.version import VERSION
 from provisioner.steps.deps import Deps, get_deps
 from provisioner.steps.spend import NO_CEILING
+from provisioner.store.identity import IdentityError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ class RedactTokens(logging.Filter):
 
 def main() -> None:
     """Serve the gateway on settings.gateway.host:port."""
-    deps = get_deps()
+    try:
+        deps = get_deps()
+    except IdentityError as exc:
+        raise SystemExit(f"gateway: {exc}") from None
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     uvicorn.run(
         create_app(deps),

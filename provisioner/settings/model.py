@@ -412,10 +412,12 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    instance_id: str = Field(
-        "local",
+    instance_id: str | None = Field(
+        None,
         pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
-        description="Deployment instance id; containers carry it so deployments never touch each other's",
+        description="Deployment instance id. The first `provisioner migrate` records it in the database "
+        "(generated when unset); every process then runs as the database's id and refuses to start when "
+        "this names another. Containers carry it so deployments never touch each other's",
     )
     database: DatabaseSettings
     docker: DockerSettings = DockerSettings()
@@ -433,6 +435,12 @@ class Settings(BaseSettings):
         description='Exchange rates: each currency\'s value in USD, e.g. {"RUB": "0.011"}; a provider billing in '
         "a currency the price cap is not in is skipped unless both have a rate",
     )
+
+    @field_validator("instance_id", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # compose passes "${PROVISIONER_INSTANCE_ID:-}": empty means unset (the database's id).
+        return None if value == "" else value
 
     @field_validator("fx")
     @classmethod

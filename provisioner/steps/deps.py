@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from providers import build_provider
@@ -13,6 +15,9 @@ from providers.base import Provider
 from provisioner.runtime import ContainerRuntime
 from provisioner.settings import Settings, get_settings
 from provisioner.store import get_sessionmaker
+from provisioner.store.identity import IdentityError, IdentityMissing, check_identity
+
+log = logging.getLogger(__name__)
 
 
 def _has_hosts(sessions: sessionmaker[Session]) -> bool:
@@ -78,9 +83,33 @@ class Deps:
         self._providers.clear()
 
 
+def as_deployment(settings: Settings, sessions: sessionmaker[Session]) -> Settings:
+    """The settings with the database's instance id (store.identity).
+
+    Raises IdentityMismatch when PROVISIONER_INSTANCE_ID names another deployment, IdentityMissing
+    before the first `provisioner migrate`. While the database does not answer, a configured id is
+    trusted (checked again by the next process start); without one nothing can be labelled."""
+    try:
+        with sessions() as session:
+            instance_id = check_identity(session, settings.instance_id)
+    except ProgrammingError as exc:  # no deployment table: not migrated yet
+        raise IdentityMissing() from exc
+    except OperationalError as exc:
+        if settings.instance_id:
+            log.warning("database unreachable: running as the configured instance %s", settings.instance_id)
+            return settings
+        raise IdentityError(
+            "cannot read the deployment identity: the database does not answer "
+            f"({type(exc.orig or exc).__name__})"
+        ) from exc
+    return settings.model_copy(update={"instance_id": instance_id})
+
+
 @functools.cache
 def get_deps() -> Deps:
-    return Deps(settings=get_settings(), sessions=get_sessionmaker())
+    """This process's collaborators, as the deployment its database records."""
+    sessions = get_sessionmaker()
+    return Deps(settings=as_deployment(get_settings(), sessions), sessions=sessions)
 
 
 def reset_deps() -> None:

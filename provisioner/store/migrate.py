@@ -6,6 +6,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.orm import Session
+
+from provisioner.settings import get_settings
+from provisioner.store.db import make_engine
+from provisioner.store.identity import record_identity
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -19,8 +24,18 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> None:
+def upgrade(url: str | None = None, revision: str = "head", *, instance_id: str | None = None) -> str | None:
+    """Migrate to `revision`; at head, record the deployment identity (store.identity) when the
+    database has none yet, as `instance_id` or generated, and return it."""
     command.upgrade(alembic_config(url), revision)
+    if revision != "head":
+        return None
+    engine = make_engine(url or get_settings().database.url, pool_size=1)
+    try:
+        with Session(engine) as session, session.begin():
+            return record_identity(session, instance_id)
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:
@@ -28,5 +43,4 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 
 
 if __name__ == "__main__":
-    upgrade()
-    print("database migrated to head")
+    print(f"database migrated to head; deployment {upgrade(instance_id=get_settings().instance_id)}")

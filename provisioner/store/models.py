@@ -8,12 +8,14 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     func,
@@ -259,3 +261,16 @@ class ClientRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ux_clients_token_hash", "token_hash", unique=True),)
+
+
+class DeploymentRow(Base):
+    """This deployment's identity (one row, id 1): the instance id its containers are labelled
+    with, generated or named by the first `provisioner migrate` (store.identity)."""
+
+    __tablename__ = "deployment"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=1)
+    instance_id: Mapped[str] = mapped_column(String(31), nullable=False)
+    created_at: Mapped[datetime] = _tz_now()
+
+    __table_args__ = (CheckConstraint("id = 1", name="ck_deployment_one_row"),)

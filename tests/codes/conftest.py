@@ -29,7 +29,9 @@ def codes_env(monkeypatch, database_url, db_sessions, sim) -> Iterator[Deps]:
     from provisioner.settings import get_settings
     from provisioner.steps.deps import get_deps, reset_deps
 
-    for key, value in provisioner_environment(instance_id="codes-test", sim_urls=sim.base_urls).items():
+    for key, value in provisioner_environment(
+        instance_id="codes-test", sim_urls=sim.base_urls, database_url=database_url
+    ).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PROVISIONER_CODES__STALE_AFTER_S", "3")
     monkeypatch.setenv("PROVISIONER_CODES__WEBHOOK_SECRET", WEBHOOK_SECRET)

@@ -165,7 +165,9 @@ class TestStandby:
         deps = codes_env
         env = {
             **os.environ,
-            **provisioner_environment(instance_id="codes-test", sim_urls=sim.base_urls),
+            **provisioner_environment(
+                instance_id="codes-test", sim_urls=sim.base_urls, database_url=database_url
+            ),
             **WATCHER_ENV,
             "PROVISIONER_DATABASE__URL": database_url,
         }

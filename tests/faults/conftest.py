@@ -65,7 +65,9 @@ def start_worker(stack, sim, tmp_path) -> Iterator[Callable[..., Worker]]:
     def start(database_url: str, runtime: ContainerRuntime) -> Worker:
         worker_env = {
             **env,
-            **provisioner_environment(instance_id=runtime.instance_id, sim_urls=sim.base_urls),
+            **provisioner_environment(
+                instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
+            ),
             **RECONCILE_ENV,
             "PROVISIONER_DATABASE__URL": database_url,
             "PREFECT_WORKER_QUERY_SECONDS": "1",

@@ -85,7 +85,9 @@ def worker(deployed, database_url, sim, runtime_factory, tmp_path):
     runtime = runtime_factory()
     worker_env = {
         **env,
-        **provisioner_environment(instance_id=runtime.instance_id, sim_urls=sim.base_urls),
+        **provisioner_environment(
+            instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
+        ),
         "PROVISIONER_DATABASE__URL": database_url,
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",

@@ -76,7 +76,9 @@ def host_stack(tmp_path_factory, simulator, extra_engines, database_url) -> Iter
         pause_schedules(api_url, ["reconcile/reconcile", "maintain-pool/maintain-pool"])
         run_env = {
             **env,
-            **provisioner_environment(instance_id=instance_id, sim_urls=simulator.base_urls),
+            **provisioner_environment(
+                instance_id=instance_id, sim_urls=simulator.base_urls, database_url=database_url
+            ),
             "PROVISIONER_DATABASE__URL": database_url,
             "PROVISIONER_POOL__WARM": '{"stub": 1}',
             "PREFECT_WORKER_QUERY_SECONDS": "1",

@@ -52,6 +52,13 @@ def drop_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def adopt_identity(url: str, instance_id: str) -> None:
+    """Make `instance_id` the deployment identity of the database at `url`: each test runs as a
+    deployment of its own (its runtime's instance id) on the session's one database."""
+    with psycopg.connect(_plain_dsn(url), autocommit=True) as conn:
+        conn.execute("UPDATE deployment SET instance_id = %s WHERE id = 1", (instance_id,))
+
+
 @pytest.fixture(scope="session")
 def database_url(postgres_server: str) -> Iterator[str]:
     """A migrated database for this test session; settings point at it."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.plugins.docker_engine import TEST_NETWORK, TEST_PROFILES_FILE
+from tests.plugins.postgres import adopt_identity
 from tests.plugins.simulator import SIM_KEY
 
 
@@ -23,10 +24,15 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-def provisioner_environment(*, instance_id: str, sim_urls: dict[str, str]) -> dict[str, str]:
-    """The PROVISIONER_* variables of a test run (also handed to subprocesses)."""
+def provisioner_environment(
+    *, instance_id: str, sim_urls: dict[str, str], database_url: str
+) -> dict[str, str]:
+    """The PROVISIONER_* variables of a test run (also handed to subprocesses), as the deployment
+    `instance_id` whose database is `database_url` (made its recorded identity now)."""
+    adopt_identity(database_url, instance_id)
     env = {
         "PROVISIONER_INSTANCE_ID": instance_id,
+        "PROVISIONER_DATABASE__URL": database_url,
         "PROVISIONER_DOCKER__NETWORK": TEST_NETWORK,
         "PROVISIONER_DOCKER__PROFILES_FILE": str(TEST_PROFILES_FILE),
         "PROVISIONER_DEFAULTS__POLL_INITIAL_S": "0.2",
@@ -56,7 +62,7 @@ def provisioner_env(monkeypatch, database_url, db_sessions, sim, runtime, prefec
     from provisioner.steps.deps import get_deps, reset_deps
 
     for key, value in provisioner_environment(
-        instance_id=runtime.instance_id, sim_urls=sim.base_urls
+        instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
     ).items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()

@@ -65,7 +65,9 @@ def test_killed_provision_is_reconciled(
     sim.set_sms_delay(0.2 if point == "code_received" else None)
     env = {
         **os.environ,
-        **provisioner_environment(instance_id=runtime.instance_id, sim_urls=sim.base_urls),
+        **provisioner_environment(
+            instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
+        ),
         "PROVISIONER_DATABASE__URL": database_url,
         "PREFECT_API_URL": PREFECT_API_URL.value(),
         "PYTHONUNBUFFERED": "1",
