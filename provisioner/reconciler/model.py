@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from provisioner.store import State
+from provisioner.store import LIVE, State
 
 
 @dataclass(frozen=True)
@@ -175,3 +176,85 @@ class Action:
         if self.device_id and not self.session_id:
             return f"device {self.device_id}"
         return self.session_id or "-"
+
+
+# Actions that end a session; its compensation (or release) closes its numbers itself.
+ENDS_SESSION = frozenset(
+    {Kind.COMPENSATE_SESSION, Kind.EXPIRE_SESSION, Kind.ORPHAN_SESSION, Kind.FINISH_RELEASE}
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    grace: timedelta  # before an unowned container or a pending purchase is trusted as leaked
+    provisioning_deadline: timedelta  # a dead flow's session is compensated this long after its last change
+    stale_after: timedelta = timedelta(seconds=90)  # a heartbeat this old means the flow's process died
+    device_grace: timedelta = timedelta(seconds=60)  # a device down this long (over two passes) is gone
+    run_start_deadline: timedelta = timedelta(seconds=300)  # Scheduled/Pending longer: no worker took it
+    max_submissions: int = 2  # provision runs per session: the first, and one re-submission
+    unhealthy_grace: timedelta = timedelta(seconds=30)  # the same, for a device down as unhealthy
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one rule decided for one item: its actions, and whether the later rules still look at
+    the item (``final``: they do not)."""
+
+    actions: tuple[Action, ...] = ()
+    final: bool = True
+
+
+def done(*actions: Action) -> Verdict:
+    """The rule decided this item: these actions (maybe none), and no later rule looks at it."""
+    return Verdict(actions, final=True)
+
+
+def noted(*actions: Action) -> Verdict:
+    """These actions, and the later rules still look at the item."""
+    return Verdict(actions, final=False)
+
+
+@dataclass(frozen=True)
+class Context:
+    """One pass's observation and policy, with the indexes the rules share (computed once)."""
+
+    observed: Observed
+    policy: Policy
+    by_device: Mapping[str, Mapping[str, ContainerView]]  # device id -> role -> container
+    devices: Mapping[str, DeviceView]  # every non-terminal device by id
+    session_ids: frozenset[str]  # every non-terminal session
+    leased: frozenset[str]  # sessions with an open lease
+    busy: frozenset[str]  # sessions a provision or a release is working on: they close their own numbers
+    kept: frozenset[str]  # device ids with a live row or held by a session: their containers stay
+    with_containers: frozenset[str]  # device ids with a container listed
+    ending: frozenset[str] = frozenset()  # sessions an action of this pass ends (set before the lease rules)
+
+    @classmethod
+    def of(cls, observed: Observed, policy: Policy) -> Context:
+        by_device: dict[str, dict[str, ContainerView]] = {}
+        for container in observed.containers:
+            by_device.setdefault(container.device_id, {})[container.role] = container
+        devices = {d.id: d for d in observed.devices}
+        return cls(
+            observed=observed,
+            policy=policy,
+            by_device=by_device,
+            devices=devices,
+            session_ids=frozenset(s.id for s in observed.sessions),
+            leased=frozenset(lease.session_id for lease in observed.leases),
+            busy=frozenset(s.id for s in observed.sessions if s.state not in LIVE),
+            kept=frozenset(devices) | {s.device_id for s in observed.sessions if s.device_id},
+            with_containers=frozenset(c.device_id for c in observed.containers),
+        )
+
+    @property
+    def now(self) -> datetime:
+        return self.observed.now
+
+    def containers_of(self, device_id: str | None) -> Mapping[str, ContainerView]:
+        """The containers of one device by role (device, stream); empty when none is listed."""
+        return self.by_device.get(device_id, {}) if device_id else {}
+
+    def device_of(self, session: SessionView) -> DeviceView | None:
+        """The live device row of the device a session holds."""
+        return self.devices.get(session.device_id or "")
