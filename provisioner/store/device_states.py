@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 
+from provisioner.store.state_table import IllegalChange, StateTable
+
 
 class DeviceState(enum.StrEnum):
     BOOTING = "booting"
@@ -28,22 +30,12 @@ DEVICE_ALLOWED: dict[DeviceState, frozenset[DeviceState]] = {
     D.RETIRED: frozenset(),
     D.FAILED: frozenset(),
 }
-DEVICE_TERMINAL: frozenset[DeviceState] = frozenset(s for s, targets in DEVICE_ALLOWED.items() if not targets)
 
 
-class IllegalDeviceTransition(Exception):
+class IllegalDeviceTransition(IllegalChange):
     """A device transition the table does not allow."""
 
-    def __init__(self, device_id: str, from_state: DeviceState, to_state: DeviceState) -> None:
-        self.device_id = device_id
-        self.from_state = from_state
-        self.to_state = to_state
-        allowed = ", ".join(sorted(DEVICE_ALLOWED[from_state])) or "none: it is terminal"
-        super().__init__(
-            f"device {device_id}: illegal transition {from_state} -> {to_state} (allowed from {from_state}: {allowed})"
-        )
 
-
-def check_device_transition(device_id: str, from_state: DeviceState, to_state: DeviceState) -> None:
-    if to_state not in DEVICE_ALLOWED[from_state]:
-        raise IllegalDeviceTransition(device_id, from_state, to_state)
+DEVICES = StateTable("device", DEVICE_ALLOWED, IllegalDeviceTransition)
+DEVICE_TERMINAL: frozenset[DeviceState] = DEVICES.terminal
+check_device_transition = DEVICES.check

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 
+from provisioner.store.state_table import IllegalChange, StateTable
+
 
 class HostState(enum.StrEnum):
     ACTIVE = "active"
@@ -26,17 +28,9 @@ HOST_ALLOWED: dict[HostState, frozenset[HostState]] = {
 }
 
 
-class IllegalHostTransition(Exception):
+class IllegalHostTransition(IllegalChange):
     """A host transition the table does not allow."""
 
-    def __init__(self, name: str, from_state: HostState, to_state: HostState) -> None:
-        self.name = name
-        self.from_state = from_state
-        self.to_state = to_state
-        allowed = ", ".join(sorted(HOST_ALLOWED[from_state]))
-        super().__init__(f"host {name}: illegal transition {from_state} -> {to_state} (allowed: {allowed})")
 
-
-def check_host_transition(name: str, from_state: HostState, to_state: HostState) -> None:
-    if to_state not in HOST_ALLOWED[from_state]:
-        raise IllegalHostTransition(name, from_state, to_state)
+HOSTS = StateTable("host", HOST_ALLOWED, IllegalHostTransition)
+check_host_transition = HOSTS.check

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import enum
 
+from provisioner.store.state_table import IllegalChange, StateTable
+
 
 class LeaseOutcome(enum.StrEnum):
     PENDING = "pending"  # written before the purchase call; activation_id is empty until it returns
@@ -52,9 +54,14 @@ LEASE_ALLOWED: dict[LeaseOutcome, frozenset[LeaseOutcome]] = {
     LO.FAILED: frozenset(),
 }
 
-CLOSED_LEASE_OUTCOMES: frozenset[LeaseOutcome] = frozenset(
-    o for o, targets in LEASE_ALLOWED.items() if not targets
-)
+
+class IllegalLeaseTransition(IllegalChange):
+    """An outcome change the lease table does not allow."""
+
+
+LEASES = StateTable("lease", LEASE_ALLOWED, IllegalLeaseTransition, change="outcome change", ended="closed")
+CLOSED_LEASE_OUTCOMES: frozenset[LeaseOutcome] = LEASES.terminal
+check_lease_transition = LEASES.check
 # May still hold a number or money at a provider and is handled by automation.
 OPEN_LEASE_OUTCOMES: frozenset[LeaseOutcome] = frozenset(
     {LO.PENDING, LO.UNKNOWN, LO.ACTIVE, LO.CODE_RECEIVED, LO.CANCEL_PENDING}
@@ -64,22 +71,3 @@ OPEN_LEASE_OUTCOMES: frozenset[LeaseOutcome] = frozenset(
 ATTENTION_LEASE_OUTCOMES: frozenset[LeaseOutcome] = frozenset({LO.NEEDS_ATTENTION})
 # Blocks buying again from the same provider for the same session.
 UNSETTLED_PURCHASE: frozenset[LeaseOutcome] = frozenset({LO.PENDING, LO.UNKNOWN, LO.NEEDS_ATTENTION})
-
-
-class IllegalLeaseTransition(Exception):
-    """An outcome change the lease table does not allow."""
-
-    def __init__(self, lease_id: int, from_outcome: LeaseOutcome, to_outcome: LeaseOutcome) -> None:
-        self.lease_id = lease_id
-        self.from_outcome = from_outcome
-        self.to_outcome = to_outcome
-        allowed = ", ".join(sorted(LEASE_ALLOWED[from_outcome])) or "none: it is closed"
-        super().__init__(
-            f"lease {lease_id}: illegal outcome change {from_outcome} -> {to_outcome} "
-            f"(allowed from {from_outcome}: {allowed})"
-        )
-
-
-def check_lease_transition(lease_id: int, from_outcome: LeaseOutcome, to_outcome: LeaseOutcome) -> None:
-    if to_outcome not in LEASE_ALLOWED[from_outcome]:
-        raise IllegalLeaseTransition(lease_id, from_outcome, to_outcome)

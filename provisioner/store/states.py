@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import enum
 
+from provisioner.store.state_table import IllegalChange, StateTable
+
 
 class State(enum.StrEnum):
     REQUESTED = "requested"
@@ -47,7 +49,15 @@ ALLOWED: dict[State, frozenset[State]] = {
     S.ORPHANED: frozenset(),
 }
 
-TERMINAL: frozenset[State] = frozenset(state for state, targets in ALLOWED.items() if not targets)
+
+class IllegalTransition(IllegalChange):
+    """A session transition the table does not allow."""
+
+
+SESSIONS = StateTable("session", ALLOWED, IllegalTransition)
+TERMINAL: frozenset[State] = SESSIONS.terminal
+check_transition = SESSIONS.check
+
 # Ended or being ended: nothing new (a number, a container) may start for a session in these.
 ENDING: frozenset[State] = TERMINAL | {State.RELEASING}
 # A provision flow run is in charge of these; if it dies, the reconciler compensates.
@@ -56,21 +66,3 @@ PROVISIONING: frozenset[State] = frozenset(
 )
 # The session holds a ready device: both containers must exist and run, the stream is served.
 LIVE: frozenset[State] = frozenset({S.AWAITING_NUMBER, S.AWAITING_CODE, S.VERIFIED})
-
-
-class IllegalTransition(Exception):
-    """A transition the table does not allow."""
-
-    def __init__(self, session_id: str, from_state: State, to_state: State) -> None:
-        self.session_id = session_id
-        self.from_state = from_state
-        self.to_state = to_state
-        allowed = ", ".join(sorted(ALLOWED[from_state])) or "none: it is terminal"
-        super().__init__(
-            f"session {session_id}: illegal transition {from_state} -> {to_state} (allowed from {from_state}: {allowed})"
-        )
-
-
-def check_transition(session_id: str, from_state: State, to_state: State) -> None:
-    if to_state not in ALLOWED[from_state]:
-        raise IllegalTransition(session_id, from_state, to_state)
