@@ -18,12 +18,13 @@ from provisioner.steps.devices import number_rented
 from provisioner.steps.lifecycle import Heartbeat, compensate
 from provisioner.steps.numbers import NoProviderConfigured
 from provisioner.steps.request import ProvisionRequest, form_defaults, resolve
+from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import SESSION_ID_PATTERN, SessionRow, State
 from provisioner.store import repository as repo
 from tasks.checks import check_request
 from tasks.devices import boot_device_for_session, claim_session_device
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
-from tasks.publish import label_flow_run, mask_phone, publish_session
+from tasks.publish import Progress, boot_deadline_s, label_flow_run, mask_phone, publish, publish_session
 from tasks.sessions import adopt_session
 
 # How long a short "cancel too early" refusal is waited out before moving on to the next number.
@@ -79,6 +80,7 @@ def _compensate_from_hook(final: State):
                 actor=f"flow-run:{run_id}",
                 final=final,
             )
+            publish(session_id)  # the final state and its reason, on the session's artifact
 
     return hook
 
@@ -155,19 +157,26 @@ def provision_session(
         with heartbeat, transaction():
             check_request(plan)  # spend nothing before the profile, Docker and images are there
             if claim_session_device(sid, profile=plan.device_profile, actor=actor) is None:
-                boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
-            publish_session(sid)
+                deadline = boot_deadline_s(plan.device_profile)
+                with Progress(
+                    sid, "boot", f"Booting a {plan.device_profile} device (deadline {deadline:g} s)", deadline
+                ):
+                    boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
+            publish_session(sid)  # device ready
             rented = rent_number(sid, attempt=adopted.attempt, **rent)
             number_rented(deps, sid, provider=rented.provider, actor=actor)
+            publish_session(sid)  # number rented: its masked phone
             code = None
             for attempt in range(adopted.attempt, max(plan.number_attempts, adopted.attempt) + 1):
-                result = wait_for_code(
-                    sid,
-                    rented.lease_id,
-                    timeout_s=plan.code_timeout_s,
-                    actor=actor,
-                    should_stop=_cancel_requested,
-                )
+                waiting = f"Waiting for the code on number {attempt} (up to {plan.code_timeout_s:g} s)"
+                with Progress(sid, "code", waiting, plan.code_timeout_s):
+                    result = wait_for_code(
+                        sid,
+                        rented.lease_id,
+                        timeout_s=plan.code_timeout_s,
+                        actor=actor,
+                        should_stop=_cancel_requested,
+                    )
                 if result.code:
                     code = result.code
                     break
@@ -202,11 +211,12 @@ def provision_session(
 def _result(deps, sid: str) -> ProvisionResult:
     with deps.sessions.begin() as db:
         s = repo.get_session(db, sid)
-        get_run_logger().info("session %s %s; stream %s", sid, s.state, s.stream_url)
+        stream = gateway_stream_url(deps, sid) if s.stream_url else None  # never a published port
+        get_run_logger().info("session %s %s; stream %s", sid, s.state, stream or "-")
         return ProvisionResult(
             session_id=sid,
             state=s.state,
-            stream_url=s.stream_url,
+            stream_url=stream,
             phone=mask_phone(s.phone_number),
             provider=s.provider,
             code=s.verification_code,

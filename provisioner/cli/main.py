@@ -123,7 +123,8 @@ def run_provision(request, *, session_id: str | None = None) -> int:
         result = state.result()
         if isinstance(result, ProvisionResult):
             console.print(f"\n[green]session {sid} {result.state}[/green]")
-            console.print(f"stream URL: [link={result.stream_url}]{result.stream_url}[/link]")
+            if result.stream_url:
+                console.print(f"stream URL: [link={result.stream_url}]{result.stream_url}[/link] (gateway)")
             console.print(f"phone:      {result.phone} ({result.provider})")
             console.print(f"code:       [bold]{result.code}[/bold]")
             return 0
@@ -204,10 +205,13 @@ def sessions(
 ) -> None:
     """List sessions, newest first (ids are never shortened: copy them into `release`)."""
     _settings()
-    from provisioner.store import get_sessionmaker
+    from provisioner.steps.deps import get_deps
+    from provisioner.steps.streams import gateway_stream_url
+    from provisioner.store import LIVE, State, get_sessionmaker
     from provisioner.store import repository as repo
     from tasks.publish import mask_phone
 
+    deps = get_deps()
     with get_sessionmaker()() as db:
         rows = [
             {
@@ -219,7 +223,10 @@ def sessions(
                 "phone": mask_phone(s.phone_number) if s.phone_number else None,
                 "created_at": s.created_at.isoformat(),
                 "expires_at": s.expires_at.isoformat() if s.expires_at else None,
-                "stream_url": s.stream_url,
+                # Through the gateway, only while the session is live; never a published port.
+                "stream_url": gateway_stream_url(deps, s.id)
+                if s.stream_url and State(s.state) in LIVE
+                else None,
                 "last_error": s.last_error,
             }
             for s in repo.list_sessions(db, limit=limit)
@@ -579,7 +586,10 @@ def demo(
     finally:
         simulator.stop()
     if code == 0:
-        console.print("\nopen the stream URL in a browser; `provisioner release <id>` ends the session")
+        console.print(
+            "\nto see the device's screen, serve the gateway (`.venv/bin/python -m provisioner.gateway`)"
+            " and open the stream URL; `provisioner release <id>` ends the session"
+        )
     raise typer.Exit(code)
 
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from provisioner.cli.main import app
+from provisioner.store import State
 from provisioner.store import repository as repo
 
 runner = CliRunner()
@@ -91,7 +92,9 @@ def test_sessions_never_cut_ids_on_a_narrow_pipe_and_json_lists_them(db, no_prov
         repo.create_session(db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=1))
         for _ in range(2)
     ]
-    repo.update_session(db, rows[0].id, stream_url="http://127.0.0.1:8080/vnc/" + rows[0].id + "/vnc.html")
+    published = "http://127.0.0.1:32833/vnc.html?autoconnect=1&path=websockify"  # a stream's own port
+    repo.update_session(db, rows[0].id, stream_url=published)
+    repo.transition(db, rows[0].id, State.AWAITING_NUMBER, reason="test", actor="test")
     db.commit()
     narrow = runner.invoke(app, ["sessions"], env={"COLUMNS": "80"})
     assert narrow.exit_code == 0, narrow.output
@@ -103,7 +106,10 @@ def test_sessions_never_cut_ids_on_a_narrow_pipe_and_json_lists_them(db, no_prov
     assert as_json.exit_code == 0, as_json.output
     listed = {r["id"]: r for r in json.loads(as_json.output)}
     assert set(listed) == {r.id for r in rows}
-    assert listed[rows[0].id]["stream_url"].endswith(f"/vnc/{rows[0].id}/vnc.html")
+    # Through the gateway, never the published port; none for a session not live.
+    assert f"/vnc/{rows[0].id}/vnc.html" in listed[rows[0].id]["stream_url"]
+    assert "32833" not in as_json.output and "32833" not in narrow.output
+    assert listed[rows[1].id]["stream_url"] is None
     assert listed[rows[1].id]["state"] == "requested"
 
 

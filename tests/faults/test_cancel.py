@@ -10,6 +10,7 @@ import pytest
 
 from provisioner.store import TERMINAL, State
 from provisioner.store import repository as repo
+from tasks.publish import mask_phone
 from tests.support import wait_for
 
 pytestmark = pytest.mark.docker
@@ -20,6 +21,36 @@ CANCEL_BOUND_S = 30  # the worker notices a Cancelling run within seconds; gener
 def session_row(sessions, sid):
     with sessions() as db:
         return repo.get_session(db, sid)
+
+
+def artifact(prefect, key: str) -> dict | None:
+    """The latest artifact with this key, read through Prefect's API (as the UI shows it)."""
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}
+    found = prefect.client.post("/artifacts/filter", json=body).raise_for_status().json()
+    return found[0] if found else None
+
+
+def table_row(markdown: str, name: str) -> str | None:
+    return next((line for line in markdown.splitlines() if line.startswith(f"| {name} |")), None)
+
+
+def assert_artifact_while_the_code_is_awaited(prefect, sessions, sid) -> None:
+    """The session's artifact shows the rented number masked, its provider and a gateway link; a
+    progress artifact tracks the code wait."""
+    row = session_row(sessions, sid)
+    key = f"session-{sid}"
+    shown = wait_for(
+        lambda: (a := artifact(prefect, key)) and "awaiting_code" in a["data"] and a["data"], timeout=15
+    )
+    assert table_row(shown, "Phone") == f"| Phone | {mask_phone(row.phone_number)} |", shown
+    assert row.phone_number[-4:] in shown and row.phone_number not in shown
+    assert table_row(shown, "Provider") == "| Provider | sms_activate |"
+    assert table_row(shown, "Code") == "| Code | waiting |"
+    assert f"/vnc/{sid}/vnc.html" in table_row(shown, "Stream")
+    assert row.stream_url not in shown  # the published port is never linked
+    progress = artifact(prefect, f"{key}-code")
+    assert progress is not None and progress["type"] == "progress", progress
+    assert 0 <= float(progress["data"]) < 100
 
 
 def cancel_like_the_ui(prefect, run_id: str) -> None:
@@ -73,6 +104,11 @@ def test_cancel_from_prefect_ends_the_session_cancelled_and_cleans_up(
     sid, run_id = created.json()["session_id"], created.json()["flow_run_id"]
     wait_for(lambda: reached(sim, db_sessions, runtime, sid), timeout=120, interval=0.3)
 
+    if phase == "booting":
+        assert artifact(prefect, f"session-{sid}-boot")["type"] == "progress"
+    if phase == "code":
+        assert_artifact_while_the_code_is_awaited(prefect, db_sessions, sid)
+
     cancel_like_the_ui(prefect, run_id)
     asked_at = time.monotonic()
     wait_for(
@@ -92,3 +128,7 @@ def test_cancel_from_prefect_ends_the_session_cancelled_and_cleans_up(
         assert ledger.purchases == [], ledger
     with db_sessions() as db:
         assert [x.id for x in repo.list_open_leases(db) if x.session_id == sid] == []
+    final = artifact(prefect, f"session-{sid}")["data"]  # published by the worker's hook
+    assert "**cancelled**" in final and table_row(final, "Reason"), final
+    assert table_row(final, "Stream") == "| Stream | - |"
+    assert table_row(final, "Code") == "| Code | none |"

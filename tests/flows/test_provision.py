@@ -45,6 +45,7 @@ class TestProvision:
         assert (
             result.state == "verified" and result.code and result.stream_url.startswith("http://127.0.0.1:")
         )
+        assert f"/vnc/{result.session_id}/vnc.html" in result.stream_url  # the gateway's, not a port
         assert result.phone.endswith(session(deps, result.session_id).phone_number[-4:])
         assert "•" in result.phone
         row = session(deps, result.session_id)

@@ -80,6 +80,10 @@ def test_runs_are_named_and_tagged_after_the_session_with_one_artifact_updated_i
     result = state.result()
     assert isinstance(result, ProvisionResult)
     sid = result.session_id
+    verified = _session_artifact_text(sid)
+    assert "**verified**" in verified and "| Code | received |" in verified
+    assert f"{deps.settings.gateway.public_url}/vnc/{sid}/vnc.html?" in verified
+    assert "reconnect=1" in verified
     release_session(session_id=sid)
 
     with get_client(sync_client=True) as client:
@@ -97,5 +101,12 @@ def test_runs_are_named_and_tagged_after_the_session_with_one_artifact_updated_i
     assert others == []
     text = str(artifacts[0].data)
     assert "**released**" in text, "the release updated the provision's artifact"
-    assert f"{deps.settings.gateway.public_url}/vnc/{sid}/vnc.html?" in text
-    assert "reconnect=1" in text
+    assert "| Stream | - |" in text, "no link to a released session's stream"
+
+
+def _session_artifact_text(sid: str) -> str:
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[session_artifact_key(sid)]))
+        )
+    return str(artifact.data)
