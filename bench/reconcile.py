@@ -71,6 +71,7 @@ from provisioner.store import (  # noqa: E402
     new_session_id,
 )
 from provisioner.store import hosts as hostrepo  # noqa: E402
+from provisioner.store import leases as lease_repo  # noqa: E402
 from provisioner.store import repository as repo  # noqa: E402
 from provisioner.store.migrate import upgrade  # noqa: E402
 
@@ -227,7 +228,7 @@ def old_way(sessions: sessionmaker[Session], runtime: ContainerRuntime) -> int:
             LeaseView(
                 x.id, x.session_id, x.provider, x.activation_id, x.outcome, x.requested_at, x.retry_after
             )
-            for x in repo.list_open_leases(db)
+            for x in lease_repo.list_open_leases(db)
         ]
     observed = Observed(now=now, sessions=views, leases=leases, containers=containers, flow_runs={})
     return len(plan(observed, POLICY))

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from provisioner.reconciler import Policy, plan
 from provisioner.settings.version import VERSION
 from provisioner.steps.deps import get_deps
-from provisioner.store import repository as repo
+from provisioner.store import leases as lease_repo
 from provisioner.store.reconcile_counts import add_pass_counts
 from tasks.catalogs import refresh_catalogs
 from tasks.reconcile import act_on, observe_world
@@ -132,5 +132,5 @@ def attention_rows() -> list[dict[str, str]]:
                 "reason": x.attention or x.provider_status or "",
                 "result": f"{x.outcome}: left for a person",
             }
-            for x in repo.leases_needing_attention(db)
+            for x in lease_repo.leases_needing_attention(db)
         ]

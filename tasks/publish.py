@@ -23,6 +23,7 @@ from provisioner.runtime import load_profiles
 from provisioner.steps.deps import get_deps
 from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import LIVE, TERMINAL, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 
 SESSION_TAG_PREFIX = "session:"
@@ -65,7 +66,7 @@ def session_summary_markdown(session_id: str) -> str:
         state = State(s.state)
         # The newest number actually bought (failed purchase attempts have no price).
         lease = next(
-            (x for x in reversed(repo.leases_for_session(db, session_id)) if x.price is not None), None
+            (x for x in reversed(lease_repo.leases_for_session(db, session_id)) if x.price is not None), None
         )
         price = f"{lease.price} {lease.currency}" if lease is not None else "-"
         rows = [

@@ -208,6 +208,7 @@ def sessions(
     from provisioner.steps.deps import get_deps
     from provisioner.steps.streams import gateway_stream_url
     from provisioner.store import LIVE, State, get_sessionmaker
+    from provisioner.store import leases as lease_repo
     from provisioner.store import repository as repo
     from tasks.publish import mask_phone
 
@@ -231,7 +232,7 @@ def sessions(
             }
             for s in repo.list_sessions(db, limit=limit)
         ]
-        flagged = len(repo.leases_needing_attention(db))
+        flagged = len(lease_repo.leases_needing_attention(db))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -278,14 +279,14 @@ def leases(
     """List rented numbers (leases), newest first; --attention: those a person must look at."""
     _settings()
     from provisioner.store import get_sessionmaker
-    from provisioner.store import repository as repo
+    from provisioner.store import leases as lease_repo
     from tasks.publish import mask_phone
 
     with get_sessionmaker()() as db:
         if attention:
-            found = repo.leases_needing_attention(db, limit=limit)
+            found = lease_repo.leases_needing_attention(db, limit=limit)
         else:
-            found = repo.list_leases(db, limit=limit)
+            found = lease_repo.list_leases(db, limit=limit)
         rows = [
             {
                 "id": x.id,

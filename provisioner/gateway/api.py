@@ -20,6 +20,7 @@ from provisioner.steps.checks import InvalidRequest, validate_request
 from provisioner.steps.request import ProvisionRequest
 from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import LeaseOutcome, LeaseRow, SessionRow, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from provisioner.store.models import TOKEN_OPERATOR
 from tasks.publish import mask_phone
@@ -108,7 +109,7 @@ async def get_session(request: Request) -> Response:
             if row is None:
                 return None
             body = session_json(gw, row)
-            body["numbers"] = [lease_json(x) for x in repo.leases_for_session(db, session_id)]
+            body["numbers"] = [lease_json(x) for x in lease_repo.leases_for_session(db, session_id)]
             body["events"] = [
                 {
                     "at": _iso(e.at),

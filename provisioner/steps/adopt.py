@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from provisioner.steps.deps import Deps
 from provisioner.store import LeaseOutcome, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from provisioner.store.repository import SessionEnded
 from provisioner.store.states import ENDING
@@ -66,7 +67,7 @@ def adopt_session(
         repo.record_submission(db, row.id, flow_run_id)
         if row.idle_timeout_s is None and idle_timeout_s is not None:
             repo.update_session(db, row.id, idle_timeout_s=idle_timeout_s)
-        leases = repo.leases_for_session(db, row.id)
+        leases = lease_repo.leases_for_session(db, row.id)
         attempt = 1
         if leases:
             last = max(leases, key=lambda lease: (lease.attempt, lease.id))

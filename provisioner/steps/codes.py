@@ -25,6 +25,7 @@ from providers.errors import MalformedReply, NotSupported, TransientError, Unava
 from provisioner.steps.deps import Deps
 from provisioner.store import LIVE, LeaseOutcome, LeaseRow, State
 from provisioner.store import codes as store_codes
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from provisioner.store.states import ENDING
 
@@ -233,7 +234,7 @@ def request_another_code(deps: Deps, session_id: str, *, actor: str) -> int:
         state = State(repo.get_session(db, session_id).state)
         if state not in LIVE:
             raise AnotherCodeRefused(f"session {session_id} is {state}: no number to ask on")
-        leases = repo.leases_for_session(db, session_id)
+        leases = lease_repo.leases_for_session(db, session_id)
         row = next((x for x in reversed(leases) if x.outcome == LeaseOutcome.CODE_RECEIVED), None)
         if row is None:
             finished = any(x.outcome == LeaseOutcome.FINISHED and x.code for x in leases)

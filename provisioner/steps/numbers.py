@@ -25,8 +25,9 @@ from provisioner.steps.codes import lease_of, record_code
 from provisioner.steps.deps import Deps
 from provisioner.steps.purchases import Resolution, Resolved, mark_unknown, resolve_now, unsettled_providers
 from provisioner.store import LeaseOutcome, LeaseRow, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from provisioner.store.leases import CLOSED_LEASE_OUTCOMES, IllegalLeaseTransition
+from provisioner.store.lease_states import CLOSED_LEASE_OUTCOMES, IllegalLeaseTransition
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def rent_number(
     """
     with deps.sessions.begin() as db:
         repo.ensure_not_ended(db, session_id)
-        resumed = decide_resume(repo.leases_for_session(db, session_id), attempt)
+        resumed = decide_resume(lease_repo.leases_for_session(db, session_id), attempt)
         if resumed is not None:
             log.info("attempt %d already rented %s from %s", attempt, resumed.activation_id, resumed.provider)
             return _rented(resumed)
@@ -181,7 +182,7 @@ def rent_number(
                 log.warning("%s skipped: %s", name, skip)
             continue
         with deps.sessions.begin() as db:
-            lease_id = repo.record_lease_pending(
+            lease_id = lease_repo.record_lease_pending(
                 db,
                 session_id,
                 provider=name,
@@ -213,10 +214,10 @@ def rent_number(
             log.warning("%s rented nothing (%s); trying the next provider", name, exc)
             continue
         with deps.sessions.begin() as db:
-            row = repo.complete_lease(
+            row = lease_repo.complete_lease(
                 db,
                 lease_id,
-                repo.BoughtNumber(
+                lease_repo.BoughtNumber(
                     lease.activation_id, lease.phone, lease.price, lease.currency, lease.bought_at
                 ),
             )
@@ -238,7 +239,7 @@ def _record_rented(db, session_id: str, name: str, phone: str, *, attempt: int, 
 
 def _mark_failed(deps: Deps, lease_id: int, exc: Exception) -> None:
     with deps.sessions.begin() as db:
-        repo.set_lease_outcome(
+        lease_repo.set_lease_outcome(
             db, lease_id, LeaseOutcome.FAILED, provider_status=f"{type(exc).__name__}: {exc}"
         )
 
@@ -286,7 +287,7 @@ def _record_closed(deps: Deps, lease_id: int, outcome: LeaseOutcome, provider_st
         row = db.get_one(LeaseRow, lease_id, with_for_update=True)
         if row.outcome in CLOSED_LEASE_OUTCOMES:
             return row.outcome
-        repo.set_lease_outcome(db, lease_id, outcome, provider_status=provider_status)
+        lease_repo.set_lease_outcome(db, lease_id, outcome, provider_status=provider_status)
     return outcome
 
 
@@ -343,7 +344,7 @@ def _finish_with_code(
     record_code(deps, lease_id, code, via="check before cancel", actor="provisioner")
     deps.provider(lease.provider).finish(lease)
     with deps.sessions.begin() as db:
-        repo.set_lease_outcome(
+        lease_repo.set_lease_outcome(
             db,
             lease_id,
             LeaseOutcome.FINISHED,
@@ -373,7 +374,7 @@ def defer_cancel(
             wait_s = min(config.lease_retry_max_s, config.lease_retry_s * (2**retries))
         retry_at = datetime.now(UTC) + timedelta(seconds=wait_s)
         if count and retries >= config.lease_retries:
-            repo.set_lease_outcome(
+            lease_repo.set_lease_outcome(
                 db,
                 lease_id,
                 LeaseOutcome.NEEDS_ATTENTION,
@@ -382,7 +383,7 @@ def defer_cancel(
                 count_retry=True,
             )
         else:
-            repo.set_lease_outcome(
+            lease_repo.set_lease_outcome(
                 db,
                 lease_id,
                 LeaseOutcome.CANCEL_PENDING,
@@ -423,7 +424,9 @@ def close_open_leases(deps: Deps, session_id: str) -> list[str]:
     """Finish leases that got a code, cancel the rest; returns problems (never raises for one lease)."""
     problems: list[str] = []
     with deps.sessions.begin() as db:
-        leases = [(row.id, row.outcome, row.activation_id) for row in repo.leases_for_session(db, session_id)]
+        leases = [
+            (row.id, row.outcome, row.activation_id) for row in lease_repo.leases_for_session(db, session_id)
+        ]
     for lease_id, outcome, activation_id in leases:
         try:
             if outcome in (LeaseOutcome.CODE_RECEIVED, LeaseOutcome.ACTIVE, LeaseOutcome.CANCEL_PENDING):

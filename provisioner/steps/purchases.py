@@ -32,8 +32,8 @@ from providers.base import OpenActivation
 from providers.errors import NotSupported, ProviderError
 from provisioner.steps.deps import Deps, ProviderNotConfigured
 from provisioner.store import LeaseOutcome, LeaseRow
-from provisioner.store import repository as repo
-from provisioner.store.leases import UNSETTLED_PURCHASE
+from provisioner.store import leases as lease_repo
+from provisioner.store.lease_states import UNSETTLED_PURCHASE
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Resolved:
 def mark_unknown(deps: Deps, lease_id: int, exc: ProviderError) -> None:
     """The purchase call got no clear answer: the lease is unknown (maybe sold)."""
     with deps.sessions.begin() as db:
-        repo.set_lease_outcome(
+        lease_repo.set_lease_outcome(
             db,
             lease_id,
             LeaseOutcome.UNKNOWN,
@@ -75,7 +75,7 @@ def mark_unknown(deps: Deps, lease_id: int, exc: ProviderError) -> None:
 def unsettled_providers(deps: Deps, session_id: str) -> dict[str, int]:
     """Providers with a purchase of this session whose outcome is not known yet -> that lease id."""
     with deps.sessions() as db:
-        rows = repo.leases_for_session(db, session_id)
+        rows = lease_repo.leases_for_session(db, session_id)
     return {
         row.provider: row.id for row in rows if row.outcome in UNSETTLED_PURCHASE and not row.activation_id
     }
@@ -209,7 +209,9 @@ def observe_unknown(deps: Deps, lease_id: int) -> UnknownPurchase | Resolved:
     with deps.sessions.begin() as db:
         row = db.get_one(LeaseRow, lease_id)
         if row.outcome == LeaseOutcome.PENDING and not row.activation_id:  # left by a crash mid-purchase
-            row = repo.set_lease_outcome(db, lease_id, LeaseOutcome.UNKNOWN, provider_status="left pending")
+            row = lease_repo.set_lease_outcome(
+                db, lease_id, LeaseOutcome.UNKNOWN, provider_status="left pending"
+            )
         if row.outcome != LeaseOutcome.UNKNOWN or row.activation_id:
             return Resolved(
                 Resolution.ADOPTED if row.activation_id else Resolution.NONE_SOLD, "already settled"
@@ -257,16 +259,18 @@ def record_decision(deps: Deps, lease_id: int, decision: Decision, *, count: boo
     """Write what a lookup decided into the lease."""
     if decision.resolution == Resolution.NONE_SOLD:
         with deps.sessions.begin() as db:
-            repo.set_lease_outcome(db, lease_id, LeaseOutcome.FAILED, provider_status=decision.status)
+            lease_repo.set_lease_outcome(db, lease_id, LeaseOutcome.FAILED, provider_status=decision.status)
         return Resolved(Resolution.NONE_SOLD, decision.detail)
     if decision.adopt is not None:
         found = decision.adopt.lease
         with deps.sessions.begin() as db:
             bought_at = decision.adopt.bought_at or db.get_one(LeaseRow, lease_id).requested_at
-            repo.complete_lease(
+            lease_repo.complete_lease(
                 db,
                 lease_id,
-                repo.BoughtNumber(found.activation_id, found.phone, found.price, found.currency, bought_at),
+                lease_repo.BoughtNumber(
+                    found.activation_id, found.phone, found.price, found.currency, bought_at
+                ),
                 provider_status=decision.status,
             )
         log.info("lease %d: %s", lease_id, decision.status)
@@ -291,7 +295,7 @@ def _undecided(deps: Deps, lease_id: int, decision: Decision, *, count: bool) ->
         row = db.get_one(LeaseRow, lease_id)
         retries, give_up = decide_retry(row.retries, count=count, limit=deps.settings.reconcile.lease_retries)
         if give_up:
-            repo.set_lease_outcome(
+            lease_repo.set_lease_outcome(
                 db,
                 lease_id,
                 LeaseOutcome.NEEDS_ATTENTION,
@@ -301,7 +305,7 @@ def _undecided(deps: Deps, lease_id: int, decision: Decision, *, count: bool) ->
             )
             return Resolved(Resolution.GAVE_UP, f"{why}; needs attention after {retries} lookups")
         now = db.scalar(select(func.now()))
-        repo.set_lease_outcome(
+        lease_repo.set_lease_outcome(
             db,
             lease_id,
             LeaseOutcome.UNKNOWN,

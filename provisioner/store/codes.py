@@ -2,7 +2,7 @@
 
 Each function takes a SQLAlchemy Session and never commits (the caller owns the transaction).
 Outcome changes here are conditional UPDATEs whose WHERE names the from-outcome; each is checked
-against the lease table (store/leases.py) first. The
+against the lease table (store/lease_states.py) first. The
 NOTIFY of a recorded code is sent in the same transaction, so PostgreSQL delivers it at commit:
 a listener that wakes up always finds the code in the row.
 """
@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from provisioner.store.leases import check_lease_transition
+from provisioner.store.lease_states import check_lease_transition
 from provisioner.store.models import CodeWatcherRow, LeaseOutcome, LeaseRow, SessionRow
 from provisioner.store.repository import record_event
 

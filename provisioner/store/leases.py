@@ -1,73 +1,159 @@
-"""The number lease state machine: one table of allowed outcome changes, and nothing else decides.
-
-    pending -> active <-> code_received -> finished      (<-: another code asked for)
-       |         \\-> finished | cancelled | expired | cancel_pending -> cancelled | finished | expired
-       |-> failed                                   (nothing was bought)
-       \\-> unknown -> active (adopted) | failed (none was sold) | needs_attention
-
-`unknown`: the purchase call got no clear answer (timeout, connection lost after sending, HTTP 5xx,
-an unparseable reply), so a number may have been sold. Nothing is bought from that provider for
-that session while a lease of it is unknown. `needs_attention`: automation gave up (the lookup or
-the close failed too often); a person checks the provider account. The recorded outcome is what the
-provider did: a close that ended as a finish is `finished`, never `cancelled`.
+"""Number lease operations: the purchase recorded before it is made, its result, its outcome
+changes (checked against the lease table, store.lease_states) and the lease queries. Each takes a
+SQLAlchemy Session and never commits: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
-from provisioner.store.state_table import IllegalChange, StateTable
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
-
-class LeaseOutcome(enum.StrEnum):
-    PENDING = "pending"  # written before the purchase call; activation_id is empty until it returns
-    UNKNOWN = "unknown"  # the purchase call got no clear answer: maybe sold, looked up at the provider
-    ACTIVE = "active"  # bought (or adopted), waiting for the code
-    CODE_RECEIVED = "code_received"
-    CANCEL_PENDING = "cancel_pending"  # the provider refused the cancel for now; retried later
-    FINISHED = "finished"  # closed with the charge standing
-    CANCELLED = "cancelled"  # refunded
-    EXPIRED = "expired"  # the provider ended the rental
-    FAILED = "failed"  # nothing was bought (refused, or an unknown purchase found not to have happened)
-    NEEDS_ATTENTION = "needs_attention"  # retried too often: a person must check the provider account
-
-
-LO = LeaseOutcome
-LEASE_ALLOWED: dict[LeaseOutcome, frozenset[LeaseOutcome]] = {
-    LO.PENDING: frozenset({LO.ACTIVE, LO.FAILED, LO.UNKNOWN}),
-    # unknown -> unknown: a lookup that could not decide yet (counted, retried with backoff).
-    LO.UNKNOWN: frozenset({LO.UNKNOWN, LO.ACTIVE, LO.FAILED, LO.NEEDS_ATTENTION}),
-    LO.ACTIVE: frozenset(
-        {LO.CODE_RECEIVED, LO.FINISHED, LO.CANCELLED, LO.EXPIRED, LO.CANCEL_PENDING, LO.NEEDS_ATTENTION}
-    ),
-    # code_received -> active: another code was asked for (the lease waits again).
-    LO.CODE_RECEIVED: frozenset({LO.ACTIVE, LO.FINISHED, LO.EXPIRED, LO.CANCEL_PENDING, LO.NEEDS_ATTENTION}),
-    # cancel_pending -> cancel_pending: refused again (counted, retried with backoff).
-    LO.CANCEL_PENDING: frozenset(
-        {LO.CANCEL_PENDING, LO.CANCELLED, LO.FINISHED, LO.EXPIRED, LO.NEEDS_ATTENTION}
-    ),
-    # A person (or a later lookup) settles it.
-    LO.NEEDS_ATTENTION: frozenset({LO.ACTIVE, LO.FAILED, LO.CANCELLED, LO.FINISHED, LO.EXPIRED}),
-    LO.FINISHED: frozenset(),
-    LO.CANCELLED: frozenset(),
-    LO.EXPIRED: frozenset(),
-    LO.FAILED: frozenset(),
-}
-
-
-class IllegalLeaseTransition(IllegalChange):
-    """An outcome change the lease table does not allow."""
-
-
-LEASES = StateTable("lease", LEASE_ALLOWED, IllegalLeaseTransition, change="outcome change", ended="closed")
-CLOSED_LEASE_OUTCOMES: frozenset[LeaseOutcome] = LEASES.terminal
-check_lease_transition = LEASES.check
-# May still hold a number or money at a provider and is handled by automation.
-OPEN_LEASE_OUTCOMES: frozenset[LeaseOutcome] = frozenset(
-    {LO.PENDING, LO.UNKNOWN, LO.ACTIVE, LO.CODE_RECEIVED, LO.CANCEL_PENDING}
+from provisioner.store.lease_states import (
+    CLOSED_LEASE_OUTCOMES,
+    OPEN_LEASE_OUTCOMES,
+    LeaseOutcome,
+    check_lease_transition,
 )
-# A person must look at these (leases still unknown but flagged are listed too: see
-# store.repository.leases_needing_attention).
-ATTENTION_LEASE_OUTCOMES: frozenset[LeaseOutcome] = frozenset({LO.NEEDS_ATTENTION})
-# Blocks buying again from the same provider for the same session.
-UNSETTLED_PURCHASE: frozenset[LeaseOutcome] = frozenset({LO.PENDING, LO.UNKNOWN, LO.NEEDS_ATTENTION})
+from provisioner.store.models import LeaseRow
+
+
+def list_open_leases(db: Session) -> list[LeaseRow]:
+    """Every lease that may still hold money or a number at a provider: one round trip."""
+    stmt = (
+        select(LeaseRow)
+        .where(LeaseRow.outcome.in_([o.value for o in OPEN_LEASE_OUTCOMES]))
+        .order_by(LeaseRow.id)
+    )
+    return list(db.scalars(stmt))
+
+
+def list_leases(
+    db: Session, *, outcomes: Iterable[LeaseOutcome] | None = None, limit: int = 100
+) -> list[LeaseRow]:
+    """Leases newest first, optionally only those with the given outcomes."""
+    stmt = select(LeaseRow).order_by(LeaseRow.id.desc()).limit(limit)
+    if outcomes is not None:
+        stmt = stmt.where(LeaseRow.outcome.in_([o.value for o in outcomes]))
+    return list(db.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class BoughtNumber:
+    activation_id: str
+    phone: str
+    price: Decimal
+    currency: str
+    bought_at: datetime
+
+
+def record_lease_pending(
+    db: Session,
+    session_id: str,
+    *,
+    provider: str,
+    service: str,
+    country: str,
+    attempt: int,
+    currency: str | None = None,
+) -> LeaseRow:
+    """Write the intent to buy before the purchase call, so a crash in between leaves a trace.
+    `service`/`country` are the provider's own codes; `currency` the account's."""
+    lease = LeaseRow(
+        session_id=session_id,
+        provider=provider,
+        service=service,
+        country=country,
+        attempt=attempt,
+        currency=currency,
+        outcome=LeaseOutcome.PENDING.value,
+    )
+    db.add(lease)
+    db.flush()
+    return lease
+
+
+def complete_lease(
+    db: Session, lease_id: int, bought: BoughtNumber, *, provider_status: str | None = None
+) -> LeaseRow:
+    """The purchase went through (or a lost one was found and adopted): the lease is active."""
+    lease = set_lease_outcome(db, lease_id, LeaseOutcome.ACTIVE, provider_status=provider_status)
+    lease.activation_id = bought.activation_id
+    lease.phone = bought.phone
+    lease.price = bought.price
+    lease.currency = bought.currency
+    lease.bought_at = bought.bought_at
+    db.flush()
+    return lease
+
+
+def set_lease_outcome(
+    db: Session,
+    lease_id: int,
+    outcome: LeaseOutcome,
+    *,
+    provider_status: str | None = None,
+    retry_after: datetime | None = None,
+    attention: str | None = None,
+    count_retry: bool = False,
+) -> LeaseRow:
+    """The one way a lease's outcome changes: locks the row, checks the lease table (an illegal
+    change raises IllegalLeaseTransition), records the provider's words; closing outcomes stamp
+    closed_at. ``count_retry`` adds one to the failed retries (lookups or closes)."""
+    lease = db.get_one(LeaseRow, lease_id, with_for_update=True)
+    check_lease_transition(lease_id, LeaseOutcome(lease.outcome), outcome)
+    lease.outcome = outcome.value
+    if provider_status is not None:
+        lease.provider_status = provider_status[:200]
+    lease.retry_after = retry_after
+    if attention is not None:
+        lease.attention = attention
+    elif outcome not in _FLAG_KEPT:  # settled: nothing left for a person to check
+        lease.attention = None
+    if count_retry:
+        lease.retries += 1
+    if outcome in CLOSED_LEASE_OUTCOMES and lease.closed_at is None:
+        lease.closed_at = func.now()
+    if outcome == LeaseOutcome.UNKNOWN and lease.call_ended_at is None:
+        lease.call_ended_at = func.now()
+    db.flush()
+    return lease
+
+
+_FLAG_KEPT = frozenset({LeaseOutcome.UNKNOWN, LeaseOutcome.CANCEL_PENDING, LeaseOutcome.NEEDS_ATTENTION})
+
+
+def note_lease(db: Session, lease_id: int, *, provider_status: str) -> None:
+    """Record the provider's latest words without changing the outcome (e.g. the last poll)."""
+    db.execute(update(LeaseRow).where(LeaseRow.id == lease_id).values(provider_status=provider_status[:200]))
+
+
+def leases_needing_attention(db: Session, *, limit: int = 100) -> list[LeaseRow]:
+    """Leases a person should look at (needs_attention, or flagged while still unknown), newest first."""
+    stmt = (
+        select(LeaseRow)
+        .where(or_(LeaseRow.outcome == LeaseOutcome.NEEDS_ATTENTION.value, LeaseRow.attention.is_not(None)))
+        .order_by(LeaseRow.id.desc())
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))
+
+
+def leases_for_session(db: Session, session_id: str) -> list[LeaseRow]:
+    return list(db.scalars(select(LeaseRow).where(LeaseRow.session_id == session_id).order_by(LeaseRow.id)))
+
+
+def open_lease_for_session(db: Session, session_id: str) -> LeaseRow | None:
+    stmt = (
+        select(LeaseRow)
+        .where(
+            LeaseRow.session_id == session_id, LeaseRow.outcome.in_([o.value for o in OPEN_LEASE_OUTCOMES])
+        )
+        .order_by(LeaseRow.id.desc())
+        .limit(1)
+    )
+    return db.scalars(stmt).first()

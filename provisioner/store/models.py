@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from provisioner.store.device_states import DeviceState
-from provisioner.store.leases import (  # noqa: F401 (defined beside their table)
+from provisioner.store.lease_states import (  # noqa: F401 (defined beside their table)
     ATTENTION_LEASE_OUTCOMES,
     OPEN_LEASE_OUTCOMES,
     LeaseOutcome,

@@ -1,7 +1,7 @@
 """One state machine declared as data: which states may follow each state, and one check.
 
 Sessions (store.states), devices (store.device_states), hosts (store.host_states) and number
-leases (store.leases) each declare a StateTable once; a change the table does not allow raises
+leases (store.lease_states) each declare a StateTable once; a change the table does not allow raises
 that machine's subclass of IllegalChange, naming the thing, both states and what is allowed.
 """
 

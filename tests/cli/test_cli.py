@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from provisioner.cli.main import app
 from provisioner.store import State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 
 runner = CliRunner()
@@ -117,8 +118,10 @@ def test_leases_attention_lists_only_leases_a_person_must_look_at(db, no_provide
     from provisioner.store import LeaseOutcome
 
     s = repo.create_session(db, service="telegram", country="RU", actor="test", ttl=timedelta(minutes=1))
-    calm = repo.record_lease_pending(db, s.id, provider="sms_man", service="3", country="1", attempt=1)
-    lost = repo.record_lease_pending(db, s.id, provider="sms_activate", service="tg", country="0", attempt=2)
+    calm = lease_repo.record_lease_pending(db, s.id, provider="sms_man", service="3", country="1", attempt=1)
+    lost = lease_repo.record_lease_pending(
+        db, s.id, provider="sms_activate", service="tg", country="0", attempt=2
+    )
     db.flush()
     lost.outcome = LeaseOutcome.NEEDS_ATTENTION.value
     db.commit()

@@ -11,6 +11,7 @@ from provisioner.cli.main import app as cli_app
 from provisioner.gateway.app import create_app
 from provisioner.steps import codes
 from provisioner.store import LeaseOutcome, LeaseRow, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.codes.conftest import GATEWAY_TOKEN, rent, running_watcher
 from tests.gateway.conftest import RecordingRuns, serve
@@ -66,7 +67,7 @@ class TestAnotherCode:
         deps = codes_env
         sid, lease_id, _ = verified(deps, "sms_activate", "111111")
         with deps.sessions.begin() as db:
-            repo.set_lease_outcome(db, lease_id, LeaseOutcome.FINISHED)
+            lease_repo.set_lease_outcome(db, lease_id, LeaseOutcome.FINISHED)
         with serve(create_app(deps, runs=RecordingRuns())) as url:
             headers = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
             reply = httpx.post(f"{url}/sessions/{sid}/code", headers=headers)

@@ -6,6 +6,7 @@ import pytest
 
 from flows.provision import ProvisionResult, provision_session
 from provisioner.steps.request import ProvisionRequest
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.codes.conftest import WATCHER_ENV, running_watcher
 
@@ -52,7 +53,7 @@ def test_kept_open_number_gives_another_code_and_is_finished_at_release(provisio
         result = provision_session(request=ProvisionRequest(providers=["sms_activate"]))
         assert result.state == "verified"
         with deps.sessions() as db:
-            (lease,) = repo.leases_for_session(db, result.session_id)
+            (lease,) = lease_repo.leases_for_session(db, result.session_id)
         assert (lease.outcome, lease.code) == (LeaseOutcome.CODE_RECEIVED, result.code)
         assert sim.ledger().finishes == []  # still open at the provider
         codes.request_another_code(deps, result.session_id, actor="test")
@@ -63,7 +64,7 @@ def test_kept_open_number_gives_another_code_and_is_finished_at_release(provisio
         assert repo.get_session(db, result.session_id).verification_code == second.code
     assert "is now released" in release_session(session_id=result.session_id)
     with deps.sessions() as db:
-        (lease,) = repo.leases_for_session(db, result.session_id)
+        (lease,) = lease_repo.leases_for_session(db, result.session_id)
     assert lease.outcome == LeaseOutcome.FINISHED
     ledger = sim.ledger()
     assert [e.activation_id for e in ledger.finishes] == [lease.activation_id]

@@ -11,6 +11,7 @@ from providers.base import Expired
 from provisioner.steps import codes
 from provisioner.store import LeaseOutcome, LeaseRow
 from provisioner.store import codes as store_codes
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.codes.conftest import rent
 
@@ -47,7 +48,7 @@ class TestRecordCode:
         deps = codes_env
         sid, lease_id, _ = rent(deps)
         with deps.sessions.begin() as db:
-            repo.set_lease_outcome(db, lease_id, LeaseOutcome.CANCELLED)
+            lease_repo.set_lease_outcome(db, lease_id, LeaseOutcome.CANCELLED)
         assert codes.record_code(deps, lease_id, "333444", via="webhook", actor="test") is False
         with deps.sessions() as db:
             assert db.get_one(LeaseRow, lease_id).code is None

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from provisioner.store import TERMINAL, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tasks.publish import mask_phone
 from tests.support import wait_for
@@ -127,7 +128,7 @@ def test_cancel_from_prefect_ends_the_session_cancelled_and_cleans_up(
     else:
         assert ledger.purchases == [], ledger
     with db_sessions() as db:
-        assert [x.id for x in repo.list_open_leases(db) if x.session_id == sid] == []
+        assert [x.id for x in lease_repo.list_open_leases(db) if x.session_id == sid] == []
     final = artifact(prefect, f"session-{sid}")["data"]  # published by the worker's hook
     assert "**cancelled**" in final and table_row(final, "Reason"), final
     assert table_row(final, "Stream") == "| Stream | - |"

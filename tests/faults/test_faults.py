@@ -17,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from provisioner.store import LIVE, PROVISIONING, TERMINAL, SessionRow, State, make_engine
 from provisioner.store import devices as devrepo
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from provisioner.store.migrate import upgrade
 from tests.faults.stack import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, AnswerLog
@@ -60,7 +61,7 @@ def assert_nothing_left(prefect, runtime, sim, sessions, ids, answers) -> None:
     ledger = sim.ledger()
     assert ledger.settled, ledger
     with sessions() as db:
-        open_leases = [x.id for x in repo.list_open_leases(db) if x.session_id in ids]
+        open_leases = [x.id for x in lease_repo.list_open_leases(db) if x.session_id in ids]
     assert open_leases == []
     assert answers.server_errors == {}, answers.by_path
 

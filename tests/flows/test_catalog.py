@@ -19,6 +19,7 @@ from provisioner.steps.deps import get_deps, reset_deps
 from provisioner.steps.numbers import NoNumberAvailable, rent_number
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 
 pytestmark = pytest.mark.docker
@@ -44,7 +45,7 @@ def lease_rows(deps, session_id):
     with deps.sessions() as db:
         return [
             (r.provider, r.service, r.country, r.currency, r.outcome)
-            for r in repo.leases_for_session(db, session_id)
+            for r in lease_repo.leases_for_session(db, session_id)
         ]
 
 

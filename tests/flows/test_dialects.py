@@ -13,6 +13,7 @@ from flows.provision import provision_session
 from provisioner.steps import numbers
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, LeaseRow
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.plugins.simulator import SIM_KEY
 from tests.support import wait_for
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.docker
 
 def lease_rows(deps, session_id):
     with deps.sessions() as db:
-        return repo.leases_for_session(db, session_id)
+        return lease_repo.leases_for_session(db, session_id)
 
 
 def outcomes(deps, session_id):

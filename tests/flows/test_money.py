@@ -21,6 +21,7 @@ from provisioner.steps import numbers
 from provisioner.steps.purchases import Resolution, mark_unknown, resolve_unknown
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, LeaseRow, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.support import session, wait_for
 
@@ -32,7 +33,7 @@ SIM_TO_OUTCOME = {"finish": LeaseOutcome.FINISHED, "refund": LeaseOutcome.CANCEL
 
 def leases(deps, session_id) -> list[LeaseRow]:
     with deps.sessions() as db:
-        return repo.leases_for_session(db, session_id)
+        return lease_repo.leases_for_session(db, session_id)
 
 
 def assert_ledger_matches(deps, sim, session_id: str, *, unknown: int = 0) -> None:
@@ -102,7 +103,7 @@ class TestPurchaseReplyLost:
 
         release_and_reconcile(deps, result.session_id)
         with deps.sessions() as db:
-            flagged = repo.leases_needing_attention(db)
+            flagged = lease_repo.leases_needing_attention(db)
         assert [(x.id, x.outcome) for x in flagged] == [(unknown.id, LeaseOutcome.UNKNOWN)]
         assert len(sim.ledger().open) == 1  # the lost sms_activate number: a person closes it
 
@@ -203,7 +204,7 @@ class TestCancel:
         def cancel_then_the_other_actor_records_it(self, lease):
             real_cancel(self, lease)
             with deps.sessions.begin() as db:  # the other actor, between our call and our record
-                repo.set_lease_outcome(
+                lease_repo.set_lease_outcome(
                     db, rented.lease_id, LeaseOutcome.CANCELLED, provider_status="cancelled"
                 )
 
@@ -295,7 +296,7 @@ class TestLookup:
     def _unknown_lease(self, deps, sim, *, sold: bool) -> tuple[str, int]:
         with deps.sessions.begin() as db:
             sid = repo.create_session(db, service="tg", country="0", actor="test").id
-            lease_id = repo.record_lease_pending(
+            lease_id = lease_repo.record_lease_pending(
                 db, sid, provider="sms_activate", service="tg", country="0", attempt=1
             ).id
         if sold:
@@ -305,7 +306,7 @@ class TestLookup:
             mark_unknown(deps, lease_id, caught.value)
         else:
             with deps.sessions.begin() as db:
-                repo.set_lease_outcome(db, lease_id, LeaseOutcome.UNKNOWN, provider_status="HTTP 502")
+                lease_repo.set_lease_outcome(db, lease_id, LeaseOutcome.UNKNOWN, provider_status="HTTP 502")
         return sid, lease_id
 
     def test_two_lost_purchases_of_the_same_kind_are_never_guessed(self, provisioner_env, sim):

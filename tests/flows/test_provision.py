@@ -12,6 +12,7 @@ from flows.provision import ProvisionResult, provision_session
 from flows.release import release_session
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.support import (
     BackgroundProvision,
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.docker
 
 def leases(deps, session_id):
     with deps.sessions() as db:
-        return [(x.provider, x.outcome, x.attempt) for x in repo.leases_for_session(db, session_id)]
+        return [(x.provider, x.outcome, x.attempt) for x in lease_repo.leases_for_session(db, session_id)]
 
 
 def containers_of(runtime, session_id):
@@ -73,7 +74,7 @@ class TestProvision:
         assert device.state == "claimed" and device.boot_s > 0 and device.profile == "stub"
         assert row.device_container == device.device_container
         with deps.sessions() as db:
-            (lease,) = repo.leases_for_session(db, result.session_id)
+            (lease,) = lease_repo.leases_for_session(db, result.session_id)
         assert lease.requested_at >= device.ready_at  # the number's clock starts with a usable screen
 
         message = release_session(session_id=result.session_id)

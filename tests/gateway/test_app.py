@@ -11,7 +11,7 @@ from provisioner.runtime import Role
 from provisioner.runtime.containers import STREAM_PORT
 from provisioner.store import LeaseOutcome, State, new_session_id
 from provisioner.store import devices as devrepo
-from provisioner.store import repository as repo
+from provisioner.store import leases as lease_repo
 from tests.gateway.conftest import TOKEN, launch, record_stream_route
 from tests.support import wait_for
 
@@ -127,10 +127,10 @@ class TestCreateAndRelease:
     def test_session_detail_lists_its_numbers_and_which_need_a_person(self, gw, make_session) -> None:
         sid = make_session(State.FAILED)
         with gw.deps.sessions.begin() as db:
-            lease = repo.record_lease_pending(
+            lease = lease_repo.record_lease_pending(
                 db, sid, provider="sms_man", service="tg", country="0", attempt=1
             )
-            repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, attention="sms_man cannot list")
+            lease_repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, attention="sms_man cannot list")
         [number] = gw.client.get(f"/sessions/{sid}").json()["numbers"]
         assert number["outcome"] == "unknown" and number["needs_attention"] is True
         assert number["attention"] == "sms_man cannot list" and number["provider"] == "sms_man"

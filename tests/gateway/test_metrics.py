@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from provisioner.reconciler.model import Kind
 from provisioner.settings.version import VERSION
 from provisioner.store import LeaseOutcome, State, new_session_id
-from provisioner.store import repository as repo
+from provisioner.store import leases as lease_repo
 from tests.gateway.conftest import TOKEN
 
 pytestmark = pytest.mark.docker
@@ -30,12 +30,14 @@ def scrape(gw, headers=None) -> dict[str, dict[tuple, float]]:
 
 
 def lease(db, session_id, *, price=None, outcome=None, status=None):
-    row = repo.record_lease_pending(db, session_id, provider="sms_man", service="3", country="1", attempt=1)
+    row = lease_repo.record_lease_pending(
+        db, session_id, provider="sms_man", service="3", country="1", attempt=1
+    )
     if price is not None:
-        repo.complete_lease(
+        lease_repo.complete_lease(
             db,
             row.id,
-            repo.BoughtNumber(
+            lease_repo.BoughtNumber(
                 activation_id=f"a{row.id}",
                 phone="+79001234567",
                 price=Decimal(price),
@@ -44,7 +46,7 @@ def lease(db, session_id, *, price=None, outcome=None, status=None):
             ),
         )
     if outcome is not None:
-        repo.set_lease_outcome(db, row.id, outcome, provider_status=status)
+        lease_repo.set_lease_outcome(db, row.id, outcome, provider_status=status)
 
 
 def test_metrics_families_from_the_store(gateway_factory, make_session, db_sessions) -> None:

@@ -9,6 +9,7 @@ import pytest
 from provisioner.steps.devices import boot_device
 from provisioner.store import State
 from provisioner.store import devices as devrepo
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 
 pytestmark = pytest.mark.docker
@@ -39,7 +40,7 @@ def test_post_claims_a_warm_device_and_the_stream_answers_at_once(gw, warm) -> N
         row = repo.get_session(db, sid)
         assert (row.state, row.device_id) == (State.AWAITING_NUMBER, warm.id)
         assert devrepo.get_device(db, warm.id).state == "claimed"
-        assert repo.leases_for_session(db, sid) == []  # the number comes later, from the flow run
+        assert lease_repo.leases_for_session(db, sid) == []  # the number comes later, from the flow run
     (run,) = gw.runs.started
     assert run[1]["session_id"] == sid  # the flow run adopts the session and its device
 

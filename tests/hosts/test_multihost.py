@@ -16,6 +16,7 @@ from flows.reconcile import reconcile_sessions
 from provisioner.steps.hosts import HostsRuntime
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import hosts as hostrepo
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.gateway.conftest import make_deps, serve
 from tests.plugins.docker_hosts import engine_stopped
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.multihost]
 
 def open_activations(sim, deps, session_ids) -> set[str]:
     with deps.sessions() as db:
-        ids = {x.activation_id for sid in session_ids for x in repo.leases_for_session(db, sid)}
+        ids = {x.activation_id for sid in session_ids for x in lease_repo.leases_for_session(db, sid)}
     return ids & set(sim.ledger().open)
 
 

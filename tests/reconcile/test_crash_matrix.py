@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.reconcile import reconcile_sessions
 from provisioner.store import TERMINAL, LeaseOutcome, State, new_session_id
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.plugins.prefect_env import provisioner_environment
 
@@ -93,8 +94,8 @@ def test_killed_provision_is_reconciled(
         row = repo.get_session(db, sid)
         assert row.state == State.FAILED
         assert "heartbeat stopped" in row.last_error
-        assert [x.outcome for x in repo.leases_for_session(db, sid)] == outcomes
-        open_leases = repo.list_open_leases(db)
+        assert [x.outcome for x in lease_repo.leases_for_session(db, sid)] == outcomes
+        open_leases = lease_repo.list_open_leases(db)
         states = repo.session_states(db, [x.session_id for x in open_leases])
     # Nothing open on an ended session but an unknown purchase flagged for a person (no listing).
     assert [x.id for x in open_leases if states[x.session_id] in TERMINAL and not x.attention] == []
@@ -103,7 +104,7 @@ def test_killed_provision_is_reconciled(
     ledger = sim.ledger()
     assert ledger.settled is settled, ledger
     with deps.sessions() as db:
-        flagged = [(x.session_id, x.outcome) for x in repo.leases_needing_attention(db)]
+        flagged = [(x.session_id, x.outcome) for x in lease_repo.leases_needing_attention(db)]
     if outcomes == [LeaseOutcome.UNKNOWN]:  # the provider cannot list: visible to a person
         assert flagged == [(sid, LeaseOutcome.UNKNOWN)]
     else:

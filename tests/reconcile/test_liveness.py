@@ -13,6 +13,7 @@ from flows.reconcile import reconcile_sessions
 from provisioner.gateway.app import create_app
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tests.gateway.conftest import RecordingRuns, serve
 from tests.support import device_of, session, wait_for
@@ -56,7 +57,7 @@ def test_hung_device_is_detected_and_its_session_retired_within_two_passes(
     row = session(deps, sid)
     assert row.state == State.ORPHANED and "device unhealthy" in row.last_error
     with deps.sessions() as db:
-        assert [x.outcome for x in repo.leases_for_session(db, sid)] == [LeaseOutcome.FINISHED]
+        assert [x.outcome for x in lease_repo.leases_for_session(db, sid)] == [LeaseOutcome.FINISHED]
     assert device_of(deps, sid).state == "retired"
     assert [c for c in runtime.list_managed() if c.device_id == device.id] == []
     assert sim.ledger().settled

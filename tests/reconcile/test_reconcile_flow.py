@@ -23,6 +23,7 @@ from provisioner.runtime.model import Role, ownership_labels
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import DeviceState, LeaseOutcome, LeaseRow, State, get_engine, new_session_id
 from provisioner.store import devices as devrepo
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from tasks.reconcile import read_flow_run_states
 from tests.plugins.postgres import _plain_dsn
@@ -62,7 +63,7 @@ def on(summary: ReconcileSummary, target: str) -> list[str]:
 
 def lease_outcomes(deps, session_id) -> list[str]:
     with deps.sessions() as db:
-        return [x.outcome for x in repo.leases_for_session(db, session_id)]
+        return [x.outcome for x in lease_repo.leases_for_session(db, session_id)]
 
 
 def device_id_of(session_id: str) -> str:
@@ -386,15 +387,15 @@ class TestEndingSessions:
         sim.configure(min_cancel_s=MIN_CANCEL_S, early_cancel_style="http409")
         with deps.sessions.begin() as db:
             sid = repo.create_session(db, service="telegram", country="RU", actor="test").id  # no flow run
-            lease_id = repo.record_lease_pending(
+            lease_id = lease_repo.record_lease_pending(
                 db, sid, provider="sms_activate", service="tg", country="0", attempt=1
             ).id
         bought = deps.provider("sms_activate").acquire("tg", "0", None)
         with deps.sessions.begin() as db:
-            repo.complete_lease(
+            lease_repo.complete_lease(
                 db,
                 lease_id,
-                repo.BoughtNumber(
+                lease_repo.BoughtNumber(
                     bought.activation_id, bought.phone, bought.price, bought.currency, bought.bought_at
                 ),
             )
@@ -435,15 +436,15 @@ class TestEndingSessions:
         deps = provisioner_env
         with deps.sessions.begin() as db:
             sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
-            lease_id = repo.record_lease_pending(
+            lease_id = lease_repo.record_lease_pending(
                 db, sid, provider="sms_activate", service="tg", country="0", attempt=1
             ).id
         bought = deps.provider("sms_activate").acquire("tg", "0", None)
         with deps.sessions.begin() as db:
-            repo.complete_lease(
+            lease_repo.complete_lease(
                 db,
                 lease_id,
-                repo.BoughtNumber(
+                lease_repo.BoughtNumber(
                     bought.activation_id, bought.phone, bought.price, bought.currency, bought.bought_at
                 ),
             )
@@ -485,7 +486,7 @@ class TestObservationCost:
                     flow_run_id=str(uuid.uuid4()),
                     ttl=timedelta(hours=1),
                 )
-                repo.record_lease_pending(
+                lease_repo.record_lease_pending(
                     db, row.id, provider="sms_activate", service="tg", country="0", attempt=1
                 )
         for c in runtime.list_managed():

@@ -7,10 +7,12 @@ import pytest
 from sqlalchemy import select
 
 from provisioner.store import EventRow, IllegalTransition, LeaseOutcome, SessionRow, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from provisioner.store.leases import IllegalLeaseTransition
+from provisioner.store.lease_states import IllegalLeaseTransition
+from provisioner.store.leases import BoughtNumber
 from provisioner.store.models import SESSION_ID_PATTERN, new_session_id
-from provisioner.store.repository import BoughtNumber, StaleState
+from provisioner.store.repository import StaleState
 
 
 def make_session(db, **kw):
@@ -123,13 +125,13 @@ class TestReconcilerQueries:
         live = make_session(db)
         done = make_session(db)
         repo.transition(db, done.id, State.FAILED, reason="x", actor="t")
-        lease = repo.record_lease_pending(
+        lease = lease_repo.record_lease_pending(
             db, live.id, provider="sms_man", service="3", country="1", attempt=1
         )
-        closed = repo.record_lease_pending(
+        closed = lease_repo.record_lease_pending(
             db, done.id, provider="sms_man", service="3", country="1", attempt=1
         )
-        repo.set_lease_outcome(db, closed.id, LeaseOutcome.FAILED)
+        lease_repo.set_lease_outcome(db, closed.id, LeaseOutcome.FAILED)
         db.commit()
 
         statements = []
@@ -137,7 +139,7 @@ class TestReconcilerQueries:
         event.listen(get_engine(), "before_cursor_execute", listener)
         try:
             sessions = repo.list_nonterminal_sessions(db)
-            leases = repo.list_open_leases(db)
+            leases = lease_repo.list_open_leases(db)
         finally:
             event.remove(get_engine(), "before_cursor_execute", listener)
         assert [s.id for s in sessions] == [live.id]
@@ -148,63 +150,67 @@ class TestReconcilerQueries:
 class TestLeases:
     def test_pending_then_completed_then_closed(self, db):
         row = make_session(db)
-        lease = repo.record_lease_pending(
+        lease = lease_repo.record_lease_pending(
             db, row.id, provider="onlinesim", service="telegram", country="7", attempt=1
         )
         db.commit()
         assert lease.outcome == "pending" and lease.activation_id is None
         now = datetime.now(UTC)
-        repo.complete_lease(db, lease.id, BoughtNumber("123", "+79001234567", Decimal("12.5"), "RUB", now))
+        lease_repo.complete_lease(
+            db, lease.id, BoughtNumber("123", "+79001234567", Decimal("12.5"), "RUB", now)
+        )
         db.commit()
-        assert repo.open_lease_for_session(db, row.id).activation_id == "123"
-        repo.set_lease_outcome(db, lease.id, LeaseOutcome.FINISHED, provider_status="TZ_OVER_OK")
+        assert lease_repo.open_lease_for_session(db, row.id).activation_id == "123"
+        lease_repo.set_lease_outcome(db, lease.id, LeaseOutcome.FINISHED, provider_status="TZ_OVER_OK")
         db.commit()
-        closed = repo.leases_for_session(db, row.id)[0]
+        closed = lease_repo.leases_for_session(db, row.id)[0]
         assert closed.closed_at is not None and closed.price == Decimal("12.5")
-        assert repo.open_lease_for_session(db, row.id) is None
+        assert lease_repo.open_lease_for_session(db, row.id) is None
 
     def test_cancel_pending_stays_open(self, db):
         row = make_session(db)
-        lease = repo.record_lease_pending(
+        lease = lease_repo.record_lease_pending(
             db, row.id, provider="sms_activate", service="tg", country="0", attempt=1
         )
-        repo.complete_lease(
+        lease_repo.complete_lease(
             db, lease.id, BoughtNumber("9", "+79001234567", Decimal(1), "RUB", datetime.now(UTC))
         )
-        repo.set_lease_outcome(db, lease.id, LeaseOutcome.CANCEL_PENDING, retry_after=datetime.now(UTC))
+        lease_repo.set_lease_outcome(db, lease.id, LeaseOutcome.CANCEL_PENDING, retry_after=datetime.now(UTC))
         db.commit()
-        assert [x.id for x in repo.list_open_leases(db)] == [lease.id]
-        assert repo.leases_for_session(db, row.id)[0].closed_at is None
+        assert [x.id for x in lease_repo.list_open_leases(db)] == [lease.id]
+        assert lease_repo.leases_for_session(db, row.id)[0].closed_at is None
 
     def test_illegal_outcome_change_raises_and_changes_nothing(self, db):
         row = make_session(db)
-        lease = repo.record_lease_pending(
+        lease = lease_repo.record_lease_pending(
             db, row.id, provider="sms_man", service="tg", country="0", attempt=1
         )
-        repo.set_lease_outcome(db, lease.id, LeaseOutcome.FAILED, provider_status="no numbers")
+        lease_repo.set_lease_outcome(db, lease.id, LeaseOutcome.FAILED, provider_status="no numbers")
         db.commit()
         with pytest.raises(IllegalLeaseTransition, match="failed -> active"):
-            repo.complete_lease(
+            lease_repo.complete_lease(
                 db, lease.id, BoughtNumber("1", "+79001234567", Decimal(1), "RUB", datetime.now(UTC))
             )
         db.rollback()
-        assert repo.leases_for_session(db, row.id)[0].outcome == LeaseOutcome.FAILED
+        assert lease_repo.leases_for_session(db, row.id)[0].outcome == LeaseOutcome.FAILED
 
     def test_unknown_purchase_stamps_its_call_end_and_counts_lookups(self, db):
         row = make_session(db)
-        lease = repo.record_lease_pending(
+        lease = lease_repo.record_lease_pending(
             db, row.id, provider="sms_man", service="tg", country="0", attempt=1
         )
-        repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, provider_status="HTTP 502")
-        repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, attention="cannot list", count_retry=True)
+        lease_repo.set_lease_outcome(db, lease.id, LeaseOutcome.UNKNOWN, provider_status="HTTP 502")
+        lease_repo.set_lease_outcome(
+            db, lease.id, LeaseOutcome.UNKNOWN, attention="cannot list", count_retry=True
+        )
         db.commit()
-        unknown = repo.leases_for_session(db, row.id)[0]
+        unknown = lease_repo.leases_for_session(db, row.id)[0]
         assert unknown.call_ended_at is not None and unknown.closed_at is None and unknown.retries == 1
-        assert [x.id for x in repo.list_open_leases(db)] == [lease.id]
-        assert [x.id for x in repo.leases_needing_attention(db)] == [lease.id]
-        repo.set_lease_outcome(db, lease.id, LeaseOutcome.FAILED, provider_status="none sold")
+        assert [x.id for x in lease_repo.list_open_leases(db)] == [lease.id]
+        assert [x.id for x in lease_repo.leases_needing_attention(db)] == [lease.id]
+        lease_repo.set_lease_outcome(db, lease.id, LeaseOutcome.FAILED, provider_status="none sold")
         db.commit()
-        assert repo.leases_needing_attention(db) == [] and repo.list_open_leases(db) == []
+        assert lease_repo.leases_needing_attention(db) == [] and lease_repo.list_open_leases(db) == []
 
 
 def test_each_test_starts_clean(db):

@@ -9,7 +9,7 @@ import pytest
 
 from provisioner.store.device_states import DEVICES, DeviceState, IllegalDeviceTransition
 from provisioner.store.host_states import HOSTS, HostState, IllegalHostTransition
-from provisioner.store.leases import LEASES, IllegalLeaseTransition, LeaseOutcome
+from provisioner.store.lease_states import LEASES, IllegalLeaseTransition, LeaseOutcome
 from provisioner.store.state_table import IllegalChange, StateTable
 from provisioner.store.states import SESSIONS, IllegalTransition, State
 

@@ -1,6 +1,6 @@
 import pytest
 
-from provisioner.store.leases import (
+from provisioner.store.lease_states import (
     CLOSED_LEASE_OUTCOMES,
     LEASE_ALLOWED,
     OPEN_LEASE_OUTCOMES,
