@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -49,6 +50,10 @@ def hosts(
                 "cpus": h.cpus,
                 "memory_mb": h.memory_mb,
                 "docker_url": h.docker_url,
+                "tls_ca": h.tls_ca,
+                "tls_cert": h.tls_cert,
+                "tls_key": h.tls_key,
+                "insecure_plain_tcp": h.insecure_plain_tcp,
                 "stream_address": h.stream_address,
                 "last_seen_at": h.last_seen_at.isoformat() if h.last_seen_at else None,
                 "reason": h.reason,
@@ -85,11 +90,30 @@ def add(
     ],
     cpus: Annotated[float, typer.Option(help="Cores devices may use on the host")],
     memory: Annotated[str, typer.Option(help="Memory devices may use, Docker notation: 24g, 8192m")],
+    tls_ca: Annotated[
+        str | None, typer.Option(help="CA certificate that signed the engine's (tcp:// with TLS, verified)")
+    ] = None,
+    tls_cert: Annotated[str | None, typer.Option(help="Client certificate the engine trusts")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="The client certificate's key")] = None,
+    insecure_plain_tcp: Annotated[
+        bool,
+        typer.Option(
+            help="Allow plain tcp:// off this machine (labs only: whoever reaches it is root there)"
+        ),
+    ] = False,
 ) -> None:
-    """Add a host (active), or change an existing host's URL, address or capacity."""
+    """Add a host (active), or change an existing host's URL, TLS files, address or capacity.
+
+    A remote engine is reached over TLS (--tls-ca/--tls-cert/--tls-key with tcp://) or SSH
+    (ssh://user@host, `pip install 'provisioner[ssh]'`); plain tcp:// is refused unless loopback."""
+    from provisioner.runtime.engines import EngineTLS, check_engine_url
+    from provisioner.runtime.errors import EngineRefused
     from provisioner.store import hosts as hostrepo
 
     try:
+        paths = [str(Path(p).resolve()) if p else None for p in (tls_ca, tls_cert, tls_key)]
+        tls = EngineTLS.of(*paths, where=f"host {name}")
+        check_engine_url(docker_url, tls=tls, insecure_plain_tcp=insecure_plain_tcp, where=f"host {name}")
         memory_mb = hostrepo.memory_mb(memory)
         with _sessions().begin() as db:
             row = hostrepo.add_host(
@@ -99,9 +123,13 @@ def add(
                 stream_address=stream_address,
                 cpus=cpus,
                 memory_mb=memory_mb,
+                tls_ca=tls.ca if tls else None,
+                tls_cert=tls.cert if tls else None,
+                tls_key=tls.key if tls else None,
+                insecure_plain_tcp=insecure_plain_tcp,
             )
             state = row.state
-    except ValueError as exc:
+    except (ValueError, EngineRefused) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     console.print(f"host {name}: {state}, {cpus:g} cpus, {memory_mb} MB")

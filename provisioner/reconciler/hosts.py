@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from provisioner.runtime.hosts import HostEngine, HostRuntimes
+from provisioner.runtime.hosts import HostRuntimes
 from provisioner.runtime.model import ManagedContainer, PairNetwork
 from provisioner.store import hosts as hostrepo
 
@@ -42,7 +42,7 @@ def observe_hosts(db: Session, runtimes: HostRuntimes, *, now: datetime, grace_s
     The list calls happen outside any row lock; the host rows are updated afterwards in the
     caller's transaction."""
     rows = hostrepo.list_hosts(db)
-    engines = [HostEngine(h.name, h.docker_url, h.stream_address) for h in rows]
+    engines = [runtimes.engine(h) for h in rows]
     db.rollback()  # no transaction held open across the engines' calls
     listings = runtimes.list_each(engines)
     down: set[str] = set()

@@ -19,6 +19,7 @@ from typing import Any
 
 import docker
 
+from provisioner.runtime.engines import EngineTLS, engine_client
 from provisioner.runtime.errors import (
     ContainerExited,
     ContainerMissing,
@@ -131,10 +132,19 @@ class ContainerRuntime(DeviceNames):
         with translate_docker_errors():
             # Each concurrent launch makes a few calls at once: size the pool past the launch slots.
             pool = max(10, 4 * docker_settings.launch_slots)
-            if docker_settings.host:
-                client = docker.DockerClient(base_url=docker_settings.host, max_pool_size=pool)
-            else:
-                client = docker.from_env(max_pool_size=pool)
+            client = engine_client(
+                docker_settings.host,
+                tls=EngineTLS.of(
+                    *(
+                        str(p) if p else None
+                        for p in (docker_settings.tls_ca, docker_settings.tls_cert, docker_settings.tls_key)
+                    ),
+                    where="PROVISIONER_DOCKER__HOST",
+                ),
+                insecure_plain_tcp=docker_settings.insecure_plain_tcp,
+                where="PROVISIONER_DOCKER__HOST",
+                max_pool_size=pool,
+            )
         return cls(
             client,
             instance_id=settings.instance_id,

@@ -3,6 +3,7 @@
     RuntimeFailure
      ├── EngineUnreachable      no engine answers (start one: scripts/ensure-docker or dockerd)
  ├── HostDown               the device's host is down (hosts table): its engine is not called
+     ├── EngineRefused          the engine URL is unsafe (plain tcp:// off this machine) or unusable
      ├── EngineError            the engine answered with an error (status_code; 5xx is transient)
      ├── ImageMissing           the image is not on the host (build it: scripts/build-images)
      ├── ContainerMissing       the named container does not exist
@@ -52,6 +53,14 @@ class HostDown(RuntimeFailure):
             f"host {host} is down: its containers cannot be removed until its engine answers again"
         )
         self.host = host
+
+
+class EngineRefused(RuntimeFailure):
+    """The engine URL would expose the engine (plain tcp:// off this machine), or its transport
+    cannot be used (ssh:// without paramiko, missing certificate files); runtime.engines."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class EngineError(RuntimeFailure):

@@ -9,28 +9,32 @@ that does not answer costs its own call at most ENGINE_TIMEOUT_S and never stall
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 
 from provisioner.runtime.containers import ContainerRuntime
-from provisioner.runtime.errors import RuntimeFailure, translate_docker_errors
+from provisioner.runtime.engines import DOCKER_API_VERSION, EngineTLS, engine_client
+from provisioner.runtime.errors import RuntimeFailure
 from provisioner.runtime.model import Inventory
 from provisioner.runtime.profiles import DeviceProfile
 
 ENGINE_TIMEOUT_S = 5.0
-DOCKER_API_VERSION = "1.41"  # fixed: a client made for a silent engine must not ask it first
 
 
 @dataclass(frozen=True)
 class HostEngine:
-    """What placement and observation need of a hosts row."""
+    """What placement and observation need of a hosts row: its engine (URL, TLS files, the
+    lab-only plain TCP switch; runtime.engines) and where its streams are published."""
 
     name: str
     docker_url: str
     stream_address: str
+    tls: EngineTLS | None = None
+    insecure_plain_tcp: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class HostRuntimes:
         profiles: Mapping[str, DeviceProfile],
         publish_streams: bool = True,
         timeout_s: float = ENGINE_TIMEOUT_S,
+        engine_settings: Callable[[str], Any] | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.network = network
@@ -66,7 +71,8 @@ class HostRuntimes:
         self.profiles = dict(profiles)
         self.publish_streams = publish_streams
         self.timeout_s = timeout_s
-        self._clients: dict[str, docker.DockerClient] = {}
+        self._engine_settings = engine_settings or (lambda name: None)
+        self._clients: dict[tuple[str, EngineTLS | None], docker.DockerClient] = {}
         self._lock = threading.Lock()
         # Kept across passes: starting threads on every pass costs more than a list call's parsing.
         self._pool: ThreadPoolExecutor | None = None
@@ -82,22 +88,46 @@ class HostRuntimes:
             stream_image=docker_settings.stream_image,
             profiles=load_profiles(docker_settings.profiles_file),
             publish_streams=docker_settings.publish_streams,
+            engine_settings=settings.hosts.engine,
         )
 
-    def client(self, docker_url: str) -> docker.DockerClient:
+    def engine(self, row: Any) -> HostEngine:
+        """A hosts row as a HostEngine, with this machine's TLS files for it where
+        PROVISIONER_HOSTS__<NAME>__TLS_* name them (each over the row's path)."""
+        local = self._engine_settings(row.name)
+        paths = [
+            getattr(local, f"tls_{part}", None) or getattr(row, f"tls_{part}", None)
+            for part in ("ca", "cert", "key")
+        ]
+        return HostEngine(
+            row.name,
+            row.docker_url,
+            row.stream_address,
+            tls=EngineTLS.of(*(str(p) if p else None for p in paths), where=f"host {row.name}"),
+            insecure_plain_tcp=bool(getattr(row, "insecure_plain_tcp", False)),
+        )
+
+    def client(self, host: HostEngine) -> docker.DockerClient:
+        """The host's engine client (made once per URL and TLS files); EngineRefused for plain
+        tcp:// off this machine (runtime.engines)."""
+        key = (host.docker_url, host.tls)
         with self._lock:
-            client = self._clients.get(docker_url)
+            client = self._clients.get(key)
             if client is None:
-                with translate_docker_errors():
-                    client = docker.DockerClient(
-                        base_url=docker_url, version=DOCKER_API_VERSION, timeout=self.timeout_s
-                    )
-                self._clients[docker_url] = client
+                client = engine_client(
+                    host.docker_url,
+                    tls=host.tls,
+                    insecure_plain_tcp=host.insecure_plain_tcp,
+                    where=f"host {host.name}",
+                    version=DOCKER_API_VERSION,
+                    timeout=self.timeout_s,
+                )
+                self._clients[key] = client
             return client
 
     def runtime(self, host: HostEngine) -> ContainerRuntime:
         return ContainerRuntime(
-            self.client(host.docker_url),
+            self.client(host),
             instance_id=self.instance_id,
             network=self.network,
             publish_host=host.stream_address,

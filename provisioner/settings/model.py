@@ -8,7 +8,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PROVISIONER_"
@@ -52,6 +60,12 @@ class DockerSettings(BaseModel):
     default_profile: str = Field("stub", description="Device profile of a request that names none")
     stream_image: str = Field(
         "provisioner/websockify:latest", description="Image of the stream container (websockify + noVNC)"
+    )
+    tls_ca: Path | None = Field(None, description="CA of `host`'s engine certificate (tcp:// with TLS)")
+    tls_cert: Path | None = Field(None, description="Client certificate for `host`'s engine")
+    tls_key: Path | None = Field(None, description="Key of tls_cert")
+    insecure_plain_tcp: bool = Field(
+        False, description="Allow `host` as plain tcp:// off this machine (labs only; warned on every start)"
     )
 
 
@@ -320,8 +334,23 @@ class PoolSettings(BaseModel):
         return value
 
 
+class HostEngineSettings(BaseModel):
+    """One host's engine TLS files on this machine, over what `provisioner hosts add` recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
 class HostsSettings(BaseModel):
-    """Several Docker hosts (the hosts table): where a device's launch runs."""
+    """Several Docker hosts (the hosts table): where a device's launch runs.
+
+    PROVISIONER_HOSTS__<NAME>__TLS_CA, __TLS_CERT, __TLS_KEY name a host's TLS files on this
+    machine, over the paths the hosts table records (docs/security.md)."""
+
+    model_config = ConfigDict(extra="allow")
 
     dispatch: Literal["queue", "process"] = Field(
         "queue",
@@ -335,6 +364,17 @@ class HostsSettings(BaseModel):
         description="How long a host's worker may take to pick up and start a launch run, on top "
         "of the profile's boot timeout",
     )
+
+    @model_validator(mode="after")
+    def _host_engines(self) -> HostsSettings:
+        for name, value in (self.model_extra or {}).items():
+            self.model_extra[name] = HostEngineSettings.model_validate(value)
+        return self
+
+    def engine(self, name: str) -> HostEngineSettings | None:
+        """This machine's TLS files for host `name`, when its PROVISIONER_HOSTS__<NAME>__TLS_* are set."""
+        found = (self.model_extra or {}).get(name.lower())
+        return found if isinstance(found, HostEngineSettings) else None
 
 
 class CodesSettings(BaseModel):

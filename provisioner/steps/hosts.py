@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.runtime import ContainerInfo, ContainerRuntime, DeviceProfile, ManagedContainer
 from provisioner.runtime.containers import DeviceNames
+from provisioner.runtime.engines import check_engine_url
 from provisioner.runtime.errors import EngineUnreachable, HostDown, RuntimeFailure
 from provisioner.runtime.hosts import HostEngine, HostRuntimes
 from provisioner.runtime.model import LABEL_DEVICE, Inventory
@@ -92,9 +93,25 @@ class HostsRuntime(DeviceNames):
 
     @classmethod
     def from_settings(cls, settings, sessions: sessionmaker[Session]) -> HostsRuntime:  # noqa: ANN001
-        return cls(
+        """The runtime over the hosts table; refuses (EngineRefused) when a host's engine URL is
+        plain tcp:// off this machine without TLS or --insecure-plain-tcp."""
+        runtime = cls(
             sessions, HostRuntimes.from_settings(settings), grace_s=settings.reconcile.host_down_grace_s
         )
+        runtime.check_engines()
+        return runtime
+
+    def check_engines(self) -> None:
+        """Refuse what runtime.engines refuses for any host, before any engine is called."""
+        with self.sessions() as db:
+            engines = [self.runtimes.engine(row) for row in hostrepo.list_hosts(db)]
+        for engine in engines:
+            check_engine_url(
+                engine.docker_url,
+                tls=engine.tls,
+                insecure_plain_tcp=engine.insecure_plain_tcp,
+                where=f"host {engine.name}",
+            )
 
     # -- placement ------------------------------------------------------------------------------
 
@@ -107,7 +124,7 @@ class HostsRuntime(DeviceNames):
     # -- routing --------------------------------------------------------------------------------
 
     def _engine(self, row: HostRow) -> HostEngine:
-        return HostEngine(row.name, row.docker_url, row.stream_address)
+        return self.runtimes.engine(row)
 
     def host_of(self, device_id: str) -> HostEngine:
         with self.sessions() as db:

@@ -154,7 +154,7 @@ def host_runtime(deps: Deps, host: str) -> ContainerRuntime:
     local.publish_host = row.stream_address
     runtime = deps.runtime
     if isinstance(runtime, HostsRuntime) and _identity(local.client) != _identity(
-        runtime.runtimes.client(row.docker_url)
+        runtime.runtimes.client(runtime.runtimes.engine(row))
     ):
         raise WrongEngine(
             f"this worker's Docker engine is not host {host}'s ({row.docker_url}): start the worker "

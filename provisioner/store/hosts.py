@@ -78,10 +78,21 @@ def check_name(name: str) -> str:
 
 
 def add_host(
-    db: Session, *, name: str, docker_url: str, stream_address: str, cpus: float, memory_mb: int
+    db: Session,
+    *,
+    name: str,
+    docker_url: str,
+    stream_address: str,
+    cpus: float,
+    memory_mb: int,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    insecure_plain_tcp: bool = False,
 ) -> HostRow:
-    """Record a host (active), or update an existing one's URL, address and capacity (its state
-    is kept: a drained host stays draining until `activate_host`)."""
+    """Record a host (active), or update an existing one's URL, TLS file paths, address and
+    capacity (its state is kept: a drained host stays draining until `activate_host`). The caller
+    checks the URL first (runtime.engines.check_engine_url)."""
     check_name(name)
     if cpus <= 0 or memory_mb <= 0:
         raise ValueError("a host's cpus and memory must be positive")
@@ -92,6 +103,8 @@ def add_host(
     else:
         row.version += 1
     row.docker_url = docker_url
+    row.tls_ca, row.tls_cert, row.tls_key = tls_ca, tls_cert, tls_key
+    row.insecure_plain_tcp = insecure_plain_tcp
     row.stream_address = stream_address
     row.cpus = cpus
     row.memory_mb = memory_mb

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    false,
     func,
     text,
 )
@@ -193,6 +195,13 @@ class HostRow(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     docker_url: Mapped[str] = mapped_column(Text, nullable=False)
     stream_address: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Paths of the engine's TLS files on the machines that call it (runtime.engines).
+    tls_ca: Mapped[str | None] = mapped_column(Text)
+    tls_cert: Mapped[str | None] = mapped_column(Text)
+    tls_key: Mapped[str | None] = mapped_column(Text)
+    insecure_plain_tcp: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     cpus: Mapped[float] = mapped_column(Float, nullable=False)
     memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False, default="active")

@@ -11,11 +11,14 @@ from provisioner.cli.main import app
 runner = CliRunner()
 
 
+TLS = ["--tls-ca", "/etc/prov/ca.pem", "--tls-cert", "/etc/prov/cert.pem", "--tls-key", "/etc/prov/key.pem"]
+
+
 def test_add_list_and_drain_a_host(db):
     added = runner.invoke(
         app,
         ["hosts", "add", "gpu-1", "--docker-url", "tcp://10.0.0.5:2376", "--stream-address", "10.0.0.5"]
-        + ["--cpus", "16", "--memory", "24g"],
+        + ["--cpus", "16", "--memory", "24g", *TLS],
     )
     assert added.exit_code == 0, added.output
     assert "gpu-1: active, 16 cpus, 24576 MB" in added.output
@@ -30,6 +33,54 @@ def test_add_list_and_drain_a_host(db):
         24576,
         "10.0.0.5",
     )
+    assert row["tls_ca"] == "/etc/prov/ca.pem" and row["insecure_plain_tcp"] is False
+
+
+class TestRemoteEnginesNeedTLSOrSSH:
+    """Nothing here connects anywhere: the URL is refused (or recorded) before any engine call."""
+
+    common = ["--stream-address", "10.0.0.5", "--cpus", "2", "--memory", "2g"]
+
+    def test_plain_tcp_off_this_machine_is_refused_naming_the_options(self, db):
+        refused = runner.invoke(
+            app, ["hosts", "add", "b", "--docker-url", "tcp://10.0.0.5:2376", *self.common]
+        )
+        assert refused.exit_code == 2
+        said = " ".join(refused.output.split())
+        for option in ("--tls-ca", "--tls-cert", "--tls-key", "ssh://", "--insecure-plain-tcp"):
+            assert option in said
+        assert json.loads(runner.invoke(app, ["hosts", "--json"]).output) == []
+
+    def test_half_a_tls_setup_is_refused(self, db):
+        refused = runner.invoke(
+            app,
+            ["hosts", "add", "b", "--docker-url", "tcp://10.0.0.5:2376", *self.common, *TLS[:4]],
+        )
+        assert refused.exit_code == 2
+        assert "missing key" in " ".join(refused.output.split())
+
+    def test_labs_may_insist_on_plain_tcp(self, db):
+        added = runner.invoke(
+            app,
+            [
+                "hosts",
+                "add",
+                "lab",
+                "--docker-url",
+                "tcp://10.0.0.5:2375",
+                *self.common,
+                "--insecure-plain-tcp",
+            ],
+        )
+        assert added.exit_code == 0, added.output
+        [row] = json.loads(runner.invoke(app, ["hosts", "--json"]).output)
+        assert row["insecure_plain_tcp"] is True
+
+    def test_loopback_tcp_needs_nothing(self, db):
+        added = runner.invoke(
+            app, ["hosts", "add", "here", "--docker-url", "tcp://127.0.0.1:2375", *self.common]
+        )
+        assert added.exit_code == 0, added.output
 
 
 def test_bad_name_memory_or_unknown_host_get_a_clear_error(db):

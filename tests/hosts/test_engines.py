@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.runtime import ContainerRuntime, load_profiles
+from provisioner.runtime import ContainerRuntime, RuntimeFailure, load_profiles
+from provisioner.runtime.engines import EngineTLS, engine_client
+from provisioner.runtime.errors import translate_docker_errors
 from provisioner.runtime.probes import fetch_page
 from tests.plugins.docker_engine import (
     STREAM_IMAGE,
@@ -12,6 +14,7 @@ from tests.plugins.docker_engine import (
     new_session_id_for_tests,
     new_test_instance_id,
 )
+from tests.plugins.engine_tls import make_certificates
 
 pytestmark = [pytest.mark.docker, pytest.mark.multihost]
 
@@ -39,3 +42,29 @@ def test_each_extra_engine_runs_a_device_and_serves_its_stream(extra_engines) ->
         fetch_page(f"http://{engine.stream_address}:{stream.host_port}/vnc.html")
         names = {c.name for c in runtime.list_managed()}
         assert names == {runtime.name_for(session_id, "device"), runtime.name_for(session_id, "stream")}
+
+
+class TestEnginesOverTLS:
+    def test_the_provisioner_reaches_each_engine_over_verified_tls(self, extra_engines) -> None:
+        for engine in extra_engines:
+            client = engine_client(engine.url, tls=engine.tls, where=engine.name, timeout=10)
+            try:
+                assert client.ping()
+                assert client.api.base_url.startswith("https://")
+            finally:
+                client.close()
+
+    def test_without_our_client_certificate_or_without_tls_the_engine_answers_nothing(
+        self, extra_engines, tmp_path
+    ) -> None:
+        engine = extra_engines[0]
+        # Loopback plain tcp:// is allowed by our rules: the engine itself refuses it.
+        with pytest.raises(RuntimeFailure):
+            engine_client(engine.url, where=engine.name, timeout=10).version()
+        # A client certificate from another CA: the engine's verification rejects it.
+        stranger, _ = make_certificates(tmp_path / "stranger", [])
+        forged = EngineTLS(engine.tls.ca, stranger.cert, stranger.key)
+        client = engine_client(engine.url, tls=forged, where=engine.name, timeout=10)
+        with pytest.raises(RuntimeFailure), translate_docker_errors():
+            client.version()
+        client.close()

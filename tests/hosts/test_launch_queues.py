@@ -87,7 +87,7 @@ def host_stack(tmp_path_factory, simulator, extra_engines, database_url) -> Iter
         }
         workers = [
             Worker(
-                {**run_env, "DOCKER_HOST": engine.url, "PROVISIONER_DOCKER__HOST": engine.url},
+                {**run_env, "DOCKER_HOST": engine.socket_url, "PROVISIONER_DOCKER__HOST": engine.socket_url},
                 home / f"worker-{engine.name}.log",
                 queues=("default", f"host-{engine.name}"),
             )
@@ -111,7 +111,8 @@ def add_host(stack: HostStack, engine, cpus: str) -> str:
     """`provisioner hosts add`, as an operator runs it: records the host, creates its work queue."""
     done = subprocess.run(
         [str(VENV_BIN / "provisioner"), "hosts", "add", engine.name, "--docker-url", engine.url]
-        + ["--stream-address", engine.stream_address, "--cpus", cpus, "--memory", "4g"],
+        + ["--stream-address", engine.stream_address, "--cpus", cpus, "--memory", "4g"]
+        + ["--tls-ca", engine.tls.ca, "--tls-cert", engine.tls.cert, "--tls-key", engine.tls.key],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
@@ -183,7 +184,7 @@ def test_a_launch_no_worker_picks_up_is_cancelled_and_its_device_retired(
         hostrepo.add_host(
             db,
             name="nobody",
-            docker_url=engine.url,
+            **engine.host_fields(),
             stream_address=engine.stream_address,
             cpus=1,
             memory_mb=1024,
@@ -218,7 +219,7 @@ def test_a_launch_whose_run_crashes_is_reported_at_once_not_at_the_deadline(
         hostrepo.add_host(
             db,
             name="gone",
-            docker_url=engine.url,
+            **engine.host_fields(),
             stream_address=engine.stream_address,
             cpus=1,
             memory_mb=1024,
@@ -274,14 +275,14 @@ def test_a_worker_whose_engine_is_not_the_hosts_refuses_the_launch(db_sessions, 
     first, second = extra_engines
     settings = load_settings(
         instance_id=new_test_instance_id(),
-        docker={"network": TEST_NETWORK, "profiles_file": TEST_PROFILES_FILE, "host": second.url},
+        docker={"network": TEST_NETWORK, "profiles_file": TEST_PROFILES_FILE, "host": second.socket_url},
     )
     deps = Deps(settings, db_sessions, HostsRuntime.from_settings(settings, db_sessions))
     with db_sessions.begin() as db:
         hostrepo.add_host(
             db,
             name=first.name,
-            docker_url=first.url,
+            **first.host_fields(),
             stream_address=first.stream_address,
             cpus=1,
             memory_mb=1024,

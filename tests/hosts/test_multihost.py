@@ -43,12 +43,12 @@ def test_placement_gateway_and_a_stopped_engine(provisioner_env, sim, extra_engi
     big, small = extra_engines
     with deps.sessions.begin() as db:  # stubs take 0.5 cpus: room for 10 and 5
         hostrepo.add_host(
-            db, name=big.name, docker_url=big.url, stream_address=big.stream_address, cpus=5, memory_mb=8192
+            db, name=big.name, stream_address=big.stream_address, cpus=5, memory_mb=8192, **big.host_fields()
         )
         hostrepo.add_host(
             db,
             name=small.name,
-            docker_url=small.url,
+            **small.host_fields(),
             stream_address=small.stream_address,
             cpus=2.5,
             memory_mb=8192,

@@ -9,7 +9,7 @@ import pytest
 
 from provisioner.reconciler.hosts import observe_hosts
 from provisioner.runtime import load_profiles
-from provisioner.runtime.hosts import HostEngine, HostRuntimes
+from provisioner.runtime.hosts import HostRuntimes
 from provisioner.store import hosts as hostrepo
 from tests.plugins.docker_engine import (
     STREAM_IMAGE,
@@ -38,15 +38,13 @@ def test_a_silent_engine_marks_its_host_down_after_the_grace(db, extra_engines):
         hostrepo.add_host(
             db,
             name=engine.name,
-            docker_url=engine.url,
+            **engine.host_fields(),
             stream_address=engine.stream_address,
             cpus=2,
             memory_mb=2048,
         )
         device_id = new_session_id_for_tests()
-        runtimes.runtime(HostEngine(engine.name, engine.url, engine.stream_address)).launch_device(
-            device_id, "stub"
-        )
+        runtimes.runtime(engine.engine()).launch_device(device_id, "stub")
         devices[engine.name] = device_id
     db.commit()
     first, second = extra_engines

@@ -1,7 +1,9 @@
 """Two extra Docker engines on this machine, standing in for two more Docker hosts (marker multihost).
 
 Each engine is a real `dockerd` with its own --data-root, --exec-root, --pidfile, unix socket
-(/run/provisioner-test-dockerd-<n>.sock) and address range 10.213.<16n>.0/20 for its networks;
+(/run/provisioner-test-dockerd-<n>.sock; the fixtures' own admin client and a worker on that host
+use it), a TLS-only API on tcp://127.0.0.<10+n>:2376 (--tlsverify, certificates made by
+tests/plugins/engine_tls for this session; the provisioner reaches the hosts there) and address range 10.213.<16n>.0/20 for its networks;
 its default bridge is its own interface (provtd<n>, 10.214.<n>.1/24; every container of ours
 lives on a user-defined network) and the engine leaves iptables alone (--iptables=false). The host's FORWARD policy
 (set by the main engine) drops bridged traffic it has no rule for, so one DOCKER-USER rule
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -34,7 +37,10 @@ import docker
 import docker.errors
 import pytest
 
+from provisioner.runtime.engines import EngineTLS
+from provisioner.runtime.hosts import HostEngine
 from tests.plugins.docker_engine import REQUIRED_IMAGES
+from tests.plugins.engine_tls import ServerFiles, make_certificates
 
 ENGINE_COUNT = 2
 MAX_SLOTS = 8
@@ -60,12 +66,27 @@ def _rule(slot: int) -> list[str]:
 
 @dataclass
 class ExtraEngine:
-    """One extra engine: its number, its URL for docker clients, and a client."""
+    """One extra engine: its number, its TLS URL and client files (how the provisioner reaches the
+    host), its unix socket (the host's local engine, for its worker), and an admin client."""
 
     slot: int
     url: str
+    tls: EngineTLS
+    socket_url: str
     client: docker.DockerClient
     process: subprocess.Popen
+
+    def host_fields(self) -> dict[str, str]:
+        """The engine's fields for store.hosts.add_host."""
+        return {
+            "docker_url": self.url,
+            "tls_ca": self.tls.ca,
+            "tls_cert": self.tls.cert,
+            "tls_key": self.tls.key,
+        }
+
+    def engine(self) -> HostEngine:
+        return HostEngine(self.name, self.url, self.stream_address, tls=self.tls)
 
     @property
     def name(self) -> str:
@@ -123,7 +144,22 @@ def _remove_stale_bridges(slot: int) -> list[str]:
     return stale
 
 
+TLS_DIR = Path("/run/provisioner-test-dockerd-tls")
+
+
+def api_address(slot: int) -> str:
+    return f"127.0.0.{10 + slot}"
+
+
+@functools.cache
+def _certificates(slot: int) -> tuple[EngineTLS, ServerFiles]:
+    """Made once per slot and test session (an engine restarted mid-test keeps its certificates)."""
+    client_tls, servers = make_certificates(TLS_DIR / str(slot), [api_address(slot)])
+    return client_tls, servers[api_address(slot)]
+
+
 def start_engine(slot: int) -> ExtraEngine:
+    client_tls, server = _certificates(slot)
     socket = f"/run/provisioner-test-dockerd-{slot}.sock"
     exec_root = Path(f"/run/provisioner-test-dockerd-{slot}")
     data_root = Path(f"/var/lib/provisioner-test-dockerd-{slot}")
@@ -146,6 +182,11 @@ def start_engine(slot: int) -> ExtraEngine:
         f"--exec-root={exec_root}",
         f"--pidfile={pidfile}",
         f"-H=unix://{socket}",
+        f"-H=tcp://{api_address(slot)}:2376",
+        "--tlsverify",
+        f"--tlscacert={server.ca}",
+        f"--tlscert={server.cert}",
+        f"--tlskey={server.key}",
         # Its own default bridge, never --bridge=none: an engine started with the bridge off deletes
         # the interface named docker0, which is the main engine's (its builds then fail).
         f"--bridge={bridge}",
@@ -170,7 +211,14 @@ def start_engine(slot: int) -> ExtraEngine:
                     f"test dockerd {slot} did not start ({exc}); its log ends:\n{tail}", pytrace=False
                 )
             time.sleep(0.2)
-    return ExtraEngine(slot=slot, url=f"unix://{socket}", client=client, process=process)
+    return ExtraEngine(
+        slot=slot,
+        url=f"tcp://{api_address(slot)}:2376",
+        tls=client_tls,
+        socket_url=f"unix://{socket}",
+        client=client,
+        process=process,
+    )
 
 
 def _stop_stale(pidfile: Path) -> None:
@@ -213,7 +261,7 @@ def load_images(main: docker.DockerClient, engine: ExtraEngine) -> None:
         return
     save = subprocess.Popen(["docker", "save", *stale], stdout=subprocess.PIPE)
     load = subprocess.run(
-        ["docker", "-H", engine.url, "load", "-q"], stdin=save.stdout, capture_output=True, check=False
+        ["docker", "-H", engine.socket_url, "load", "-q"], stdin=save.stdout, capture_output=True, check=False
     )
     assert save.stdout is not None
     save.stdout.close()
@@ -252,7 +300,7 @@ def engine_stopped(engine: ExtraEngine) -> Iterator[None]:
     finally:
         engine.client.close()
         fresh = start_engine(engine.slot)
-        engine.client, engine.process = fresh.client, fresh.process
+        engine.client, engine.process, engine.tls = fresh.client, fresh.process, fresh.tls
         clear_engine(engine)
 
 
