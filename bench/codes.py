@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import statistics
 import sys
 import threading
@@ -114,7 +113,7 @@ def run_scenario(name: str, url: str, sim, *, leases: int, window: float, seed: 
         for w in watchers:
             w.holding.wait(10)
     if name == "webhooks":
-        from tests.gateway.conftest import RecordingRuns, serve
+        from tests.harness.gateway import RecordingRuns, serve
 
         server = serve(create_app(deps, runs=RecordingRuns()))
         base = server.__enter__()
@@ -200,25 +199,14 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-    from provisioner.cli.local_postgres import throwaway
-    from provisioner.simulator.server import Simulator
-    from provisioner.store.migrate import upgrade
+    from tests.harness.services import postgres, simulator
 
-    cluster = throwaway()
-    print(f"starting a throwaway PostgreSQL in {cluster.data_dir} ...", flush=True)
-    cluster.start()
-    sim = Simulator(keys={KEY: "1000000"}, sms_delay_s=None).start()
-    try:
-        url = cluster.create_database("bench")
-        upgrade(url)
+    print("starting a throwaway PostgreSQL ...", flush=True)
+    with postgres() as url, simulator({KEY: "1000000"}) as sim:
         rows = []
         for name in ("per-session", "watcher", "webhooks"):
             print(f"scenario {name}: {args.leases} leases, codes over {args.window:g} s ...", flush=True)
             rows.append(run_scenario(name, url, sim, leases=args.leases, window=args.window, seed=args.seed))
-    finally:
-        sim.stop()
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
 
     print()
     print(

@@ -20,10 +20,8 @@ import argparse
 import contextlib
 import os
 import secrets
-import socket
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +30,6 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import httpx
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -43,6 +40,8 @@ from provisioner.runtime import ContainerRuntime, load_profiles  # noqa: E402
 from provisioner.store import DeviceState, State, new_session_id  # noqa: E402
 from provisioner.store import devices as devrepo  # noqa: E402
 from provisioner.store import repository as repo  # noqa: E402
+from tests.harness.gateway import gateway_process  # noqa: E402
+from tests.harness.services import free_port, postgres  # noqa: E402
 
 NETWORK = "provisioner-bench"
 STREAM_IMAGE = "provisioner/websockify:latest"
@@ -154,51 +153,15 @@ def measure(urls: dict[str, str], *, rounds: int, frames: int) -> list[PathResul
     return list(results.values())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def database() -> Iterator[str]:
+    """PROVISIONER_DATABASE__URL when set, else a throwaway cluster's database."""
     url = os.environ.get("PROVISIONER_DATABASE__URL")
     if url:
         yield url
         return
-    from provisioner.cli.local_postgres import throwaway
-
-    cluster = throwaway()
-    cluster.start()
-    try:
-        yield cluster.create_database(f"bench_{secrets.token_hex(4)}")
-    finally:
-        cluster.stop()
-
-
-@contextlib.contextmanager
-def gateway_process(env: dict[str, str], port: int) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "provisioner.gateway"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=1, trust_env=False).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with postgres(f"bench_{secrets.token_hex(4)}", migrate=False) as url:
+        yield url
 
 
 def remove_network(client: docker.DockerClient) -> None:

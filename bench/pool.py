@@ -21,12 +21,9 @@ import contextlib
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after ROOT: bench/gateway.py must not shadow the package
 
-from provision import PROVIDER, bench_environment, postgres, simulator  # noqa: E402
+from provision import PROVIDER, bench_environment, bench_simulator  # noqa: E402
+
+from provisioner.cli.deploy import HEARTBEAT_TIMEOUT_S  # noqa: E402
+from tests.harness.deployed import Worker, pause_schedules, prefect_server, provisioner_deploy  # noqa: E402
+from tests.harness.gateway import serve  # noqa: E402
+from tests.harness.services import postgres  # noqa: E402
 
 PROFILE = "stub-slow"
-VENV_BIN = Path(sys.executable).parent
-POOL = "provisioner-process"
 
 
 @dataclass
@@ -52,103 +52,6 @@ class Sample:
     verified_s: float | None = None  # POST -> state verified
     warm: bool = False  # the 202 carried a stream URL (a device was claimed while accepting)
     error: str | None = None
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def prefect_server(home: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{api_url}/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield api_url, env
-    finally:
-        server.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=20)
-        log.close()
-
-
-def prefect(*args: str, env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [str(VENV_BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"prefect {' '.join(args)} failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
-
-
-@contextlib.contextmanager
-def worker(env: dict[str, str], log_path: Path) -> Iterator[None]:
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield
-        finally:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-            if proc.poll() is None:
-                proc.kill()
-
-
-@contextlib.contextmanager
-def gateway(deps, api_url: str) -> Iterator[str]:
-    import socket
-
-    import uvicorn
-
-    from provisioner.gateway.app import create_app
-    from provisioner.gateway.runs import PrefectFlowRuns
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(deps, runs=PrefectFlowRuns(api_url=api_url))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def fill_pool(deps, wanted: int) -> None:
@@ -218,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             f"bench instance {instance_id}: PostgreSQL, simulator, prefect server, deploy, worker, gateway ..."
         )
         database_url = stack.enter_context(postgres())
-        sim = stack.enter_context(simulator())
+        sim = stack.enter_context(bench_simulator())
         sim.set_sms_delay(0.5)
         env = bench_environment(
             instance_id=instance_id, database_url=database_url, sim_url=sim.base_urls[PROVIDER], slots=4
@@ -226,18 +129,21 @@ def main(argv: list[str] | None = None) -> int:
         env["PROVISIONER_GATEWAY__PUBLIC_URL"] = "http://127.0.0.1:1"  # unused: the bench reads /stream
         env.pop("PROVISIONER_DOCKER__READINESS_TIMEOUT_S")  # the profile's own boot timeout
         os.environ.update(env)
-        api_url, prefect_env = stack.enter_context(prefect_server(home))
-        prefect("work-pool", "create", POOL, "--type", "process", env=prefect_env)
-        prefect("--no-prompt", "deploy", "--all", env={**prefect_env, "PWD": str(ROOT)})
+        api_url, prefect_env = stack.enter_context(prefect_server(home, startup_timeout_s=120))
+        deployed = provisioner_deploy(prefect_env, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+        if deployed.returncode != 0:
+            raise SystemExit(f"provisioner deploy failed: {deployed.stdout[-1500:]}{deployed.stderr[-1500:]}")
         # The bench fills the pool itself, and no reconcile pass runs in the middle of a sample.
-        prefect("--no-prompt", "deployment", "schedule", "pause", "--all", env=prefect_env)
+        pause_schedules(api_url, ["reconcile/reconcile", "maintain-pool/maintain-pool"])
         worker_env = {
             **prefect_env,
             **env,
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         }
-        stack.enter_context(worker(worker_env, home / "worker.log"))
+        stack.callback(Worker(worker_env, home / "worker.log").stop)
+        from provisioner.gateway.app import create_app
+        from provisioner.gateway.runs import PrefectFlowRuns
         from provisioner.settings import get_settings
         from provisioner.steps.deps import get_deps, reset_deps
         from provisioner.store import reset_engine
@@ -248,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         deps = get_deps()
         stack.callback(lambda: [deps.runtime.remove(c.id) for c in deps.runtime.list_managed()])
         deps.runtime.ensure_network()
-        url = stack.enter_context(gateway(deps, api_url))
+        url = stack.enter_context(serve(create_app(deps, runs=PrefectFlowRuns(api_url=api_url))))
         client = stack.enter_context(httpx.Client(base_url=url, timeout=120, trust_env=False))
         try:
             print("cold: 3 provisions at once, no idle device ...")

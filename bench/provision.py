@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import secrets
-import shutil
 import statistics
 import sys
 import threading
@@ -48,6 +47,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.harness.services import postgres, simulator  # noqa: E402
 
 MODES = ("flow", "baseline", "baseline-db")
 PROVIDER = "sms_activate"
@@ -110,34 +111,12 @@ def bench_environment(*, instance_id: str, database_url: str, sim_url: str, slot
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    """A throwaway cluster with a migrated database; yields its URL."""
-    from provisioner.cli.local_postgres import throwaway
-    from provisioner.store.migrate import upgrade
-
-    cluster = throwaway()
-    cluster.start()
-    try:
-        url = cluster.create_database("provisioner_bench")
-        upgrade(url)
-        yield url
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def simulator() -> Iterator[Any]:
-    from provisioner.simulator.server import Simulator
-
-    sim = Simulator(host="127.0.0.1", port=0, keys={SIM_KEY: "100000000"}, sms_delay_s=None)
-    sim.start()
-    sim.set_sms_delay(0)
-    sim.set_offer(SERVICE, COUNTRY, price="10.00", count=1_000_000)
-    try:
+def bench_simulator() -> Iterator[Any]:
+    """The simulator with a large balance and stock, codes at once."""
+    with simulator({SIM_KEY: "100000000"}) as sim:
+        sim.set_sms_delay(0)
+        sim.set_offer(SERVICE, COUNTRY, price="10.00", count=1_000_000)
         yield sim
-    finally:
-        sim.stop()
 
 
 @contextlib.contextmanager
@@ -483,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     bench: Bench | None = None
     with contextlib.ExitStack() as stack:
         print(f"bench instance {instance_id}: starting PostgreSQL, the simulator, the Prefect API ...")
-        database_url = stack.enter_context(postgres())
-        sim = stack.enter_context(simulator())
+        database_url = stack.enter_context(postgres("provisioner_bench"))
+        sim = stack.enter_context(bench_simulator())
         os.environ.update(
             bench_environment(
                 instance_id=instance_id,

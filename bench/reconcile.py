@@ -35,9 +35,9 @@ plus the pure plan, not its acting.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
-import shutil
 import statistics
 import sys
 import time
@@ -52,7 +52,6 @@ import docker  # noqa: E402
 from sqlalchemy import event, insert  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from provisioner.cli.local_postgres import throwaway  # noqa: E402
 from provisioner.reconciler import Observed, Policy, observe, plan  # noqa: E402
 from provisioner.reconciler.model import ContainerView, LeaseView, SessionView  # noqa: E402
 from provisioner.runtime import ContainerRuntime  # noqa: E402
@@ -73,7 +72,7 @@ from provisioner.store import (  # noqa: E402
 from provisioner.store import hosts as hostrepo  # noqa: E402
 from provisioner.store import leases as lease_repo  # noqa: E402
 from provisioner.store import repository as repo  # noqa: E402
-from provisioner.store.migrate import upgrade  # noqa: E402
+from tests.harness.services import postgres  # noqa: E402
 
 IMAGE = "provisioner/device-stub:latest"
 TERMINAL_MIX = (State.RELEASED, State.EXPIRED, State.FAILED, State.CANCELLED, State.ORPHANED)
@@ -318,7 +317,7 @@ def main_hosts(args: argparse.Namespace) -> int:
     client = docker.from_env()
     client.images.get(IMAGE)
     instance_id = "bench-" + secrets.token_hex(3)
-    cluster = throwaway()
+    database = contextlib.ExitStack()
     engine = None
     extra, slots = [], []
     try:
@@ -332,9 +331,7 @@ def main_hosts(args: argparse.Namespace) -> int:
         urls += [e.url for e in extra]
         clients = [client] + [e.client for e in extra]
         print(f"{args.hosts} engines: {', '.join(urls)}", flush=True)
-        cluster.start()
-        url = cluster.create_database("bench")
-        upgrade(url)
+        url = database.enter_context(postgres())
         engine = make_engine(url)
         sessions = sessionmaker(engine, expire_on_commit=False)
         names = [f"host{i}" for i in range(len(urls))]
@@ -404,8 +401,7 @@ def main_hosts(args: argparse.Namespace) -> int:
             handle.close()
         if engine is not None:
             engine.dispose()
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
+        database.close()
         client.close()
     return 0
 
@@ -435,13 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     client.ping()
     client.images.get(IMAGE)  # fails early with ImageNotFound: run scripts/build-images
     instance_id = "bench-" + secrets.token_hex(3)
-    cluster = throwaway()
+    database = contextlib.ExitStack()
     engine = None
     try:
-        print(f"starting a throwaway PostgreSQL in {cluster.data_dir} ...", flush=True)
-        cluster.start()
-        url = cluster.create_database("bench")
-        upgrade(url)
+        print("starting a throwaway PostgreSQL ...", flush=True)
+        url = database.enter_context(postgres())
         engine = make_engine(url)
         sessions = sessionmaker(engine, expire_on_commit=False)
         started = time.perf_counter()
@@ -493,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed {removed} bench containers", flush=True)
         if engine is not None:
             engine.dispose()
-        cluster.stop()
-        shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
+        database.close()
         client.close()
     return 0
 

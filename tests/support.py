@@ -1,11 +1,11 @@
-"""Small helpers shared by the flow and reconcile tests."""
+"""Small helpers shared by the tests: bounded waits, reading rows, renting a number."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from provisioner.store import repository as repo
 
@@ -26,6 +26,32 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
 def session(deps, session_id: str):
     with deps.sessions() as db:
         return repo.get_session(db, session_id)
+
+
+class Rented(NamedTuple):
+    session_id: str
+    lease_id: int
+    activation_id: str
+
+
+def rent(deps, provider: str = "sms_activate") -> Rented:
+    """A new session with one number bought from ``provider`` for telegram in RU (no flow around
+    it), waiting for its code."""
+    from provisioner.steps.numbers import rent_number
+
+    with deps.sessions.begin() as db:
+        sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
+    rented = rent_number(
+        deps,
+        sid,
+        providers=[provider],
+        service="telegram",
+        country="RU",
+        max_price=None,
+        attempt=1,
+        actor="test",
+    )
+    return Rented(sid, rented.lease_id, rented.activation_id)
 
 
 def device_containers(deps, runtime, session_id: str):

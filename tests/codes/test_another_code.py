@@ -13,9 +13,9 @@ from provisioner.steps import codes
 from provisioner.store import LeaseOutcome, LeaseRow, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.codes.conftest import GATEWAY_TOKEN, rent, running_watcher
-from tests.gateway.conftest import RecordingRuns, serve
-from tests.support import wait_for
+from tests.codes.support import GATEWAY_TOKEN, running_watcher
+from tests.harness.gateway import RecordingRuns, serve
+from tests.support import rent, wait_for
 
 
 def verified(deps, provider: str, first_code: str) -> tuple[str, int, str]:

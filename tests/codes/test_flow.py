@@ -8,7 +8,7 @@ from flows.provision import ProvisionResult, provision_session
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.codes.conftest import WATCHER_ENV, running_watcher
+from tests.codes.support import WATCHER_ENV, running_watcher
 
 pytestmark = pytest.mark.docker
 

@@ -13,7 +13,7 @@ from provisioner.store import LeaseOutcome, LeaseRow
 from provisioner.store import codes as store_codes
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.codes.conftest import rent
+from tests.support import rent
 
 
 def status_checks(sim, activation_id: str) -> int:

@@ -16,10 +16,10 @@ from provisioner.store import LeaseRow
 from provisioner.store import codes as store_codes
 from provisioner.store import repository as repo
 from provisioner.watcher.budget import TokenBucket
-from tests.codes.conftest import WATCHER_ENV, rent, running_watcher
+from tests.codes.support import WATCHER_ENV, running_watcher
 from tests.plugins.prefect_env import provisioner_environment
 from tests.plugins.simulator import SIM_KEY
-from tests.support import wait_for
+from tests.support import rent, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,9 @@ from provisioner.steps import codes
 from provisioner.store import LeaseOutcome, LeaseRow
 from provisioner.store import codes as store_codes
 from provisioner.store import repository as repo
-from tests.codes.conftest import GATEWAY_TOKEN, WEBHOOK_SECRET, rent
-from tests.gateway.conftest import RecordingRuns, serve
-from tests.support import wait_for
+from tests.codes.support import GATEWAY_TOKEN, WEBHOOK_SECRET
+from tests.harness.gateway import RecordingRuns, serve
+from tests.support import rent, wait_for
 
 
 @pytest.fixture

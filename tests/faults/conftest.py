@@ -15,8 +15,15 @@ from provisioner.gateway.runs import PrefectFlowRuns
 from provisioner.runtime import ContainerRuntime
 from provisioner.settings import load_settings
 from provisioner.steps.deps import Deps
-from tests.faults.stack import HEARTBEAT_S, Prefect, Worker, prefect_server, provisioner_deploy
-from tests.gateway.conftest import serve
+from tests.harness.deployed import (
+    HEARTBEAT_S,
+    Prefect,
+    Worker,
+    pause_schedules,
+    prefect_server,
+    provisioner_deploy,
+)
+from tests.harness.gateway import serve
 from tests.plugins.prefect_env import provisioner_environment
 
 # Reconciliation settings of the fault tests' flow runs: short deadlines, the real device grace.
@@ -26,13 +33,6 @@ RECONCILE_ENV = {
     "PROVISIONER_RECONCILE__STALE_AFTER_S": "5",
     "PROVISIONER_RECONCILE__HEARTBEAT_INTERVAL_S": "1",
 }
-
-
-def pause_schedules(api_url: str, deployments: list[str]) -> None:
-    with httpx.Client(base_url=api_url, timeout=15, trust_env=False) as client:
-        for name in deployments:
-            deployment = client.get(f"/deployments/name/{name}").raise_for_status().json()
-            client.post(f"/deployments/{deployment['id']}/pause_deployment").raise_for_status()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from provisioner.store import devices as devrepo
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from provisioner.store.migrate import upgrade
-from tests.faults.stack import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, AnswerLog
+from tests.harness.deployed import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, AnswerLog
 from tests.support import wait_for
 
 pytestmark = pytest.mark.docker

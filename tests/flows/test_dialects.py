@@ -14,9 +14,8 @@ from provisioner.steps import numbers
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, LeaseRow
 from provisioner.store import leases as lease_repo
-from provisioner.store import repository as repo
 from tests.plugins.simulator import SIM_KEY
-from tests.support import wait_for
+from tests.support import rent, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -123,23 +122,6 @@ def test_lease_records_the_amount_actually_charged(provisioner_env, sim):
     assert sim.balance(SIM_KEY) == Decimal("100") - Decimal("8.70")
 
 
-def rent(deps, provider: str):
-    """A session with one number bought from `provider`: (lease id, activation id)."""
-    with deps.sessions.begin() as db:
-        sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
-    rented = numbers.rent_number(
-        deps,
-        sid,
-        providers=[provider],
-        service="telegram",
-        country="RU",
-        max_price=None,
-        attempt=1,
-        actor="test",
-    )
-    return rented.lease_id, rented.activation_id
-
-
 def lease_row(deps, lease_id: int) -> LeaseRow:
     with deps.sessions() as db:
         return db.get_one(LeaseRow, lease_id)
@@ -155,7 +137,7 @@ class TestCancelRecordsWhatTheProviderDid:
         self, provisioner_env, sim, provider, dialect
     ):
         sim.set_dialect(SIM_KEY, dialect)
-        lease_id, activation_id = rent(provisioner_env, provider)
+        _, lease_id, activation_id = rent(provisioner_env, provider)
         sim.deliver(activation_id, "8080")
         assert numbers.cancel_number(provisioner_env, lease_id) == "finished"
         assert lease_row(provisioner_env, lease_id).outcome == LeaseOutcome.FINISHED
@@ -163,7 +145,7 @@ class TestCancelRecordsWhatTheProviderDid:
         assert [e.activation_id for e in ledger.finishes] == [activation_id] and ledger.refunds == []
 
     def test_sms_man_reject_refused_is_left_cancel_pending_never_closed(self, provisioner_env, sim):
-        lease_id, activation_id = rent(provisioner_env, "sms_man")
+        _, lease_id, activation_id = rent(provisioner_env, "sms_man")
         sim.inject("error", code="wrong_status", protocol="sms_man", action="set-status", times=None)
         with pytest.raises(numbers.CancelDeferred):
             numbers.cancel_number(provisioner_env, lease_id)

@@ -23,7 +23,7 @@ from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, LeaseRow, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.support import session, wait_for
+from tests.support import rent, session, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -185,9 +185,9 @@ class TestCancel:
 
     def test_code_arriving_just_before_the_cancel_is_finished_and_kept(self, provisioner_env, sim):
         deps = provisioner_env
-        sid, rented = _rent_one(deps)
-        sim.deliver(rented.activation_id, "777111")
-        assert numbers.cancel_number(deps, rented.lease_id) == LeaseOutcome.FINISHED
+        sid, lease_id, activation_id = rent(deps)
+        sim.deliver(activation_id, "777111")
+        assert numbers.cancel_number(deps, lease_id) == LeaseOutcome.FINISHED
         [lease] = leases(deps, sid)
         assert lease.outcome == LeaseOutcome.FINISHED and lease.price == sim.ledger().finishes[0].amount
         assert session(deps, sid).verification_code == "777111"
@@ -197,7 +197,7 @@ class TestCancel:
         """The provision flow and reconciliation may cancel the same number at once (a session
         orphaned while its flow waits): whoever records second accepts the first one's record."""
         deps = provisioner_env
-        _, rented = _rent_one(deps)
+        rented = rent(deps)
         client = deps.provider("sms_activate")
         real_cancel = type(client).cancel
 
@@ -237,23 +237,6 @@ class TestPollingNoise:
         assert "unclear replies in a row" in (session(deps, _newest(deps)).last_error or "")
         assert_ledger_matches(deps, sim, _newest(deps))
         assert sim.ledger().settled
-
-
-def _rent_one(deps) -> tuple[str, numbers.RentedNumber]:
-    """A session with one number rented from sms_activate (no flow around it)."""
-    with deps.sessions.begin() as db:
-        sid = repo.create_session(db, service="tg", country="0", actor="test").id
-    rented = numbers.rent_number(
-        deps,
-        sid,
-        providers=["sms_activate"],
-        service="telegram",
-        country="RU",
-        max_price=None,
-        attempt=1,
-        actor="t",
-    )
-    return sid, rented
 
 
 def _newest(deps) -> str:
@@ -321,18 +304,7 @@ class TestLookup:
 
     def test_an_activation_known_to_another_lease_is_not_adopted(self, provisioner_env, sim):
         deps = provisioner_env
-        with deps.sessions.begin() as db:
-            other = repo.create_session(db, service="tg", country="0", actor="test").id
-        numbers.rent_number(
-            deps,
-            other,
-            providers=["sms_activate"],
-            service="telegram",
-            country="RU",
-            max_price=None,
-            attempt=1,
-            actor="t",
-        )
+        rent(deps)  # another session's number
         _, lease_id = self._unknown_lease(deps, sim, sold=False)
         resolved = resolve_unknown(deps, lease_id)
         assert resolved.resolution == Resolution.NONE_SOLD

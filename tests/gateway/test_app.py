@@ -12,7 +12,7 @@ from provisioner.runtime.containers import STREAM_PORT
 from provisioner.store import LeaseOutcome, State, new_session_id
 from provisioner.store import devices as devrepo
 from provisioner.store import leases as lease_repo
-from tests.gateway.conftest import TOKEN, launch, record_stream_route
+from tests.harness.gateway import TOKEN, launch, record_stream_route
 from tests.support import wait_for
 
 pytestmark = pytest.mark.docker

@@ -12,12 +12,11 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from provisioner.runtime import Role
 from provisioner.steps.streams import vnc_page_path
 from provisioner.store import State
-from tests.gateway.conftest import TOKEN, launch, record_stream_route
+from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.harness.gateway import TOKEN, launch, record_stream_route
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("PROVISIONER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 CONNECTED_JS = "document.documentElement.classList.contains('noVNC_connected')"
 # The stub's xterm draws the session id in #7CFC00 on black.
 GREEN_PIXELS_JS = """() => {

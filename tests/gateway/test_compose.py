@@ -113,7 +113,7 @@ def test_compose_stack_provisions_through_the_gateway_and_releases(compose, dock
     import httpx
     from websockets.sync.client import connect as ws_connect
 
-    from tests.gateway.conftest import free_port
+    from tests.harness.services import free_port
 
     build = subprocess.run(
         [str(ROOT / "scripts" / "build-app-image")], capture_output=True, text=True, timeout=900

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,21 +16,13 @@ import pytest
 from provisioner.gateway.app import create_app
 from provisioner.gateway.runs import PrefectFlowRuns
 from provisioner.settings.version import VERSION
-from tests.faults.stack import prefect_server as start_prefect_server
-from tests.gateway.conftest import make_deps, serve
+from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.harness.deployed import POOL, ROOT, VENV_BIN, Worker, prefect_cli
+from tests.harness.deployed import prefect_server as start_prefect_server
+from tests.harness.gateway import make_deps, serve
 from tests.plugins.prefect_env import provisioner_environment
 
 pytestmark = pytest.mark.docker
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-POOL = "provisioner-process"
-
-
-def _prefect(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +35,10 @@ def prefect_server(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
 @pytest.fixture(scope="module")
 def deployed(prefect_server) -> tuple[str, dict[str, str]]:
     api_url, env = prefect_server
-    created = _prefect("work-pool", "create", POOL, "--type", "process", env=env)
+    created = prefect_cli("work-pool", "create", POOL, "--type", "process", env=env)
     assert created.returncode == 0, created.stdout + created.stderr
     # The pull step records $PWD as the flows' directory: deploy from the project root.
-    deployed = _prefect("--no-prompt", "deploy", "--all", env={**env, "PWD": str(ROOT)})
+    deployed = prefect_cli("--no-prompt", "deploy", "--all", env={**env, "PWD": str(ROOT)})
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     return api_url, env
 
@@ -93,24 +83,13 @@ def worker(deployed, database_url, sim, runtime_factory, tmp_path):
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
     }
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-            cwd=ROOT,
-            env=worker_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield runtime, log_path
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            for container in runtime.list_managed():
-                runtime.remove(container.id)
+    worker = Worker(worker_env, log_path)
+    try:
+        yield runtime, log_path
+    finally:
+        worker.stop()
+        for container in runtime.list_managed():
+            runtime.remove(container.id)
 
 
 def _wait_state(
@@ -169,8 +148,6 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
     """A person opens the provision deployment's run form in the Prefect UI: real titles and the
     configured defaults; Submit starts a run that the worker names provision-<session>."""
     from playwright.sync_api import sync_playwright
-
-    from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
 
     api_url, _ = deployed
     _, log_path = worker

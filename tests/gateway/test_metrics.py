@@ -13,7 +13,7 @@ from provisioner.reconciler.model import Kind
 from provisioner.settings.version import VERSION
 from provisioner.store import LeaseOutcome, State, new_session_id
 from provisioner.store import leases as lease_repo
-from tests.gateway.conftest import TOKEN
+from tests.harness.gateway import TOKEN
 
 pytestmark = pytest.mark.docker
 

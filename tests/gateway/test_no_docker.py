@@ -24,7 +24,7 @@ from provisioner.store import State, new_session_id
 from provisioner.store import devices as devrepo
 from provisioner.store import hosts as hostrepo
 from provisioner.store.host_states import HostState
-from tests.gateway.conftest import serve
+from tests.harness.gateway import serve
 from tests.plugins.docker_engine import TEST_PROFILES_FILE
 from tests.support import wait_for
 

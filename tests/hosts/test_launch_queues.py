@@ -28,8 +28,15 @@ from provisioner.steps.launch import LaunchFailed, WrongEngine, launch_on_queue,
 from provisioner.store import devices as devrepo
 from provisioner.store import hosts as hostrepo
 from provisioner.store.models import SessionRow
-from tests.faults.conftest import pause_schedules
-from tests.faults.stack import ROOT, VENV_BIN, Prefect, Worker, prefect_server, provisioner_deploy
+from tests.harness.deployed import (
+    ROOT,
+    VENV_BIN,
+    Prefect,
+    Worker,
+    pause_schedules,
+    prefect_server,
+    provisioner_deploy,
+)
 from tests.plugins.docker_engine import TEST_NETWORK, TEST_PROFILES_FILE, new_test_instance_id
 from tests.plugins.prefect_env import provisioner_environment
 

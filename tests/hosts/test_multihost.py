@@ -18,7 +18,7 @@ from provisioner.steps.request import ProvisionRequest
 from provisioner.store import hosts as hostrepo
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.gateway.conftest import make_deps, serve
+from tests.harness.gateway import make_deps, serve
 from tests.plugins.docker_hosts import engine_stopped
 from tests.plugins.simulator import SIM_KEY
 from tests.support import device_of

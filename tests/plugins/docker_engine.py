@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import docker
 import docker.errors
@@ -19,12 +18,11 @@ import pytest
 
 from provisioner.runtime import ContainerRuntime, load_profiles
 from provisioner.runtime.model import LABEL_INSTANCE
+from tests.harness.services import TEST_PROFILES_FILE
 
 TEST_NETWORK = "provisioner-test"
 STREAM_IMAGE = "provisioner/websockify:latest"
 REQUIRED_IMAGES = ("provisioner/device-stub:latest", STREAM_IMAGE)
-# Profiles only tests use: a device that exits at once, a fake android boot, a missing image.
-TEST_PROFILES_FILE = Path(__file__).resolve().parent.parent / "runtime" / "fake_profiles.yaml"
 
 _test_instances: list[str] = []
 

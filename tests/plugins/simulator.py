@@ -12,6 +12,7 @@ import pytest
 
 from provisioner.settings.model import ProviderSettings
 from provisioner.simulator.server import Simulator
+from tests.harness import services
 
 SIM_KEY = "sim-test-key-5f2c9a"
 CLIENT_TIMEOUT_S = 2.0
@@ -19,12 +20,8 @@ CLIENT_TIMEOUT_S = 2.0
 
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[Simulator]:
-    sim = Simulator(host="127.0.0.1", port=0, keys={SIM_KEY: "100"}, sms_delay_s=None)
-    sim.start()
-    try:
+    with services.simulator({SIM_KEY: "100"}) as sim:
         yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from providers.canonical import check_country, check_service
 from providers.catalog import Codes, builtin, learn, target
 from providers.errors import StopError
 from providers.money import Money, NoRate, cap_in
-from tests.providers.conftest import SPECS
+from tests.providers.specs import SPECS
 
 TELEGRAM_RU = {
     "sms_man": Codes("3", "1"),

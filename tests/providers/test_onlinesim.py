@@ -20,7 +20,7 @@ from providers.errors import (
     UnavailableError,
 )
 from providers.onlinesim import OnlineSimProvider, close_retry_after
-from tests.providers.conftest import KEY
+from tests.providers.specs import KEY
 
 STOP = ["ERROR_WRONG_KEY", "ERROR_NO_KEY", "ACCOUNT_BLOCKED", "ERROR_NO_SERVICE", "WARNING_LOW_BALANCE",
         "API_ACCESS_DISABLED", "API_ACCESS_IP", "ERROR_PARAMS"]  # fmt: skip

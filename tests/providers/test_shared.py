@@ -25,7 +25,7 @@ from providers.errors import (
     is_retryable,
 )
 from provisioner.settings.model import ProviderSettings
-from tests.providers.conftest import KEY, Spec
+from tests.providers.specs import KEY, Spec
 
 
 def buy(provider: Provider, spec: Spec, max_price: Decimal | None = None):

@@ -12,7 +12,7 @@ import pytest
 
 from providers.base import CodeReceived
 from providers.errors import UnavailableError
-from tests.providers.conftest import KEY, SPECS
+from tests.providers.specs import KEY, SPECS
 
 
 @pytest.fixture

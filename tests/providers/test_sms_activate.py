@@ -21,7 +21,7 @@ from providers.errors import (
 )
 from providers.sms_activate import SmsActivateProvider
 from provisioner.settings.model import ProviderSettings, SmsActivateSettings
-from tests.providers.conftest import KEY
+from tests.providers.specs import KEY
 
 LEASE = Lease("sms_activate", "1", "+79000000001", Decimal("1"), "RUB", datetime.now(UTC))
 

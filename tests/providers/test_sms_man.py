@@ -11,7 +11,7 @@ from providers import build_provider
 from providers.errors import CancelTooEarly, NotRefundable, NotSupported, StopError, UnavailableError
 from providers.sms_man import SmsManProvider
 from provisioner.settings.model import ProviderSettings
-from tests.providers.conftest import KEY
+from tests.providers.specs import KEY
 
 
 @pytest.fixture

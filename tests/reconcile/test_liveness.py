@@ -15,7 +15,7 @@ from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.gateway.conftest import RecordingRuns, serve
+from tests.harness.gateway import RecordingRuns, serve
 from tests.support import device_of, session, wait_for
 
 pytestmark = pytest.mark.docker

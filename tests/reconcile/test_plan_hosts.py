@@ -11,7 +11,7 @@ import pytest
 from provisioner.reconciler import Kind, plan
 from provisioner.reconciler.model import NetworkView, Reason
 from provisioner.store import LeaseOutcome, State
-from tests.reconcile.test_plan import (
+from tests.reconcile.views import (
     GRACE,
     NOW,
     POLICY,

@@ -1,6 +1,7 @@
-"""The deployed path for fault tests: a real `prefect server` (its own home, SQLite), `provisioner
-deploy`, process workers started in their own process group (so one SIGKILL takes the worker and
-its flow-run processes), the gateway on a real uvicorn, and a recorder of every answer it gave."""
+"""The deployed path for tests and benches: a real `prefect server` (its own home, SQLite),
+`provisioner deploy`, process workers started in their own process group (so one SIGKILL takes
+the worker and its flow-run processes), the Prefect REST calls the tests make, and a recorder of
+every answer a gateway gave."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.gateway.conftest import free_port
+from tests.harness.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -44,8 +45,11 @@ def base_env(home: Path, api_url: str, *, ui: bool = False) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, *, ui: bool = False) -> Iterator[tuple[str, dict[str, str]]]:
-    """`prefect server start` on a free loopback port with its own home (SQLite); (api url, env)."""
+def prefect_server(
+    home: Path, *, ui: bool = False, startup_timeout_s: float = 90
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """`prefect server start` on a free loopback port with its own home (SQLite); (api url, env).
+    The env is the process's without PREFECT_* and PROVISIONER_* variables, aimed at this server."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = base_env(home, api_url, ui=ui)
@@ -59,7 +63,7 @@ def prefect_server(home: Path, *, ui: bool = False) -> Iterator[tuple[str, dict[
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + startup_timeout_s
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{api_url}/health", timeout=2, trust_env=False).status_code == 200:
@@ -79,15 +83,33 @@ def prefect_server(home: Path, *, ui: bool = False) -> Iterator[tuple[str, dict[
         log.close()
 
 
-def provisioner_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def prefect_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The `prefect` command of this venv, run in the project root (prefect.yaml's directory)."""
     return subprocess.run(
-        [str(VENV_BIN / "provisioner"), "deploy", "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT_S)],
+        [str(VENV_BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def provisioner_deploy(
+    env: dict[str, str], *, heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """`provisioner deploy` (work pool, deployments, the heartbeat automation) on env's server."""
+    return subprocess.run(
+        [str(VENV_BIN / "provisioner"), "deploy", "--heartbeat-timeout", str(heartbeat_timeout_s)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def pause_schedules(api_url: str, deployments: list[str]) -> None:
+    """Pause the schedules of the named deployments ("flow/deployment"): the caller drives the runs."""
+    with httpx.Client(base_url=api_url, timeout=15, trust_env=False) as client:
+        for name in deployments:
+            deployment = client.get(f"/deployments/name/{name}").raise_for_status().json()
+            client.post(f"/deployments/{deployment['id']}/pause_deployment").raise_for_status()
 
 
 def descendants(pid: int) -> list[int]:
