@@ -8,7 +8,7 @@ import pytest
 
 from provisioner.gateway.app import create_app
 from provisioner.steps.spend import NO_CEILING
-from tests.gateway.conftest import make_deps
+from tests.harness.gateway import make_deps
 
 pytestmark = pytest.mark.docker
 
