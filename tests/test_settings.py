@@ -99,6 +99,7 @@ class TestCatalogAndMoneySettings:
             ("PROVISIONER_DEFAULTS__COUNTRY", "0", "unknown country"),
             ("PROVISIONER_DEFAULTS__MAX_PRICE", "20", "needs an amount and a currency"),
             ("PROVISIONER_FX", '{"RUB": "0"}', "rates must be positive"),
+            ("PROVISIONER_FX", '{"RUB": 0.011', "not valid JSON"),  # a message, not a traceback
             (
                 "PROVISIONER_PROVIDERS__SMS_ACTIVATE__CURRENCY",
                 "rubles",

@@ -159,6 +159,9 @@ def provision(
     ] = None,
     attempts: Annotated[int | None, typer.Option(help="Numbers to try")] = None,
     ttl: Annotated[float | None, typer.Option(help="Seconds the session stays live")] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a verified session may go unused before it is released")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs")] = False,
 ) -> None:
     """Provision a session: rent a number, start the device and its stream, wait for the code."""
@@ -185,6 +188,7 @@ def provision(
             code_timeout_s=code_timeout,
             number_attempts=attempts,
             ttl_s=ttl,
+            idle_timeout_s=idle_timeout,
         )
     except ValidationError as exc:
         err.print(f"[red]invalid options:[/red] {exc}")
@@ -381,7 +385,10 @@ def deploy(
 
 
 @app.command()
-def release(session_id: str, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def release(
+    session_id: str,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs")] = False,
+) -> None:
     """Release a session: remove its containers, close its number."""
     import re
 
@@ -404,8 +411,8 @@ def release(session_id: str, verbose: Annotated[bool, typer.Option("--verbose", 
 
 @app.command()
 def sim(
-    host: str = "127.0.0.1",
-    port: int = 8800,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (all three protocols and /_sim/)")] = 8800,
     key: Annotated[list[str] | None, typer.Option(help="Accepted API key (repeatable)")] = None,
     sms_delay: Annotated[
         float | None, typer.Option(help="Seconds until each SMS arrives (default: on demand)")
@@ -520,12 +527,33 @@ def migrate() -> None:
 
 
 @app.command()
+def doctor() -> None:
+    """Check every piece a deployment needs, one line each with a fix; exits 1 naming the first
+    broken piece (the database, the Prefect API, deployments, a worker, Docker, each provider's
+    key, gateway auth, webhooks)."""
+    settings = _settings()
+    from provisioner.cli.doctor import run_checks
+
+    broken = None
+    for check in run_checks(settings):
+        if check.ok:
+            console.print(f"[green]ok  [/green] {check.piece:18} {check.detail}")
+            continue
+        err.print(f"[red]FAIL[/red] {check.piece:18} {check.detail}\n     {'':18} fix: {check.fix}")
+        broken = broken or check.piece
+    if broken:
+        err.print(f"[red]doctor: {broken} is broken[/red]")
+        raise typer.Exit(1)
+    console.print("doctor: everything answers")
+
+
+@app.command()
 def demo(
     state_dir: Annotated[Path, typer.Option(help="Where the local PostgreSQL cluster lives")] = Path(
         ".local"
     ),
     sms_delay: Annotated[float, typer.Option(help="Seconds until the simulator sends the code")] = 3.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs")] = False,
 ) -> None:
     """Provision one session end to end against the built-in provider simulator.
 

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "PROVISIONER_"
 ENV_NESTED_DELIMITER = "__"
@@ -513,6 +514,10 @@ def load_settings(**overrides: object) -> Settings:
     """Read settings now, raising SettingsError with one line per bad or missing variable."""
     try:
         return Settings(**overrides)
+    except SourceError as exc:  # a top-level JSON value (PROVISIONER_FX) that does not parse
+        field = re.search(r'field "([^"]+)"', str(exc))
+        variable = env_var_for((field.group(1),)) if field else "a PROVISIONER_* variable"
+        raise SettingsError(f"provisioner settings: {variable} is invalid: not valid JSON") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -278,3 +278,22 @@ def test_unbounded_or_above_ceiling_requests_exit_2_before_any_run(no_providers,
     assert words in " ".join(result.output.split())
     with get_sessionmaker()() as db:
         assert [s.id for s in repo.list_sessions(db, limit=1000)] == before
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import click
+    import typer.main
+
+    missing = []
+
+    def walk(command: click.Command, path: str) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+        missing.extend(
+            f"{path} {param.opts[0]}"
+            for param in command.params
+            if isinstance(param, click.Option) and not param.help and param.name != "help"
+        )
+
+    walk(typer.main.get_command(app), "provisioner")
+    assert missing == [], missing
