@@ -66,6 +66,7 @@ def run_scenario(name: str, url: str, sim, *, leases: int, window: float, seed: 
     from provisioner.steps import codes
     from provisioner.steps.deps import get_deps, reset_deps
     from provisioner.steps.numbers import rent_number
+    from provisioner.steps.request import RentRequest
     from provisioner.store import LeaseRow, get_engine, reset_engine
     from provisioner.store import repository as repo
     from provisioner.watcher.loop import ProviderWatcher
@@ -88,16 +89,7 @@ def run_scenario(name: str, url: str, sim, *, leases: int, window: float, seed: 
         provider = PROVIDERS[n % 2]
         with deps.sessions.begin() as db:
             sid = repo.create_session(db, service="telegram", country="RU", actor="bench").id
-        r = rent_number(
-            deps,
-            sid,
-            providers=[provider],
-            service="telegram",
-            country="RU",
-            max_price=None,
-            attempt=1,
-            actor="bench",
-        )
+        r = rent_number(deps, sid, RentRequest("telegram", "RU", (provider,)), attempt=1, actor="bench")
         rented.append((sid, r.lease_id, r.activation_id, provider))
 
     stop = threading.Event()

@@ -217,16 +217,7 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
         with Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s):
             if claim_device(deps, sid, profile=plan.device_profile, actor=ACTOR) is None:
                 boot_session_device(deps, sid, profile=plan.device_profile, actor=ACTOR)
-            rented = numbers.rent_number(
-                deps,
-                sid,
-                providers=plan.providers,
-                service=plan.service,
-                country=plan.country,
-                max_price=plan.max_price,
-                attempt=1,
-                actor=ACTOR,
-            )
+            rented = numbers.rent_number(deps, sid, plan.rent, attempt=1, actor=ACTOR)
             number_rented(deps, sid, provider=rented.provider, actor=ACTOR)
             result = codes.wait_for_code(
                 deps, sid, rented.lease_id, timeout_s=plan.code_timeout_s, actor=ACTOR

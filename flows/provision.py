@@ -128,14 +128,7 @@ def provision_session(
     plan = resolve(request, deps.settings)
     actor = _actor()
     adopted = adopt_session(
-        session_id=session_id or None,
-        service=plan.service,
-        country=plan.country,
-        profile=plan.device_profile,
-        ttl_s=plan.ttl_s,
-        flow_run_id=str(flow_run.id),
-        actor=actor,
-        idle_timeout_s=plan.idle_timeout_s,
+        session_id=session_id or None, request=plan, flow_run_id=str(flow_run.id), actor=actor
     )
     sid = adopted.session_id
     label_flow_run("provision", sid)
@@ -145,13 +138,7 @@ def provision_session(
         error = NoProviderConfigured()
         compensate(deps, sid, reason=str(error), actor=actor)
         raise error
-    rent = {
-        "providers": plan.providers,
-        "service": plan.service,
-        "country": plan.country,
-        "max_price": plan.max_price,
-        "actor": actor,
-    }
+    rent = plan.rent
     heartbeat = Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s)
     try:
         with heartbeat, transaction():
@@ -163,7 +150,7 @@ def provision_session(
                 ):
                     boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
             publish_session(sid)  # device ready
-            rented = rent_number(sid, attempt=adopted.attempt, **rent)
+            rented = rent_number(sid, rent, attempt=adopted.attempt, actor=actor)
             number_rented(deps, sid, provider=rented.provider, actor=actor)
             publish_session(sid)  # number rented: its masked phone
             code = None
@@ -189,7 +176,7 @@ def provision_session(
                     code = _session_code(deps, sid)  # it arrived just before the cancel: finished, kept
                     break
                 if attempt < max(plan.number_attempts, adopted.attempt):
-                    rented = rent_number(sid, attempt=attempt + 1, **rent)
+                    rented = rent_number(sid, rent, attempt=attempt + 1, actor=actor)
                     publish_session(sid)
             if code is None:
                 raise CodeNotReceived(f"no code after {plan.number_attempts} number(s): {result.reason}")

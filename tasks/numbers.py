@@ -8,33 +8,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
-from providers.money import Money
 from provisioner.steps import codes, numbers
 from provisioner.steps.deps import get_deps
+from provisioner.steps.request import RentRequest
 from tasks.retry import RETRY_POLICY
 
 
 @task(name="rent-number", cache_policy=NONE, **RETRY_POLICY)
-def rent_number(
-    session_id: str,
-    *,
-    providers: list[str],
-    service: str,
-    country: str,
-    max_price: Money | None,
-    attempt: int,
-    actor: str,
-) -> numbers.RentedNumber:
-    rented = numbers.rent_number(
-        get_deps(),
-        session_id,
-        providers=providers,
-        service=service,
-        country=country,
-        max_price=max_price,
-        attempt=attempt,
-        actor=actor,
-    )
+def rent_number(session_id: str, rent: RentRequest, *, attempt: int, actor: str) -> numbers.RentedNumber:
+    rented = numbers.rent_number(get_deps(), session_id, rent, attempt=attempt, actor=actor)
     if txn := get_transaction():
         txn.set("lease_id", rented.lease_id)
     get_run_logger().info(

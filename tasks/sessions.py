@@ -9,33 +9,16 @@ from provisioner.steps.adopt import Adopted
 from provisioner.steps.adopt import adopt_session as _adopt
 from provisioner.steps.deps import get_deps
 from provisioner.steps.lifecycle import EndResult, release
+from provisioner.steps.request import ResolvedRequest
 from tasks.retry import RETRY_POLICY
 
 
 @task(name="adopt-session", cache_policy=NONE, **RETRY_POLICY)
 def adopt_session(
-    *,
-    session_id: str | None,
-    service: str,
-    country: str,
-    profile: str,
-    ttl_s: float,
-    flow_run_id: str,
-    actor: str,
-    idle_timeout_s: float | None = None,
+    *, session_id: str | None, request: ResolvedRequest, flow_run_id: str, actor: str
 ) -> Adopted:
-    """The session this flow run works on (see provisioning.adopt); SessionEnded if it has ended."""
-    adopted = _adopt(
-        get_deps(),
-        session_id=session_id,
-        flow_run_id=flow_run_id,
-        service=service,
-        country=country,
-        profile=profile,
-        ttl_s=ttl_s,
-        actor=actor,
-        idle_timeout_s=idle_timeout_s,
-    )
+    """The session this flow run works on (see steps.adopt); SessionEnded if it has ended."""
+    adopted = _adopt(get_deps(), session_id=session_id, flow_run_id=flow_run_id, request=request, actor=actor)
     logger = get_run_logger()
     if adopted.resumed:
         logger.info(
@@ -45,7 +28,9 @@ def adopt_session(
             adopted.attempt,
         )
     else:
-        logger.info("session %s requested (%s, country %s)", adopted.session_id, service, country)
+        logger.info(
+            "session %s requested (%s, country %s)", adopted.session_id, request.service, request.country
+        )
     return adopted
 
 

@@ -38,19 +38,11 @@ def rent(deps, provider: str = "sms_activate") -> Rented:
     """A new session with one number bought from ``provider`` for telegram in RU (no flow around
     it), waiting for its code."""
     from provisioner.steps.numbers import rent_number
+    from provisioner.steps.request import RentRequest
 
     with deps.sessions.begin() as db:
         sid = repo.create_session(db, service="telegram", country="RU", actor="test").id
-    rented = rent_number(
-        deps,
-        sid,
-        providers=[provider],
-        service="telegram",
-        country="RU",
-        max_price=None,
-        attempt=1,
-        actor="test",
-    )
+    rented = rent_number(deps, sid, RentRequest("telegram", "RU", (provider,)), attempt=1, actor="test")
     return Rented(sid, rented.lease_id, rented.activation_id)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from provisioner.steps.deps import Deps
+from provisioner.steps.request import ResolvedRequest
 from provisioner.store import LeaseOutcome, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
@@ -34,17 +35,11 @@ class Adopted:
 
 
 def adopt_session(
-    deps: Deps,
-    *,
-    session_id: str | None,
-    flow_run_id: str,
-    service: str,
-    country: str,
-    profile: str,
-    ttl_s: float,
-    actor: str,
-    idle_timeout_s: float | None = None,
+    deps: Deps, *, session_id: str | None, flow_run_id: str, request: ResolvedRequest, actor: str
 ) -> Adopted:
+    """The session ``flow_run_id`` works on (see the module docstring); a new one is created for
+    ``request``. Raises SessionEnded when it has ended."""
+    idle_timeout_s = request.idle_timeout_s
     with deps.sessions.begin() as db:
         row = repo.find_by_flow_run(db, flow_run_id) if flow_run_id != "None" else None
         if row is None and session_id:
@@ -52,11 +47,11 @@ def adopt_session(
         if row is None:
             row = repo.create_session(
                 db,
-                service=service,
-                country=country,
-                device_profile=profile,
+                service=request.service,
+                country=request.country,
+                device_profile=request.device_profile,
                 flow_run_id=flow_run_id,
-                ttl=timedelta(seconds=ttl_s),
+                ttl=timedelta(seconds=request.ttl_s),
                 actor=actor,
                 session_id=session_id,
                 idle_timeout_s=idle_timeout_s,

@@ -19,11 +19,11 @@ from providers.errors import (
     TransientError,
     UnavailableError,
 )
-from providers.money import Money
 from provisioner.steps.catalogs import purchase_target
 from provisioner.steps.codes import lease_of, record_code
 from provisioner.steps.deps import Deps
 from provisioner.steps.purchases import Resolution, Resolved, mark_unknown, resolve_now, unsettled_providers
+from provisioner.steps.request import RentRequest
 from provisioner.store import LeaseOutcome, LeaseRow, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
@@ -140,20 +140,10 @@ def decide_rented_event(state: State, name: str, attempt: int) -> tuple[State | 
     return None, f"attempt {attempt}: new number from {name}"
 
 
-def rent_number(
-    deps: Deps,
-    session_id: str,
-    *,
-    providers: list[str],
-    service: str,
-    country: str,
-    max_price: Money | None,
-    attempt: int,
-    actor: str,
-) -> RentedNumber:
-    """Rent one number for ``attempt``, trying providers in order.
+def rent_number(deps: Deps, session_id: str, rent: RentRequest, *, attempt: int, actor: str) -> RentedNumber:
+    """Rent one number for ``attempt``, trying ``rent.providers`` in order.
 
-    ``service``/``country`` are canonical: each provider is asked with its own codes from its
+    ``rent.service``/``rent.country`` are canonical: each provider is asked with its own codes from its
     catalog and the cap in its own currency, or skipped with the reason it cannot be.
     Idempotent per (session, attempt): a retried task finds the number it already bought. The
     lease row is written as pending before each purchase call and completed right after it. A
@@ -170,11 +160,13 @@ def rent_number(
 
     tried: list[Tried] = []
     unsettled = unsettled_providers(deps, session_id)
-    for name in providers:
+    for name in rent.providers:
         skip = decide_skip(name, configured=deps.settings.providers.get(name).configured, unsettled=unsettled)
         if skip is None:
             client = deps.provider(name)
-            target = purchase_target(deps, name, service=service, country=country, max_price=max_price)
+            target = purchase_target(
+                deps, name, service=rent.service, country=rent.country, max_price=rent.max_price
+            )
             skip = target if isinstance(target, str) else None
         if skip is not None:
             tried.append(Tried(name, skip))

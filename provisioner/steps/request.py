@@ -221,6 +221,17 @@ class ProvisionRequest(BaseModel):
 
 
 @dataclass(frozen=True)
+class RentRequest:
+    """What a number is rented for: the canonical service and country, the providers to try in
+    order, the effective price cap (None: no cap)."""
+
+    service: str
+    country: str
+    providers: tuple[str, ...]
+    max_price: Money | None = None
+
+
+@dataclass(frozen=True)
 class ResolvedRequest:
     service: str
     country: str
@@ -231,6 +242,10 @@ class ResolvedRequest:
     number_attempts: int
     ttl_s: float
     idle_timeout_s: float
+
+    @property
+    def rent(self) -> RentRequest:
+        return RentRequest(self.service, self.country, tuple(self.providers), self.max_price)
 
 
 def _money(value: str | None) -> Money | None:

@@ -17,7 +17,7 @@ from provisioner.settings import get_settings
 from provisioner.steps import catalogs
 from provisioner.steps.deps import get_deps, reset_deps
 from provisioner.steps.numbers import NoNumberAvailable, rent_number
-from provisioner.steps.request import ProvisionRequest
+from provisioner.steps.request import ProvisionRequest, RentRequest
 from provisioner.store import LeaseOutcome
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
@@ -95,16 +95,9 @@ def test_a_provider_without_a_code_is_skipped_with_the_reason_never_asked(provis
     deps = provisioner_env
     sid = new_session(deps)
     with pytest.raises(NoNumberAvailable) as caught:
-        rent_number(
-            deps,
-            sid,
-            providers=["sms_man", "onlinesim", "sms_activate"],
-            service="instagram",  # only the SMS-Activate protocol lists it, and not in France
-            country="FR",
-            max_price=None,
-            attempt=1,
-            actor="test",
-        )
+        # Only the SMS-Activate protocol lists instagram, and not in France.
+        rent = RentRequest("instagram", "FR", ("sms_man", "onlinesim", "sms_activate"))
+        rent_number(deps, sid, rent, attempt=1, actor="test")
     assert caught.value.reasons == {
         "sms_man": "no code for service instagram in FR",
         "onlinesim": "no code for service instagram in FR",
@@ -119,56 +112,33 @@ def test_onlinesim_is_skipped_where_its_listing_sells_no_telegram(provisioner_en
     sid = new_session(deps)
     sim.calls.clear()  # the fixture's catalog refresh
     rented = rent_number(
-        deps, sid, providers=["onlinesim", "sms_activate"], service="telegram", country="KZ", max_price=None,
-        attempt=1, actor="test",
-    )  # fmt: skip
+        deps, sid, RentRequest("telegram", "KZ", ("onlinesim", "sms_activate")), attempt=1, actor="test"
+    )
     assert rented.provider == "sms_activate"
     assert purchases(sim) == [("sms_activate", {"action": "getNumber", "service": "tg", "country": "2"})]
     assert sim.requests("onlinesim") == []
     with pytest.raises(NoNumberAvailable, match=r"\(onlinesim: no code for service telegram in KZ\)"):
-        rent_number(
-            deps, sid, providers=["onlinesim"], service="telegram", country="KZ", max_price=None,
-            attempt=2, actor="test",
-        )  # fmt: skip
+        rent_number(deps, sid, RentRequest("telegram", "KZ", ("onlinesim",)), attempt=2, actor="test")
 
 
 def test_a_provider_specific_code_goes_to_that_provider_as_is(provisioner_env, sim):
     deps = provisioner_env
     sid = new_session(deps)
     rented = rent_number(
-        deps,
-        sid,
-        providers=["sms_man", "sms_activate"],
-        service="sms_activate:wa",
-        country="KZ",
-        max_price=None,
-        attempt=1,
-        actor="test",
+        deps, sid, RentRequest("sms_activate:wa", "KZ", ("sms_man", "sms_activate")), attempt=1, actor="test"
     )
     assert rented.provider == "sms_activate"
     assert purchases(sim) == [("sms_activate", {"action": "getNumber", "service": "wa", "country": "2"})]
     with pytest.raises(
         NoNumberAvailable, match="sms_man: service sms_activate:wa is specific to sms_activate"
     ):
-        rent_number(
-            deps, sid, providers=["sms_man"], service="sms_activate:wa", country="KZ", max_price=None,
-            attempt=2, actor="test",
-        )  # fmt: skip
+        rent_number(deps, sid, RentRequest("sms_activate:wa", "KZ", ("sms_man",)), attempt=2, actor="test")
 
 
 def test_settings_override_the_learned_catalog(provisioner_env, sim, monkeypatch):
     deps = reconfigure(monkeypatch, PROVISIONER_PROVIDERS__SMS_MAN__SERVICES='{"telegram": "2"}')
     sid = new_session(deps)
-    rent_number(
-        deps,
-        sid,
-        providers=["sms_man"],
-        service="telegram",
-        country="KZ",
-        max_price=None,
-        attempt=1,
-        actor="t",
-    )
+    rent_number(deps, sid, RentRequest("telegram", "KZ", ("sms_man",)), attempt=1, actor="t")
     assert sim.requests("sms_man", "get-number") == [
         {"application_id": "2", "country_id": "2", "currency": "USD"}
     ]
@@ -200,9 +170,8 @@ def test_a_cap_in_one_currency_never_lets_a_provider_in_another_sell_above_it(
     order = ["sms_activate", "sms_man"] if cap.endswith("USD") else ["sms_man", "sms_activate"]
     sid = new_session(deps)
     rented = rent_number(
-        deps, sid, providers=order, service="telegram", country="RU", max_price=Money.parse(cap),
-        attempt=1, actor="test",
-    )  # fmt: skip
+        deps, sid, RentRequest("telegram", "RU", tuple(order), Money.parse(cap)), attempt=1, actor="test"
+    )
     assert rented.provider == sold_by
     assert [e.protocol for e in sim.ledger().purchases] == [sold_by]
     sent = {p: params["maxPrice"] for p, params in purchases(sim)}
@@ -218,9 +187,12 @@ def test_without_a_rate_the_other_currency_is_skipped_not_compared(provisioner_e
     sim.calls.clear()  # the fixture's catalog refresh
     sid = new_session(deps)
     rented = rent_number(
-        deps, sid, providers=["sms_activate", "sms_man"], service="telegram", country="RU",
-        max_price=Money.parse("0.50 USD"), attempt=1, actor="test",
-    )  # fmt: skip
+        deps,
+        sid,
+        RentRequest("telegram", "RU", ("sms_activate", "sms_man"), Money.parse("0.50 USD")),
+        attempt=1,
+        actor="test",
+    )
     assert rented.provider == "sms_man"
     assert sim.requests("sms_activate") == []  # never asked
     assert lease_rows(deps, sid) == [("sms_man", "3", "1", "USD", LeaseOutcome.ACTIVE)]
@@ -231,9 +203,12 @@ def test_sms_activate_skipped_for_currency_names_the_setting(provisioner_env, si
     sid = new_session(deps)
     with pytest.raises(NoNumberAvailable) as caught:
         rent_number(
-            deps, sid, providers=["sms_activate"], service="telegram", country="RU",
-            max_price=Money.parse("0.50 USD"), attempt=1, actor="test",
-        )  # fmt: skip
+            deps,
+            sid,
+            RentRequest("telegram", "RU", ("sms_activate",), Money.parse("0.50 USD")),
+            attempt=1,
+            actor="test",
+        )
     assert "prices in RUB, the cap is 0.50 USD" in caught.value.reasons["sms_activate"]
     assert "PROVISIONER_FX" in caught.value.reasons["sms_activate"]
 
@@ -247,16 +222,7 @@ def test_a_catalog_is_learned_on_first_use_and_a_failed_refresh_keeps_the_old_on
         db.execute(text("DELETE FROM provider_catalogs"))
     sim.calls.clear()
     sid = new_session(deps)
-    rent_number(
-        deps,
-        sid,
-        providers=["sms_man"],
-        service="telegram",
-        country="RU",
-        max_price=None,
-        attempt=1,
-        actor="t",
-    )
+    rent_number(deps, sid, RentRequest("telegram", "RU", ("sms_man",)), attempt=1, actor="t")
     assert [a for p, a, _ in sim.calls if p == "sms_man"][:2] == ["applications", "countries"]
     learned = catalogs.stored(deps, "sms_man")
     assert learned is not None and learned.services["telegram"] == "3"
@@ -278,18 +244,14 @@ def test_a_listing_failing_at_first_use_gives_the_builtin_table_once(provisioner
     sid = new_session(deps)
     for attempt in (1, 2):
         rented = rent_number(
-            deps, sid, providers=["sms_activate"], service="telegram", country="RU", max_price=None,
-            attempt=attempt, actor="test",
-        )  # fmt: skip
+            deps, sid, RentRequest("telegram", "RU", ("sms_activate",)), attempt=attempt, actor="test"
+        )
         assert rented.provider == "sms_activate"
     assert [p["service"] for p in sim.requests("sms_activate", "getNumber")] == ["tg", "tg"]  # built-in codes
     assert len(sim.requests("sms_activate", "getServicesList")) == 1  # not asked again by the second
     assert catalogs.is_stale(deps, catalogs.stored(deps, "sms_activate"))  # the next pass tries again
     with pytest.raises(NoNumberAvailable) as caught:
-        rent_number(
-            deps, sid, providers=["sms_man"], service="telegram", country="RU", max_price=None,
-            attempt=3, actor="test",
-        )  # fmt: skip
+        rent_number(deps, sid, RentRequest("telegram", "RU", ("sms_man",)), attempt=3, actor="test")
     assert caught.value.reasons == {
         "sms_man": "no code for service telegram in RU (built-in table: its listings could not be read)"
     }

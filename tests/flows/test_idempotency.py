@@ -9,7 +9,7 @@ import pytest
 from flows.provision import provision_session
 from provisioner.steps.devices import boot_session_device, claim_device
 from provisioner.steps.numbers import rent_number
-from provisioner.steps.request import ProvisionRequest
+from provisioner.steps.request import ProvisionRequest, RentRequest
 from provisioner.store import State
 from provisioner.store import repository as repo
 
@@ -26,18 +26,12 @@ def new_session(deps) -> str:
 def test_renting_twice_for_the_same_attempt_buys_once(provisioner_env, sim):
     deps = provisioner_env
     sid = new_session(deps)
-    args = {
-        "providers": ["sms_activate"],
-        "service": "telegram",
-        "country": "RU",
-        "max_price": None,
-        "actor": "t",
-    }
-    first = rent_number(deps, sid, attempt=1, **args)
-    again = rent_number(deps, sid, attempt=1, **args)
+    rent = RentRequest("telegram", "RU", ("sms_activate",))
+    first = rent_number(deps, sid, rent, attempt=1, actor="t")
+    again = rent_number(deps, sid, rent, attempt=1, actor="t")
     assert again == first
     assert sim.purchases == 1
-    second = rent_number(deps, sid, attempt=2, **args)
+    second = rent_number(deps, sid, rent, attempt=2, actor="t")
     assert second.activation_id != first.activation_id and sim.purchases == 2
 
 
