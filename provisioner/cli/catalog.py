@@ -6,11 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+from provisioner.cli.common import console, err
 
 
 def catalog(

@@ -7,11 +7,9 @@ import re
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+from provisioner.cli.common import console, err, load_sessionmaker
 
 clients_app = typer.Typer(
     add_completion=False,
@@ -19,18 +17,6 @@ clients_app = typer.Typer(
     help="Who may call the gateway: list (default), add, revoke.",
 )
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*min\s*$")
-
-
-def _sessions():
-    from provisioner.settings import SettingsError, get_settings
-    from provisioner.store import get_sessionmaker
-
-    try:
-        get_settings()
-    except SettingsError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    return get_sessionmaker()
 
 
 def parse_rate(text: str) -> int:
@@ -73,7 +59,7 @@ def list_(
 def _list(as_json: bool) -> None:
     from provisioner.store import clients as clientrepo
 
-    with _sessions()() as db:
+    with load_sessionmaker()() as db:
         rows = [_row_json(r) for r in clientrepo.list_clients(db)]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -115,7 +101,7 @@ def add(
     if role not in {r.value for r in clientrepo.Role}:
         err.print(f"[red]--role must be client or operator, not {role!r}[/red]")
         raise typer.Exit(2)
-    sessions = _sessions()
+    sessions = load_sessionmaker()
     defaults = get_settings().clients
     rate_per_min = parse_rate(rate) if rate is not None else defaults.rate_per_min
     try:
@@ -143,7 +129,7 @@ def revoke(name: str) -> None:
     """Refuse the client's token (and its session links) from now on, in every gateway."""
     from provisioner.store import clients as clientrepo
 
-    with _sessions().begin() as db:
+    with load_sessionmaker().begin() as db:
         done = clientrepo.revoke_client(db, name)
     if not done:
         err.print(f"[red]no active client {name!r}[/red]")

@@ -7,29 +7,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+from provisioner.cli.common import console, err, load_sessionmaker
 
 hosts_app = typer.Typer(
     add_completion=False,
     invoke_without_command=True,
     help="The Docker hosts devices are placed on: list (default), add, drain.",
 )
-
-
-def _sessions():
-    from provisioner.settings import SettingsError, get_settings
-    from provisioner.store import get_sessionmaker
-
-    try:
-        get_settings()
-    except SettingsError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    return get_sessionmaker()
 
 
 @hosts_app.callback()
@@ -42,7 +28,7 @@ def hosts(
         return
     from provisioner.store import hosts as hostrepo
 
-    with _sessions()() as db:
+    with load_sessionmaker()() as db:
         rows = [
             {
                 "name": h.name,
@@ -115,7 +101,7 @@ def add(
         tls = EngineTLS.of(*paths, where=f"host {name}")
         check_engine_url(docker_url, tls=tls, insecure_plain_tcp=insecure_plain_tcp, where=f"host {name}")
         memory_mb = hostrepo.memory_mb(memory)
-        with _sessions().begin() as db:
+        with load_sessionmaker().begin() as db:
             row = hostrepo.add_host(
                 db,
                 name=name,
@@ -165,7 +151,7 @@ def drain(name: str) -> None:
     from provisioner.store.host_states import HostState, IllegalHostTransition
 
     try:
-        with _sessions().begin() as db:
+        with load_sessionmaker().begin() as db:
             hostrepo.transition_host(db, name, HostState.DRAINING, reason="drained by an operator")
     except (hostrepo.HostNotFound, IllegalHostTransition) as exc:
         err.print(f"[red]{exc}[/red]")
