@@ -14,6 +14,7 @@ from provisioner.cli.hosts import hosts_app
 from provisioner.cli.leases import leases
 from provisioner.cli.operations import deploy, doctor, migrate, reconcile
 from provisioner.cli.provision import provision
+from provisioner.cli.secrets import secrets_app
 from provisioner.cli.services import sim, watch
 from provisioner.cli.sessions import code, release, sessions
 
@@ -45,6 +46,7 @@ for command in COMMANDS:
 app.command(name="catalog")(catalog_command)
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(clients_app, name="clients")
+app.add_typer(secrets_app, name="secrets")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -27,10 +27,16 @@ HEADER = """\
 <!-- Generated from provisioner/settings/model.py by `python -m provisioner.settings.docs --write`;
 tests/test_settings.py fails when this page is stale. Edit the model's descriptions, not this page. -->
 
-Environment variables with the prefix `PROVISIONER_` and `__` between groups; a `.env` file in
-the working directory is read too (compose passes the same `.env` to every app service). A
-missing or malformed value stops start-up with a message naming the variable (values are never
-echoed). JSON values (maps, lists) are written as JSON: `PROVISIONER_POOL__WARM='{"stub-slow": 2}'`.
+Environment variables with the prefix `PROVISIONER_` and `__` between groups. Read, highest
+first: the environment; a `.env` file in the working directory (compose passes the same `.env`
+to every app service); a secrets directory, one file per variable (Docker/Kubernetes secrets:
+`/run/secrets/PROVISIONER_GATEWAY__TOKEN`; another directory: `PROVISIONER_SECRETS_DIR`); and,
+for the secret settings only, Prefect Secret blocks named after the variable
+(`PROVISIONER_PROVIDERS__SMS_MAN__API_KEY` is the block `provisioner-providers-sms-man-api-key`;
+`provisioner secrets set PROVISIONER_PROVIDERS__SMS_MAN__API_KEY` stores one, `provisioner
+secrets list` shows which exist), read with one call when `PREFECT_API_URL` is set. A missing
+or malformed value stops start-up with a message naming the variable (values are never echoed).
+JSON values (maps, lists) are written as JSON: `PROVISIONER_POOL__WARM='{"stub-slow": 2}'`.
 
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +18,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "PROVISIONER_"
@@ -451,7 +457,26 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # Docker/Kubernetes secrets: one file per variable, e.g. /run/secrets/PROVISIONER_GATEWAY__TOKEN.
+        secrets_dir=os.environ.get("PROVISIONER_SECRETS_DIR", "/run/secrets"),
+        secrets_dir_missing="ok",
+        secrets_nested_delimiter=ENV_NESTED_DELIMITER,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest first: arguments, the environment, .env, the secrets directory, Prefect Secret blocks."""
+        from provisioner.settings.secrets import PrefectSecretsSource
+
+        secrets_dir = NestedSecretsSettingsSource(file_secret_settings)
+        return init_settings, env_settings, dotenv_settings, secrets_dir, PrefectSecretsSource(settings_cls)
 
     instance_id: str | None = Field(
         None,
