@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+APP_SERVICES = ("migrate", "deploy", "worker", "gateway", "watcher")
 
 
 def compose_command() -> list[str] | None:
@@ -50,7 +52,10 @@ def run_config(compose: list[str], env_file: Path, *extra: str) -> subprocess.Co
 class TestCompose:
     def test_valid_with_secrets_and_startup_order(self, compose, tmp_path) -> None:
         env_file = tmp_path / ".env"
-        env_file.write_text("POSTGRES_PASSWORD=s3cretpw\nPROVISIONER_GATEWAY__TOKEN=gwtoken\n")
+        env_file.write_text(
+            f"PROVISIONER_ENV_FILE={env_file}\nPOSTGRES_PASSWORD=s3cretpw\nPROVISIONER_GATEWAY__TOKEN=gwtoken\n"
+            "PROVISIONER_DEFAULTS__COUNTRY=KZ\nPROVISIONER_PROVIDERS__SMS_MAN__API_KEY=k-sms-man\n"
+        )
         result = run_config(compose, env_file, "--profile", "sim")
         assert result.returncode == 0, result.stderr
         config = yaml.safe_load(result.stdout)
@@ -93,16 +98,43 @@ class TestCompose:
         assert float(sim_command[sim_command.index("--balance") + 1]) >= 10000
         assert all("profiles" not in s for n, s in services.items() if n != "simulator")
         assert "pgdata" in config["volumes"]
+        # One file, the same names as everywhere else: every app service gets all of .env, deploy
+        # included (the run form's defaults); nothing is renamed on the way.
+        raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+        for name in APP_SERVICES:
+            assert raw[name]["env_file"] == "${PROVISIONER_ENV_FILE:-.env}", name
+            environment = services[name]["environment"]
+            assert environment["PROVISIONER_DEFAULTS__COUNTRY"] == "KZ", name
+            assert environment["PROVISIONER_PROVIDERS__SMS_MAN__API_KEY"] == "k-sms-man", name
+            assert "s3cretpw" in environment["PROVISIONER_DATABASE__URL"], name
+        assert "env_file" not in raw["prefect-server"] and "env_file" not in raw["postgres"]
+
+    def test_env_example_names_real_settings_and_starts_a_valid_config(self, compose, tmp_path) -> None:
+        from provisioner.settings.docs import render
+
+        example = (ROOT / ".env.example").read_text()
+        names = set(re.findall(r"^#? ?(PROVISIONER_[A-Z0-9_]+)=", example, re.M)) - {"PROVISIONER_ENV_FILE"}
+        documented = set(re.findall(r"`(PROVISIONER_[A-Z0-9_<>]+)`", render()))
+
+        def generic(name: str) -> str:
+            return re.sub(r"PROVIDERS__(SMS_MAN|ONLINESIM|SMS_ACTIVATE)__", "PROVIDERS__<NAME>__", name)
+
+        unknown = sorted(n for n in names if n not in documented and generic(n) not in documented)
+        assert names and unknown == [], f"not settings (docs/settings.md): {unknown}"
+        env_file = tmp_path / ".env"
+        env_file.write_text(example + f"PROVISIONER_ENV_FILE={env_file}\n")
+        assert run_config(compose, env_file).returncode == 0
 
     def test_missing_password_is_refused_with_the_message(self, compose, tmp_path) -> None:
         env_file = tmp_path / ".env"
-        env_file.write_text("# nothing\n")
+        env_file.write_text(f"PROVISIONER_ENV_FILE={env_file}\n")
         result = run_config(compose, env_file)
         assert result.returncode != 0
         assert "set POSTGRES_PASSWORD in .env" in result.stderr
 
 
 @pytest.mark.compose
+@pytest.mark.timeout(900)  # builds the app image, starts eight containers: 8 min on two busy cores
 def test_compose_stack_provisions_through_the_gateway_and_releases(compose, docker_client, tmp_path) -> None:
     """The whole stack started for real: the app image (from the host-made wheelhouse), a
     PostgreSQL image built here (tests/compose/override.yml), the simulator profile. A session is
@@ -135,11 +167,14 @@ def test_compose_stack_provisions_through_the_gateway_and_releases(compose, dock
         "\n".join(
             [
                 f"POSTGRES_PASSWORD=pw{secrets.token_hex(6)}",
+                f"PROVISIONER_ENV_FILE={env_file}",
                 f"PROVISIONER_GATEWAY__TOKEN={token}",
-                "SMS_ACTIVATE_API_KEY=demo-key",
-                "SMS_ACTIVATE_BASE_URL=http://simulator:8800/stubs/handler_api.php",
+                "PROVISIONER_PROVIDERS__SMS_ACTIVATE__API_KEY=demo-key",
+                "PROVISIONER_PROVIDERS__SMS_ACTIVATE__BASE_URL=http://simulator:8800/stubs/handler_api.php",
+                'PROVISIONER_PROVIDERS__ORDER=["sms_activate"]',
+                "PROVISIONER_DEFAULTS__CODE_TIMEOUT_S=60",
                 f"PROVISIONER_INSTANCE_ID={instance}",
-                f"PROVISIONER_NETWORK=provisioner-{instance}",
+                f"PROVISIONER_DOCKER__NETWORK=provisioner-{instance}",
                 f"GATEWAY_PORT={gateway_port}",
                 f"PREFECT_UI_PORT={free_port()}",
                 f"PROVISIONER_GATEWAY__PUBLIC_URL=http://127.0.0.1:{gateway_port}",
@@ -198,7 +233,7 @@ def test_compose_stack_provisions_through_the_gateway_and_releases(compose, dock
                 if time.monotonic() > deadline:
                     pytest.fail(f"gateway not ready\n{run('logs', '--tail', '40').stdout[-6000:]}")
                 time.sleep(2)
-            created = client.post("/sessions", json={"providers": ["sms_activate"], "code_timeout_s": 60})
+            created = client.post("/sessions", json={})  # every default from .env
             assert created.status_code == 202, created.text
             sid = created.json()["session_id"]
             verified = state(client, sid, "verified", timeout=240)
