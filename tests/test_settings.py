@@ -130,3 +130,11 @@ class TestSettingsPage:
         from provisioner.settings.docs import undocumented
 
         assert undocumented() == [], "give these fields a description in provisioner/settings/model.py"
+
+
+def test_the_run_form_offers_the_providers_that_have_a_key(clean_env, monkeypatch):
+    from provisioner.steps.request import form_defaults
+
+    assert form_defaults()["providers"] == ["sms_man", "onlinesim", "sms_activate"]  # no key seen
+    monkeypatch.setenv("PROVISIONER_PROVIDERS__SMS_ACTIVATE__API_KEY", "k")
+    assert form_defaults()["providers"] == ["sms_activate"]

@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from provisioner.cli.common import console, err
+from provisioner.cli.common import Provider, console, err
 
 
 def catalog(
     provider: Annotated[
-        list[str] | None, typer.Option("--provider", "-p", help="Only this provider (repeatable)")
+        list[Provider] | None,
+        typer.Option("--provider", "-p", help="Only this provider (repeatable)"),
     ] = None,
     refresh: Annotated[
         bool, typer.Option(help="Learn the catalogs from the providers' listings now")

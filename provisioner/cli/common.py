@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 import os
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from provisioner.settings.model import PROVIDER_NAMES
+
 console = Console()
 err = Console(stderr=True)
+# --provider takes one of these; anything else is refused by the option parser with the list.
+Provider = enum.StrEnum("Provider", {name: name for name in PROVIDER_NAMES})
 
 
 def load_settings():

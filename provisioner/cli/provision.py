@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from provisioner.cli.common import console, err, load_settings, quiet_prefect
+from provisioner.cli.common import Provider, console, err, load_settings, quiet_prefect
 
 
 class EventPrinter(threading.Thread):
@@ -89,7 +89,8 @@ def provision(
         str | None, typer.Option(help="Country, ISO 3166 alpha-2: RU, KZ, GB, ... (or <provider>:<code>)")
     ] = None,
     provider: Annotated[
-        list[str] | None, typer.Option("--provider", "-p", help="Provider to try (repeat for fallback order)")
+        list[Provider] | None,
+        typer.Option("--provider", "-p", help="Provider to try (repeat for fallback order)"),
     ] = None,
     max_price: Annotated[
         str | None, typer.Option(help="Highest price to pay, with its currency: '0.50 USD'")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 from typing import Annotated
 
 import typer
 
-from provisioner.cli.common import console, err, load_deps, load_settings
+from provisioner.cli.common import Provider, console, err, load_deps, load_settings
+from provisioner.simulator.dialects import NAMES as DIALECT_NAMES
+
+Dialect = enum.StrEnum("Dialect", {name: name for name in DIALECT_NAMES})
 
 
 def sim(
@@ -18,9 +22,9 @@ def sim(
         float | None, typer.Option(help="Seconds until each SMS arrives (default: on demand)")
     ] = None,
     dialect: Annotated[
-        str,
-        typer.Option(help="SMS-Activate dialect: classic, status-codes, price-map, service-prices, auction"),
-    ] = "classic",
+        Dialect,
+        typer.Option(help="SMS-Activate dialect the simulator speaks"),
+    ] = Dialect.classic,
     webhook: Annotated[
         list[str] | None,
         typer.Option(help="PROTOCOL=URL: POST each SMS of sms_activate or onlinesim there (repeatable)"),
@@ -41,7 +45,7 @@ def sim(
 
 def watch(
     provider: Annotated[
-        list[str] | None,
+        list[Provider] | None,
         typer.Option("--provider", "-p", help="Provider to watch (default: every configured one)"),
     ] = None,
 ) -> None:

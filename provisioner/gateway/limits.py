@@ -145,5 +145,7 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
 def _without_input(message: str, value: Any) -> str:
     """A validator's message may quote the value it refused: cut it out."""
     if isinstance(value, str) and value and value in message:
-        message = message.replace(repr(value), "the given value").replace(value, "the given value")
+        # "unknown country 'XX' (an ISO ...)" reads "unknown country (an ISO ...)": the quote goes.
+        message = message.replace(f" {value!r}", "").replace(repr(value), "the given value")
+        message = message.replace(value, "the given value")
     return message[:300]

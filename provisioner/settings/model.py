@@ -229,7 +229,7 @@ def _unechoed(check, value: str):
     try:
         return check(value)
     except ValueError as exc:
-        raise ValueError(str(exc).replace(repr(value), "the value")) from None
+        raise ValueError(str(exc).replace(f" {value!r}", "").replace(repr(value), "the value")) from None
 
 
 class SpendSettings(BaseModel):

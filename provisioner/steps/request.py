@@ -95,7 +95,8 @@ def form_defaults() -> dict[str, object]:
     values: dict[str, object] = {
         "service": s.defaults.service,
         "country": s.defaults.country,
-        "providers": list(s.providers.order),
+        # The providers with a key, in fallback order (all of them when no key is seen here).
+        "providers": s.providers.configured_names() or list(s.providers.order),
         "device_profile": s.docker.default_profile,
         "code_timeout_s": s.defaults.code_timeout_s,
         "number_attempts": s.defaults.number_attempts,
