@@ -91,3 +91,27 @@ def newest_session_in(deps, state, timeout: float = 60.0):
             return rows[0] if rows else None
 
     return wait_for(probe, timeout=timeout)
+
+
+PHONE = "+79001234567"
+CODE = "482913"
+
+
+def rent_and_receive(db_sessions, session_id: str, *, code: str | None = CODE, phone: str = PHONE) -> int:
+    """A number bought for the session (as a purchase records it) and, when given, its code (as
+    the watcher records it); returns the lease id."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from provisioner.store import codes as coderepo
+    from provisioner.store import leases as lease_repo
+
+    with db_sessions.begin() as db:
+        lease = lease_repo.record_lease_pending(
+            db, session_id, provider="sms_man", service="tg", country="0", attempt=1
+        )
+        bought = lease_repo.BoughtNumber("act-1", phone, Decimal("0.10"), "USD", datetime.now(UTC))
+        lease_repo.complete_lease(db, lease.id, bought)
+        if code is not None:
+            assert coderepo.record_code(db, lease.id, code, via="test", actor="test")
+        return lease.id

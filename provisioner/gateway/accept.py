@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from provisioner.gateway.runs import PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT, FlowRuns, OrchestratorError
@@ -28,6 +30,7 @@ from provisioner.steps.request import ProvisionRequest, resolve
 from provisioner.steps.runs import first_run_key, provision_parameters
 from provisioner.store import State, new_session_id
 from provisioner.store import repository as repo
+from provisioner.store.clients import Client
 from provisioner.store.repository import StaleState
 from provisioner.store.states import ENDING, TERMINAL
 
@@ -40,6 +43,46 @@ class Accepted:
     flow_run_id: str | None
     state: str
     device_id: str | None = None  # an idle pool device claimed while accepting
+    expires_at: datetime | None = None
+
+
+class LimitReached(Exception):
+    """The client holds as many live sessions as it may, or started as many as it may this
+    minute; nothing was written or bought. ``retry_after_s``: when to try again."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def check_limits(db: Session, owner: str, limits: Client) -> None:
+    """Raise LimitReached when a new session would exceed the owner's limits. Called inside the
+    transaction that writes the session, under a lock per owner, so concurrent requests of one
+    client are counted one after the other (across gateway processes too)."""
+    db.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"owner:{owner}"})
+    if limits.max_sessions is not None:
+        live = repo.live_sessions_of(db, owner)
+        if len(live) >= limits.max_sessions:
+            now = db.scalar(select(func.now()))
+            ends = [row.expires_at for row in live if row.expires_at is not None]
+            wait = min(ends) - now if ends else timedelta(seconds=60)
+            raise LimitReached(
+                f"{owner} holds {len(live)} live sessions, its limit is {limits.max_sessions}: release one",
+                retry_after_s=_seconds(wait),
+            )
+    if limits.rate_per_min is not None:
+        started = repo.sessions_started_since(db, owner, timedelta(minutes=1))
+        if len(started) >= limits.rate_per_min:
+            now = db.scalar(select(func.now()))
+            raise LimitReached(
+                f"{owner} started {len(started)} sessions in the last minute, its limit is "
+                f"{limits.rate_per_min}/min",
+                retry_after_s=_seconds(min(started) + timedelta(minutes=1) - now),
+            )
+
+
+def _seconds(delta: timedelta) -> int:
+    return min(max(int(delta.total_seconds()) + 1, 1), 3600)
 
 
 async def accept(
@@ -50,6 +93,7 @@ async def accept(
     idempotency_key: str | None,
     requested_by: str,
     owner: str,
+    limits: Client | None = None,
 ) -> Accepted:
     """Write the session, then start (or find) its provision run. Raises OrchestratorError when
     Prefect cannot take the run: a session with a client key stays ``requested`` for the client's
@@ -57,10 +101,12 @@ async def accept(
     request = provision.model_dump(mode="json", exclude_none=True)
     plan = resolve(provision, deps.settings)
 
-    def write() -> tuple[str, str | None, str]:
+    def write() -> tuple[str, str | None, str, datetime | None]:
         with deps.sessions.begin() as db:
             if idempotency_key and (row := repo.find_by_idempotency_key(db, idempotency_key)):
-                return row.id, row.flow_run_id, row.state
+                return row.id, row.flow_run_id, row.state, row.expires_at
+            if limits is not None:
+                check_limits(db, owner, limits)
             row = repo.create_session(
                 db,
                 service=plan.service,
@@ -74,14 +120,14 @@ async def accept(
                 idempotency_key=idempotency_key,
                 owner=owner,
             )
-            return row.id, None, row.state
+            return row.id, None, row.state, row.expires_at
 
     try:
-        session_id, run_id, state = await run_in_threadpool(write)
+        session_id, run_id, state, expires_at = await run_in_threadpool(write)
     except IntegrityError:  # a concurrent replay of the same key inserted first: answer with it
-        session_id, run_id, state = await run_in_threadpool(write)
+        session_id, run_id, state, expires_at = await run_in_threadpool(write)
     if run_id is not None or State(state) in TERMINAL:
-        return Accepted(session_id, run_id, state)
+        return Accepted(session_id, run_id, state, expires_at=expires_at)
 
     def stored_request() -> dict[str, Any] | None:
         with deps.sessions() as db:
@@ -103,7 +149,8 @@ async def accept(
 
     state = await run_in_threadpool(record)
     device_id = await run_in_threadpool(_claim_warm, deps, session_id, plan.device_profile, requested_by)
-    return Accepted(session_id, str(run.id), State.AWAITING_NUMBER if device_id else state, device_id)
+    state = State.AWAITING_NUMBER if device_id else state
+    return Accepted(session_id, str(run.id), state, device_id, expires_at)
 
 
 def _claim_warm(deps: Deps, session_id: str, profile: str, actor: str) -> str | None:

@@ -13,6 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from providers.errors import ProviderError, TransientError
+from provisioner.gateway.auth import caller_of
+from provisioner.gateway.owners import owned
 from provisioner.gateway.pages import error_reply
 from provisioner.gateway.upstream import valid_session_id
 from provisioner.steps.codes import AnotherCodeRefused, request_another_code
@@ -25,7 +27,9 @@ async def ask_for_another_code(request: Request) -> Response:
     if not valid_session_id(session_id):
         return error_reply(request, 404, "unknown session", detail="not a session id")
     try:
-        lease_id = await run_in_threadpool(request_another_code, deps, session_id, actor="gateway")
+        lease_id = await run_in_threadpool(
+            request_another_code, deps, session_id, actor=f"gateway:{caller_of(request).name}"
+        )
     except SessionNotFound:
         return error_reply(request, 404, "unknown session", session_id=session_id)
     except AnotherCodeRefused as exc:
@@ -40,4 +44,4 @@ async def ask_for_another_code(request: Request) -> Response:
     )
 
 
-routes = [Route("/sessions/{session_id}/code", ask_for_another_code, methods=["POST"])]
+routes = [Route("/sessions/{session_id}/code", owned(ask_for_another_code), methods=["POST"])]

@@ -1,11 +1,13 @@
 """The stream gateway: one ASGI app (starlette) in front of the sessions' noVNC streams.
 
-Routes: GET /sessions, GET|DELETE /sessions/{id}, GET /sessions/{id}/stream, POST /sessions,
-/vnc/{id}/... (HTTP and WebSocket proxy), GET /healthz (liveness), GET /readyz (readiness),
-GET /version, GET /metrics (Prometheus). Every reply carries X-Provisioner-Version; HTML replies
-carry Cache-Control: no-store (gateway.headers). Middleware, outermost first: StandardHeaders,
-Degrade (any failure -> 503), BodyLimit (413 over 64 KiB), BearerAuth. Served by uvicorn:
-``python -m gateway``.
+Routes: GET /sessions, POST /sessions, GET|DELETE /sessions/{id}, GET /sessions/{id}/stream,
+GET|POST /sessions/{id}/code, GET /s/{id} (the session page), /vnc/{id}/... (HTTP and WebSocket
+proxy), GET /healthz (liveness), GET /readyz (readiness), GET /version, GET /metrics (Prometheus,
+operators). Every route naming a session goes through gateway.owners. Every reply carries
+X-Provisioner-Version; HTML replies carry Cache-Control: no-store (gateway.headers). Middleware,
+outermost first: StandardHeaders, Degrade (any failure -> 503), Guard (Host, WebSocket Origin,
+JSON bodies), BodyLimit (413 over 64 KiB), Authenticate (who calls). It refuses to start open
+(auth.startup_refusal). Served by uvicorn: ``python -m provisioner.gateway``.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from provisioner.gateway import another_code, api, metrics, proxy, webhooks
-from provisioner.gateway.auth import BearerAuth, redact
+from provisioner.gateway import another_code, api, metrics, proxy, session_page, webhooks
+from provisioner.gateway.auth import Authenticate, redact, startup_refusal
 from provisioner.gateway.degrade import Degrade
+from provisioner.gateway.guard import Guard
 from provisioner.gateway.headers import StandardHeaders
 from provisioner.gateway.health import healthz, readyz
 from provisioner.gateway.limits import BodyLimit
+from provisioner.gateway.owners import unchecked_session_routes
 from provisioner.gateway.runs import FlowRuns
 from provisioner.gateway.service import Gateway
 from provisioner.settings.version import VERSION
@@ -48,32 +53,41 @@ def create_app(deps: Deps | None = None, runs: FlowRuns | None = None) -> Starle
     if deps.settings.spend.max_price is None:
         log.warning(NO_CEILING)  # once per process
     gateway = Gateway(deps, runs=runs)
-    token = deps.settings.gateway.token
+    redact_server_logs()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        refusal = await run_in_threadpool(startup_refusal, deps)
+        if refusal is not None:
+            log.error("the gateway will not start: %s", refusal)
+            raise RefusedToStart(refusal)
         await gateway.start()
         try:
             yield
         finally:
             await gateway.stop()
 
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/version", version),
+        *api.routes,
+        *another_code.routes,
+        *session_page.routes,
+        *webhooks.routes,
+        *metrics.routes,
+        *proxy.routes,
+    ]
+    if unchecked := unchecked_session_routes(routes):
+        raise RuntimeError(f"routes naming a session without the owner check: {', '.join(unchecked)}")
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/version", version),
-            *api.routes,
-            *another_code.routes,
-            *webhooks.routes,
-            *metrics.routes,
-            *proxy.routes,
-        ],
+        routes=routes,
         middleware=[
             Middleware(StandardHeaders),
             Middleware(Degrade),
+            Middleware(Guard, settings=deps.settings.gateway),
             Middleware(BodyLimit),
-            Middleware(BearerAuth, token=token.get_secret_value() if token else None),
+            Middleware(Authenticate, deps=deps),
         ],
         lifespan=lifespan,
     )
@@ -81,8 +95,13 @@ def create_app(deps: Deps | None = None, runs: FlowRuns | None = None) -> Starle
     return app
 
 
+class RefusedToStart(RuntimeError):
+    """The settings would serve callers the gateway cannot tell apart; the message says what to set."""
+
+
 class RedactTokens(logging.Filter):
-    """Access-log lines carry the query string; ``?token=`` must not reach the log."""
+    """Access-log lines carry the query string and error lines the request: no token, link or
+    webhook secret reaches the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
@@ -91,13 +110,20 @@ class RedactTokens(logging.Filter):
         return True
 
 
+def redact_server_logs() -> None:
+    """Put RedactTokens on uvicorn's access and error logs (once)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
 def main() -> None:
     """Serve the gateway on settings.gateway.host:port."""
     try:
         deps = get_deps()
     except IdentityError as exc:
         raise SystemExit(f"gateway: {exc}") from None
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     uvicorn.run(
         create_app(deps),
         host=deps.settings.gateway.host,

@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from provisioner.gateway.owners import operators_only
 from provisioner.reconciler.model import Kind
 from provisioner.settings.version import VERSION
 from provisioner.store.device_states import DeviceState
@@ -226,4 +227,4 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-routes = [Route("/metrics", metrics, methods=["GET"])]
+routes = [Route("/metrics", operators_only(metrics), methods=["GET"])]

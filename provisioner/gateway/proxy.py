@@ -27,9 +27,11 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from provisioner.gateway import novnc
+from provisioner.gateway.owners import owned
 from provisioner.gateway.pages import error_reply
 from provisioner.gateway.service import Gateway, UnknownSession
 from provisioner.gateway.upstream import STREAM_DOWN, StreamUnavailable, valid_session_id
+from provisioner.steps.links import LINK_PARAM
 from provisioner.steps.streams import vnc_page_path
 from provisioner.store.states import ENDING
 
@@ -75,7 +77,7 @@ def upstream_path(path: str) -> str:
 
 
 def _query_without_token(conn: Request | WebSocket) -> str:
-    pairs = [(k, v) for k, v in conn.query_params.multi_items() if k != "token"]
+    pairs = [(k, v) for k, v in conn.query_params.multi_items() if k not in ("token", LINK_PARAM)]
     return urlencode(pairs)
 
 
@@ -239,7 +241,7 @@ async def _relay(websocket: WebSocket, remote: ClientConnection) -> None:
 
 
 routes = [
-    Route("/vnc/{session_id}", vnc_root, methods=["GET"]),
-    Route("/vnc/{session_id}/{path:path}", vnc_http, methods=["GET", "HEAD"]),
-    WebSocketRoute("/vnc/{session_id}/{path:path}", vnc_websocket),
+    Route("/vnc/{session_id}", owned(vnc_root), methods=["GET"]),
+    Route("/vnc/{session_id}/{path:path}", owned(vnc_http), methods=["GET", "HEAD"]),
+    WebSocketRoute("/vnc/{session_id}/{path:path}", owned(vnc_websocket)),
 ]

@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from provisioner.gateway.activity import ActivityRecorder
+from provisioner.gateway.auth import LastKnown
 from provisioner.gateway.runs import FlowRuns, PrefectFlowRuns
 from provisioner.gateway.upstream import (
     STREAM_DOWN,
@@ -42,6 +43,7 @@ class Gateway:
         self.runs: FlowRuns = runs or PrefectFlowRuns()
         self.cache = UpstreamCache()
         self.activity = ActivityRecorder(deps)
+        self.owners = LastKnown(deps.settings.gateway.route_keep_s)  # session id -> owner
         self.http: httpx.AsyncClient | None = None
 
     @property

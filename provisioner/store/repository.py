@@ -5,7 +5,7 @@ the transaction (``with sessionmaker.begin() as db:``), so a transition and its 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -228,6 +228,24 @@ def list_sessions(
         stmt = stmt.where(SessionRow.state.in_([s.value for s in states]))
     if owner is not None:
         stmt = stmt.where(SessionRow.owner == owner)
+    return list(db.scalars(stmt))
+
+
+def live_sessions_of(db: Session, owner: str) -> list[SessionRow]:
+    """The owner's sessions that have not ended (they count against its limit)."""
+    stmt = select(SessionRow).where(
+        SessionRow.owner == owner, SessionRow.state.not_in([s.value for s in TERMINAL])
+    )
+    return list(db.scalars(stmt))
+
+
+def sessions_started_since(db: Session, owner: str, window: timedelta) -> list[datetime]:
+    """When the owner's sessions of the last ``window`` were created, oldest first."""
+    stmt = (
+        select(SessionRow.created_at)
+        .where(SessionRow.owner == owner, SessionRow.created_at > func.now() - window)
+        .order_by(SessionRow.created_at)
+    )
     return list(db.scalars(stmt))
 
 

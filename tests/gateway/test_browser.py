@@ -1,19 +1,26 @@
-"""Headless Chromium opens a session's stream through the gateway and sees the device's screen."""
+"""Headless Chromium opens a session's page and stream through the gateway with the session's
+signed link, and sees the device's screen, the number and the code."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from provisioner.runtime import Role
+from provisioner.steps.links import session_page_url
 from provisioner.steps.streams import vnc_page_path
 from provisioner.store import State
+from provisioner.store import codes as coderepo
 from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.harness.gateway import TOKEN, launch, record_stream_route
+from tests.support import CODE, PHONE, rent_and_receive
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -29,6 +36,22 @@ GREEN_PIXELS_JS = """() => {
   }
   return green;
 }"""
+
+
+def wait_until(page, js: str, timeout_s: float) -> None:
+    """Evaluate ``js`` until it is truthy. The session page's CSP forbids eval, which
+    page.wait_for_function needs; page.evaluate does not."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(js):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {js[:120]}")
+        page.wait_for_timeout(200)
+
+
+def signed_link(gw, session_id: str, owner: str = "prefect") -> str:
+    """The session page's signed link (as the API and the artifact hand it out) on the served gateway."""
+    link = urlsplit(session_page_url(gw.deps.settings, session_id, owner))
+    return f"{gw.url}{link.path}?{link.query}"
 
 
 @pytest.fixture
@@ -56,8 +79,8 @@ def test_novnc_connects_through_the_gateway(browser, gateway_factory, make_sessi
     page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
     page.on("requestfailed", lambda req: console.append(f"failed: {req.url}"))
     try:
-        # What the session's stream URL says, plus the token a browser user adds once.
-        url = f"{gw.url}/vnc/{sid}/vnc.html?autoconnect=1&path=vnc/{sid}/websockify&token={TOKEN}"
+        page.goto(signed_link(gw, sid))  # the link sets the session's cookie
+        url = f"{gw.url}/vnc/{sid}/vnc.html?autoconnect=1&path=vnc/{sid}/websockify"
         for attempt in range(3):  # a network change on the host may still abort a load
             page.goto(url)
             try:
@@ -101,7 +124,8 @@ def test_novnc_reconnects_by_itself_when_a_killed_stream_is_healed(
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     try:
-        url = f"{gw.url}{vnc_page_path(sid)}&token={TOKEN}"  # the session's stream link
+        page.goto(signed_link(gw, sid))
+        url = f"{gw.url}{vnc_page_path(sid)}"  # the session's stream URL, opened by its link's cookie
         for attempt in range(3):  # a network change on the host may still abort a load
             page.goto(url)
             try:
@@ -130,6 +154,57 @@ def test_novnc_reconnects_by_itself_when_a_killed_stream_is_healed(
     except Exception:
         page.screenshot(path=str(tmp_path / "failure.png"))
         print(f"websockets: {sockets}\nscreenshot: {tmp_path / 'failure.png'}")
+        raise
+    finally:
+        page.close()
+
+
+def test_the_session_page_shows_the_screen_the_number_and_the_code_without_reload(
+    browser, gateway_factory, make_session, launched, db_sessions, tmp_path
+):
+    gw = gateway_factory(token=TOKEN)
+    ends = datetime.now(UTC) + timedelta(minutes=10)
+    sid = make_session(State.AWAITING_CODE, session_id=launched.session_id, expires_at=ends)
+    lease_id = rent_and_receive(db_sessions, sid, code=None)
+    page = browser.new_page(viewport={"width": 1100, "height": 850})
+    loads: list[str] = []
+    page.on("load", lambda: loads.append(page.url))
+    failed: list[str] = []
+    page.on("requestfailed", lambda req: failed.append(f"{req.url}: {req.failure}"))
+    try:
+        page.goto(signed_link(gw, sid))
+        assert page.url == f"{gw.url}/s/{sid}", "the link stayed in the address bar"
+        assert page.text_content("#phone") == PHONE
+        assert page.text_content("#code") == "waiting"
+        # The screen is a same-origin frame: the page reaches into its document.
+        in_screen = "() => ((document) => {js})(document.getElementById('screen').contentDocument)"
+        # Other Docker networks coming and going on the shared host abort loads (ERR_NETWORK_CHANGED).
+        for attempt in range(6):
+            try:
+                wait_until(page, in_screen.format(js=CONNECTED_JS), 10)
+                break
+            except AssertionError:
+                if attempt == 5:
+                    raise
+                page.goto(f"{gw.url}/s/{sid}")  # the link's cookie opens it again
+        wait_until(page, in_screen.format(js=f"({GREEN_PIXELS_JS})() > 500"), 20)
+        loads.clear()
+
+        with db_sessions.begin() as db:  # the code arrives (as the watcher records it)
+            coderepo.record_code(db, lease_id, CODE, via="test", actor="test")
+        wait_until(page, f"() => document.getElementById('code').textContent === '{CODE}'", 10)
+        assert loads == [], "the page was reloaded"
+        wait_until(page, "() => /^(9|10) min/.test(document.getElementById('left').textContent)", 5)
+        assert page.text_content("#state") == "awaiting_code"
+
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.click("#release")
+        wait_until(page, "() => document.getElementById('release').disabled", 5)
+        assert [d for d, *_ in gw.runs.started] == ["release/release"]
+        page.screenshot(path=str(tmp_path / "page.png"))
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        print("\n".join(failed[-10:]), f"\nscreenshot: {tmp_path / 'failure.png'}")
         raise
     finally:
         page.close()

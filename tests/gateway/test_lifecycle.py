@@ -23,6 +23,9 @@ def row(gw, session_id):
         return repo.get_session(db, session_id)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 class TestDurableAccept:
     def test_post_writes_the_session_before_the_run_and_records_the_run(self, gw) -> None:
         reply = gw.client.post(
@@ -32,7 +35,7 @@ class TestDurableAccept:
         sid, run_id = reply.json()["session_id"], reply.json()["flow_run_id"]
         session = row(gw, sid)
         assert session.state == "requested" and session.request == {"service": "telegram", "ttl_s": 60.0}
-        assert session.idempotency_key == "gateway:provision:a" and session.requested_by.startswith(
+        assert session.idempotency_key == "gateway:provision:operator:a" and session.requested_by.startswith(
             "gateway:"
         )
         assert session.flow_run_id == run_id and session.submissions == 1
@@ -109,27 +112,27 @@ class TestDelete:
 class TestInputLimits:
     def test_body_over_64_kib_is_413_and_nothing_is_written(self, gw) -> None:
         big = b'{"service": "' + b"x" * (64 * 1024) + b'"}'
-        assert gw.client.post("/sessions", content=big).status_code == 413
+        assert gw.client.post("/sessions", content=big, headers=JSON).status_code == 413
 
         def chunks():
             yield big
 
-        assert gw.client.post("/sessions", content=chunks()).status_code == 413
+        assert gw.client.post("/sessions", content=chunks(), headers=JSON).status_code == 413
         assert gw.runs.started == []
         with gw.deps.sessions() as db:
             assert repo.list_sessions(db) == []
 
     @pytest.mark.parametrize("raw", [b'{"ttl_s": NaN}', b'{"ttl_s": Infinity}', b'{"ttl_s": -Infinity}'])
     def test_nan_and_infinity_are_422(self, gw, raw) -> None:
-        reply = gw.client.post("/sessions", content=raw)
+        reply = gw.client.post("/sessions", content=raw, headers=JSON)
         assert reply.status_code == 422 and reply.json()["reason"] == "invalid JSON"
 
     def test_invalid_utf8_is_400(self, gw) -> None:
-        reply = gw.client.post("/sessions", content=b'{"service": "\xff\xfe"}')
+        reply = gw.client.post("/sessions", content=b'{"service": "\xff\xfe"}', headers=JSON)
         assert reply.status_code == 400 and reply.json()["detail"] == "the body is not valid UTF-8"
 
     def test_deep_nesting_is_422(self, gw) -> None:
-        reply = gw.client.post("/sessions", content=b"[" * 5000 + b"]" * 5000)
+        reply = gw.client.post("/sessions", content=b"[" * 5000 + b"]" * 5000, headers=JSON)
         assert reply.status_code == 422 and "nested deeper" in reply.json()["detail"]
 
     def test_422_names_the_fields_and_never_echoes_the_input(self, gw) -> None:

@@ -64,7 +64,8 @@ def make_deps(
         instance_id=runtime.instance_id,
         # The same profiles as the runtime (the test ones included), as a deployment configures both.
         docker={"network": runtime.network, "profiles_file": TEST_PROFILES_FILE},
-        gateway={"token": token, "public_url": "http://gateway.test"},
+        # Without a token: the open local mode, allowed because the tests' gateways bind loopback.
+        gateway={"token": token, "public_url": "http://gateway.test", "insecure_no_auth": token is None},
     )
     return Deps(settings=settings, sessions=sessions, _runtime=runtime)
 
