@@ -232,6 +232,7 @@ def main() -> None:
             "DOCKER_HOST": "unix:///nonexistent/docker.sock",
         }
         env.pop("PROVISIONER_GATEWAY__TOKEN", None)
+        env["PROVISIONER_GATEWAY__INSECURE_NO_AUTH"] = "true"  # no auth to measure; it binds loopback
         base = cleanup.enter_context(gateway_process(env, port))
         direct_url = f"ws://{stream.ip}:6080/websockify"
         gateway_url = base.replace("http://", "ws://") + f"/vnc/{session_id}/websockify"

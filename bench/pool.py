@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             instance_id=instance_id, database_url=database_url, sim_url=sim.base_urls[PROVIDER], slots=4
         )
         env["PROVISIONER_GATEWAY__PUBLIC_URL"] = "http://127.0.0.1:1"  # unused: the bench reads /stream
+        env["PROVISIONER_GATEWAY__INSECURE_NO_AUTH"] = "true"  # its gateway binds loopback
         env.pop("PROVISIONER_DOCKER__READINESS_TIMEOUT_S")  # the profile's own boot timeout
         os.environ.update(env)
         api_url, prefect_env = stack.enter_context(prefect_server(home, startup_timeout_s=120))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,20 @@ import typer
 
 from provisioner.cli.common import console, err, load_settings, quiet_prefect
 from provisioner.cli.provision import run_provision
+
+
+def _env_keys(env_file: Path) -> set[str]:
+    if not env_file.exists():
+        return set()
+    return {line.split("=", 1)[0].strip() for line in env_file.read_text().splitlines() if "=" in line}
+
+
+def _remember_in_env(env_file: Path, key: str, value: str) -> None:
+    """Append ``key=value`` to the .env file (created readable by its owner only)."""
+    env_file.touch(mode=0o600, exist_ok=True)
+    text = env_file.read_text()
+    with env_file.open("a") as out:
+        out.write(("" if not text or text.endswith("\n") else "\n") + f"{key}={value}\n")
 
 
 def demo(
@@ -54,6 +69,14 @@ def demo(
         os.environ[f"PROVISIONER_PROVIDERS__{name.upper()}__BASE_URL"] = base_url
     # A ceiling, as every deployment should have: the simulator sells at 10 RUB (sms_activate).
     os.environ.setdefault("PROVISIONER_SPEND__MAX_PRICE", "20 RUB")
+    env_file = Path(".env")
+    # The gateway starts only with a token (or a client); the session page link is signed with it.
+    if not os.environ.get("PROVISIONER_GATEWAY__TOKEN") and "PROVISIONER_GATEWAY__TOKEN" not in _env_keys(
+        env_file
+    ):
+        os.environ["PROVISIONER_GATEWAY__TOKEN"] = secrets.token_urlsafe(32)
+        _remember_in_env(env_file, "PROVISIONER_GATEWAY__TOKEN", os.environ["PROVISIONER_GATEWAY__TOKEN"])
+        console.print("wrote a gateway token to .env (the gateway's operator token; it signs session links)")
     from provisioner.settings import get_settings
 
     get_settings.cache_clear()
@@ -64,11 +87,10 @@ def demo(
     console.print(
         f"simulator on {simulator.base_urls['sms_activate'].split('/stubs')[0]} (code after {sms_delay:g} s)"
     )
-    env_file = Path(".env")
-    if not env_file.exists():
-        env_file.write_text(f"PROVISIONER_DATABASE__URL={settings.database.url}\n")
+    if "PROVISIONER_DATABASE__URL" not in _env_keys(env_file):
+        _remember_in_env(env_file, "PROVISIONER_DATABASE__URL", settings.database.url)
         console.print(
-            "wrote .env with the local database URL, so `provisioner sessions` and `release` find it"
+            "wrote the local database URL to .env, so `provisioner sessions`, `release` and the gateway find it"
         )
     from provisioner.steps.request import ProvisionRequest
 
@@ -80,7 +102,8 @@ def demo(
         simulator.stop()
     if code == 0:
         console.print(
-            "\nto see the device's screen, serve the gateway (`.venv/bin/python -m provisioner.gateway`)"
-            " and open the stream URL; `provisioner release <id>` ends the session"
+            "\nto see the device's screen, the number and the code, serve the gateway"
+            " (`.venv/bin/python -m provisioner.gateway`, it reads .env) and open the session page link;"
+            " `provisioner release <id>` ends the session"
         )
     raise typer.Exit(code)

@@ -69,6 +69,14 @@ def run_provision(request, *, session_id: str | None = None) -> int:
                 console.print(f"stream URL: [link={result.stream_url}]{result.stream_url}[/link] (gateway)")
             console.print(f"phone:      {result.phone} ({result.provider})")
             console.print(f"code:       [bold]{result.code}[/bold]")
+            if session is not None:
+                from provisioner.settings import get_settings
+                from provisioner.steps.links import session_page_url
+
+                page = session_page_url(get_settings(), sid, session.owner, session.expires_at)
+                console.print(
+                    f"page:       [link={page}]{page}[/link] (screen, number, code; through the gateway)"
+                )
             return 0
     reason = (session.last_error if session else None) or state.message
     err.print(f"\n[red]session {sid} {session.state if session else 'not created'}: {reason}[/red]")

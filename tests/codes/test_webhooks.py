@@ -172,7 +172,9 @@ def test_database_down_answers_503_and_logs_no_secret(caplog):
     from provisioner.store import make_engine
 
     url = "postgresql+psycopg://nobody:nothing@127.0.0.1:1/none"  # nothing listens on port 1
-    settings = load_settings(database={"url": url}, codes={"webhook_secret": WEBHOOK_SECRET})
+    settings = load_settings(
+        database={"url": url}, codes={"webhook_secret": WEBHOOK_SECRET}, gateway={"insecure_no_auth": True}
+    )
     deps = Deps(settings=settings, sessions=sessionmaker(make_engine(url)))
     with serve(create_app(deps, runs=RecordingRuns())) as gateway:
         reply = httpx.post(hook_url(gateway, "sms_activate"), json=sms_activate_body("1001", "123456"))

@@ -95,7 +95,7 @@ def gateway_for(stack) -> Iterator[Callable[..., httpx.Client]]:
                 database={"url": sessions.kw["bind"].url.render_as_string(hide_password=False)},
                 instance_id=runtime.instance_id,
                 docker={"network": runtime.network},
-                gateway={"public_url": "http://gateway.test"},
+                gateway={"public_url": "http://gateway.test", "insecure_no_auth": True},
             )
             deps = Deps(settings=settings, sessions=sessions, _runtime=runtime)
             url = exits.enter_context(serve(create_app(deps, runs=PrefectFlowRuns(api_url=api_url))))

@@ -20,7 +20,7 @@ from provisioner.store import State
 from provisioner.store import codes as coderepo
 from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.harness.gateway import TOKEN, launch, record_stream_route
-from tests.support import CODE, PHONE, rent_and_receive
+from tests.support import CODE, PHONE, rent_and_receive, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -199,8 +199,7 @@ def test_the_session_page_shows_the_screen_the_number_and_the_code_without_reloa
 
         page.on("dialog", lambda dialog: dialog.accept())
         page.click("#release")
-        wait_until(page, "() => document.getElementById('release').disabled", 5)
-        assert [d for d, *_ in gw.runs.started] == ["release/release"]
+        wait_for(lambda: [d for d, *_ in gw.runs.started] == ["release/release"], timeout=10)
         page.screenshot(path=str(tmp_path / "page.png"))
     except Exception:
         page.screenshot(path=str(tmp_path / "failure.png"))

@@ -40,7 +40,7 @@ def blind_gateway(monkeypatch, db_sessions, runtime, prefect_api) -> Iterator[tu
     settings = load_settings(
         instance_id=runtime.instance_id,
         docker={"host": NO_ENGINE, "network": runtime.network, "profiles_file": TEST_PROFILES_FILE},
-        gateway={"public_url": "http://gateway.test"},
+        gateway={"public_url": "http://gateway.test", "insecure_no_auth": True},
     )
     deps = Deps(settings=settings, sessions=db_sessions)  # no runtime handed in: it would be built
     with pytest.raises(RuntimeFailure):

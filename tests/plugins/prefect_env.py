@@ -46,6 +46,8 @@ def provisioner_environment(
         "PROVISIONER_RECONCILE__HEARTBEAT_INTERVAL_S": "0.5",
         "PROVISIONER_RECONCILE__STALE_AFTER_S": "3",
         "PROVISIONER_RECONCILE__DEVICE_GRACE_S": "1",
+        # The tests' gateways bind loopback; those that test auth configure it themselves.
+        "PROVISIONER_GATEWAY__INSECURE_NO_AUTH": "true",
     }
     for name, url in sim_urls.items():
         env[f"PROVISIONER_PROVIDERS__{name.upper()}__API_KEY"] = SIM_KEY
