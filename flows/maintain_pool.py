@@ -1,4 +1,5 @@
-"""maintain-pool: keep N idle, ready devices per host and profile (observe -> pure plan -> act)."""
+"""maintain-pool: keep idle, ready devices per host and profile, sized by demand (observe -> pure
+size and plan -> act)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from flows.reconcile import advisory_lock
-from provisioner.pool import PoolObserved, plan_pool, wanted_per_profile
-from provisioner.pool.run import PoolResult, act_pool, observe_pool, pool_table
+from provisioner.pool import Demand, PoolObserved, plan_pool
+from provisioner.pool.run import PoolResult, act_pool, observe_demand, observe_pool, pool_table, targets_for
 from provisioner.steps.deps import get_deps
 from provisioner.steps.launch import launch_slot_for
 
@@ -29,6 +30,11 @@ def observe_pool_task() -> PoolObserved:
     return observed
 
 
+@task(name="observe-demand", cache_policy=NONE)
+def observe_demand_task() -> dict[str, Demand]:
+    return observe_demand(get_deps())
+
+
 @task(name="act-pool", cache_policy=NONE)
 def act_pool_task(actions: list) -> list[PoolResult]:
     deps, logger = get_deps(), get_run_logger()
@@ -40,18 +46,25 @@ def act_pool_task(actions: list) -> list[PoolResult]:
     return results
 
 
-@flow(name="maintain-pool", description="Keep the warm pool: N idle, ready devices per host and profile.")
+@flow(
+    name="maintain-pool",
+    description="Keep the warm pool: idle, ready devices per host and profile, sized by demand.",
+)
 def maintain_pool(dry_run: bool = False) -> PoolSummary:
     logger = get_run_logger()
     deps = get_deps()
-    wanted = wanted_per_profile(deps.runtime.profiles, deps.settings.pool.warm)
     with advisory_lock(f"provisioner-pool-{deps.settings.instance_id}") as got:
         if not got:
             message = "another maintain-pool pass holds the lock; this one does nothing"
             logger.warning(message)
-            return PoolSummary(ran=False, message=message, wanted=wanted, actions=[])
+            return PoolSummary(ran=False, message=message, wanted={}, actions=[])
         observed = observe_pool_task()
-        actions = plan_pool(observed, wanted, deps.runtime.profiles, deps.settings.pool.capacity)
+        targets = targets_for(deps, observe_demand_task(), len(observed.hosts))
+        for profile, target in targets.items():
+            logger.info("%s: %s", profile, target.reason)
+        wanted = {profile: t.wanted for profile, t in targets.items() if t.wanted > 0}
+        pool = deps.settings.pool
+        actions = plan_pool(observed, wanted, deps.runtime.profiles, pool.capacity, pool.cool_down_s)
         if dry_run:
             rows = [
                 {"action": a.kind.value, "target": a.target, "reason": a.reason, "result": "dry run"}

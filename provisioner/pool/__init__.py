@@ -1,5 +1,17 @@
-"""The warm device pool: observe (one query, one Docker list) -> plan (pure) -> act."""
+"""The warm pool: observe (one query, one Docker list) -> size and plan (pure) -> act."""
 
-from provisioner.pool.plan import PoolAction, PoolDevice, PoolObserved, plan_pool, wanted_per_profile
+from provisioner.pool.plan import PoolAction, PoolDevice, PoolObserved, plan_pool
+from provisioner.pool.size import Demand, Sizing, Target, bounds, pool_target, pool_targets
 
-__all__ = ["PoolAction", "PoolDevice", "PoolObserved", "plan_pool", "wanted_per_profile"]
+__all__ = [
+    "Demand",
+    "PoolAction",
+    "PoolDevice",
+    "PoolObserved",
+    "Sizing",
+    "Target",
+    "bounds",
+    "plan_pool",
+    "pool_target",
+    "pool_targets",
+]

@@ -3,7 +3,8 @@
 Per host and profile it keeps `wanted` idle, ready devices (the target applies to each active
 host: two active hosts and warm 2 keep four): devices still booting for the pool count toward it
 (no double boot), idle devices past the profile's max age are retired and replaced, extras beyond
-`wanted` are retired (oldest first), and no boot starts beyond the host's capacity (`capacity`
+`wanted` are retired (oldest first) once idle for the cool-down (a target that drops with demand
+scales in slowly), and no boot starts beyond the host's capacity (`capacity`
 live devices per host). A device that is down (container missing, stopped, paused, restarting or
 unhealthy) is left to reconciliation's device-down rule (reconciler.down), the same for pool and
 session devices: it retires an idle device down past the grace, and the next pass refills. A pool boot whose
@@ -61,13 +62,6 @@ class PoolAction:
         return self.device_id or f"new {self.profile} device on {self.host}"
 
 
-def wanted_per_profile(profiles: dict[str, DeviceProfile], override: dict[str, int] | None) -> dict[str, int]:
-    """Idle devices to keep per profile: PROVISIONER_POOL__WARM when set, else the profiles' warm."""
-    if override is not None:
-        return {name: n for name, n in override.items() if n > 0}
-    return {name: p.warm for name, p in profiles.items() if p.warm > 0}
-
-
 def _unusable(device: PoolDevice, profile: DeviceProfile | None, now: datetime) -> str | None:
     """Why an unheld pool device must go, or None while it is (or may still become) usable."""
     if profile is None:
@@ -82,8 +76,16 @@ def _unusable(device: PoolDevice, profile: DeviceProfile | None, now: datetime) 
     return None
 
 
+def _idle_for(device: PoolDevice, now: datetime) -> timedelta:
+    return now - (device.ready_at or device.created_at)
+
+
 def plan_pool(
-    observed: PoolObserved, wanted: dict[str, int], profiles: dict[str, DeviceProfile], capacity: int
+    observed: PoolObserved,
+    wanted: dict[str, int],
+    profiles: dict[str, DeviceProfile],
+    capacity: int,
+    cool_down_s: float = 0.0,
 ) -> list[PoolAction]:
     actions: list[PoolAction] = []
     kept: dict[tuple[str, str], list[PoolDevice]] = {}
@@ -105,9 +107,17 @@ def plan_pool(
     for host, profile in sorted(pairs):
         devices = sorted(kept.get((host, profile), []), key=lambda d: (d.created_at, d.id))
         want = wanted.get(profile, 0) if host in active else 0
-        idle = [d for d in devices if d.state == "idle"]  # a boot under way is let finish
-        for extra in idle[: max(0, len(devices) - want)]:  # oldest go first
-            actions.append(PoolAction(PoolKind.RETIRE, profile, f"more than the {want} wanted", extra.id))
+        # A boot under way is let finish; an idle device goes only once idle for the cool-down.
+        cooled = [
+            d
+            for d in devices
+            if d.state == "idle" and _idle_for(d, observed.now) >= timedelta(seconds=cool_down_s)
+        ]
+        for extra in cooled[: max(0, len(devices) - want)]:  # oldest go first
+            reason = (
+                f"more than the {want} wanted, idle {_idle_for(extra, observed.now).total_seconds():.0f} s"
+            )
+            actions.append(PoolAction(PoolKind.RETIRE, profile, reason, extra.id))
             in_use[host] -= 1
         for _ in range(max(0, want - len(devices))):
             if in_use.get(host, 0) >= capacity:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from provisioner.pool.plan import PoolAction, PoolDevice, PoolKind, PoolObserved
+from provisioner.pool.size import Demand, Sizing, Target, bounds, pool_targets
 from provisioner.runtime.model import Role
 from provisioner.steps.deps import Deps
 from provisioner.steps.devices import LaunchSlot, boot_device, host_of, retire_device
@@ -45,6 +46,21 @@ def observe_pool(deps: Deps) -> PoolObserved:
             )
         )
     return PoolObserved(now=now, devices=devices, hosts=hosts)
+
+
+def observe_demand(deps: Deps) -> dict[str, Demand]:
+    """Each profile's claims over the demand window and p90 boot time (one query)."""
+    pool = deps.settings.pool
+    with deps.sessions() as db:
+        found = devrepo.pool_demand(db, window_s=pool.demand_window_s, samples=pool.boot_samples)
+    return {profile: Demand(claims, p90) for profile, (claims, p90) in found.items()}
+
+
+def targets_for(deps: Deps, demand: dict[str, Demand], hosts: int) -> dict[str, Target]:
+    """Each kept profile's idle devices per active host, from the settings' bounds and ``demand``."""
+    pool, profiles = deps.settings.pool, deps.runtime.profiles
+    sizing = Sizing(window_s=pool.demand_window_s, headroom=pool.headroom)
+    return pool_targets(profiles, bounds(profiles, pool.warm, pool.max), demand, sizing, hosts)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,13 @@ class DeviceProfile(BaseModel):
     boot_timeout_s: float = Field(60.0, gt=0, description="Readiness deadline of a boot")
     health: Health = Health()
     warm: int = Field(
-        0, ge=0, description="Idle, ready devices the pool keeps (PROVISIONER_POOL__WARM overrides)"
+        0, ge=0, description="Fewest idle, ready devices the pool keeps (PROVISIONER_POOL__WARM overrides)"
+    )
+    warm_max: int | None = Field(
+        None,
+        ge=0,
+        description="Most idle devices the pool grows to with demand (docs/how-it-works.md); unset: warm, "
+        "fixed (PROVISIONER_POOL__MAX overrides)",
     )
     max_age_s: float | None = Field(None, gt=0, description="An idle pool device older than this is replaced")
 

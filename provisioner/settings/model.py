@@ -328,12 +328,33 @@ class ReconcileSettings(BaseModel):
 class PoolSettings(BaseModel):
     warm: dict[str, int] | None = Field(
         None,
-        description='Idle devices to keep per profile, a JSON map such as {"stub-slow": 2}; '
+        description='Fewest idle devices to keep per host and profile, a JSON map such as {"stub-slow": 2}; '
         "overrides the profiles' warm: entries (a profile absent from the map keeps none)",
     )
+    max: dict[str, int] | None = Field(
+        None,
+        description="Most idle devices per host demand may grow a profile's pool to, a JSON map such as "
+        '{"stub-slow": 10}; overrides the profiles\' warm_max: entries (a profile absent keeps a fixed warm)',
+    )
     capacity: int = Field(20, ge=0, description="Most devices (any state but ended) per Docker host")
+    demand_window_s: float = Field(
+        600.0, gt=0, description="Demand is the devices claimed (warm or cold-booted) over this window"
+    )
+    headroom: float = Field(
+        0.5,
+        ge=0,
+        description="Idle devices kept beyond the claims expected during one p90 boot, as a fraction of them",
+    )
+    boot_samples: int = Field(
+        20, ge=1, description="A profile's boot time is the p90 of its last this many boots"
+    )
+    cool_down_s: float = Field(
+        300.0,
+        ge=0,
+        description="An idle device beyond the pool's target is retired only once idle this long",
+    )
 
-    @field_validator("warm")
+    @field_validator("warm", "max")
     @classmethod
     def _non_negative(cls, value: dict[str, int] | None) -> dict[str, int] | None:
         if value is not None and any(n < 0 for n in value.values()):

@@ -4,10 +4,10 @@ Session and never commits; the caller owns the transaction."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioner.store.device_states import DEVICE_TERMINAL, DeviceState, check_device_transition
@@ -147,6 +147,30 @@ def list_live_devices(db: Session) -> list[tuple[DeviceRow, str | None]]:
         .order_by(DeviceRow.created_at, DeviceRow.id)
     )
     return [(row, sid) for row, sid in db.execute(stmt)]
+
+
+def pool_demand(db: Session, *, window_s: float, samples: int) -> dict[str, tuple[int, float | None]]:
+    """Per profile: devices claimed (warm or cold-booted for a session) within the last
+    ``window_s``, and the p90 of its last ``samples`` boot times (None: none recorded). One query."""
+    since = func.now() - timedelta(seconds=window_s)
+    recent = (
+        select(
+            DeviceRow.profile,
+            DeviceRow.claimed_at,
+            DeviceRow.boot_s,
+            func.row_number()
+            .over(partition_by=DeviceRow.profile, order_by=DeviceRow.ready_at.desc().nulls_last())
+            .label("nth"),
+        )
+        .where(or_(DeviceRow.claimed_at >= since, DeviceRow.boot_s.is_not(None)))
+        .subquery()
+    )
+    stmt = select(
+        recent.c.profile,
+        func.count().filter(recent.c.claimed_at >= since),
+        func.percentile_cont(0.9).within_group(case((recent.c.nth <= samples, recent.c.boot_s))),
+    ).group_by(recent.c.profile)
+    return {profile: (claims, p90) for profile, claims, p90 in db.execute(stmt)}
 
 
 def mark_down(db: Session, device_id: str, condition: str, *, at: datetime) -> None:

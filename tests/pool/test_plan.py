@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from provisioner.pool import PoolDevice, PoolObserved, plan_pool, wanted_per_profile
+from provisioner.pool import PoolDevice, PoolObserved, bounds, plan_pool
 from provisioner.pool.plan import PoolKind
 from provisioner.runtime.profiles import builtin_profiles
 
@@ -29,21 +29,27 @@ def dev(
     return PoolDevice(f"d{i:011d}", profile, state, held, NOW - age, NOW - age, container, health, host)
 
 
-def run(devices, wanted, capacity: int = 20):
+def run(devices, wanted, capacity: int = 20, cool_down_s: float = 0.0):
     return [
         (a.kind, a.profile, a.device_id)
-        for a in plan_pool(PoolObserved(NOW, devices), wanted, PROFILES, capacity)
+        for a in plan_pool(PoolObserved(NOW, devices), wanted, PROFILES, capacity, cool_down_s)
     ]
 
 
 BOOT, RETIRE = PoolKind.BOOT, PoolKind.RETIRE
 
 
-class TestWanted:
+class TestBounds:
     def test_setting_overrides_the_profiles(self):
         profiles = {**PROFILES, "stub": PROFILES["stub"].model_copy(update={"warm": 1})}
-        assert wanted_per_profile(profiles, None) == {"stub": 1}
-        assert wanted_per_profile(profiles, {"stub-slow": 2, "android": 0}) == {"stub-slow": 2}
+        assert bounds(profiles, None, None) == {"stub": (1, 1)}
+        assert bounds(profiles, {"stub-slow": 2, "android": 0}, None) == {"stub-slow": (2, 2)}
+
+    def test_max_comes_from_warm_max_or_its_setting_and_never_below_min(self):
+        profiles = {**PROFILES, "stub": PROFILES["stub"].model_copy(update={"warm": 1, "warm_max": 6})}
+        assert bounds(profiles, None, None) == {"stub": (1, 6)}
+        assert bounds(profiles, None, {"stub-slow": 4}) == {"stub": (1, 1), "stub-slow": (0, 4)}
+        assert bounds(profiles, {"stub": 3}, {"stub": 2}) == {"stub": (3, 3)}
 
 
 class TestPlan:
@@ -87,6 +93,27 @@ class TestPlan:
         old, new = dev(1, age=timedelta(minutes=30)), dev(2)
         assert run([new, old], {"stub-slow": 1}) == [(RETIRE, "stub-slow", old.id)]
         assert run([new, old], {}) == [(RETIRE, "stub-slow", old.id), (RETIRE, "stub-slow", new.id)]
+
+    @pytest.mark.parametrize(
+        ("idle_s", "retired"), [(299, False), (300, True)], ids=["cooling", "cooled down"]
+    )
+    def test_an_extra_is_retired_only_once_idle_for_the_cool_down(self, idle_s, retired):
+        extra = dev(1, age=timedelta(seconds=idle_s))
+        assert run([extra], {}, cool_down_s=300) == ([(RETIRE, "stub-slow", extra.id)] if retired else [])
+
+    def test_the_cool_down_counts_from_ready_not_from_boot(self):
+        extra = PoolDevice(
+            "d1", "stub-slow", "idle", False, NOW - timedelta(minutes=30), NOW, "running", "healthy"
+        )
+        assert run([extra], {}, cool_down_s=1) == []
+
+    def test_only_cooled_extras_go_and_no_more_than_the_excess(self):
+        old, mid, new = dev(1, age=timedelta(minutes=30)), dev(2, age=timedelta(minutes=10)), dev(3)
+        assert run([new, mid, old], {"stub-slow": 1}, cool_down_s=600) == [
+            (RETIRE, "stub-slow", old.id),
+            (RETIRE, "stub-slow", mid.id),
+        ]
+        assert run([new, mid, old], {"stub-slow": 2}, cool_down_s=900) == [(RETIRE, "stub-slow", old.id)]
 
     def test_a_boot_under_way_is_never_retired_as_an_extra(self):
         assert run([dev(1, state="booting", age=timedelta(seconds=3))], {}) == []
