@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -124,6 +125,12 @@ def main() -> None:
         deps = get_deps()
     except IdentityError as exc:
         raise SystemExit(f"gateway: {exc}") from None
+    try:
+        refusal = startup_refusal(deps)
+    except SQLAlchemyError as exc:
+        refusal = f"the database does not answer ({type(exc).__name__}), so no client can be checked"
+    if refusal is not None:
+        raise SystemExit(f"gateway: will not start: {refusal}")
     uvicorn.run(
         create_app(deps),
         host=deps.settings.gateway.host,

@@ -6,8 +6,12 @@ log line."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -27,8 +31,11 @@ from provisioner.store import State, new_session_id
 from provisioner.store import clients as clientrepo
 from provisioner.store import codes as coderepo
 from provisioner.store import repository as repo
+from provisioner.store.migrate import upgrade
 from provisioner.store.models import SessionRow
 from tests.harness.gateway import TOKEN, make_deps, serve
+from tests.harness.services import free_port
+from tests.plugins.postgres import create_database, drop_database
 from tests.support import CODE, PHONE, rent_and_receive
 
 pytestmark = pytest.mark.docker
@@ -375,6 +382,27 @@ class TestFailClosed:
         assert "LINK_SECRET" in startup_refusal(closed), "links would have no key"
         closed.settings.gateway.link_secret = SecretStr("a-link-secret-of-this-deployment")
         assert startup_refusal(closed) is None
+
+    def test_the_served_gateway_exits_saying_what_to_set(self, postgres_server) -> None:
+        name = f"provisioner_open_{uuid.uuid4().hex[:8]}"
+        url = create_database(postgres_server, name)
+        try:
+            upgrade(url)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+            env |= {"PROVISIONER_DATABASE__URL": url, "PROVISIONER_GATEWAY__PORT": str(free_port())}
+            done = subprocess.run(
+                [sys.executable, "-m", "provisioner.gateway"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            drop_database(postgres_server, name)
+        assert done.returncode != 0
+        said = " ".join(done.stderr.split())
+        assert "will not start" in said and "PROVISIONER_GATEWAY__TOKEN" in said and "clients add" in said
+        assert "Traceback" not in done.stderr
 
     def test_text_plain_posts_are_415_and_start_nothing(self, gateway_factory, people, db_sessions) -> None:
         gw = gateway_factory(token=TOKEN)
