@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 
 from provisioner.runtime import load_profiles
 from provisioner.steps.deps import get_deps
-from provisioner.steps.streams import gateway_stream_url
+from provisioner.steps.links import session_page_url
 from provisioner.store import LIVE, TERMINAL, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
@@ -76,11 +76,9 @@ def session_summary_markdown(session_id: str) -> str:
             ("Provider", s.provider or "-"),
             ("Price", price),
             ("Service / country", f"{s.service} / {s.country}"),
-            # Through the gateway only (a published port bypasses its auth), and only while it serves.
-            (
-                "Stream",
-                f"[open]({gateway_stream_url(deps, s.id)})" if s.stream_url and state in LIVE else "-",
-            ),
+            # The gateway's session page (screen, number, code), signed for the session's owner until
+            # it expires; never a published port, and only while the session is live.
+            ("Session page", f"[open]({_page(deps, s)})" if s.stream_url and state in LIVE else "-"),
             ("Code", _code_row(state, bool(s.verification_code))),
             ("Expires", s.expires_at.isoformat(timespec="seconds") if s.expires_at else "-"),
         ]
@@ -90,6 +88,10 @@ def session_summary_markdown(session_id: str) -> str:
         if state not in TERMINAL and s.last_error:
             markdown += f"\n\n**Last error:** {s.last_error[:500]}"
         return markdown
+
+
+def _page(deps, s) -> str:  # noqa: ANN001 - Deps, SessionRow
+    return session_page_url(deps.settings, s.id, s.owner, s.expires_at)
 
 
 def _cell(text: str) -> str:

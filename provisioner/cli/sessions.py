@@ -17,7 +17,7 @@ def sessions(
     """List sessions, newest first (ids are never shortened: copy them into `release`)."""
     load_settings()
     from provisioner.steps.deps import get_deps
-    from provisioner.steps.streams import gateway_stream_url
+    from provisioner.steps.links import session_page_url
     from provisioner.store import LIVE, State, get_sessionmaker
     from provisioner.store import leases as lease_repo
     from provisioner.store import repository as repo
@@ -35,8 +35,8 @@ def sessions(
                 "phone": mask_phone(s.phone_number) if s.phone_number else None,
                 "created_at": s.created_at.isoformat(),
                 "expires_at": s.expires_at.isoformat() if s.expires_at else None,
-                # Through the gateway, only while the session is live; never a published port.
-                "stream_url": gateway_stream_url(deps, s.id)
+                # The gateway's signed session page, only while the session is live; never a port.
+                "page_url": session_page_url(deps.settings, s.id, s.owner, s.expires_at)
                 if s.stream_url and State(s.state) in LIVE
                 else None,
                 "last_error": s.last_error,
@@ -47,7 +47,7 @@ def sessions(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = new_table("id", "state", "service", "provider", "phone", "created", "stream URL", "last error")
+    table = new_table("id", "state", "service", "provider", "phone", "created", "session page", "last error")
     for r in rows:
         table.add_row(
             r["id"],
@@ -56,7 +56,7 @@ def sessions(
             r["provider"] or "-",
             r["phone"] or "-",
             r["created_at"][:19].replace("T", " "),
-            r["stream_url"] or "-",
+            r["page_url"] or "-",
             (r["last_error"] or "")[:60],
         )
     console.print(table)

@@ -108,9 +108,9 @@ def test_sessions_never_cut_ids_on_a_narrow_pipe_and_json_lists_them(db, no_prov
     listed = {r["id"]: r for r in json.loads(as_json.output)}
     assert set(listed) == {r.id for r in rows}
     # Through the gateway, never the published port; none for a session not live.
-    assert f"/vnc/{rows[0].id}/vnc.html" in listed[rows[0].id]["stream_url"]
+    assert f"/s/{rows[0].id}" in listed[rows[0].id]["page_url"]
     assert "32833" not in as_json.output and "32833" not in narrow.output
-    assert listed[rows[1].id]["stream_url"] is None
+    assert listed[rows[1].id]["page_url"] is None
     assert listed[rows[1].id]["state"] == "requested"
 
 

@@ -47,7 +47,7 @@ def assert_artifact_while_the_code_is_awaited(prefect, sessions, sid) -> None:
     assert row.phone_number[-4:] in shown and row.phone_number not in shown
     assert table_row(shown, "Provider") == "| Provider | sms_activate |"
     assert table_row(shown, "Code") == "| Code | waiting |"
-    assert f"/vnc/{sid}/vnc.html" in table_row(shown, "Stream")
+    assert f"/s/{sid}" in table_row(shown, "Session page")
     assert row.stream_url not in shown  # the published port is never linked
     progress = artifact(prefect, f"{key}-code")
     assert progress is not None and progress["type"] == "progress", progress
@@ -131,5 +131,5 @@ def test_cancel_from_prefect_ends_the_session_cancelled_and_cleans_up(
         assert [x.id for x in lease_repo.list_open_leases(db) if x.session_id == sid] == []
     final = artifact(prefect, f"session-{sid}")["data"]  # published by the worker's hook
     assert "**cancelled**" in final and table_row(final, "Reason"), final
-    assert table_row(final, "Stream") == "| Stream | - |"
+    assert table_row(final, "Session page") == "| Session page | - |"
     assert table_row(final, "Code") == "| Code | none |"

@@ -82,8 +82,7 @@ def test_runs_are_named_and_tagged_after_the_session_with_one_artifact_updated_i
     sid = result.session_id
     verified = _session_artifact_text(sid)
     assert "**verified**" in verified and "| Code | received |" in verified
-    assert f"{deps.settings.gateway.public_url}/vnc/{sid}/vnc.html?" in verified
-    assert "reconnect=1" in verified
+    assert f"| Session page | [open]({deps.settings.gateway.public_url}/s/{sid}" in verified
     release_session(session_id=sid)
 
     with get_client(sync_client=True) as client:
@@ -101,7 +100,7 @@ def test_runs_are_named_and_tagged_after_the_session_with_one_artifact_updated_i
     assert others == []
     text = str(artifacts[0].data)
     assert "**released**" in text, "the release updated the provision's artifact"
-    assert "| Stream | - |" in text, "no link to a released session's stream"
+    assert "| Session page | - |" in text, "no link to a released session"
 
 
 def _session_artifact_text(sid: str) -> str:
