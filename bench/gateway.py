@@ -1,17 +1,21 @@
-"""Benchmark: a noVNC stream through the gateway vs. straight to websockify, in one run.
+"""Benchmark: noVNC streams through the gateway vs. straight to websockify, in one run.
 
-    .venv/bin/python bench/gateway.py [--latency-rounds 300] [--frames 20]
+    .venv/bin/python bench/gateway.py [--streams 20] [--latency-rounds 300] [--frames 20]
 
-Launches one stub device and its stream container (own instance id and network), a session row
-in PostgreSQL (PROVISIONER_DATABASE__URL, or a throwaway cluster), and the gateway as its own
-process (`python -m gateway`, as deployed). Both paths speak real RFB over the WebSocket:
+Launches --streams stub devices and their stream containers (own instance id and network), a
+session row per device in PostgreSQL (PROVISIONER_DATABASE__URL, or a throwaway cluster), and the
+gateway as its own process (`python -m provisioner.gateway`, as deployed). Every stream has both
+paths open at once, and both speak real RFB over the WebSocket:
 
 * latency: a 1x1 non-incremental FramebufferUpdateRequest and its reply, N round trips;
 * throughput: full-screen raw FramebufferUpdates (1024x768x32 bpp = 3 MiB each), M frames.
 
-The direct path goes to the stream container's address on the bench network, port 6080: the
-same upstream the gateway dials. Loops are bounded; everything runs on this host. Prints medians
-and the gateway/direct ratios; everything it started is removed at the end.
+Each round samples one path on every stream at once (one thread per stream, a barrier between
+phases), then the other; the order alternates by round, so host noise and the VNC servers'
+cadence hit both paths alike. Aggregate throughput is the bytes of all streams over a phase's
+wall time. The direct path goes to the stream container's address on the bench network, port
+6080: the same upstream the gateway dials. Loops are bounded; everything runs on this host;
+everything it started is removed at the end.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import argparse
 import contextlib
 import os
 import secrets
-import statistics
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -110,47 +115,67 @@ class RfbClient:
 @dataclass
 class PathResult:
     name: str
-    latency_ms: list[float]
-    frame_s: list[float]
-    frame_bytes: int
+    latency_ms: list[float] = field(default_factory=list)  # every stream's round trips
+    bytes_moved: int = 0  # full frames, every stream
+    wall_s: float = 0.0  # the throughput phases' wall time, summed
+
+    def latency(self, q: float) -> float:
+        ordered = sorted(self.latency_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     @property
-    def median_latency_ms(self) -> float:
-        return statistics.median(self.latency_ms)
-
-    @property
-    def median_mib_s(self) -> float:
-        return self.frame_bytes / statistics.median(self.frame_s) / (1 << 20)
+    def mib_s(self) -> float:
+        return self.bytes_moved / self.wall_s / (1 << 20)
 
 
-def measure(urls: dict[str, str], *, rounds: int, frames: int) -> list[PathResult]:
-    """Both paths open at once and sampled alternately, so host noise and the VNC server's own
-    update cadence hit them alike."""
-    with contextlib.ExitStack() as stack:
-        clients = {}
-        for name, url in urls.items():
-            ws = stack.enter_context(
-                ws_connect(url, subprotocols=["binary"], compression=None, max_size=None, open_timeout=10)
-            )
-            clients[name] = RfbClient(ws)
-            clients[name].handshake()
-            for _ in range(5):  # warm up both sides
-                clients[name].update(1, 1)
-        results = {name: PathResult(name, [], [], 0) for name in urls}
-        for i in range(rounds):
-            order = list(clients) if i % 2 == 0 else list(reversed(clients))
-            for name in order:
-                started = time.perf_counter()
-                clients[name].update(1, 1)
-                results[name].latency_ms.append((time.perf_counter() - started) * 1000)
-        for i in range(frames):
-            order = list(clients) if i % 2 == 0 else list(reversed(clients))
-            for name in order:
-                rfb = clients[name]
-                started = time.perf_counter()
-                results[name].frame_bytes = rfb.update(rfb.width, rfb.height)
-                results[name].frame_s.append(time.perf_counter() - started)
-    return list(results.values())
+PATHS = ("direct", "gateway")
+
+
+def measure(streams: list[dict[str, str]], *, rounds: int, frames: int) -> dict[str, PathResult]:
+    """Every stream's two paths open at once; each round samples one path on every stream at once,
+    then the other (order alternating by round)."""
+    results = {name: PathResult(name) for name in PATHS}
+    barrier = threading.Barrier(len(streams))
+    lock = threading.Lock()
+    phases: dict[tuple[int, str], list[tuple[float, float]]] = {}
+
+    def one_stream(urls: dict[str, str]) -> None:
+        with contextlib.ExitStack() as stack:
+            clients = {}
+            for name in PATHS:
+                ws = stack.enter_context(
+                    ws_connect(
+                        urls[name], subprotocols=["binary"], compression=None, max_size=None, open_timeout=30
+                    )
+                )
+                clients[name] = RfbClient(ws)
+                clients[name].handshake()
+                for _ in range(5):  # warm up both sides
+                    clients[name].update(1, 1)
+            for i in range(rounds):
+                for name in PATHS if i % 2 == 0 else PATHS[::-1]:
+                    barrier.wait(timeout=120)
+                    started = time.perf_counter()
+                    clients[name].update(1, 1)
+                    took = (time.perf_counter() - started) * 1000
+                    with lock:
+                        results[name].latency_ms.append(took)
+            for i in range(frames):
+                for name in PATHS if i % 2 == 0 else PATHS[::-1]:
+                    rfb = clients[name]
+                    barrier.wait(timeout=120)
+                    started = time.perf_counter()
+                    moved = rfb.update(rfb.width, rfb.height)
+                    with lock:
+                        results[name].bytes_moved += moved
+                        phases.setdefault((i, name), []).append((started, time.perf_counter()))
+
+    with ThreadPoolExecutor(len(streams)) as pool:
+        for done in [pool.submit(one_stream, urls) for urls in streams]:
+            done.result()  # a stream that failed fails the run (its barrier breaks the others)
+    for (_, name), spans in phases.items():
+        results[name].wall_s += max(end for _, end in spans) - min(start for start, _ in spans)
+    return results
 
 
 @contextlib.contextmanager
@@ -169,11 +194,38 @@ def remove_network(client: docker.DockerClient) -> None:
         client.api.remove_network(NETWORK)
 
 
+def prepare(db, runtime: ContainerRuntime, session_id: str) -> None:
+    """A session awaiting its code, holding a claimed stub device of the same id (containers are
+    named by the device)."""
+    repo.create_session(db, service="telegram", country="RU", actor="bench", session_id=session_id)
+    for state in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE):
+        repo.transition(db, session_id, state, reason="bench", actor="bench")
+    devrepo.create_device(
+        db,
+        device_id=session_id,
+        profile="stub",
+        host="local",
+        device_container=runtime.name_for(session_id, "device"),
+        stream_container=runtime.name_for(session_id, "stream"),
+        session_id=session_id,
+    )
+    devrepo.transition_device(db, session_id, DeviceState.CLAIMED, reason="bench")
+
+
+def boot(runtime: ContainerRuntime, session_id: str):
+    runtime.launch_device(session_id, "stub")
+    runtime.launch_stream(session_id)
+    runtime.wait_device_ready(session_id, "stub", timeout_s=180)
+    return runtime.wait_stream_ready(session_id, timeout_s=180)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--latency-rounds", type=int, default=300)
     parser.add_argument("--frames", type=int, default=20)
     args = parser.parse_args()
+    count = max(1, min(args.streams, 50))
     rounds, frames = min(args.latency_rounds, 10_000), min(args.frames, 500)
 
     from sqlalchemy.orm import sessionmaker
@@ -191,34 +243,25 @@ def main() -> None:
         stream_image=STREAM_IMAGE,
         profiles=load_profiles(None),
     )
-    session_id = new_session_id()
+    session_ids = [new_session_id() for _ in range(count)]
     with database() as url, contextlib.ExitStack() as cleanup:
         cleanup.callback(remove_network, client)  # last: after the containers are gone
-        upgrade(url)
+        upgrade(url, instance_id=instance_id)  # the gateway runs as the database's deployment
         engine = make_engine(url)
         cleanup.callback(engine.dispose)
         with sessionmaker(engine).begin() as db:
-            repo.create_session(db, service="telegram", country="RU", actor="bench", session_id=session_id)
-            for state in (State.NUMBER_ACQUIRED, State.LAUNCHING, State.AWAITING_CODE):
-                repo.transition(db, session_id, state, reason="bench", actor="bench")
-            # The session holds a device of the same id (containers are named by the device).
-            devrepo.create_device(
-                db,
-                device_id=session_id,
-                profile="stub",
-                host="local",
-                device_container=runtime.name_for(session_id, "device"),
-                stream_container=runtime.name_for(session_id, "stream"),
-                session_id=session_id,
-            )
-            devrepo.transition_device(db, session_id, DeviceState.CLAIMED, reason="bench")
-        cleanup.callback(runtime.remove_device, session_id)
-        runtime.launch_device(session_id, "stub")
-        runtime.launch_stream(session_id)
-        runtime.wait_device_ready(session_id, "stub", timeout_s=60)
-        stream = runtime.wait_stream_ready(session_id, timeout_s=60)
-        with sessionmaker(engine).begin() as db:  # the gateway's route, as the device's boot records it
-            devrepo.set_stream(db, session_id, route=runtime.stream_route(stream), url=None)
+            for session_id in session_ids:
+                prepare(db, runtime, session_id)
+        for session_id in session_ids:
+            cleanup.callback(runtime.remove_device, session_id)
+        runtime.ensure_network()
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            ready = list(pool.map(lambda sid: boot(runtime, sid), session_ids))
+        print(f"{count} device(s) and streams ready in {time.monotonic() - started:.1f} s")
+        with sessionmaker(engine).begin() as db:  # the gateway's routes, as a device's boot records them
+            for session_id, stream in zip(session_ids, ready, strict=True):
+                devrepo.set_stream(db, session_id, route=runtime.stream_route(stream), url=None)
 
         port = free_port()
         env = {
@@ -234,19 +277,29 @@ def main() -> None:
         env.pop("PROVISIONER_GATEWAY__TOKEN", None)
         env["PROVISIONER_GATEWAY__INSECURE_NO_AUTH"] = "true"  # no auth to measure; it binds loopback
         base = cleanup.enter_context(gateway_process(env, port))
-        direct_url = f"ws://{stream.ip}:6080/websockify"
-        gateway_url = base.replace("http://", "ws://") + f"/vnc/{session_id}/websockify"
-
-        direct, through = measure(
-            {"direct": direct_url, "gateway": gateway_url}, rounds=rounds, frames=frames
-        )
-    print(f"stream {stream.name}: {direct.frame_bytes / (1 << 20):.2f} MiB per full frame")
-    print(f"{'path':8} {'rtt median ms':>14} {'rtt p90 ms':>11} {'MiB/s median':>13}")
+        streams = [
+            {
+                "direct": f"ws://{stream.ip}:6080/websockify",
+                "gateway": base.replace("http://", "ws://") + f"/vnc/{session_id}/websockify",
+            }
+            for session_id, stream in zip(session_ids, ready, strict=True)
+        ]
+        load = os.getloadavg()
+        results = measure(streams, rounds=rounds, frames=frames)
+        load_after = os.getloadavg()
+    direct, through = results["direct"], results["gateway"]
+    print(
+        f"{count} stream(s) at once, {rounds} latency rounds and {frames} full frames each; "
+        f"load average {load[0]:.1f} before, {load_after[0]:.1f} after"
+    )
+    print(f"{'path':8} {'rtt median ms':>14} {'rtt p99 ms':>11} {'aggregate MiB/s':>16}")
     for r in (direct, through):
-        p90 = statistics.quantiles(r.latency_ms, n=10)[-1]
-        print(f"{r.name:8} {r.median_latency_ms:14.3f} {p90:11.3f} {r.median_mib_s:13.1f}")
-    print(f"added latency (median): {through.median_latency_ms - direct.median_latency_ms:.3f} ms")
-    print(f"throughput ratio gateway/direct: {through.median_mib_s / direct.median_mib_s:.2f}")
+        print(f"{r.name:8} {r.latency(0.5):14.3f} {r.latency(0.99):11.3f} {r.mib_s:16.1f}")
+    print(
+        f"added latency: median {through.latency(0.5) - direct.latency(0.5):.3f} ms, "
+        f"p99 {through.latency(0.99) - direct.latency(0.99):.3f} ms"
+    )
+    print(f"aggregate throughput ratio gateway/direct: {through.mib_s / direct.mib_s:.2f}")
 
 
 if __name__ == "__main__":
