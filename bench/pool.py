@@ -36,7 +36,7 @@ sys.path.append(str(ROOT / "bench"))  # after ROOT: bench/gateway.py must not sh
 
 from provision import PROVIDER, bench_environment, bench_simulator  # noqa: E402
 
-from provisioner.cli.deploy import HEARTBEAT_TIMEOUT_S  # noqa: E402
+from provisioner.prefect_api.setup import HEARTBEAT_TIMEOUT_S  # noqa: E402
 from tests.harness.deployed import Worker, pause_schedules, prefect_server, provisioner_deploy  # noqa: E402
 from tests.harness.gateway import serve  # noqa: E402
 from tests.harness.services import postgres  # noqa: E402
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         stack.callback(Worker(worker_env, home / "worker.log").stop)
         from provisioner.gateway.app import create_app
-        from provisioner.gateway.runs import PrefectFlowRuns
+        from provisioner.prefect_api.orchestrator import PrefectFlowRuns
         from provisioner.settings import get_settings
         from provisioner.steps.deps import get_deps, reset_deps
         from provisioner.store import reset_engine

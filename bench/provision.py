@@ -195,7 +195,8 @@ def provision_baseline_db(bench: Bench, sample: Sample) -> None:
     from datetime import timedelta
 
     from provisioner.steps import codes, numbers
-    from provisioner.steps.devices import boot_session_device, claim_device, number_rented
+    from provisioner.steps.boot import boot_session_device
+    from provisioner.steps.devices import claim_device, number_rented
     from provisioner.steps.lifecycle import Heartbeat, compensate
     from provisioner.steps.request import resolve
     from provisioner.store import State

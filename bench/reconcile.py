@@ -56,9 +56,9 @@ from provisioner.reconciler import Observed, Policy, observe, plan  # noqa: E402
 from provisioner.reconciler.model import ContainerView, LeaseView, SessionView  # noqa: E402
 from provisioner.runtime import ContainerRuntime  # noqa: E402
 from provisioner.runtime.errors import ContainerMissing  # noqa: E402
-from provisioner.runtime.hosts import HostRuntimes  # noqa: E402
+from provisioner.runtime.hosts import HostEngines  # noqa: E402
 from provisioner.runtime.model import LABEL_IMAGE, LABEL_INSTANCE, Role, container_name, ownership_labels  # noqa: E402
-from provisioner.steps.hosts import HostsRuntime  # noqa: E402
+from provisioner.runtime.table import HostsRuntime  # noqa: E402
 from provisioner.store import (  # noqa: E402
     DeviceRow,
     DeviceState,
@@ -352,7 +352,7 @@ def main_hosts(args: argparse.Namespace) -> int:
         print(
             f"created {made} containers {how} over {args.hosts} engines in {time.perf_counter() - started:.1f} s"
         )
-        runtimes = HostRuntimes(instance_id=instance_id, network="none", stream_image=IMAGE, profiles={})
+        runtimes = HostEngines(instance_id=instance_id, network="none", stream_image=IMAGE, profiles={})
         runtime = TimedInventory(HostsRuntime(sessions, runtimes, grace_s=60))
         counter = Counter(engine, client.api)
         docker_calls = {"n": 0}

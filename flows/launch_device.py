@@ -1,6 +1,6 @@
 """launch-device: start a recorded device on this worker's Docker host (work queue host-<name>).
 
-Created by provision and maintain-pool runs over several hosts (provisioning.launch), one run per
+Created by provision and maintain-pool runs over several hosts (steps.launch), one run per
 device, on the device's host's work queue; the process worker there runs it with its local engine.
 """
 

@@ -3,16 +3,15 @@ size and plan -> act)."""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NONE
+from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.reconcile import advisory_lock
-from provisioner.pool import Demand, PoolObserved, plan_pool
-from provisioner.pool.run import PoolResult, act_pool, observe_demand, observe_pool, pool_table, targets_for
+from provisioner.pool import plan_pool
+from provisioner.pool.run import pool_table, targets_for
+from provisioner.prefect_api.artifacts import publish_table
 from provisioner.steps.deps import get_deps
-from provisioner.steps.launch import launch_slot_for
+from provisioner.store.locks import advisory_lock
+from tasks.pool import act_pool_task, observe_demand_task, observe_pool_task
 
 
 class PoolSummary(BaseModel):
@@ -23,29 +22,6 @@ class PoolSummary(BaseModel):
     failed: int = 0
 
 
-@task(name="observe-pool", cache_policy=NONE)
-def observe_pool_task() -> PoolObserved:
-    observed = observe_pool(get_deps())
-    get_run_logger().info("observed %d live devices", len(observed.devices))
-    return observed
-
-
-@task(name="observe-demand", cache_policy=NONE)
-def observe_demand_task() -> dict[str, Demand]:
-    return observe_demand(get_deps())
-
-
-@task(name="act-pool", cache_policy=NONE)
-def act_pool_task(actions: list) -> list[PoolResult]:
-    deps, logger = get_deps(), get_run_logger()
-    results = act_pool(deps, actions, slot=launch_slot_for(deps, logger))
-    for r in results:
-        (logger.info if r.ok else logger.error)(
-            "%s %s (%s): %s", r.action.kind, r.action.target, r.action.reason, r.result
-        )
-    return results
-
-
 @flow(
     name="maintain-pool",
     description="Keep the warm pool: idle, ready devices per host and profile, sized by demand.",
@@ -53,7 +29,7 @@ def act_pool_task(actions: list) -> list[PoolResult]:
 def maintain_pool(dry_run: bool = False) -> PoolSummary:
     logger = get_run_logger()
     deps = get_deps()
-    with advisory_lock(f"provisioner-pool-{deps.settings.instance_id}") as got:
+    with advisory_lock(deps.sessions, f"provisioner-pool-{deps.settings.instance_id}") as got:
         if not got:
             message = "another maintain-pool pass holds the lock; this one does nothing"
             logger.warning(message)
@@ -83,9 +59,9 @@ def maintain_pool(dry_run: bool = False) -> PoolSummary:
                 for r in results
             ]
             failed = sum(not r.ok for r in results)
-    create_table_artifact(
-        table=pool_table(deps) or [{"device": "-", "state": "no live devices"}],
-        key=f"pool-{deps.settings.instance_id}",
+    publish_table(
+        f"pool-{deps.settings.instance_id}",
+        pool_table(deps) or [{"device": "-", "state": "no live devices"}],
         description=f"Warm pool after this pass (wanted idle: {wanted or 'none'})",
     )
     message = (

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 from prefect.states import State as PrefectState
 from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
+from provisioner.prefect_api.runs import cancel_requested
 from provisioner.settings.version import VERSION
 from provisioner.steps.deps import get_deps
 from provisioner.steps.devices import number_rented
@@ -21,10 +21,11 @@ from provisioner.steps.request import ProvisionRequest, form_defaults, resolve
 from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import SESSION_ID_PATTERN, SessionRow, State
 from provisioner.store import repository as repo
+from provisioner.values.phones import mask_phone
 from tasks.checks import check_request
 from tasks.devices import boot_device_for_session, claim_session_device
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
-from tasks.publish import Progress, boot_deadline_s, label_flow_run, mask_phone, publish, publish_session
+from tasks.publish import Progress, boot_deadline_s, label_flow_run, publish, publish_session
 from tasks.sessions import adopt_session
 
 # How long a short "cancel too early" refusal is waited out before moving on to the next number.
@@ -50,13 +51,7 @@ def _actor() -> str:
 
 def _cancel_requested() -> str | None:
     """Cooperative cancellation: a run cancelled through the API stops waiting at the next poll."""
-    if not flow_run.id:
-        return None
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(flow_run.id).state
-    if state is not None and (state.is_cancelling() or state.is_cancelled()):
-        return "the flow run was cancelled"
-    return None
+    return "the flow run was cancelled" if cancel_requested() else None
 
 
 def _session_code(deps: Any, session_id: str) -> str | None:

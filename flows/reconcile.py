@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import zlib
-from collections.abc import Iterator
 from datetime import timedelta
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
-from sqlalchemy import text
 
+from provisioner.prefect_api.artifacts import publish_table
 from provisioner.reconciler import Policy, plan
 from provisioner.settings.version import VERSION
 from provisioner.steps.deps import get_deps
 from provisioner.store import leases as lease_repo
+from provisioner.store.locks import advisory_lock
 from provisioner.store.reconcile_counts import add_pass_counts
 from tasks.catalogs import refresh_catalogs
 from tasks.reconcile import act_on, observe_world
@@ -33,20 +30,6 @@ class ReconcileSummary(BaseModel):
     needs_attention: list[dict[str, str]] = []
 
 
-@contextlib.contextmanager
-def advisory_lock(name: str) -> Iterator[bool]:
-    """A PostgreSQL session-level advisory lock held for the pass; yields False if another holds it."""
-    key = zlib.crc32(name.encode())
-    with get_deps().sessions() as db:
-        got = bool(db.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
-        try:
-            yield got
-        finally:
-            if got:
-                db.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            db.commit()
-
-
 @flow(
     name="reconcile",
     description="Heal streams, retire orphaned sessions, remove leaked containers, close leaked numbers, "
@@ -57,7 +40,7 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
     logger.info("provisioner %s", VERSION)
     deps = get_deps()
     actor = f"reconcile:{flow_run.id}" if flow_run.id else "reconcile:local"
-    with advisory_lock(f"provisioner-reconcile-{deps.settings.instance_id}") as got:
+    with advisory_lock(deps.sessions, f"provisioner-reconcile-{deps.settings.instance_id}") as got:
         if not got:
             message = "another reconcile pass holds the lock; this one does nothing"
             logger.warning(message)
@@ -105,9 +88,9 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
     # Every pass leaves its table, an empty pass included, so the UI shows when the last one ran;
     # numbers needing a person are listed in it on every pass until someone settles them.
     table = rows or [{"action": "none", "target": "-", "reason": "nothing to do", "result": "-"}]
-    create_table_artifact(
-        table=table + attention,
-        key=f"reconcile-{deps.settings.instance_id}",
+    publish_table(
+        f"reconcile-{deps.settings.instance_id}",
+        table + attention,
         description=f"Reconcile pass{' (dry run)' if dry_run else ''}: {message}",
     )
     logger.info(message)

@@ -1,7 +1,7 @@
 """A provider's catalog: canonical service names and ISO countries -> that provider's own codes.
 
 Learned from the provider's listing endpoints (`Listing`, fetched by each client's `listing()`):
-titles (and the codes some listings add) are matched against `providers.canonical`. Without a
+titles (and the codes some listings add) are matched against `provisioner.values.canonical`. Without a
 listing, the built-in table gives what is known per protocol (SMS-Activate codes and common
 country numbers, OnlineSim slugs and calling codes; nothing for SMS-MAN's numeric ids). Operator
 overrides (`PROVISIONER_PROVIDERS__<NAME>__SERVICES` / `__COUNTRIES`) win over both.
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from providers.canonical import COUNTRIES, SERVICES, match_country, match_service, provider_code
-from providers.countries import ONLINESIM_CODES, SMS_ACTIVATE_NUMBERS
+from provisioner.values.canonical import COUNTRIES, SERVICES, match_country, match_service, provider_code
+from provisioner.values.countries import ONLINESIM_CODES, SMS_ACTIVATE_NUMBERS
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
+from provisioner.steps.boot import boot_session_device
 from provisioner.steps.deps import get_deps
-from provisioner.steps.devices import (
-    Device,
-    boot_session_device,
-    claim_device,
-    retire_session_device,
-)
+from provisioner.steps.devices import Device, claim_device, retire_session_device
 from provisioner.steps.launch import launch_slot_for, start_on_this_host
 from tasks.retry import RETRY_POLICY
 

@@ -11,20 +11,17 @@ import time
 from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NONE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import ArtifactUpdate
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
-from prefect.runtime import flow_run
 
+from provisioner.prefect_api.artifacts import create_progress, publish_markdown, update_progress
+from provisioner.prefect_api.runs import label_current_run
 from provisioner.runtime import load_profiles
 from provisioner.steps.deps import get_deps
 from provisioner.steps.links import session_page_url
 from provisioner.store import LIVE, TERMINAL, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
+from provisioner.values.phones import mask_phone
 
 SESSION_TAG_PREFIX = "session:"
 log = logging.getLogger(__name__)
@@ -36,21 +33,7 @@ def session_artifact_key(session_id: str) -> str:
 
 def label_flow_run(kind: str, session_id: str) -> None:
     """Name the current flow run ``<kind>-<session>`` and tag it ``session:<id>`` (tags kept)."""
-    if not flow_run.id:
-        return
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(flow_run.id)
-        tags = [*run.tags, f"{SESSION_TAG_PREFIX}{session_id}"]
-        client.update_flow_run(flow_run.id, name=f"{kind}-{session_id}", tags=list(dict.fromkeys(tags)))
-
-
-def mask_phone(phone: str | None) -> str:
-    """Every digit but the last four hidden: +7•••••••1234."""
-    if not phone:
-        return "-"
-    digits = [i for i, ch in enumerate(phone) if ch.isdigit()]
-    hidden = set(digits[:-4])
-    return "".join("•" if i in hidden else ch for i, ch in enumerate(phone))
+    label_current_run(f"{kind}-{session_id}", f"{SESSION_TAG_PREFIX}{session_id}")
 
 
 def _code_row(state: State, has_code: bool) -> str:
@@ -101,19 +84,11 @@ def _cell(text: str) -> str:
 def publish(session_id: str) -> None:
     """Create the session's artifact, or update the existing one in place (works outside a flow run:
     the worker's cancellation and crash hooks publish the final state too)."""
-    markdown = session_summary_markdown(session_id)
-    key = session_artifact_key(session_id)
-    description = f"Session {session_id}"
-    with get_client(sync_client=True) as client:
-        existing = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-        if existing:
-            client.update_artifact(existing[0].id, ArtifactUpdate(data=markdown, description=description))
-            return
-    create_markdown_artifact(markdown=markdown, key=key, description=description)
+    publish_markdown(
+        session_artifact_key(session_id),
+        session_summary_markdown(session_id),
+        description=f"Session {session_id}",
+    )
 
 
 @task(name="publish-session", cache_policy=NONE)
@@ -136,15 +111,14 @@ class Progress:
 
     def __enter__(self) -> Progress:
         self._started = time.monotonic()
-        self._id = create_progress_artifact(0.0, key=self.key, description=self.description)
+        self._id = create_progress(self.key, description=self.description)
         self._thread.start()
         return self
 
     def _set(self, percent: float) -> None:
         """Update the bar; a failed update is logged, never raised (a bar never fails a provision)."""
         try:
-            with get_client(sync_client=True) as client:
-                client.update_artifact(self._id, ArtifactUpdate(data=percent))
+            update_progress(self._id, percent)
         except Exception as exc:  # noqa: BLE001
             log.warning("progress artifact %s not updated: %s", self.key, type(exc).__name__)
 

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
-from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterId,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
 from prefect.client.schemas.objects import FlowRun, StateType
 
+from provisioner.prefect_api.runs import read_flow_runs, runs_of_flow_in
 from provisioner.reconciler import Action, ActionResult, Observed, act, observe
 from provisioner.reconciler.model import FLOW_RUN_ALIVE, RunDetail
 from provisioner.steps.deps import get_deps
-
-FLOW_RUN_PAGE = 200  # PREFECT_SERVER_API_DEFAULT_LIMIT: the most runs one read_flow_runs may return
 
 
 class FlowRunReader:
@@ -38,21 +26,14 @@ class FlowRunReader:
 
     def alive_provision_runs(self) -> list[tuple[str, str, str | None]]:
         alive = [StateType(name) for name in sorted(FLOW_RUN_ALIVE)]
-        flow_filter = FlowFilter(name=FlowFilterName(any_=["provision"]))
-        run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=alive)))
-        found: list[tuple[str, str, str | None]] = []
-        with get_client(sync_client=True) as client:
-            offset = 0
-            while True:
-                page = client.read_flow_runs(
-                    flow_filter=flow_filter, flow_run_filter=run_filter, limit=FLOW_RUN_PAGE, offset=offset
-                )
-                for run in page:
-                    sid = (run.parameters or {}).get("session_id")
-                    found.append((str(run.id), run.state.type.value if run.state else "PENDING", sid or None))
-                if len(page) < FLOW_RUN_PAGE:
-                    return found
-                offset += FLOW_RUN_PAGE
+        return [
+            (
+                str(run.id),
+                run.state.type.value if run.state else "PENDING",
+                (run.parameters or {}).get("session_id") or None,
+            )
+            for run in runs_of_flow_in("provision", alive)
+        ]
 
 
 def _detail(run: FlowRun) -> RunDetail:
@@ -65,25 +46,11 @@ def read_flow_run_states(
 ) -> dict[str, str | None]:
     """State types of the given flow runs, one API call per 200; runs that do not exist map to None.
     ``details`` (when given) is filled with when each run entered its state and the state's message."""
-    ids = list(run_ids)
-    states: dict[str, str | None] = dict.fromkeys(ids)
-    valid = []
-    for run_id in ids:
-        with contextlib.suppress(ValueError):  # not a Prefect id (e.g. "local"): it cannot be running
-            valid.append(UUID(run_id))
-    if not valid:
-        return states
-    with get_client(sync_client=True) as client:
-        # The API refuses a limit above its default page size (200): one call per page of ids.
-        for start in range(0, len(valid), FLOW_RUN_PAGE):
-            page = valid[start : start + FLOW_RUN_PAGE]
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
-            )
-            for run in runs:
-                states[str(run.id)] = run.state.type.value if run.state else None
-                if details is not None:
-                    details[str(run.id)] = _detail(run)
+    states: dict[str, str | None] = {}
+    for run_id, run in read_flow_runs(run_ids).items():
+        states[run_id] = run.state.type.value if run is not None and run.state else None
+        if run is not None and details is not None:
+            details[run_id] = _detail(run)
     return states
 
 

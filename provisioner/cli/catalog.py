@@ -26,12 +26,12 @@ def catalog(
 ) -> None:
     """Show each provider's catalog: canonical service and country -> its codes, its price and count
     for a service, and the services and countries its listings name that map to nothing."""
-    from providers.canonical import check_country, check_service
     from providers.catalog import target
     from providers.errors import ProviderError
     from provisioner.settings import SettingsError, get_settings
     from provisioner.steps import catalogs
     from provisioner.steps.deps import get_deps
+    from provisioner.values.canonical import check_country, check_service
 
     try:
         settings = get_settings()

@@ -8,16 +8,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from provisioner.prefect_api.names import DEPLOYMENTS, WORK_POOL
 from provisioner.settings import Settings
 
-# The deployments of prefect.yaml (flow name / deployment name).
-DEPLOYMENTS = (
-    "provision/provision",
-    "release/release",
-    "reconcile/reconcile",
-    "maintain-pool/maintain-pool",
-    "launch-device/launch-device",
-)
 MAX_CLOCK_SKEW_S = 2.0
 
 
@@ -69,8 +62,9 @@ def _database(settings: Settings) -> str:
 
 
 def _prefect_api() -> str:
-    from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
+
+    from provisioner.prefect_api.setup import api_failure
 
     url = get_current_settings().api.url
     if not url:
@@ -78,8 +72,7 @@ def _prefect_api() -> str:
             "PREFECT_API_URL is not set",
             "set PREFECT_API_URL=http://<server>:4200/api (in .env, or the environment)",
         )
-    with get_client(sync_client=True) as client:
-        failure = client.api_healthcheck()
+    failure = api_failure()
     if failure is not None:
         raise Broken(
             f"{url} does not answer: {type(failure).__name__}",
@@ -89,22 +82,12 @@ def _prefect_api() -> str:
 
 
 def _deployments() -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from provisioner.prefect_api.setup import ZOMBIE_AUTOMATION, missing_deployments, zombie_automation_exists
 
-    from provisioner.cli.deploy import ZOMBIE_AUTOMATION
-
-    missing = []
-    with get_client(sync_client=True) as client:
-        for name in DEPLOYMENTS:
-            try:
-                client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                missing.append(name)
-        automations = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    missing = missing_deployments(DEPLOYMENTS)
     if missing:
         raise Broken(f"missing: {', '.join(missing)}", "run `provisioner deploy` from the checkout")
-    if not automations:
+    if not zombie_automation_exists():
         raise Broken(
             f"automation {ZOMBIE_AUTOMATION!r} missing", "run `provisioner deploy` from the checkout"
         )
@@ -112,17 +95,12 @@ def _deployments() -> str:
 
 
 def _worker() -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    from provisioner.steps.launch import WORK_POOL
+    from provisioner.prefect_api.setup import pool_workers
 
     start = f"start one: `prefect worker start --pool {WORK_POOL}` (from the checkout)"
-    with get_client(sync_client=True) as client:
-        try:
-            workers = client.read_workers_for_work_pool(work_pool_name=WORK_POOL)
-        except ObjectNotFound:
-            raise Broken(f"work pool {WORK_POOL} missing", "run `provisioner deploy`") from None
+    workers = pool_workers(WORK_POOL)
+    if workers is None:
+        raise Broken(f"work pool {WORK_POOL} missing", "run `provisioner deploy`")
     now = datetime.now(UTC)
     alive = []
     for worker in workers:

@@ -126,7 +126,7 @@ def _host_queue(name: str) -> str:
     """Create the host's work queue host-<name> when a Prefect API is set and answers; else say how."""
     from prefect.settings import get_current_settings
 
-    from provisioner.steps.launch import WORK_POOL, queue_name, worker_command
+    from provisioner.prefect_api.names import WORK_POOL, queue_name, worker_command
 
     queue = queue_name(name)
     how = (
@@ -135,7 +135,7 @@ def _host_queue(name: str) -> str:
     )
     if not get_current_settings().api.url:
         return f"work queue {queue}: not created (PREFECT_API_URL is not set): {how}"
-    from provisioner.cli.deploy import ensure_work_queue
+    from provisioner.prefect_api.setup import ensure_work_queue
 
     try:
         done = ensure_work_queue(queue)

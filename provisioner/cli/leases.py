@@ -24,7 +24,7 @@ def leases(
     load_settings()
     from provisioner.store import get_sessionmaker
     from provisioner.store import leases as lease_repo
-    from tasks.publish import mask_phone
+    from provisioner.values.phones import mask_phone
 
     with get_sessionmaker()() as db:
         if attention:

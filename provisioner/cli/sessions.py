@@ -21,7 +21,7 @@ def sessions(
     from provisioner.store import LIVE, State, get_sessionmaker
     from provisioner.store import leases as lease_repo
     from provisioner.store import repository as repo
-    from tasks.publish import mask_phone
+    from provisioner.values.phones import mask_phone
 
     deps = get_deps()
     with get_sessionmaker()() as db:

@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from provisioner.gateway.runs import PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT, FlowRuns, OrchestratorError
+from provisioner.prefect_api.names import PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT
+from provisioner.prefect_api.orchestrator import FlowRuns, OrchestratorError
 from provisioner.steps.deps import Deps
 from provisioner.steps.devices import claim_device
 from provisioner.steps.request import ProvisionRequest, resolve

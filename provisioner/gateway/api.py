@@ -23,9 +23,9 @@ from provisioner.gateway.auth import Caller, caller_of
 from provisioner.gateway.limits import BadBody, parse_json_body, validation_errors
 from provisioner.gateway.owners import owned
 from provisioner.gateway.pages import error_reply
-from provisioner.gateway.runs import IDEMPOTENCY_KEY_MAX, OrchestratorError
 from provisioner.gateway.service import Gateway, UnknownSession
 from provisioner.gateway.upstream import StreamUnavailable, valid_session_id
+from provisioner.prefect_api.orchestrator import IDEMPOTENCY_KEY_MAX, OrchestratorError
 from provisioner.steps.checks import InvalidRequest, validate_request
 from provisioner.steps.links import session_page_url
 from provisioner.steps.request import ProvisionRequest

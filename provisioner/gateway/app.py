@@ -33,8 +33,8 @@ from provisioner.gateway.headers import StandardHeaders
 from provisioner.gateway.health import healthz, readyz
 from provisioner.gateway.limits import BodyLimit
 from provisioner.gateway.owners import unchecked_session_routes
-from provisioner.gateway.runs import FlowRuns
 from provisioner.gateway.service import Gateway
+from provisioner.prefect_api.orchestrator import FlowRuns
 from provisioner.settings.version import VERSION
 from provisioner.steps.deps import Deps, get_deps
 from provisioner.steps.spend import NO_CEILING

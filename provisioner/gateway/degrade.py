@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provisioner.gateway.auth import redact
 from provisioner.gateway.pages import error_reply
-from provisioner.gateway.runs import OrchestratorError
+from provisioner.prefect_api.orchestrator import OrchestratorError
 
 log = logging.getLogger(__name__)
 

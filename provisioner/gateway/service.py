@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 
 from provisioner.gateway.activity import ActivityRecorder
 from provisioner.gateway.auth import LastKnown
-from provisioner.gateway.runs import FlowRuns, PrefectFlowRuns
 from provisioner.gateway.upstream import (
     STREAM_DOWN,
     StreamUnavailable,
@@ -20,6 +19,7 @@ from provisioner.gateway.upstream import (
     reason_for_state,
     recorded_upstream,
 )
+from provisioner.prefect_api.orchestrator import FlowRuns, PrefectFlowRuns
 from provisioner.settings import Settings
 from provisioner.steps.deps import Deps
 from provisioner.store import State

@@ -19,9 +19,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from provisioner.runtime.placement import LOCAL
 from provisioner.runtime.profiles import DeviceProfile
-
-LOCAL = "local"  # the one host of a single-engine deployment (PROVISIONER_DOCKER__HOST or local)
 
 
 class PoolKind(enum.StrEnum):

@@ -11,24 +11,23 @@ from sqlalchemy import func, select
 from provisioner.pool.plan import PoolAction, PoolDevice, PoolKind, PoolObserved
 from provisioner.pool.size import Demand, Sizing, Target, bounds, pool_targets
 from provisioner.runtime.model import Role
+from provisioner.steps.boot import boot_device
 from provisioner.steps.deps import Deps
-from provisioner.steps.devices import LaunchSlot, boot_device, host_of, retire_device
-from provisioner.steps.hosts import hosts_mode
+from provisioner.steps.devices import LaunchSlot, retire_device
 from provisioner.store import devices as devrepo
-from provisioner.store import hosts as hostrepo
 
 log = logging.getLogger(__name__)
 
 
 def observe_pool(deps: Deps) -> PoolObserved:
-    """Every non-terminal device (one query) and its device container (one list call per host);
-    over several hosts, every host's devices and the active hosts, else this engine's."""
+    """Every non-terminal device on the deployment's hosts (one query), its device container (one
+    list call per host engine) and the active hosts."""
     containers = {c.device_id: c for c in deps.runtime.list_managed() if c.role == Role.DEVICE.value}
-    several = hosts_mode(deps)
+    managed = deps.hosts
     with deps.sessions() as db:
         now = db.scalar(select(func.now()))
-        hosts = tuple(hostrepo.active_host_names(db)) if several else (host_of(deps),)
-        rows = [(row, sid) for row, sid in devrepo.list_live_devices(db) if several or row.host in hosts]
+        hosts = managed.active(db)
+        rows = [(row, sid) for row, sid in devrepo.list_live_devices(db) if managed.manages(row.host)]
     devices = []
     for row, session_id in rows:
         container = containers.get(row.id)

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from providers.errors import ProviderError
+from provisioner.prefect_api.runs import end_run, submit_provision
 from provisioner.reconciler.model import Action, Kind, Reason
 from provisioner.steps.deps import Deps
 from provisioner.steps.devices import retire_device
 from provisioner.steps.lifecycle import compensate, release
 from provisioner.steps.numbers import CancelDeferred, cancel_number, close_number, defer_cancel
 from provisioner.steps.purchases import Resolution, resolve_unknown
-from provisioner.steps.runs import end_run, first_run_key, resubmission_key, submit_provision
+from provisioner.steps.runs import first_run_key, provision_parameters, resubmission_key
 from provisioner.store import LeaseOutcome, LeaseRow, State
 from provisioner.store import devices as devrepo
 from provisioner.store import repository as repo
@@ -125,7 +126,7 @@ def _after_deferral(deps: Deps, lease_id: int, exc: CancelDeferred) -> str:
 
 
 def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
-    """A purchase whose outcome is unknown: look it up at the provider (provisioning.purchases).
+    """A purchase whose outcome is unknown: look it up at the provider (steps.purchases).
     An adopted number is surplus (its provision moved on or ended), so it is closed at once."""
     assert action.lease_id is not None
     resolved = resolve_unknown(deps, action.lease_id)
@@ -152,7 +153,7 @@ def _submit_run(deps: Deps, action: Action, actor: str) -> str:
         key = resubmission_key(sid, submissions + 1)
     else:
         key = first_run_key(sid, key)
-    run_id = submit_provision(sid, request, idempotency_key=key)
+    run_id = submit_provision(provision_parameters(request, sid), idempotency_key=key)
     with deps.sessions.begin() as db:
         repo.record_submission(db, sid, run_id)
         repo.record_event(db, sid, reason=f"provision run {run_id} submitted: {action.reason}", actor=actor)

@@ -22,6 +22,7 @@ from provisioner.reconciler.model import (
     SessionView,
     StrayRun,
 )
+from provisioner.runtime import Runtime
 from provisioner.runtime.model import Inventory
 from provisioner.store import OPEN_LEASE_OUTCOMES, TERMINAL, DeviceRow, LeaseRow, SessionRow, State
 from provisioner.store.device_states import DEVICE_TERMINAL
@@ -63,7 +64,7 @@ def _stray_runs(db: Session, alive: list[tuple[str, str, str | None]]) -> list[S
 
 def observe(
     db: Session,
-    runtime,  # noqa: ANN001 - ContainerRuntime or provisioning.hosts.HostsRuntime: inventory()
+    runtime: Runtime,
     flow_run_states: FlowRunStates,
     *,
     run_details: Callable[[], dict[str, RunDetail]] | None = None,

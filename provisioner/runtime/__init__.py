@@ -1,9 +1,13 @@
-"""Container runtime: device and stream containers on a Docker host, owned by labels.
+"""Container runtime: device and stream containers on the Docker hosts, owned by labels.
 
-Plain typed Python (never imports prefect). Public API: ContainerRuntime, the error tree in
-runtime.errors with is_retryable(), DeviceProfile/load_profiles, ContainerInfo/ManagedContainer.
+Plain typed Python (never imports prefect). Public API: the Runtime interface (runtime.base) and
+build_runtime, which picks ContainerRuntime (one engine) or HostsRuntime (the hosts table); Hosts
+(where devices go); the error tree in runtime.errors with is_retryable(); DeviceProfile and
+load_profiles; ContainerInfo and ManagedContainer.
 """
 
+from provisioner.runtime.base import Runtime
+from provisioner.runtime.build import build_runtime
 from provisioner.runtime.containers import ContainerRuntime
 from provisioner.runtime.errors import (
     ContainerExited,
@@ -20,6 +24,7 @@ from provisioner.runtime.errors import (
     is_retryable,
 )
 from provisioner.runtime.model import ContainerInfo, ManagedContainer, Role
+from provisioner.runtime.placement import Hosts, load_hosts
 from provisioner.runtime.profiles import DeviceProfile, Readiness, load_profiles
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "EngineError",
     "EngineRefused",
     "EngineUnreachable",
+    "Hosts",
     "ImageMissing",
     "ManagedContainer",
     "NameConflict",
@@ -38,8 +44,11 @@ __all__ = [
     "NotReady",
     "Readiness",
     "Role",
+    "Runtime",
     "RuntimeFailure",
     "UnknownProfile",
+    "build_runtime",
     "is_retryable",
+    "load_hosts",
     "load_profiles",
 ]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import docker
+from sqlalchemy.orm import Session
 
 from provisioner.runtime.engines import EngineTLS, engine_client
 from provisioner.runtime.errors import (
@@ -29,6 +30,7 @@ from provisioner.runtime.errors import (
     NotReady,
     RuntimeFailure,
     UnknownProfile,
+    WrongEngine,
     translate_docker_errors,
 )
 from provisioner.runtime.isolation import (
@@ -57,6 +59,7 @@ from provisioner.runtime.model import (
     parse_created_at,
     parse_health,
 )
+from provisioner.runtime.placement import LOCAL, Hosts, implicit_host
 from provisioner.runtime.probes import (
     ProbeFailed,
     check_banner,
@@ -116,8 +119,10 @@ class ContainerRuntime(DeviceNames):
         publish_streams: bool = True,
         stream_image: str,
         profiles: dict[str, DeviceProfile],
+        host: str = LOCAL,
     ) -> None:
         self.client = client
+        self.hosts = Hosts(local=host)
         self.instance_id = instance_id
         self.network = network
         self.publish_host = publish_host
@@ -153,7 +158,29 @@ class ContainerRuntime(DeviceNames):
             publish_streams=docker_settings.publish_streams,
             stream_image=docker_settings.stream_image,
             profiles=load_profiles(docker_settings.profiles_file),
+            host=implicit_host(settings),
         )
+
+    # -- the one host: the implicit row of the hosts table (runtime.placement) ---------------------------
+
+    def place(self, db: Session, profile: str, *, only: str | None = None) -> str:
+        """Every device goes to this engine (no capacity limit)."""
+        return self.hosts.local
+
+    def check_engine(self, profile: DeviceProfile) -> None:
+        """The engine answers and the profile's device image and the stream image are present
+        (EngineUnreachable, ImageMissing)."""
+        with translate_docker_errors():
+            self.client.ping()
+        for image in (profile.image, self.stream_image):
+            with translate_docker_errors(image=image):
+                self.client.images.get(image)  # ImageNotFound -> ImageMissing
+
+    def this_engine_as(self, host: str) -> ContainerRuntime:
+        """This engine, the one host's (WrongEngine for any other host)."""
+        if host != self.hosts.local:
+            raise WrongEngine(f"host {host} is not this process's engine ({self.hosts.local})")
+        return self
 
     # -- launching ----------------------------------------------------------------------------
 

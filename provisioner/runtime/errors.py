@@ -2,8 +2,9 @@
 
     RuntimeFailure
      ├── EngineUnreachable      no engine answers (start one: scripts/ensure-docker or dockerd)
- ├── HostDown               the device's host is down (hosts table): its engine is not called
+     ├── HostDown               the device's host is down (hosts table): its engine is not called
      ├── EngineRefused          the engine URL is unsafe (plain tcp:// off this machine) or unusable
+     ├── WrongEngine            a host's launch reached a worker whose engine is another host's
      ├── EngineError            the engine answered with an error (status_code; 5xx is transient)
      ├── ImageMissing           the image is not on the host (build it: scripts/build-images)
      ├── ContainerMissing       the named container does not exist
@@ -61,6 +62,10 @@ class EngineRefused(RuntimeFailure):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class WrongEngine(RuntimeFailure):
+    """A launch-device run was picked up by a worker whose engine is not the device's host's."""
 
 
 class EngineError(RuntimeFailure):

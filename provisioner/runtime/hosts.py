@@ -20,7 +20,7 @@ from provisioner.runtime.containers import ContainerRuntime
 from provisioner.runtime.engines import DOCKER_API_VERSION, EngineTLS, engine_client
 from provisioner.runtime.errors import RuntimeFailure
 from provisioner.runtime.model import Inventory
-from provisioner.runtime.profiles import DeviceProfile
+from provisioner.runtime.profiles import DeviceProfile, load_profiles
 
 ENGINE_TIMEOUT_S = 5.0
 
@@ -51,7 +51,7 @@ class HostListing:
         return self.inventory is not None
 
 
-class HostRuntimes:
+class HostEngines:
     """The runtimes of the hosts table's hosts (made on first use, cached by engine URL)."""
 
     def __init__(
@@ -78,9 +78,7 @@ class HostRuntimes:
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> HostRuntimes:  # noqa: ANN001 - settings.Settings
-        from provisioner.runtime.profiles import load_profiles
-
+    def from_settings(cls, settings) -> HostEngines:  # noqa: ANN001 - settings.Settings
         docker_settings = settings.docker
         return cls(
             instance_id=settings.instance_id,

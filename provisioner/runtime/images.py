@@ -24,6 +24,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from provisioner.runtime.engines import engine_client
 from provisioner.runtime.errors import RuntimeFailure, translate_docker_errors
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
 
     try:
+        client = engine_client(None)
         with translate_docker_errors():
-            client = docker.from_env()
             client.ping()
     except RuntimeFailure as exc:
         print(f"build-images: {exc}", file=sys.stderr)

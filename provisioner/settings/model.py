@@ -26,6 +26,9 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
+from provisioner.values.canonical import COUNTRIES, SERVICES, check_country, check_service
+from provisioner.values.money import Budget, Money
+
 ENV_PREFIX = "PROVISIONER_"
 ENV_NESTED_DELIMITER = "__"
 
@@ -99,8 +102,6 @@ class ProviderSettings(BaseModel):
     @field_validator("services")
     @classmethod
     def _canonical_services(cls, value: dict[str, str]) -> dict[str, str]:
-        from providers.canonical import SERVICES  # here: providers imports this module
-
         unknown = sorted(set(value) - set(SERVICES))
         if unknown:
             raise ValueError(
@@ -111,8 +112,6 @@ class ProviderSettings(BaseModel):
     @field_validator("countries")
     @classmethod
     def _iso_countries(cls, value: dict[str, str]) -> dict[str, str]:
-        from providers.canonical import COUNTRIES
-
         unknown = sorted(k for k in value if k.upper() not in COUNTRIES)
         if unknown:
             raise ValueError(f"unknown ISO 3166 alpha-2 code(s) {', '.join(unknown)}")
@@ -205,22 +204,16 @@ class DefaultsSettings(BaseModel):
     @field_validator("service")
     @classmethod
     def _service(cls, value: str) -> str:
-        from providers.canonical import check_service  # here: providers imports this module
-
         return _unechoed(check_service, value)
 
     @field_validator("country")
     @classmethod
     def _country(cls, value: str) -> str:
-        from providers.canonical import check_country
-
         return _unechoed(check_country, value)
 
     @field_validator("max_price")
     @classmethod
     def _max_price(cls, value: str | None) -> str | None:
-        from providers.money import Money
-
         return None if value in (None, "") else _unechoed(lambda v: str(Money.parse(v)), value)
 
 
@@ -264,15 +257,11 @@ class SpendSettings(BaseModel):
     @field_validator("max_price", "low_balance")
     @classmethod
     def _money(cls, value: str | None) -> str | None:
-        from providers.money import Money
-
         return None if value in (None, "") else _unechoed(lambda v: str(Money.parse(v)), value)
 
     @field_validator("daily_budget")
     @classmethod
     def _budget(cls, value: str | None) -> str | None:
-        from providers.money import Budget
-
         return None if value in (None, "") else _unechoed(lambda v: str(Budget.parse(v)), value)
 
     @field_validator("timezone")

@@ -19,9 +19,9 @@ from sqlalchemy.dialects.postgresql import insert
 
 from providers.catalog import Catalog, as_json, builtin, from_json, learn, target
 from providers.errors import ProviderError
-from providers.money import Money, NoRate, cap_in
 from provisioner.steps.deps import Deps
 from provisioner.store.models import CatalogRow
+from provisioner.values.money import Money, NoRate, cap_in
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from providers.money import NoRate
 from provisioner.runtime import load_profiles
-from provisioner.runtime.errors import translate_docker_errors
 from provisioner.settings import Settings
 from provisioner.settings.model import PROVIDER_NAMES, env_var_for
 from provisioner.steps.deps import Deps
 from provisioner.steps.request import ProvisionRequest, ResolvedRequest, price_cap
 from provisioner.steps.spend import AboveCeiling
+from provisioner.values.money import NoRate
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,5 @@ def validate_request(request: ProvisionRequest, settings: Settings) -> None:
 def check_before_spending(deps: Deps, plan: ResolvedRequest) -> None:
     """The profile exists, the Docker engine answers, the device and stream images are present.
     Raises runtime errors (UnknownProfile, EngineUnreachable, ImageMissing) that say what to fix."""
-    from provisioner.steps.hosts import HostsRuntime  # here: it imports provisioning.deps
-
     runtime = deps.runtime
-    profile = runtime.profile(plan.device_profile)
-    if isinstance(runtime, HostsRuntime):  # several hosts: the placed host's engine answers at launch
-        return
-    with translate_docker_errors():
-        runtime.client.ping()
-    for image in (profile.image, runtime.stream_image):
-        with translate_docker_errors(image=image):
-            runtime.client.images.get(image)  # ImageNotFound -> ImageMissing
+    runtime.check_engine(runtime.profile(plan.device_profile))

@@ -12,25 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from providers import build_provider
 from providers.base import Provider
-from provisioner.runtime import ContainerRuntime
+from provisioner.runtime import Hosts, Runtime, build_runtime, load_hosts
 from provisioner.settings import Settings, get_settings
 from provisioner.store import get_sessionmaker
 from provisioner.store.identity import IdentityError, IdentityMissing, check_identity
 
 log = logging.getLogger(__name__)
-
-
-def _has_hosts(sessions: sessionmaker[Session]) -> bool:
-    """Whether the hosts table has rows; False while the database cannot say (the process's own
-    engine then, as with one host)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from provisioner.steps.hosts import has_hosts
-
-    try:
-        return has_hosts(sessions)
-    except SQLAlchemyError:
-        return False
 
 
 class ProviderNotConfigured(Exception):
@@ -41,31 +28,24 @@ class ProviderNotConfigured(Exception):
 class Deps:
     settings: Settings
     sessions: sessionmaker[Session]
-    _runtime: ContainerRuntime | None = None
+    _runtime: Runtime | None = None
     _providers: dict[str, Provider] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
-    def runtime(self) -> ContainerRuntime:
+    def runtime(self) -> Runtime:
         with self._lock:
             if self._runtime is None:
-                from provisioner.steps.hosts import HostsRuntime  # it imports runtime
-
-                if _has_hosts(self.sessions):  # several Docker hosts: route per device
-                    self._runtime = HostsRuntime.from_settings(self.settings, self.sessions)
-                else:
-                    self._runtime = ContainerRuntime.from_settings(self.settings)
+                self._runtime = build_runtime(self.settings, self.sessions)
             return self._runtime
 
-    def hosts_mode(self) -> bool:
-        """Whether the runtime is (or would be) the hosts-table one, without building it."""
+    @property
+    def hosts(self) -> Hosts:
+        """Where devices go: the runtime's hosts, or, before it is built, as the database says,
+        without making a Docker client (the gateway has no engine to ask)."""
         with self._lock:
             built = self._runtime
-        if built is not None:
-            from provisioner.steps.hosts import HostsRuntime
-
-            return isinstance(built, HostsRuntime)
-        return _has_hosts(self.sessions)
+        return built.hosts if built is not None else load_hosts(self.settings, self.sessions)
 
     def provider(self, name: str) -> Provider:
         """The one long-lived client of a provider (built on first use)."""

@@ -1,9 +1,8 @@
-"""Devices: boot one (for the pool or for a waiting session), claim an idle one, retire one.
+"""Devices: record one (placed on a host), start it, claim an idle one, retire one.
 
 A device is a device container plus its stream container on one Docker host, recorded in the
-devices table *before* its containers start. A session gets its device first (claimed from the
-warm pool, else cold-booted for it) and only then rents a number, so the number's clock starts
-when the screen is usable. A claimed device is never returned to the pool: retiring removes it.
+devices table *before* its containers start (steps.boot records and starts one, here or on its
+host's work queue). A claimed device is never returned to the pool: retiring removes it.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from provisioner.runtime import ContainerRuntime
+from provisioner.runtime import Runtime
 from provisioner.runtime.errors import RuntimeFailure
 from provisioner.steps.deps import Deps
-from provisioner.steps.hosts import hosts_mode, place_device
 from provisioner.steps.streams import stream_url_for
 from provisioner.store import DEVICE_TERMINAL, DeviceState, State, new_session_id
 from provisioner.store import devices as devrepo
@@ -39,12 +37,6 @@ class Device:
     claimed: bool  # False: cold-booted for the session
 
 
-def host_of(deps: Deps) -> str:
-    """The Docker host a device runs on, as recorded in the devices table (one host: the
-    process's own engine; several: see provisioning.hosts)."""
-    return deps.settings.docker.host or "local"
-
-
 LaunchSlot = Callable[[str], AbstractContextManager[object]]  # host name -> held while launching
 
 
@@ -57,7 +49,7 @@ def record_device(
     runtime.profile(profile)  # UnknownProfile before anything is recorded
     device_id = new_session_id()
     with deps.sessions.begin() as db:
-        placed = place_device(deps, db, profile, host=host)
+        placed = runtime.place(db, profile, only=host)
         devrepo.create_device(
             db,
             device_id=device_id,
@@ -70,36 +62,11 @@ def record_device(
     return device_id, placed
 
 
-def boot_device(
-    deps: Deps,
-    profile: str,
-    *,
-    session_id: str | None = None,
-    reason: str = "",
-    host: str | None = None,
-    slot: LaunchSlot | None = None,
-) -> Device:
-    """Record a device (placed on a host), start it (``start_device``) here or, from a deployment's
-    flow run over several hosts, as a launch-device run on its host's work queue
-    (provisioning.launch), and return it ready: idle (a pool device) or claimed (cold-booted for
-    ``session_id``). On any failure its containers are removed and it ends failed; the error is
-    raised."""
-    from provisioner.steps.launch import launch_on_queue, launches_on_queues  # it imports this module
-
-    device_id, placed = record_device(deps, profile, session_id=session_id, host=host)
-    if not launches_on_queues(deps):
-        return start_device(deps, device_id, slot=slot, reason=reason)
-    launch_on_queue(deps, device_id, host=placed, profile=profile, reason=reason)
-    with deps.sessions() as db:
-        row = devrepo.get_device(db, device_id)
-    return _device(row, claimed=False)
-
-
 def start_device(
     deps: Deps,
     device_id: str,
     *,
-    runtime: ContainerRuntime | None = None,
+    runtime: Runtime | None = None,
     slot: LaunchSlot | None = None,
     reason: str = "",
 ) -> Device:
@@ -154,7 +121,7 @@ def retire_device(
     *,
     reason: str,
     failed: bool = False,
-    runtime: ContainerRuntime | None = None,
+    runtime: Runtime | None = None,
 ) -> list[str]:
     """Remove a device's containers (on ``runtime``, else the process's) and end its row
     (retired, or failed). Idempotent; returns the problems met (a container that could not be
@@ -182,7 +149,7 @@ def retire_session_device(deps: Deps, session_id: str, *, reason: str) -> list[s
     return retire_device(deps, device_id, reason=reason)
 
 
-def _mark_session_ready(deps: Deps, session_id: str, device: Device, *, reason: str, actor: str) -> None:
+def mark_session_ready(deps: Deps, session_id: str, device: Device, *, reason: str, actor: str) -> None:
     """The session's device is usable: awaiting_number, with the device's containers and stream URL."""
     with deps.sessions.begin() as db:
         session = repo.get_session(db, session_id, for_update=True)
@@ -209,49 +176,19 @@ def claim_device(deps: Deps, session_id: str, *, profile: str, actor: str) -> De
         session = repo.ensure_not_ended(db, session_id)
         held = devrepo.session_device(db, session_id)
         if held is not None and DeviceState(held.state) == DeviceState.CLAIMED:
-            device = _device(held, claimed=True)
+            device = device_of(held, claimed=True)
         elif held is None and State(session.state) == State.REQUESTED:
-            host = None if hosts_mode(deps) else host_of(deps)  # several hosts: any active one
+            host = deps.hosts.claims_on()
             row = devrepo.claim_idle_device(db, profile=profile, host=host, session_id=session_id)
-            device = _device(row, claimed=True) if row is not None else None
+            device = device_of(row, claimed=True) if row is not None else None
         else:
             device = None
     if device is not None:
-        _mark_session_ready(deps, session_id, device, reason=f"claimed warm device {device.id}", actor=actor)
+        mark_session_ready(deps, session_id, device, reason=f"claimed warm device {device.id}", actor=actor)
     return device
 
 
-def boot_session_device(
-    deps: Deps, session_id: str, *, profile: str, actor: str, slot: LaunchSlot | None = None
-) -> Device:
-    """Cold-boot a device for a session no idle device could serve (session launching meanwhile),
-    holding ``slot(host)`` while it launches here (see boot_device)."""
-    stale = None
-    with deps.sessions.begin() as db:
-        repo.get_session(db, session_id, for_update=True)  # serialized with a concurrent claim
-        session = repo.ensure_not_ended(db, session_id)
-        held = devrepo.session_device(db, session_id)
-        device = (
-            _device(held, claimed=False) if held is not None and held.state == DeviceState.CLAIMED else None
-        )
-        if device is None and held is not None:  # an earlier try's boot that never finished
-            stale = held.id
-            devrepo.unbind_session_device(db, session_id)
-        if device is None and State(session.state) == State.REQUESTED:
-            repo.transition(
-                db, session_id, State.LAUNCHING, reason=f"cold-booting a {profile} device", actor=actor
-            )
-    if stale is not None:
-        retire_device(deps, stale, reason="its boot was interrupted", failed=True)
-    if device is None:
-        device = boot_device(
-            deps, profile, session_id=session_id, reason=f"cold-booted for session {session_id}", slot=slot
-        )
-    _mark_session_ready(deps, session_id, device, reason=f"device {device.id} booted", actor=actor)
-    return device
-
-
-def _device(row, *, claimed: bool) -> Device:
+def device_of(row, *, claimed: bool) -> Device:  # noqa: ANN001 - a store.models.DeviceRow
     return Device(row.id, row.profile, row.device_container, row.stream_container, row.stream_url, claimed)
 
 

@@ -15,8 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from providers.canonical import COUNTRIES, PROVIDER_CODE, SERVICES, check_country, check_service
-from providers.money import Money
+from provisioner.runtime.profiles import load_profiles
 from provisioner.settings import Settings
 from provisioner.settings.model import (
     ENV_NESTED_DELIMITER,
@@ -28,6 +27,8 @@ from provisioner.settings.model import (
     SpendSettings,
 )
 from provisioner.steps.spend import effective_cap
+from provisioner.values.canonical import COUNTRIES, PROVIDER_CODE, SERVICES, check_country, check_service
+from provisioner.values.money import Money
 
 ProviderChoice = Literal["sms_man", "onlinesim", "sms_activate"]
 PROVIDERS_MAX = 10
@@ -110,8 +111,6 @@ def form_defaults() -> dict[str, object]:
 
 def profile_choices() -> list[str]:
     """Device profile names, the configured default first."""
-    from provisioner.runtime.profiles import load_profiles
-
     s = FormSettings()
     try:
         names = sorted(load_profiles(s.docker.profiles_file))

@@ -12,7 +12,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from providers.money import Budget, Money, NoRate, convert
+from provisioner.values.money import Budget, Money, NoRate, convert
 
 OVERALL = "*"  # the budget key of PROVISIONER_SPEND__DAILY_BUDGET (owner keys are client names)
 BUDGET_EXHAUSTED = "budget exhausted"  # the session reason and the API's 402 reason

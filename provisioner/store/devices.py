@@ -115,8 +115,6 @@ def claim_idle_device(db: Session, *, profile: str, host: str | None, session_id
 
 
 def _active_hosts():
-    from provisioner.store.models import HostRow
-
     return select(HostRow.name).where(HostRow.state == "active")
 
 

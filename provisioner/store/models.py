@@ -126,7 +126,7 @@ class LeaseRow(Base):
     retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[str] = mapped_column(String(32), nullable=False, default=LeaseOutcome.PENDING.value)
     provider_status: Mapped[str | None] = mapped_column(String(200))
-    # The latest code, written once per SMS by provisioning.codes.record_code (watcher, webhook or poll).
+    # The latest code, written once per SMS by steps.codes.record_code (watcher, webhook or poll).
     code: Mapped[str | None] = mapped_column(String(64))
     code_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Failed lookups (unknown purchase) or closes (cancel_pending) so far; bounded, then needs_attention.

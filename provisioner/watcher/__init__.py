@@ -1,6 +1,6 @@
 """The code watcher (`provisioner watch`): one loop per configured provider account.
 
-It writes each code into its lease once (provisioning.codes) and NOTIFYs the waiting flow; see
+It writes each code into its lease once (steps.codes) and NOTIFYs the waiting flow; see
 watcher.loop for the lock, heartbeat and polling, watcher.budget for the request budget.
 """
 

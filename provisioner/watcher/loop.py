@@ -5,7 +5,7 @@
         list mode:  one check_open_activations() call serves every lease; a lease missing from
                     the list (ended, or bought after the call) is checked on its own
         each mode:  one check() per lease, each paced by the TokenBucket
-        -> provisioning.codes.record_result() (exactly once, NOTIFY)
+        -> steps.codes.record_result() (exactly once, NOTIFY)
 
 The advisory lock lives on its own autocommit connection: while it is held no other watcher polls
 this provider; when the holder dies its connection closes, PostgreSQL releases the lock, and a

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.gateway.app import create_app
-from provisioner.gateway.runs import PrefectFlowRuns
+from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.runtime import ContainerRuntime
 from provisioner.settings import load_settings
 from provisioner.steps.deps import Deps

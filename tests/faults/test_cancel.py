@@ -11,7 +11,7 @@ import pytest
 from provisioner.store import TERMINAL, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tasks.publish import mask_phone
+from provisioner.values.phones import mask_phone
 from tests.support import wait_for
 
 pytestmark = pytest.mark.docker

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import text
 
 from flows.provision import ProvisionResult, provision_session
-from providers.money import Money
 from provisioner.settings import get_settings
 from provisioner.steps import catalogs
 from provisioner.steps.deps import get_deps, reset_deps
@@ -21,6 +20,7 @@ from provisioner.steps.request import ProvisionRequest, RentRequest
 from provisioner.store import LeaseOutcome
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
+from provisioner.values.money import Money
 
 pytestmark = pytest.mark.docker
 

@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from flows.provision import provision_session
-from provisioner.steps.devices import boot_session_device, claim_device
+from provisioner.steps.boot import boot_session_device
+from provisioner.steps.devices import claim_device
 from provisioner.steps.numbers import rent_number
 from provisioner.steps.request import ProvisionRequest, RentRequest
 from provisioner.store import State

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from provisioner.gateway.app import create_app
-from provisioner.gateway.runs import PrefectFlowRuns
+from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.settings.version import VERSION
 from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.harness.deployed import POOL, ROOT, VENV_BIN, Worker, prefect_cli

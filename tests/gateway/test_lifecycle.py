@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from provisioner.gateway.runs import PrefectFlowRuns
+from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.store import State, make_engine
 from provisioner.store import repository as repo
 

@@ -14,9 +14,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from provisioner.gateway.app import create_app
-from provisioner.gateway.runs import PrefectFlowRuns
 from provisioner.gateway.service import Gateway
 from provisioner.gateway.upstream import Upstream, parse_route
+from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.runtime import Role, RuntimeFailure
 from provisioner.settings import load_settings
 from provisioner.steps.deps import Deps

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from provisioner.steps.devices import boot_device
+from provisioner.steps.boot import boot_device
 from provisioner.store import State
 from provisioner.store import devices as devrepo
 from provisioner.store import leases as lease_repo

@@ -19,12 +19,13 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed, Running
 
+from provisioner.runtime.errors import WrongEngine
 from provisioner.runtime.model import Role, ownership_labels
+from provisioner.runtime.table import HostsRuntime
 from provisioner.settings import load_settings
 from provisioner.steps.deps import Deps
 from provisioner.steps.devices import record_device
-from provisioner.steps.hosts import HostsRuntime
-from provisioner.steps.launch import LaunchFailed, WrongEngine, launch_on_queue, start_on_this_host
+from provisioner.steps.launch import LaunchFailed, launch_on_queue, start_on_this_host
 from provisioner.store import devices as devrepo
 from provisioner.store import hosts as hostrepo
 from provisioner.store.models import SessionRow

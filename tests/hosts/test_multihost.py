@@ -13,7 +13,7 @@ import pytest
 
 from flows.provision import provision_session
 from flows.reconcile import reconcile_sessions
-from provisioner.steps.hosts import HostsRuntime
+from provisioner.runtime.table import HostsRuntime
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import hosts as hostrepo
 from provisioner.store import leases as lease_repo

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from provisioner.reconciler.hosts import observe_hosts
 from provisioner.runtime import load_profiles
-from provisioner.runtime.hosts import HostRuntimes
+from provisioner.runtime.hosts import HostEngines
+from provisioner.runtime.table import observe_hosts
 from provisioner.store import hosts as hostrepo
 from tests.plugins.docker_engine import (
     STREAM_IMAGE,
@@ -24,7 +24,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_a_silent_engine_marks_its_host_down_after_the_grace(db, extra_engines):
-    runtimes = HostRuntimes(
+    runtimes = HostEngines(
         instance_id=new_test_instance_id(),
         network="provisioner-test",
         stream_image=STREAM_IMAGE,

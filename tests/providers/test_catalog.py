@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from providers.canonical import check_country, check_service
 from providers.catalog import Codes, builtin, learn, target
 from providers.errors import StopError
-from providers.money import Money, NoRate, cap_in
+from provisioner.values.canonical import check_country, check_service
+from provisioner.values.money import Money, NoRate, cap_in
 from tests.providers.specs import SPECS
 
 TELEGRAM_RU = {

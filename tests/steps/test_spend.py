@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from providers.money import Budget, Money, NoRate
 from provisioner.steps.spend import (
     AboveCeiling,
     BudgetState,
@@ -21,6 +20,7 @@ from provisioner.steps.spend import (
     decide_unquoted,
     effective_cap,
 )
+from provisioner.values.money import Budget, Money, NoRate
 
 FX = {"RUB": Decimal("0.011")}
 M = Money.parse

@@ -1,102 +1,120 @@
-"""Devices over several Docker hosts: placement, and the runtime interface routed per host.
+"""The runtime over the hosts table: devices on several Docker hosts.
 
-When the hosts table has rows, a process's runtime is a HostsRuntime: every call about a device
-goes to the runtime of the device's host (devices.host -> hosts row -> its engine), and
-inventory() is one label-filtered container list call and one pair network list call per host
-engine (reconciler.hosts.observe_hosts, which also records who answered and marks silent hosts
-down after the grace). A silent host's containers are not listed; the inventory names it late
-(within its grace: the plan leaves its sessions alone) or down (the plan orphans its sessions at
-once and retires its devices). A down host's engine is not called at all (HostDown): what is
-left on it is removed as unowned when it answers again. Without hosts rows nothing changes: the
-process's own engine, as before.
+Every call about a device goes to the runtime of the device's host (devices.host -> hosts row ->
+its engine), and inventory() is one label-filtered container list call and one pair network list
+call per host engine (observe_hosts, which also records who answered and marks silent hosts down
+after the grace). A silent host's containers are not listed; the inventory names it late (within
+its grace: the plan leaves its sessions alone) or down (the plan orphans its sessions at once and
+retires its devices). A down host's engine is not called at all (HostDown): what is left on it is
+removed as unowned when it answers again.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner.runtime import ContainerInfo, ContainerRuntime, DeviceProfile, ManagedContainer
-from provisioner.runtime.containers import DeviceNames
+from provisioner.runtime.containers import ContainerRuntime, DeviceNames
 from provisioner.runtime.engines import check_engine_url
-from provisioner.runtime.errors import EngineUnreachable, HostDown, RuntimeFailure
-from provisioner.runtime.hosts import HostEngine, HostRuntimes
-from provisioner.runtime.model import LABEL_DEVICE, Inventory
+from provisioner.runtime.errors import (
+    EngineUnreachable,
+    HostDown,
+    RuntimeFailure,
+    WrongEngine,
+    translate_docker_errors,
+)
+from provisioner.runtime.hosts import HostEngine, HostEngines
+from provisioner.runtime.isolation import pair_network_name
+from provisioner.runtime.model import LABEL_DEVICE, ContainerInfo, Inventory, ManagedContainer, PairNetwork
+from provisioner.runtime.placement import Hosts, device_usage, implicit_host, profile_need
+from provisioner.runtime.profiles import DeviceProfile
 from provisioner.store import hosts as hostrepo
-from provisioner.store.device_states import DEVICE_TERMINAL
 from provisioner.store.host_states import HostState
-from provisioner.store.hosts import Resources
 from provisioner.store.models import DeviceRow, HostRow
 
 
-def profile_need(profile: DeviceProfile) -> Resources:
-    return Resources(profile.cpus, hostrepo.memory_mb(profile.mem_limit))
+@dataclass(frozen=True)
+class HostsSeen:
+    """What one pass saw of the hosts: containers and pair networks per answering host, and the
+    silent hosts (down: past their grace; the others are late)."""
+
+    containers: dict[str, list[ManagedContainer]] = field(default_factory=dict)
+    networks: dict[str, list[PairNetwork]] = field(default_factory=dict)
+    down: frozenset[str] = frozenset()
+    silent: dict[str, str] = field(default_factory=dict)  # host -> error, down or still in grace
+
+    @property
+    def late(self) -> frozenset[str]:
+        return frozenset(self.silent) - self.down
 
 
-def device_usage(profiles: Mapping[str, DeviceProfile]) -> hostrepo.Usage:
-    """What the live devices on each host use (their profiles' cpus and memory): one query."""
+def observe_hosts(db: Session, engines: HostEngines, *, now: datetime, grace_s: float) -> HostsSeen:
+    """List every host's containers and networks (concurrently), then record who answered: an
+    engine that answers is seen now (a down host comes back active); one that does not starts,
+    or continues, its grace period, after which its host is down (store.hosts.record_silence).
 
-    def used(db: Session) -> dict[str, Resources]:
-        rows = db.execute(
-            select(DeviceRow.host, DeviceRow.profile, func.count())
-            .where(DeviceRow.state.not_in([s.value for s in DEVICE_TERMINAL]))
-            .group_by(DeviceRow.host, DeviceRow.profile)
-        )
-        total: dict[str, Resources] = {}
-        for host, profile, count in rows:
-            known = profiles.get(profile)
-            need = profile_need(known) if known else Resources(0.0, 0)
-            total[host] = total.get(host, Resources(0.0, 0)) + Resources(
-                need.cpus * count, need.memory_mb * count
-            )
-        return total
-
-    return used
-
-
-def has_hosts(sessions: sessionmaker[Session]) -> bool:
-    with sessions() as db:
-        return db.scalar(select(func.count()).select_from(HostRow)) > 0
-
-
-def hosts_mode(deps) -> bool:  # noqa: ANN001 - provisioning.deps.Deps (it imports this module)
-    """Whether this process places devices over the hosts table's hosts; decided without making
-    a Docker client when the process has none yet (the gateway has no engine to ask)."""
-    return deps.hosts_mode()
-
-
-def place_device(deps, db: Session, profile: str, *, host: str | None = None) -> str:  # noqa: ANN001
-    """The host a new device goes to, chosen inside ``db``'s transaction (the one recording it);
-    ``host``: that host if it is active and has room (a pool refill for it), else NoCapacity."""
-    runtime = deps.runtime
-    if isinstance(runtime, HostsRuntime):
-        return runtime.place(db, profile, only=host)
-    return deps.settings.docker.host or "local"
+    The list calls happen outside any row lock; the host rows are updated afterwards in the
+    caller's transaction."""
+    rows = hostrepo.list_hosts(db)
+    listed = [engines.engine(h) for h in rows]
+    db.rollback()  # no transaction held open across the engines' calls
+    listings = engines.list_each(listed)
+    down: set[str] = set()
+    silent: dict[str, str] = {}
+    containers: dict[str, list[ManagedContainer]] = {}
+    networks: dict[str, list[PairNetwork]] = {}
+    for name, listing in listings.items():
+        if listing.inventory is not None:
+            containers[name] = listing.inventory.containers
+            networks[name] = listing.inventory.networks
+            continue
+        silent[name] = listing.error or "no answer"
+        if hostrepo.record_silence(db, name, at=now, grace_s=grace_s, error=silent[name]):
+            down.add(name)
+    hostrepo.record_answers(db, sorted(containers), at=now)
+    return HostsSeen(containers=containers, networks=networks, down=frozenset(down), silent=silent)
 
 
 class HostsRuntime(DeviceNames):
-    """The ContainerRuntime interface over every host of the hosts table (see the module doc)."""
+    """The Runtime interface over every host of the hosts table (see the module doc)."""
 
-    def __init__(self, sessions: sessionmaker[Session], runtimes: HostRuntimes, *, grace_s: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        runtimes: HostEngines,
+        *,
+        grace_s: float,
+        local: Callable[[], ContainerRuntime] | None = None,
+        local_name: str = "local",
+    ) -> None:
         self.sessions = sessions
         self.runtimes = runtimes
         self.grace_s = grace_s
         self.instance_id = runtimes.instance_id
         self.network = runtimes.network
+        self.stream_image = runtimes.stream_image
         self.profiles = runtimes.profiles
+        self.hosts = Hosts(local=local_name, table=True)
+        self._local = local
         self._where: dict[str, str] = {}  # container id/name, network name -> host, last listing
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings, sessions: sessionmaker[Session]) -> HostsRuntime:  # noqa: ANN001
+    def from_settings(cls, settings: Any, sessions: sessionmaker[Session]) -> HostsRuntime:
         """The runtime over the hosts table; refuses (EngineRefused) when a host's engine URL is
         plain tcp:// off this machine without TLS or --insecure-plain-tcp."""
         runtime = cls(
-            sessions, HostRuntimes.from_settings(settings), grace_s=settings.reconcile.host_down_grace_s
+            sessions,
+            HostEngines.from_settings(settings),
+            grace_s=settings.reconcile.host_down_grace_s,
+            local=lambda: ContainerRuntime.from_settings(settings),
+            local_name=implicit_host(settings),
         )
         runtime.check_engines()
         return runtime
@@ -117,9 +135,30 @@ class HostsRuntime(DeviceNames):
 
     def place(self, db: Session, profile: str, *, only: str | None = None) -> str:
         """The host a new device of ``profile`` goes to (call inside the transaction that records
-        the device: see store.hosts.choose_host)."""
+        the device: see store.hosts.choose_host); ``only``: that host if it has room."""
         need = profile_need(self.profile(profile))
         return hostrepo.choose_host(db, need, device_usage(self.profiles), only=only).name
+
+    def check_engine(self, profile: DeviceProfile) -> None:
+        """Nothing to ask before placement: the placed host's engine answers at launch."""
+
+    def this_engine_as(self, host: str) -> ContainerRuntime:
+        """This worker's own engine (PROVISIONER_DOCKER__HOST, else DOCKER_HOST), publishing
+        streams on ``host``'s stream address. Refuses (WrongEngine) when that engine is not the
+        one the hosts table names for ``host`` (engine ID, host name and data root differ): a
+        worker serving another host's queue must not launch there."""
+        with self.sessions() as db:
+            row = hostrepo.get_host(db, host)
+        if self._local is None:
+            raise RuntimeFailure("this runtime was made without this process's own engine")
+        local = self._local()
+        local.publish_host = row.stream_address
+        if _identity(local.client) != _identity(self.runtimes.client(self.runtimes.engine(row))):
+            raise WrongEngine(
+                f"this worker's Docker engine is not host {host}'s ({row.docker_url}): start the worker "
+                f"of work queue host-{host} on that host with its engine as DOCKER_HOST"
+            )
+        return local
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -149,7 +188,7 @@ class HostsRuntime(DeviceNames):
     def on(self, device_id: str) -> ContainerRuntime:
         return self.runtimes.runtime(self.host_of(device_id))
 
-    # -- the ContainerRuntime interface -----------------------------------------------------------
+    # -- the device interface ---------------------------------------------------------------------
 
     def ensure_network(self) -> None:
         """Each launch ensures the network on its own host."""
@@ -195,16 +234,12 @@ class HostsRuntime(DeviceNames):
         return self._listed_on(name_or_id, "container").remove(name_or_id)
 
     def remove_pair_network(self, device_id: str) -> bool:
-        from provisioner.runtime.isolation import pair_network_name
-
         name = pair_network_name(self.instance_id, device_id)
         return self._listed_on(name, "network").remove_pair_network(device_id)
 
     def inventory(self) -> Inventory:
         """Per host engine one container and one network list call (all at once); silent hosts
         list nothing and are named down or late."""
-        from provisioner.reconciler.hosts import observe_hosts  # here: reconciler imports provisioning
-
         with self.sessions() as db:
             seen = observe_hosts(db, self.runtimes, now=datetime.now(UTC), grace_s=self.grace_s)
             db.commit()
@@ -224,3 +259,11 @@ class HostsRuntime(DeviceNames):
     def list_managed(self) -> list[ManagedContainer]:
         """The containers of inventory(): one list call per host engine (at once)."""
         return self.inventory().containers
+
+
+def _identity(client) -> tuple[str, str, str]:  # noqa: ANN001 - a docker.DockerClient
+    """Which engine a client talks to: engines on one machine share the daemon key's ID and the
+    host name, so the data root tells them apart."""
+    with translate_docker_errors():
+        info = client.info()
+    return info.get("ID", ""), info.get("Name", ""), info.get("DockerRootDir", "")

@@ -1,4 +1,4 @@
-"""Flow runs the gateway starts through Prefect's API: provision and release deployments.
+"""The gateway's flow runs (provision and release deployments), on Prefect's async client.
 
     OrchestratorError
      ├── OrchestratorUnavailable   no Prefect API configured or reachable
@@ -20,8 +20,6 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled
 
-PROVISION_DEPLOYMENT = "provision/provision"
-RELEASE_DEPLOYMENT = "release/release"
 IDEMPOTENCY_KEY_MAX = 200
 
 

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from providers.countries import COUNTRY_TABLE, EXTRA_NAMES
+from provisioner.values.countries import COUNTRY_TABLE, EXTRA_NAMES
 
 PROVIDER_CODE = re.compile(r"^(sms_man|onlinesim|sms_activate):([A-Za-z0-9_.-]{1,64})$")
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")

@@ -1,0 +1,135 @@
+"""What `provisioner deploy` makes on Prefect's API, each idempotently: the work pool, the hosts'
+work queues, the heartbeat automation; and the deployments registered there.
+
+Dead runs are Prefect's to detect: flow runs started by a deployment emit a heartbeat event every
+PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (the worker's environment; Prefect's minimum is 30), and
+the automation made here marks a run whose heartbeats stop for ``heartbeat_timeout_s`` as
+`Crashed`. Crashed releases the run's deployment concurrency slot (the reconcile deployment's limit
+of 1), runs its on_crashed hook where it still can, and tells reconciliation the run is dead.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect.automations import Automation
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from provisioner.prefect_api.names import WORK_POOL
+
+ZOMBIE_AUTOMATION = "provisioner: crash flow runs whose heartbeats stopped"
+HEARTBEAT_FREQUENCY_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY for workers (Prefect's minimum)
+HEARTBEAT_TIMEOUT_S = 90  # three missed heartbeats
+
+
+def ensure_work_pool(name: str = WORK_POOL) -> str:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return "exists"
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=False)
+            return "created"
+
+
+def ensure_work_queue(name: str, pool: str = WORK_POOL) -> str:
+    """The work queue ``name`` in the pool (a host's launch queue, host-<name>); idempotent."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_queue(
+                name=name,
+                work_pool_name=pool,
+                description="Device launches on one Docker host: its own worker serves it",
+            )
+            return "created"
+        except ObjectAlreadyExists:
+            return "exists"
+
+
+def deployment_names() -> list[str]:
+    """The deployments registered on the API, sorted."""
+    with get_client(sync_client=True) as client:
+        return sorted(f"{d.name}" for d in client.read_deployments())
+
+
+def zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Automation:
+    """Prefect's recipe for zombie flow runs: a run that sent a heartbeat and then, within the
+    timeout, neither another heartbeat nor a final state, is set Crashed."""
+    return Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks provisioner flow runs Crashed when their heartbeats stop (process killed, "
+        "machine lost); reconciliation then ends or re-submits their sessions.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=heartbeat_timeout_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {heartbeat_timeout_s:g} s: the flow run's process is gone",
+            )
+        ],
+    )
+
+
+def ensure_zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> str:
+    wanted = zombie_automation(heartbeat_timeout_s)
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        if not existing:
+            wanted.create()
+            return "created"
+        keep, *extra = existing
+        for duplicate in extra:  # two concurrent deploys may both have created one
+            client.delete_automation(duplicate.id)
+        client.update_automation(keep.id, wanted)
+        return "updated"
+
+
+def api_failure() -> BaseException | None:
+    """None when the Prefect API answers its health check, else what went wrong."""
+    with get_client(sync_client=True) as client:
+        return client.api_healthcheck()
+
+
+def missing_deployments(names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` (flow/deployment) not registered on the API."""
+    missing = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                missing.append(name)
+    return missing
+
+
+def zombie_automation_exists() -> bool:
+    with get_client(sync_client=True) as client:
+        return bool(client.read_automations_by_name(ZOMBIE_AUTOMATION))
+
+
+def pool_workers(pool: str = WORK_POOL) -> list | None:
+    """The workers of work pool ``pool`` (None: the pool does not exist)."""
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_workers_for_work_pool(work_pool_name=pool)
+        except ObjectNotFound:
+            return None
