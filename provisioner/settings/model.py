@@ -26,11 +26,10 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
+from provisioner.settings.env import ENV_NESTED_DELIMITER, ENV_PREFIX
+from provisioner.settings.secrets import PrefectSecretsSource
 from provisioner.values.canonical import COUNTRIES, SERVICES, check_country, check_service
 from provisioner.values.money import Budget, Money
-
-ENV_PREFIX = "PROVISIONER_"
-ENV_NESTED_DELIMITER = "__"
 
 ProviderName = Literal["sms_man", "onlinesim", "sms_activate"]
 PROVIDER_NAMES: tuple[str, ...] = ("sms_man", "onlinesim", "sms_activate")
@@ -483,8 +482,6 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Highest first: arguments, the environment, .env, the secrets directory, Prefect Secret blocks."""
-        from provisioner.settings.secrets import PrefectSecretsSource
-
         secrets_dir = NestedSecretsSettingsSource(file_secret_settings)
         return init_settings, env_settings, dotenv_settings, secrets_dir, PrefectSecretsSource(settings_cls)
 

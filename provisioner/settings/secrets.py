@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import PydanticBaseSettingsSource
 
+from provisioner.settings.env import ENV_NESTED_DELIMITER, ENV_PREFIX
+
 log = logging.getLogger(__name__)
 
 BLOCK_PREFIX = "provisioner-"
@@ -38,8 +40,6 @@ def block_name(path: tuple[str, ...]) -> str:
 
 
 def variable(path: tuple[str, ...]) -> str:
-    from provisioner.settings.model import ENV_NESTED_DELIMITER, ENV_PREFIX
-
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(part.upper() for part in path)
 
 
