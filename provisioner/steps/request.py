@@ -30,7 +30,15 @@ from provisioner.steps.spend import effective_cap
 from provisioner.values.canonical import COUNTRIES, PROVIDER_CODE, SERVICES, check_country, check_service
 from provisioner.values.money import Money
 
-ProviderChoice = Literal["sms_man", "onlinesim", "sms_activate"]
+
+def _known_provider(value: object) -> object:
+    """Names the unknown provider (the choice list alone would not say which one it was)."""
+    if isinstance(value, str) and value not in PROVIDER_NAMES:
+        raise ValueError(f"unknown provider {value!r}; one of {', '.join(PROVIDER_NAMES)}")
+    return value
+
+
+ProviderChoice = Annotated[Literal["sms_man", "onlinesim", "sms_activate"], BeforeValidator(_known_provider)]
 PROVIDERS_MAX = 10
 SERVICE_MAX, COUNTRY_MAX, PROFILE_MAX = 64, 16, 64  # the sessions table's columns
 

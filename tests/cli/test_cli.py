@@ -234,7 +234,10 @@ def test_catalog_refuses_a_provider_that_is_not_configured(no_providers, databas
 
 @pytest.mark.parametrize(
     ("options", "words"),
-    [(["--profile", "pixel9"], "unknown device profile 'pixel9'"), (["--provider", "twilio"], "sms_man")],
+    [
+        (["--profile", "pixel9"], "unknown device profile 'pixel9'"),
+        (["--provider", "twilio"], "'twilio' is not one of 'sms_man', 'onlinesim', 'sms_activate'"),
+    ],
     ids=["profile", "provider"],
 )
 def test_unknown_profile_or_provider_exits_2_before_any_run(no_providers, monkeypatch, options, words):

@@ -1,5 +1,5 @@
-"""What the codes tests share: the watcher's fast settings, the secrets the fixture sets, and a code
-watcher running in a thread of the test process."""
+"""What the codes tests share: the watcher's fast settings, the secrets the fixture sets, a code
+watcher running in a thread of the test process, and settings whose polls are far apart."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ def running_watcher(deps: Deps, provider: str, *, name: str = "test-watcher") ->
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def polls_far_apart(monkeypatch):
+    """The process's Deps with the wait's re-reads 30 s apart: only a NOTIFY wakes it sooner."""
+    from provisioner.settings import get_settings
+    from provisioner.steps.deps import get_deps, reset_deps
+
+    monkeypatch.setenv("PROVISIONER_DEFAULTS__POLL_INITIAL_S", "2")
+    monkeypatch.setenv("PROVISIONER_DEFAULTS__POLL_MAX_S", "30")
+    get_settings.cache_clear()
+    reset_deps()
+    return get_deps()

@@ -3,6 +3,7 @@ lost webhooks, and a standby taking over from a watcher killed with SIGKILL."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -142,24 +143,33 @@ class TestLostWebhook:
         assert watcher_events(deps, sid) == [f"code received on sms_activate:{activation_id} (watcher)"]
 
 
-class TestStandby:
-    def test_a_second_watcher_stands_by_while_the_first_holds_the_provider(self, codes_env, sim):
-        deps = codes_env
-        with running_watcher(deps, "sms_activate", name="first"):
-            stop = threading.Event()
-            from provisioner.watcher.loop import ProviderWatcher
+def watcher_names(deps) -> list[tuple[str, str]]:
+    with deps.sessions() as db:
+        return [(r.provider, r.watcher) for r in store_codes.watchers(db)]
 
-            second = ProviderWatcher(deps, "sms_activate", stop, name="second")
-            thread = threading.Thread(target=second.run, daemon=True)
-            thread.start()
-            try:
-                with deps.sessions() as db:
-                    rows = wait_for(lambda: store_codes.watchers(db), timeout=5)
-                assert [(r.provider, r.watcher) for r in rows] == [("sms_activate", "first")]
-                assert not second.holding.wait(1.0)
-            finally:
-                stop.set()
-                thread.join(timeout=10)
+
+class TestStandby:
+    def test_a_second_watcher_stands_by_while_the_first_holds_the_provider(self, codes_env, sim, caplog):
+        from provisioner.watcher.loop import ProviderWatcher
+
+        deps = codes_env
+        caplog.set_level(logging.INFO, logger="provisioner.watcher.loop")
+        stop = threading.Event()
+        second = ProviderWatcher(deps, "sms_activate", stop, name="second")
+        thread = threading.Thread(target=second.run, daemon=True)
+        try:
+            with running_watcher(deps, "sms_activate", name="first"):
+                thread.start()
+                wait_for(lambda: "second: another watcher holds sms_activate; standing by" in caplog.text)
+                assert thread.is_alive() and not second.holding.is_set()
+                wait_for(lambda: watcher_names(deps) == [("sms_activate", "first")], timeout=5)
+            # The first stopped (and let go of its lock): the one standing by takes over.
+            assert second.holding.wait(10), "the standby did not take over"
+            assert thread.is_alive()
+            wait_for(lambda: watcher_names(deps) == [("sms_activate", "second")], timeout=5)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
     def test_killed_watcher_is_replaced_by_the_standby(self, codes_env, sim, database_url):
         deps = codes_env

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from provisioner.gateway.app import create_app
 from provisioner.gateway.auth import redact
@@ -15,7 +17,7 @@ from provisioner.steps import codes
 from provisioner.store import LeaseOutcome, LeaseRow
 from provisioner.store import codes as store_codes
 from provisioner.store import repository as repo
-from tests.codes.support import GATEWAY_TOKEN, WEBHOOK_SECRET
+from tests.codes.support import GATEWAY_TOKEN, WEBHOOK_SECRET, polls_far_apart
 from tests.harness.gateway import RecordingRuns, serve
 from tests.support import rent, wait_for
 
@@ -52,8 +54,10 @@ def lease(deps, lease_id: int) -> LeaseRow:
 
 
 class TestWebhooks:
-    def test_simulator_webhook_records_the_code_and_wakes_the_waiting_flow(self, codes_env, sim, gateway):
-        deps = codes_env
+    def test_simulator_webhook_records_the_code_and_wakes_the_waiting_flow(
+        self, codes_env, sim, gateway, monkeypatch
+    ):
+        deps = polls_far_apart(monkeypatch)
         sid, lease_id, activation_id = rent(deps)
         with deps.sessions.begin() as db:  # a live watcher: the flow must not poll the provider
             store_codes.beat(db, "sms_activate", watcher="test:1", mode="each")
@@ -61,7 +65,10 @@ class TestWebhooks:
         sim.calls.clear()
         threading.Timer(0.3, sim.deliver, (activation_id, "246810")).start()
         result = codes.wait_for_code(deps, sid, lease_id, timeout_s=10, actor="test")
+        with deps.sessions() as db:
+            woke_at = db.scalar(select(func.clock_timestamp()))
         assert result == codes.CodeResult("246810", "code received")
+        assert woke_at - lease(deps, lease_id).code_at < timedelta(seconds=1)  # the NOTIFY woke it
         assert [(s.activation_id, s.status) for s in sim.webhooks_sent] == [(activation_id, 200)]
         assert code_events(deps, sid) == [f"code received on sms_activate:{activation_id} (webhook)"]
         assert [a for _, a, _ in sim.calls] == []  # nobody asked the provider

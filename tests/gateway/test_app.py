@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
@@ -121,7 +123,11 @@ class TestCreateAndRelease:
         ("body", "field", "words"),
         [
             ({"device_profile": "pixel9"}, "device_profile", "unknown device profile 'pixel9'"),
-            ({"providers": ["sms_activate", "twilio"]}, "providers", "sms_man"),
+            (
+                {"providers": ["sms_activate", "twilio"]},
+                "providers",
+                "unknown provider; one of sms_man, onlinesim, sms_activate",  # the input cut out
+            ),
         ],
         ids=["profile", "provider"],
     )
@@ -307,7 +313,13 @@ class TestProxy:
             make_session(State.AWAITING_CODE, session_id=sid)
             # Routes are recorded by this deployment's boots only: the other one's stream has none.
             reply = gw.client.get(f"/vnc/{sid}/vnc.html")
+            assert reply.status_code == 503
             assert reply.json()["detail"] == f"device {sid} has no stream route recorded"
+            with pytest.raises(InvalidStatus) as other_instance:
+                ws_connect(f"{gw.ws_url}/vnc/{sid}/websockify", open_timeout=5)
+            refused = other_instance.value.response
+            assert refused.status_code == 503
+            assert json.loads(refused.body)["detail"] == f"device {sid} has no stream route recorded"
         finally:
             other.remove_device(sid)
 

@@ -45,11 +45,16 @@ def test_post_claims_a_warm_device_and_the_stream_answers_at_once(gw, warm) -> N
     assert run[1]["session_id"] == sid  # the flow run adopts the session and its device
 
 
-def test_without_an_idle_device_the_run_boots_one(gw) -> None:
+def test_without_an_idle_device_the_run_is_started_for_a_session_with_no_device(gw) -> None:
+    """Nothing to claim: the session waits for its provision run (which boots a device) holding none."""
     created = gw.client.post("/sessions", json={"providers": ["sms_activate"], "device_profile": PROFILE})
     assert created.status_code == 202 and "stream_url" not in created.json()
     sid = created.json()["session_id"]
     with gw.deps.sessions() as db:
         row = repo.get_session(db, sid)
         assert (row.state, row.device_id) == (State.REQUESTED, None)
+        assert devrepo.list_live_devices(db) == []
+    (run,) = gw.runs.started
+    assert (run[0], run[1]["session_id"]) == ("provision/provision", sid)
+    assert run[1]["request"]["device_profile"] == PROFILE
     assert gw.client.get(f"/sessions/{sid}/stream").json()["reason"] == "provisioning"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +24,7 @@ from tests.reconcile.views import (
     DEADLINE,
     DEVICE_GRACE,
     GRACE,
+    MIXED_WORLD_PLAN,
     NOW,
     POLICY,
     RUN,
@@ -32,6 +37,7 @@ from tests.reconcile.views import (
     container,
     device,
     lease,
+    mixed_world,
     observed,
     session,
 )
@@ -470,52 +476,37 @@ class TestLeases:
         assert [a.kind for a in plan(obs, POLICY)] == [Kind.COMPENSATE_SESSION]
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 class TestWholePlan:
     def test_nothing_observed_nothing_planned(self):
         assert plan(observed(), POLICY) == []
 
     def test_one_action_per_problem_in_a_mixed_world(self):
-        healthy, heal, orphan, dead, old = (
-            "shealthy2345",
-            "sheal2345678",
-            "sorphan23456",
-            "sdead2345678",
-            "sold23456789",
-        )
-        sessions = [
-            session(State.VERIFIED, sid=healthy),
-            session(State.VERIFIED, sid=heal),
-            session(State.AWAITING_CODE, sid=orphan),
-            session(State.LAUNCHING, sid=dead, heartbeat_age=STALE),
-            session(State.VERIFIED, sid=old, expires_in=-TICK),
-        ]
-        containers = [*both(healthy), container("device", sid=heal), container("stream", sid=orphan)]
-        containers += [*both(old), container("device", sid="sgone2345678")]
-        leases = [
-            lease(LeaseOutcome.CODE_RECEIVED, sid="sgone2345678", lease_id=1),
-            lease(LeaseOutcome.PENDING, sid="sgone2345678", activation=None, lease_id=2),
-            lease(LeaseOutcome.ACTIVE, sid=dead, lease_id=3),
-        ]
-        actions = plan(
-            observed(sessions, containers, leases, down={orphan: (DEVICE_GRACE, "missing")}), POLICY
-        )
+        actions = plan(mixed_world(), POLICY)
         assert sorted((a.kind.value, a.target) for a in actions) == sorted(
-            [
-                (Kind.HEAL_STREAM.value, heal),
-                (Kind.ORPHAN_SESSION.value, orphan),
-                (Kind.COMPENSATE_SESSION.value, dead),
-                (Kind.EXPIRE_SESSION.value, old),
-                (Kind.REMOVE_CONTAINER.value, "prov-t-sgone2345678-device"),
-                (Kind.CLOSE_LEASE.value, "lease 1"),
-                (Kind.RESOLVE_PENDING_LEASE.value, "lease 2"),
-            ]
+            (kind.value, target) for kind, target in MIXED_WORLD_PLAN
         )
 
     def test_deterministic(self):
-        obs = observed(
-            [session(State.VERIFIED)], [container("device")], [lease(LeaseOutcome.ACTIVE, sid="sx2345678901")]
+        """The same plan, in the same order, in every process: no set or hash order leaks in."""
+        assert [(a.kind, a.target) for a in plan(mixed_world(), POLICY)] == MIXED_WORLD_PLAN
+        script = (
+            "from provisioner.reconciler import plan; from tests.reconcile.views import POLICY, mixed_world; "
+            "print([(a.kind.value, a.target) for a in plan(mixed_world(), POLICY)])"
         )
-        assert plan(obs, POLICY) == plan(obs, POLICY)
+        expected = str([(kind.value, target) for kind, target in MIXED_WORLD_PLAN])
+        for seed in ("1", "2", "3"):  # string hashes differ from this process's and each other's
+            done = subprocess.run(
+                [sys.executable, "-c", script],
+                env={**os.environ, "PYTHONHASHSEED": seed},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.stdout.strip() == expected, done.stderr[-2000:]
 
 
 class TestPrefectSide:

@@ -15,6 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from sqlalchemy import event, func, select, text
 
+import tasks.reconcile
 from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import ReconcileSummary, reconcile_sessions
 from provisioner.reconciler import observe
@@ -266,9 +267,11 @@ class TestRaceWithProvision:
         seen: set[str] = set()
         acted: list[dict] = []
         waiting_since = None
+        stale_after_s = deps.settings.reconcile.stale_after_s
+        waited = 0.0  # from awaiting_code to the end of the last pass
         try:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and waited <= stale_after_s + 2:
                 with deps.sessions() as db:
                     rows = repo.list_sessions(db, limit=1)
                 if rows:
@@ -276,12 +279,10 @@ class TestRaceWithProvision:
                     if rows[0].state == State.AWAITING_CODE and waiting_since is None:
                         waiting_since = time.monotonic()
                 acted += run_pass().actions
-                if (
-                    waiting_since
-                    and time.monotonic() - waiting_since > deps.settings.reconcile.stale_after_s + 2
-                ):
-                    break
+                if waiting_since:
+                    waited = time.monotonic() - waiting_since
             assert waiting_since, f"the provision never reached awaiting_code (saw {seen})"
+            assert waited > stale_after_s + 2, f"passes ran only {waited:.1f} s past awaiting_code"
             assert acted == []
             sim.deliver(sim.ledger().purchases[0].activation_id, "777111")
         finally:
@@ -328,7 +329,7 @@ class TestLock:
         summary = run_pass()
         assert summary.ran and on(summary, stray) == ["remove_container"]
 
-    def test_two_passes_at_once_one_runs(self, provisioner_env):
+    def test_two_passes_at_once_one_runs(self, provisioner_env, monkeypatch):
         results: list[ReconcileSummary] = []
         barrier = threading.Barrier(2)
         deps = provisioner_env
@@ -346,18 +347,30 @@ class TestLock:
             for t in threads:
                 t.join(timeout=60)
         assert [r.ran for r in results] == [False, False]
-        # Without the outside holder, two concurrent passes: at most one is turned away, and every
-        # pass either ran or said why not.
-        results.clear()
-        barrier = threading.Barrier(2)
-        threads = [threading.Thread(target=hold_then_pass) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert len(results) == 2 and any(r.ran for r in results)
-        turned_away = [r for r in results if not r.ran]
-        assert all("lock" in r.message and r.actions == [] for r in turned_away)
+
+        # The first pass is held inside its act step; a second pass starts meanwhile.
+        entered, release = threading.Event(), threading.Event()
+        real_act = tasks.reconcile.act
+
+        def held_act(*args, **kwargs):
+            entered.set()
+            release.wait(60)
+            return real_act(*args, **kwargs)
+
+        monkeypatch.setattr(tasks.reconcile, "act", held_act)
+        first: list[ReconcileSummary] = []
+        holder = threading.Thread(target=lambda: first.append(run_pass()))
+        holder.start()
+        try:
+            assert entered.wait(60), "the first pass never reached its act step"
+            monkeypatch.setattr(tasks.reconcile, "act", real_act)
+            second = run_pass()
+        finally:
+            release.set()
+            holder.join(timeout=60)
+        assert [r.ran for r in first] == [True]
+        assert not second.ran and second.actions == []
+        assert second.message == "another reconcile pass holds the lock; this one does nothing"
 
 
 class TestEndingSessions:
@@ -467,8 +480,15 @@ class TestEndingSessions:
 class TestFlowRunStates:
     def test_more_runs_than_one_api_page(self, prefect_api):
         """The API caps a page at 200 runs; more provisions than that must not break observation."""
-        ids = [str(uuid.uuid4()) for _ in range(201)] + ["local"]
-        assert read_flow_run_states(ids) == dict.fromkeys(ids)
+        from prefect import flow
+
+        @flow(name="one-real-run")
+        def one_real_run() -> None:
+            return None
+
+        real = str(one_real_run(return_state=True).state_details.flow_run_id)
+        ids = [str(uuid.uuid4()) for _ in range(200)] + ["local", real]  # the real one on page 2
+        assert read_flow_run_states(ids) == {**dict.fromkeys(ids), real: "COMPLETED"}
 
 
 class TestObservationCost:

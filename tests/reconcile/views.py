@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from provisioner.reconciler import Observed, Policy
+from provisioner.reconciler import Kind, Observed, Policy
 from provisioner.reconciler.model import ContainerView, DeviceView, LeaseView, SessionView
 from provisioner.store import LeaseOutcome, State
 
@@ -104,3 +104,41 @@ def device(
 ) -> DeviceView:
     since, condition = (NOW - down[0], down[1]) if down else (None, None)
     return DeviceView(sid, state, "stub", holder, since, condition)
+
+
+def mixed_world() -> Observed:
+    """One session or lease for each kind of problem, and one healthy session."""
+    healthy, heal, orphan, dead, old = (
+        "shealthy2345",
+        "sheal2345678",
+        "sorphan23456",
+        "sdead2345678",
+        "sold23456789",
+    )
+    sessions = [
+        session(State.VERIFIED, sid=healthy),
+        session(State.VERIFIED, sid=heal),
+        session(State.AWAITING_CODE, sid=orphan),
+        session(State.LAUNCHING, sid=dead, heartbeat_age=STALE),
+        session(State.VERIFIED, sid=old, expires_in=-TICK),
+    ]
+    containers = [*both(healthy), container("device", sid=heal), container("stream", sid=orphan)]
+    containers += [*both(old), container("device", sid="sgone2345678")]
+    leases = [
+        lease(LeaseOutcome.CODE_RECEIVED, sid="sgone2345678", lease_id=1),
+        lease(LeaseOutcome.PENDING, sid="sgone2345678", activation=None, lease_id=2),
+        lease(LeaseOutcome.ACTIVE, sid=dead, lease_id=3),
+    ]
+    return observed(sessions, containers, leases, down={orphan: (DEVICE_GRACE, "missing")})
+
+
+# Its plan, in plan()'s order: session rules first, then containers, then leases.
+MIXED_WORLD_PLAN = [
+    (Kind.HEAL_STREAM, "sheal2345678"),
+    (Kind.ORPHAN_SESSION, "sorphan23456"),
+    (Kind.COMPENSATE_SESSION, "sdead2345678"),
+    (Kind.EXPIRE_SESSION, "sold23456789"),
+    (Kind.REMOVE_CONTAINER, "prov-t-sgone2345678-device"),
+    (Kind.CLOSE_LEASE, "lease 1"),
+    (Kind.RESOLVE_PENDING_LEASE, "lease 2"),
+]
