@@ -9,6 +9,7 @@
 #                     connections but never answers, while the container keeps running
 #   EXIT_AFTER_S=N    N seconds after READY the container exits with code 1
 #   STATUS_FILE=F     where the stages are written (default: docker-android's device_status path)
+#   VNC_PASSWORD=P    VNC authentication with this password (x11vnc -rfbauth); unset: none
 #   FAKE_EXIT_CODE=N  print a few log lines and exit with N at once (an emulator that cannot start)
 #   FAKE_DEVICE_STATUS_FILE / FAKE_BOOT_DELAY_S: older names of STATUS_FILE / BOOT_S (default 3)
 set -eu
@@ -54,7 +55,15 @@ xterm -geometry 40x6+40+40 -fa "DejaVu Sans Mono" -fs 28 -bg black -fg "#7CFC00"
     -e sh -c 'while :; do printf "\033[H\033[2J\n  SESSION %s\n\n  %s\n" "$SESSION_ID" "$(date -u +%H:%M:%S) UTC"; sleep 1; done' \
     >/tmp/xterm.log 2>&1 &
 
-x11vnc -display "${DISPLAY}" -forever -shared -nopw -rfbport 5900 -quiet -noxdamage &
+# VNC_PASSWORD set: clients must pass VNC authentication (the gateway does, for its owner).
+if [ -n "${VNC_PASSWORD:-}" ]; then
+    x11vnc -storepasswd "${VNC_PASSWORD}" /tmp/vncpasswd >/dev/null 2>&1
+    VNC_AUTH="-rfbauth /tmp/vncpasswd"
+else
+    VNC_AUTH="-nopw"
+fi
+# shellcheck disable=SC2086 # VNC_AUTH is two words or one
+x11vnc -display "${DISPLAY}" -forever -shared ${VNC_AUTH} -rfbport 5900 -quiet -noxdamage &
 VNC=$!
 i=0
 until timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5900' 2>/dev/null; do

@@ -26,11 +26,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from provisioner.gateway import novnc
+from provisioner.gateway import novnc, rfb
 from provisioner.gateway.owners import owned
 from provisioner.gateway.pages import error_reply
 from provisioner.gateway.service import Gateway, UnknownSession
-from provisioner.gateway.upstream import STREAM_DOWN, StreamUnavailable, valid_session_id
+from provisioner.gateway.upstream import STREAM_DOWN, StreamUnavailable, Upstream, valid_session_id
 from provisioner.steps.links import LINK_PARAM
 from provisioner.steps.streams import vnc_page_path
 from provisioner.store.states import ENDING
@@ -61,6 +61,7 @@ _FORWARD_RESPONSE = (
 )
 WS_OPEN_TIMEOUT_S = 5.0
 WS_MAX_MESSAGE = 16 * 1024 * 1024
+RFB_HANDSHAKE_S = 10.0
 
 
 class UnsafePath(ValueError):
@@ -114,6 +115,7 @@ async def vnc_http(request: Request) -> Response:
     query = _query_without_token(request)
     url = f"http://{upstream.base}/vnc/{upstream.device_id}{path}" + (f"?{query}" if query else "")
     headers = {k: v for k in _FORWARD_REQUEST if (v := request.headers.get(k)) is not None}
+    headers.update(upstream.headers)
     assert gw.http is not None
     try:
         reply = await gw.http.request(request.method, url, headers=headers)
@@ -182,6 +184,7 @@ async def vnc_websocket(websocket: WebSocket) -> None:
             max_size=WS_MAX_MESSAGE,
             ping_interval=None,
             proxy=None,
+            additional_headers=upstream.headers,
         )
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         gw.cache.forget(session_id)
@@ -193,6 +196,8 @@ async def vnc_websocket(websocket: WebSocket) -> None:
         return
     try:
         await websocket.accept(subprotocol=remote.subprotocol)
+        if upstream.secret and not await _vnc_handshake(websocket, remote, upstream):
+            return
         stamping = asyncio.create_task(gw.activity.while_open(session_id))  # an open stream is activity
         try:
             await _relay(websocket, remote)
@@ -200,6 +205,38 @@ async def vnc_websocket(websocket: WebSocket) -> None:
             stamping.cancel()
     finally:
         await remote.close()
+
+
+async def _vnc_handshake(websocket: WebSocket, remote: ClientConnection, upstream: Upstream) -> bool:
+    """Answer the device's VNC password challenge here, then let the browser in with security
+    type None (gateway.rfb); False (the browser's socket closed) when either side fails."""
+
+    async def from_browser() -> bytes:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        data = message.get("bytes")
+        return data if data is not None else (message.get("text") or "").encode()
+
+    async def from_stream() -> bytes:
+        data = await remote.recv()
+        return data if isinstance(data, bytes) else data.encode()
+
+    stream, browser = rfb.Reader(from_stream), rfb.Reader(from_browser)
+    try:
+        async with asyncio.timeout(RFB_HANDSHAKE_S):
+            await rfb.authenticate(stream, remote.send, rfb.vnc_password(upstream.secret or ""))
+            await rfb.greet(browser, websocket.send_bytes)
+    except (rfb.RfbRefused, TimeoutError, ConnectionClosed, WebSocketDisconnect) as exc:
+        log.warning("stream %s: VNC handshake failed: %s", upstream.container, type(exc).__name__)
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(code=1011)
+        return False
+    if rest := stream.rest():
+        await websocket.send_bytes(rest)
+    if rest := browser.rest():
+        await remote.send(rest)
+    return True
 
 
 async def _relay(websocket: WebSocket, remote: ClientConnection) -> None:

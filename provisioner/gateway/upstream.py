@@ -10,7 +10,8 @@ The upstream address is the route recorded on the session's device (devices.stre
 where the device booted and where its stream was healed: the stream's address on the deployment
 network and port 6080, or a host address and published port). Addresses are reused, so a route is
 trusted only when the probe finds *this* device's stream there: the stream container serves noVNC
-under /vnc/<device id>/ as well, and any other answers 404. httpx exceptions are translated here.
+under /vnc/<device id>/ as well, and any other answers 404 (or 401: a device's stream wants its
+own secret, devices.stream_secret, as HTTP Basic). httpx exceptions are translated here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from provisioner.runtime.model import stream_auth
 from provisioner.store import LIVE, PROVISIONING, SESSION_ID_PATTERN, State
 from provisioner.store.devices import StreamRoute
 from provisioner.store.host_states import HostState
@@ -49,6 +51,15 @@ class Upstream:
     host: str
     port: int
     device_id: str
+    secret: str | None = None  # what the stream and the device's VNC server want (gateway.rfb)
+
+    def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
+        return f"Upstream({self.container!r}, {self.base!r})"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The stream's HTTP Basic header (none for an open stream)."""
+        return stream_auth(self.secret)
 
     @property
     def base(self) -> str:
@@ -91,7 +102,7 @@ def recorded_upstream(found: StreamRoute | None) -> Upstream:
         raise StreamUnavailable(
             STREAM_DOWN, detail=f"device {found.device_id} has a malformed route"
         ) from exc
-    return Upstream(found.stream_container, host, port, found.device_id)
+    return Upstream(found.stream_container, host, port, found.device_id, found.secret)
 
 
 async def probe_stream(client: httpx.AsyncClient, upstream: Upstream) -> None:
@@ -99,7 +110,7 @@ async def probe_stream(client: httpx.AsyncClient, upstream: Upstream) -> None:
     short timeout: another container at a reused address answers 404, a gone one not at all."""
     url = f"http://{upstream.base}/vnc/{upstream.device_id}/vnc.html"
     try:
-        response = await client.get(url, timeout=PROBE_TIMEOUT_S)
+        response = await client.get(url, timeout=PROBE_TIMEOUT_S, headers=upstream.headers)
     except httpx.HTTPError as exc:
         raise StreamUnavailable(STREAM_DOWN, detail=f"{upstream.container} does not answer") from exc
     if response.status_code != 200:

@@ -48,8 +48,10 @@ def _heal_stream(deps: Deps, action: Action, actor: str) -> str:
     runtime = deps.runtime
     if action.reason == Reason.STREAM_UNHEALTHY:  # running but silent: replace it
         runtime.remove(runtime.name_for(device_id, "stream"))
-    stream = runtime.heal_stream(device_id)
-    ready = runtime.wait_stream_ready(device_id, deps.settings.docker.readiness_timeout_s)
+    with deps.sessions() as db:
+        secret = devrepo.get_device(db, device_id).stream_secret
+    stream = runtime.heal_stream(device_id, secret=secret)
+    ready = runtime.wait_stream_ready(device_id, deps.settings.docker.readiness_timeout_s, secret=secret)
     url = runtime.stream_url(stream) if stream.host_port else None
     with deps.sessions.begin() as db:
         if url:

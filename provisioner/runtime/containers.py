@@ -58,6 +58,8 @@ from provisioner.runtime.model import (
     ownership_labels,
     parse_created_at,
     parse_health,
+    stream_auth,
+    vnc_password,
 )
 from provisioner.runtime.placement import LOCAL, Hosts, implicit_host
 from provisioner.runtime.probes import (
@@ -219,8 +221,9 @@ class ContainerRuntime(DeviceNames):
         with translate_docker_errors():
             return [n for n in self.client.api.networks(names=[self.network]) if n["Name"] == self.network]
 
-    def launch_device(self, device_id: str, profile: str) -> ContainerInfo:
-        """Start the device container (or return the running one)."""
+    def launch_device(self, device_id: str, profile: str, *, secret: str | None = None) -> ContainerInfo:
+        """Start the device container (or return the running one); with `secret` its VNC server
+        asks for a password (runtime.model.vnc_password)."""
         prof = self.profile(profile)
         name = self.name_for(device_id, Role.DEVICE)
         labels = {**ownership_labels(self.instance_id, device_id, Role.DEVICE), LABEL_PROFILE: prof.name}
@@ -230,7 +233,11 @@ class ContainerRuntime(DeviceNames):
             device_id=device_id,
             network=pair_network_name(self.instance_id, device_id),
             command=prof.command,
-            environment={**prof.env, "SESSION_ID": device_id},
+            environment={
+                **prof.env,
+                "SESSION_ID": device_id,
+                **({"VNC_PASSWORD": vnc_password(secret)} if secret else {}),
+            },
             labels=labels,
             mem_limit=prof.mem_limit,
             nano_cpus=prof.nano_cpus,
@@ -240,8 +247,9 @@ class ContainerRuntime(DeviceNames):
             **prof.hardening(),
         )
 
-    def launch_stream(self, device_id: str) -> ContainerInfo:
-        """Start the device's websockify/noVNC container aimed at its device (or return it)."""
+    def launch_stream(self, device_id: str, *, secret: str | None = None) -> ContainerInfo:
+        """Start the device's websockify/noVNC container aimed at its device (or return it); with
+        `secret` it serves and relays nothing without it (runtime.model.stream_auth)."""
         device_name = self.name_for(device_id, Role.DEVICE)
         vnc_port = self._device_vnc_port(device_name)
         ports = {f"{STREAM_PORT}/tcp": (self.publish_host,)} if self.publish_streams else None
@@ -252,7 +260,12 @@ class ContainerRuntime(DeviceNames):
             network=self.network,
             also_on=pair_network_name(self.instance_id, device_id),
             command=None,
-            environment={"TARGET_HOST": device_name, "TARGET_PORT": str(vnc_port), "SESSION_ID": device_id},
+            environment={
+                "TARGET_HOST": device_name,
+                "TARGET_PORT": str(vnc_port),
+                "SESSION_ID": device_id,
+                **({"STREAM_SECRET": secret} if secret else {}),
+            },
             labels=ownership_labels(self.instance_id, device_id, Role.STREAM),
             mem_limit=STREAM_MEM_LIMIT,
             nano_cpus=STREAM_NANO_CPUS,
@@ -261,9 +274,9 @@ class ContainerRuntime(DeviceNames):
             **STREAM_HARDENING,
         )
 
-    def heal_stream(self, device_id: str) -> ContainerInfo:
+    def heal_stream(self, device_id: str, *, secret: str | None = None) -> ContainerInfo:
         """Bring the stream back: returns it if running, recreates it if it stopped."""
-        return self.launch_stream(device_id)
+        return self.launch_stream(device_id, secret=secret)
 
     def _device_vnc_port(self, device_name: str) -> int:
         """The VNC port of the profile the device was launched with (default 5900)."""
@@ -501,9 +514,13 @@ class ContainerRuntime(DeviceNames):
             raise ProbeFailed(f"no address on network {pair_network_name(self.instance_id, device_id)}")
         read_rfb_banner(info.ip, port)
 
-    def wait_stream_ready(self, device_id: str, timeout_s: float | None = None) -> ContainerInfo:
-        """Wait until noVNC's page is served and the WebSocket relays the device's RFB banner."""
+    def wait_stream_ready(
+        self, device_id: str, timeout_s: float | None = None, *, secret: str | None = None
+    ) -> ContainerInfo:
+        """Wait until noVNC's page is served and the WebSocket relays the device's RFB banner
+        (presenting `secret` when the stream was started with one)."""
         name = self.name_for(device_id, Role.STREAM)
+        headers = stream_auth(secret)
 
         def probe(info: ContainerInfo) -> None:
             if info.host_port is not None:
@@ -512,8 +529,8 @@ class ContainerRuntime(DeviceNames):
                 base = f"{info.ip}:{STREAM_PORT}"
             else:
                 raise ProbeFailed(f"no address on network {self.network}")
-            fetch_page(f"http://{base}/vnc.html")
-            read_banner_over_websocket(f"ws://{base}/websockify")
+            fetch_page(f"http://{base}/vnc.html", headers=headers)
+            read_banner_over_websocket(f"ws://{base}/websockify", headers=headers)
 
         return self._wait(name, timeout_s if timeout_s is not None else STREAM_READY_S, probe)
 

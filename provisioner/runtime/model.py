@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import re
 from dataclasses import dataclass, field
@@ -126,3 +127,21 @@ class Inventory:
     down: frozenset[str] = frozenset()
     late: frozenset[str] = frozenset()
     where: dict[str, str] = field(default_factory=dict)
+
+
+STREAM_USER = "stream"
+VNC_PASSWORD_LEN = 8  # VNC authentication uses the first 8 bytes of a password
+
+
+def vnc_password(secret: str) -> str:
+    """The VNC password a device gets from its stream secret (devices.stream_secret)."""
+    return secret[:VNC_PASSWORD_LEN]
+
+
+def stream_auth(secret: str | None) -> dict[str, str]:
+    """The header a stream started with `secret` wants on every page and WebSocket (HTTP Basic,
+    websockify's BasicHTTPAuth); none for an open stream."""
+    if not secret:
+        return {}
+    token = base64.b64encode(f"{STREAM_USER}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}

@@ -42,20 +42,24 @@ def read_rfb_banner(host: str, port: int, *, timeout_s: float = 2.0) -> str:
     return check_banner(data, f"VNC {where}")
 
 
-def fetch_page(url: str, *, timeout_s: float = 2.0) -> None:
+def fetch_page(url: str, *, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> None:
     """GET a page and require HTTP 200."""
     try:
-        response = httpx.get(url, timeout=timeout_s)
+        response = httpx.get(url, timeout=timeout_s, headers=headers)
     except httpx.HTTPError as exc:
         raise ProbeFailed(f"GET {url}: {exc!r}") from exc
     if response.status_code != 200:
         raise ProbeFailed(f"GET {url}: HTTP {response.status_code}")
 
 
-def read_banner_over_websocket(url: str, *, timeout_s: float = 3.0) -> str:
+def read_banner_over_websocket(
+    url: str, *, timeout_s: float = 3.0, headers: dict[str, str] | None = None
+) -> str:
     """Open the websockify relay (subprotocol "binary") and return the RFB banner it relays."""
     try:
-        with ws_connect(url, subprotocols=["binary"], open_timeout=timeout_s, close_timeout=1) as ws:
+        with ws_connect(
+            url, subprotocols=["binary"], open_timeout=timeout_s, close_timeout=1, additional_headers=headers
+        ) as ws:
             if ws.subprotocol != "binary":
                 raise ProbeFailed(f"{url}: server chose subprotocol {ws.subprotocol!r}, not 'binary'")
             data = b""

@@ -193,22 +193,24 @@ class HostsRuntime(DeviceNames):
     def ensure_network(self) -> None:
         """Each launch ensures the network on its own host."""
 
-    def launch_device(self, device_id: str, profile: str) -> ContainerInfo:
-        return self.on(device_id).launch_device(device_id, profile)
+    def launch_device(self, device_id: str, profile: str, *, secret: str | None = None) -> ContainerInfo:
+        return self.on(device_id).launch_device(device_id, profile, secret=secret)
 
-    def launch_stream(self, device_id: str) -> ContainerInfo:
-        return self.on(device_id).launch_stream(device_id)
+    def launch_stream(self, device_id: str, *, secret: str | None = None) -> ContainerInfo:
+        return self.on(device_id).launch_stream(device_id, secret=secret)
 
-    def heal_stream(self, device_id: str) -> ContainerInfo:
-        return self.on(device_id).heal_stream(device_id)
+    def heal_stream(self, device_id: str, *, secret: str | None = None) -> ContainerInfo:
+        return self.on(device_id).heal_stream(device_id, secret=secret)
 
     def wait_device_ready(
         self, device_id: str, profile: str, timeout_s: float | None = None
     ) -> ContainerInfo:
         return self.on(device_id).wait_device_ready(device_id, profile, timeout_s)
 
-    def wait_stream_ready(self, device_id: str, timeout_s: float | None = None) -> ContainerInfo:
-        return self.on(device_id).wait_stream_ready(device_id, timeout_s)
+    def wait_stream_ready(
+        self, device_id: str, timeout_s: float | None = None, *, secret: str | None = None
+    ) -> ContainerInfo:
+        return self.on(device_id).wait_stream_ready(device_id, timeout_s, secret=secret)
 
     def stream_url(self, info: ContainerInfo) -> str:
         return self.on(info.labels.get(LABEL_DEVICE, "")).stream_url(info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,7 @@ def record_device(
             device_container=runtime.name_for(device_id, "device"),
             stream_container=runtime.name_for(device_id, "stream"),
             session_id=session_id,
+            stream_secret=secrets.token_urlsafe(24),
         )
     return device_id, placed
 
@@ -79,6 +81,7 @@ def start_device(
         row = devrepo.get_device(db, device_id)
         session_id = devrepo.device_session_id(db, device_id)
         profile, host, names = row.profile, row.host, (row.device_container, row.stream_container)
+        secret = row.stream_secret
     started = time.monotonic()
     timeout = deps.settings.docker.readiness_timeout_s  # None: the profile's boot_timeout_s
     target = DeviceState.CLAIMED if session_id else DeviceState.IDLE
@@ -87,12 +90,12 @@ def start_device(
             runtime.ensure_network()  # once, before the two launches race to create it
             with ThreadPoolExecutor(max_workers=2) as pool:
                 # The device boots while the stream container starts; websockify connects lazily.
-                device_future = pool.submit(runtime.launch_device, device_id, profile)
-                stream_future = pool.submit(runtime.launch_stream, device_id)
+                device_future = pool.submit(runtime.launch_device, device_id, profile, secret=secret)
+                stream_future = pool.submit(runtime.launch_stream, device_id, secret=secret)
                 device_future.result()
                 stream = stream_future.result()
             runtime.wait_device_ready(device_id, profile, timeout)
-            ready = runtime.wait_stream_ready(device_id, timeout)
+            ready = runtime.wait_stream_ready(device_id, timeout, secret=secret)
         url = stream.host_port and runtime.stream_url(stream)
         boot_s = time.monotonic() - started
         with deps.sessions.begin() as db:  # refused (IllegalDeviceTransition) if it was retired meanwhile

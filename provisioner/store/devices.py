@@ -34,11 +34,13 @@ def create_device(
     device_container: str,
     stream_container: str,
     session_id: str | None = None,
+    stream_secret: str | None = None,
 ) -> DeviceRow:
     """Record a device as booting before its containers start (and, for a cold boot, bind it to
     the session waiting for it), so a crash in between leaves a trace."""
     row = DeviceRow(
         id=device_id,
+        stream_secret=stream_secret,
         profile=profile,
         host=host,
         state=DeviceState.BOOTING.value,
@@ -213,16 +215,23 @@ class StreamRoute:
     route: str | None  # host:port, None until the device's boot recorded it
     host: str
     host_state: str | None  # the hosts row's state; None for a single-engine device
+    secret: str | None = None  # devices.stream_secret; None: an open stream (recorded before it)
 
 
 def stream_route(db: Session, device_id: str) -> StreamRoute | None:
     """The device's recorded stream route with its host's state (one query); None: no device."""
     found = db.execute(
-        select(DeviceRow.stream_container, DeviceRow.stream_route, DeviceRow.host, HostRow.state)
+        select(
+            DeviceRow.stream_container,
+            DeviceRow.stream_route,
+            DeviceRow.host,
+            HostRow.state,
+            DeviceRow.stream_secret,
+        )
         .outerjoin(HostRow, HostRow.name == DeviceRow.host)
         .where(DeviceRow.id == device_id)
     ).first()
     if found is None:
         return None
-    container, route, host, host_state = found
-    return StreamRoute(device_id, container, route, host, host_state)
+    container, route, host, host_state, secret = found
+    return StreamRoute(device_id, container, route, host, host_state, secret)

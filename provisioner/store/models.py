@@ -227,6 +227,8 @@ class DeviceRow(Base):
     stream_url: Mapped[str | None] = mapped_column(Text)  # the published port, for local runs
     # host:port the gateway reaches the stream at, recorded where the device boots and heals.
     stream_route: Mapped[str | None] = mapped_column(String(255))
+    # What the stream (HTTP Basic) and the device's VNC server (password) require: gateway.rfb.
+    stream_secret: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _tz_now()
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     boot_s: Mapped[float | None] = mapped_column(Float)  # launch -> device and stream ready
