@@ -12,7 +12,7 @@ from provisioner.runtime.profiles import builtin_profiles
 from provisioner.store import DeviceState
 from provisioner.store import devices as devrepo
 from provisioner.store.models import DeviceRow
-from tests.store.test_devices import make_device, make_session
+from tests.store.rows import make_device, make_session
 
 PROFILES = builtin_profiles()
 SIZING = Sizing(window_s=600, headroom=0.5)

@@ -12,31 +12,9 @@ from provisioner.store import DEVICE_ALLOWED, DEVICE_TERMINAL, DeviceState, Ille
 from provisioner.store import devices as devrepo
 from provisioner.store import repository as repo
 from provisioner.store.device_states import check_device_transition
-from provisioner.store.models import new_session_id
+from tests.store.rows import make_device, make_session
 
 D = DeviceState
-
-
-def make_device(db, *, profile: str = "stub-slow", state: DeviceState = D.IDLE, host: str = "local") -> str:
-    device_id = new_session_id()
-    devrepo.create_device(
-        db,
-        device_id=device_id,
-        profile=profile,
-        host=host,
-        device_container=f"prov-t-{device_id}-device",
-        stream_container=f"prov-t-{device_id}-stream",
-    )
-    if state != D.BOOTING:
-        devrepo.transition_device(db, device_id, state, reason="test")
-    db.commit()
-    return device_id
-
-
-def make_session(db) -> str:
-    row = repo.create_session(db, service="tg", country="0", actor="t", ttl=timedelta(minutes=5))
-    db.commit()
-    return row.id
 
 
 class TestDeviceStateTable:
