@@ -54,6 +54,7 @@ class TestCompose:
         env_file = tmp_path / ".env"
         env_file.write_text(
             f"PROVISIONER_ENV_FILE={env_file}\nPOSTGRES_PASSWORD=s3cretpw\nPROVISIONER_GATEWAY__TOKEN=gwtoken\n"
+            "PREFECT_API_AUTH_STRING=admin:pf-login\n"
             "PROVISIONER_DEFAULTS__COUNTRY=KZ\nPROVISIONER_PROVIDERS__SMS_MAN__API_KEY=k-sms-man\n"
         )
         result = run_config(compose, env_file, "--profile", "sim")
@@ -108,6 +109,10 @@ class TestCompose:
             assert environment["PROVISIONER_PROVIDERS__SMS_MAN__API_KEY"] == "k-sms-man", name
             assert "s3cretpw" in environment["PROVISIONER_DATABASE__URL"], name
         assert "env_file" not in raw["prefect-server"] and "env_file" not in raw["postgres"]
+        # Prefect's API is behind its login, and every client of it has the login.
+        assert services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"] == "admin:pf-login"
+        for name in APP_SERVICES:
+            assert services[name]["environment"]["PREFECT_API_AUTH_STRING"] == "admin:pf-login", name
 
     def test_env_example_names_real_settings_and_starts_a_valid_config(self, compose, tmp_path) -> None:
         from provisioner.settings.docs import render
@@ -167,6 +172,7 @@ def test_compose_stack_provisions_through_the_gateway_and_releases(compose, dock
         "\n".join(
             [
                 f"POSTGRES_PASSWORD=pw{secrets.token_hex(6)}",
+                f"PREFECT_API_AUTH_STRING=admin:{secrets.token_hex(8)}",
                 f"PROVISIONER_ENV_FILE={env_file}",
                 f"PROVISIONER_GATEWAY__TOKEN={token}",
                 "PROVISIONER_PROVIDERS__SMS_ACTIVATE__API_KEY=demo-key",
