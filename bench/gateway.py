@@ -14,7 +14,8 @@ Each round samples one path on every stream at once (one thread per stream, a ba
 phases), then the other; the order alternates by round, so host noise and the VNC servers'
 cadence hit both paths alike. Aggregate throughput is the bytes of all streams over a phase's
 wall time. The direct path goes to the stream container's address on the bench network, port
-6080: the same upstream the gateway dials. Loops are bounded; everything runs on this host;
+6080 (the same upstream the gateway dials), presenting the device's stream secret and answering
+its VNC password challenge as the gateway does. Loops are bounded; everything runs on this host;
 everything it started is removed at the end.
 """
 
@@ -41,7 +42,9 @@ from websockets.sync.client import connect as ws_connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from provisioner.gateway.rfb import vnc_response  # noqa: E402
 from provisioner.runtime import ContainerRuntime, load_profiles  # noqa: E402
+from provisioner.runtime.model import stream_auth, vnc_password  # noqa: E402
 from provisioner.store import DeviceState, State, new_session_id  # noqa: E402
 from provisioner.store import devices as devrepo  # noqa: E402
 from provisioner.store import repository as repo  # noqa: E402
@@ -55,8 +58,9 @@ STREAM_IMAGE = "provisioner/websockify:latest"
 class RfbClient:
     """Just enough RFB 3.8 over a WebSocket: handshake, raw encoding, update requests."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, password: str | None = None) -> None:
         self.ws = ws
+        self.password = password  # the device's VNC password: the direct path answers it itself
         self.buffer = bytearray()
         self.width = self.height = 0
         self.bytes_read = 0
@@ -76,8 +80,12 @@ class RfbClient:
         self.ws.send(b"RFB 003.008\n")
         count = self.read(1)[0]
         types = self.read(count)
-        assert 1 in types, f"no 'None' security type offered: {list(types)}"
-        self.ws.send(b"\x01")
+        if self.password is not None and 2 in types:  # VNC authentication, as the gateway does it
+            self.ws.send(b"\x02")
+            self.ws.send(vnc_response(self.password, self.read(16)))
+        else:
+            assert 1 in types, f"no 'None' security type offered: {list(types)}"
+            self.ws.send(b"\x01")
         assert struct.unpack(">I", self.read(4))[0] == 0, "security handshake failed"
         self.ws.send(b"\x01")  # ClientInit: shared
         self.width, self.height = struct.unpack(">HH", self.read(4))
@@ -131,7 +139,13 @@ class PathResult:
 PATHS = ("direct", "gateway")
 
 
-def measure(streams: list[dict[str, str]], *, rounds: int, frames: int) -> dict[str, PathResult]:
+@dataclass(frozen=True)
+class Stream:
+    urls: dict[str, str]  # path name -> WebSocket URL
+    secret: str  # devices.stream_secret: the direct path presents it as the gateway does
+
+
+def measure(streams: list[Stream], *, rounds: int, frames: int) -> dict[str, PathResult]:
     """Every stream's two paths open at once; each round samples one path on every stream at once,
     then the other (order alternating by round)."""
     results = {name: PathResult(name) for name in PATHS}
@@ -139,16 +153,22 @@ def measure(streams: list[dict[str, str]], *, rounds: int, frames: int) -> dict[
     lock = threading.Lock()
     phases: dict[tuple[int, str], list[tuple[float, float]]] = {}
 
-    def one_stream(urls: dict[str, str]) -> None:
+    def one_stream(stream: Stream) -> None:
         with contextlib.ExitStack() as stack:
             clients = {}
             for name in PATHS:
+                direct = name == "direct"
                 ws = stack.enter_context(
                     ws_connect(
-                        urls[name], subprotocols=["binary"], compression=None, max_size=None, open_timeout=30
+                        stream.urls[name],
+                        subprotocols=["binary"],
+                        compression=None,
+                        max_size=None,
+                        open_timeout=30,
+                        additional_headers=stream_auth(stream.secret) if direct else None,
                     )
                 )
-                clients[name] = RfbClient(ws)
+                clients[name] = RfbClient(ws, vnc_password(stream.secret) if direct else None)
                 clients[name].handshake()
                 for _ in range(5):  # warm up both sides
                     clients[name].update(1, 1)
@@ -171,7 +191,7 @@ def measure(streams: list[dict[str, str]], *, rounds: int, frames: int) -> dict[
                         phases.setdefault((i, name), []).append((started, time.perf_counter()))
 
     with ThreadPoolExecutor(len(streams)) as pool:
-        for done in [pool.submit(one_stream, urls) for urls in streams]:
+        for done in [pool.submit(one_stream, stream) for stream in streams]:
             done.result()  # a stream that failed fails the run (its barrier breaks the others)
     for (_, name), spans in phases.items():
         results[name].wall_s += max(end for _, end in spans) - min(start for start, _ in spans)
@@ -194,7 +214,7 @@ def remove_network(client: docker.DockerClient) -> None:
         client.api.remove_network(NETWORK)
 
 
-def prepare(db, runtime: ContainerRuntime, session_id: str) -> None:
+def prepare(db, runtime: ContainerRuntime, session_id: str, secret: str) -> None:
     """A session awaiting its code, holding a claimed stub device of the same id (containers are
     named by the device)."""
     repo.create_session(db, service="telegram", country="RU", actor="bench", session_id=session_id)
@@ -208,15 +228,16 @@ def prepare(db, runtime: ContainerRuntime, session_id: str) -> None:
         device_container=runtime.name_for(session_id, "device"),
         stream_container=runtime.name_for(session_id, "stream"),
         session_id=session_id,
+        stream_secret=secret,
     )
     devrepo.transition_device(db, session_id, DeviceState.CLAIMED, reason="bench")
 
 
-def boot(runtime: ContainerRuntime, session_id: str):
-    runtime.launch_device(session_id, "stub")
-    runtime.launch_stream(session_id)
+def boot(runtime: ContainerRuntime, session_id: str, secret: str):
+    runtime.launch_device(session_id, "stub", secret=secret)
+    runtime.launch_stream(session_id, secret=secret)
     runtime.wait_device_ready(session_id, "stub", timeout_s=180)
-    return runtime.wait_stream_ready(session_id, timeout_s=180)
+    return runtime.wait_stream_ready(session_id, timeout_s=180, secret=secret)
 
 
 def main() -> None:
@@ -244,6 +265,7 @@ def main() -> None:
         profiles=load_profiles(None),
     )
     session_ids = [new_session_id() for _ in range(count)]
+    stream_secrets = {sid: secrets.token_urlsafe(24) for sid in session_ids}  # as a boot records one
     with database() as url, contextlib.ExitStack() as cleanup:
         cleanup.callback(remove_network, client)  # last: after the containers are gone
         upgrade(url, instance_id=instance_id)  # the gateway runs as the database's deployment
@@ -251,13 +273,13 @@ def main() -> None:
         cleanup.callback(engine.dispose)
         with sessionmaker(engine).begin() as db:
             for session_id in session_ids:
-                prepare(db, runtime, session_id)
+                prepare(db, runtime, session_id, stream_secrets[session_id])
         for session_id in session_ids:
             cleanup.callback(runtime.remove_device, session_id)
         runtime.ensure_network()
         started = time.monotonic()
         with ThreadPoolExecutor(4) as pool:
-            ready = list(pool.map(lambda sid: boot(runtime, sid), session_ids))
+            ready = list(pool.map(lambda sid: boot(runtime, sid, stream_secrets[sid]), session_ids))
         print(f"{count} device(s) and streams ready in {time.monotonic() - started:.1f} s")
         with sessionmaker(engine).begin() as db:  # the gateway's routes, as a device's boot records them
             for session_id, stream in zip(session_ids, ready, strict=True):
@@ -278,10 +300,13 @@ def main() -> None:
         env["PROVISIONER_GATEWAY__INSECURE_NO_AUTH"] = "true"  # no auth to measure; it binds loopback
         base = cleanup.enter_context(gateway_process(env, port))
         streams = [
-            {
-                "direct": f"ws://{stream.ip}:6080/websockify",
-                "gateway": base.replace("http://", "ws://") + f"/vnc/{session_id}/websockify",
-            }
+            Stream(
+                {
+                    "direct": f"ws://{stream.ip}:6080/websockify",
+                    "gateway": base.replace("http://", "ws://") + f"/vnc/{session_id}/websockify",
+                },
+                stream_secrets[session_id],
+            )
             for session_id, stream in zip(session_ids, ready, strict=True)
         ]
         load = os.getloadavg()
