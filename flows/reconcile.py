@@ -53,6 +53,7 @@ def reconcile_sessions(dry_run: bool = False) -> ReconcileSummary:
             stale_after=timedelta(seconds=config.stale_after_s),
             device_grace=timedelta(seconds=config.device_grace_s),
             run_start_deadline=timedelta(seconds=config.run_start_deadline_s),
+            run_pending_deadline=timedelta(seconds=config.run_pending_deadline_s),
             unhealthy_grace=timedelta(seconds=config.unhealthy_grace_s),
         )
         actions = plan(observed, policy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from provisioner.prefect_api.runs import run_alive
 from provisioner.steps.adopt import Adopted
 from provisioner.steps.adopt import adopt_session as _adopt
 from provisioner.steps.deps import get_deps
@@ -17,8 +18,16 @@ from tasks.retry import RETRY_POLICY
 def adopt_session(
     *, session_id: str | None, request: ResolvedRequest, flow_run_id: str, actor: str
 ) -> Adopted:
-    """The session this flow run works on (see steps.adopt); SessionEnded if it has ended."""
-    adopted = _adopt(get_deps(), session_id=session_id, flow_run_id=flow_run_id, request=request, actor=actor)
+    """The session this flow run works on (see steps.adopt); SessionEnded if it has ended,
+    RunReplaced if another live run is in charge of it."""
+    adopted = _adopt(
+        get_deps(),
+        session_id=session_id,
+        flow_run_id=flow_run_id,
+        request=request,
+        actor=actor,
+        run_alive=run_alive,
+    )
     logger = get_run_logger()
     if adopted.resumed:
         logger.info(

@@ -17,7 +17,7 @@ from provisioner.prefect_api.setup import (
     deployment_names,
     ensure_work_pool,
     ensure_work_queue,
-    ensure_zombie_automation,
+    ensure_zombie_automations,
 )
 
 
@@ -36,7 +36,7 @@ class DeployError(RuntimeError):
 class DeployReport:
     work_pool: str  # "created" | "exists"
     deployments: str  # prefect deploy's last line
-    automation: str  # "created" | "updated"
+    automation: str  # each automation's "created" | "updated"
     host_queues: str = ""  # the hosts' work queues: "host-a (created), host-b (exists)" or why not
 
 
@@ -82,6 +82,6 @@ def deploy(*, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S, root: Path | Non
     return DeployReport(
         work_pool=ensure_work_pool(),
         deployments=deploy_prefect_yaml(root or project_root()),
-        automation=ensure_zombie_automation(heartbeat_timeout_s),
+        automation=ensure_zombie_automations(heartbeat_timeout_s),
         host_queues=ensure_host_queues(),
     )

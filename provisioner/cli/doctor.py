@@ -82,16 +82,22 @@ def _prefect_api() -> str:
 
 
 def _deployments() -> str:
-    from provisioner.prefect_api.setup import ZOMBIE_AUTOMATION, missing_deployments, zombie_automation_exists
+    from provisioner.prefect_api.setup import (
+        SILENT_AUTOMATION,
+        ZOMBIE_AUTOMATION,
+        missing_deployments,
+        zombie_automation_exists,
+    )
 
     missing = missing_deployments(DEPLOYMENTS)
     if missing:
         raise Broken(f"missing: {', '.join(missing)}", "run `provisioner deploy` from the checkout")
     if not zombie_automation_exists():
         raise Broken(
-            f"automation {ZOMBIE_AUTOMATION!r} missing", "run `provisioner deploy` from the checkout"
+            f"automations {ZOMBIE_AUTOMATION!r} and {SILENT_AUTOMATION!r}: one missing",
+            "run `provisioner deploy` from the checkout",
         )
-    return f"{len(DEPLOYMENTS)} deployments and the heartbeat automation"
+    return f"{len(DEPLOYMENTS)} deployments and the heartbeat automations"
 
 
 def _worker() -> str:

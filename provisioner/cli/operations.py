@@ -35,7 +35,10 @@ def reconcile(
 
 def deploy(
     heartbeat_timeout: Annotated[
-        float, typer.Option(help="Seconds without a flow run heartbeat before the run is marked Crashed")
+        float,
+        typer.Option(
+            help="Seconds without a flow run heartbeat (or none since Running) before it is Crashed"
+        ),
     ] = 90.0,
 ) -> None:
     """Create the work pool, the deployments of prefect.yaml and the automations (idempotent)."""
@@ -58,7 +61,7 @@ def deploy(
         raise typer.Exit(1) from None
     console.print(f"work pool provisioner-process: {report.work_pool}")
     console.print(f"deployments: {report.deployments}")
-    console.print(f"automation (crash runs whose heartbeats stop): {report.automation}")
+    console.print(f"automations (crash runs whose heartbeats stop, or never start): {report.automation}")
     console.print(f"hosts' work queues: {report.host_queues}")
 
 

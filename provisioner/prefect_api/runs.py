@@ -74,9 +74,11 @@ def run_launch(
 # -- ending runs ------------------------------------------------------------------------------------
 
 
-def end_run(run_id: str, message: str) -> str:
+def end_run(run_id: str, message: str, *, dead: bool = False) -> str:
     """A run that has not started is Cancelled; one Prefect calls running (its process is gone, or
-    its session ended under it) is Crashed. Returns what was done."""
+    its session ended under it) is Crashed; a ``dead`` run (reconciliation's verdict: its worker or
+    process is gone) is Crashed whatever its state. Either frees its deployment concurrency slot.
+    Returns what was done."""
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(UUID(run_id))
@@ -85,11 +87,21 @@ def end_run(run_id: str, message: str) -> str:
         state = run.state.type if run.state else None
         if state in FINAL:
             return f"already {state.value.lower()}"
-        if state in NOT_STARTED or state in (StateType.PAUSED, StateType.CANCELLING):
+        if not dead and (state in NOT_STARTED or state in (StateType.PAUSED, StateType.CANCELLING)):
             client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
             return "cancelled"
         client.set_flow_run_state(run.id, Crashed(message=message), force=True)
         return "crashed"
+
+
+def run_alive(run_id: str) -> bool:
+    """Whether Prefect calls the flow run alive (not in a final state); an unknown run is not."""
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(run_id))
+        except (ObjectNotFound, ValueError):
+            return False
+    return run.state is None or run.state.type not in FINAL
 
 
 def cancel_run(run_id: UUID, message: str) -> str:

@@ -1,11 +1,13 @@
 """What `provisioner deploy` makes on Prefect's API, each idempotently: the work pool, the hosts'
-work queues, the heartbeat automation; and the deployments registered there.
+work queues, the two dead-run automations; and the deployments registered there.
 
 Dead runs are Prefect's to detect: flow runs started by a deployment emit a heartbeat event every
 PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (the worker's environment; Prefect's minimum is 30), and
-the automation made here marks a run whose heartbeats stop for ``heartbeat_timeout_s`` as
-`Crashed`. Crashed releases the run's deployment concurrency slot (the reconcile deployment's limit
-of 1), runs its on_crashed hook where it still can, and tells reconciliation the run is dead.
+the automations made here mark `Crashed` a run whose heartbeats stop for ``heartbeat_timeout_s``,
+and one of our deployments' runs that entered Running and sent no heartbeat within it (its process
+died before its first beat reached the server). Crashed releases the run's deployment concurrency
+slot (the reconcile deployment's limit of 1), runs its on_crashed hook where it still can, and
+tells reconciliation the run is dead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from provisioner.prefect_api.names import WORK_POOL
 
 ZOMBIE_AUTOMATION = "provisioner: crash flow runs whose heartbeats stopped"
+SILENT_AUTOMATION = "provisioner: crash flow runs that never sent a heartbeat"
+DEPLOYMENT_TAG = "provisioner"  # prefect.yaml's deployment_defaults: every run of ours carries it
 HEARTBEAT_FREQUENCY_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY for workers (Prefect's minimum)
 HEARTBEAT_TIMEOUT_S = 90  # three missed heartbeats
 
@@ -89,10 +93,47 @@ def zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Autom
     )
 
 
-def ensure_zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> str:
-    wanted = zombie_automation(heartbeat_timeout_s)
+def silent_start_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Automation:
+    """The same recipe from a run entering Running: one of our runs that sends no heartbeat (and
+    does not end) within the timeout after it, is set Crashed. Only runs tagged as ours: a flow run
+    made in a process without heartbeats (another project's, a local test) is left alone."""
+    return Automation(
+        name=SILENT_AUTOMATION,
+        description="Marks provisioner flow runs Crashed when they entered Running and never sent a "
+        "heartbeat (process killed before its first beat); reconciliation then ends or re-submits "
+        "their sessions.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.Running"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.id": f"prefect.tag.{DEPLOYMENT_TAG}", "prefect.resource.role": "tag"}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=heartbeat_timeout_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat within {heartbeat_timeout_s:g} s of entering Running: the flow "
+                "run's process is gone",
+            )
+        ],
+    )
+
+
+def ensure_automation(wanted: Automation) -> str:
+    """Create ``wanted``, or update the automation of its name to it (one left of any duplicates)."""
     with get_client(sync_client=True) as client:
-        existing = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        existing = client.read_automations_by_name(wanted.name)
         if not existing:
             wanted.create()
             return "created"
@@ -101,6 +142,12 @@ def ensure_zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -
             client.delete_automation(duplicate.id)
         client.update_automation(keep.id, wanted)
         return "updated"
+
+
+def ensure_zombie_automations(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> str:
+    """Both dead-run automations; e.g. "created, created" on a new server, "updated, updated" after."""
+    wanted = [zombie_automation(heartbeat_timeout_s), silent_start_automation(heartbeat_timeout_s)]
+    return ", ".join(ensure_automation(automation) for automation in wanted)
 
 
 def api_failure() -> BaseException | None:
@@ -122,8 +169,9 @@ def missing_deployments(names: tuple[str, ...]) -> list[str]:
 
 
 def zombie_automation_exists() -> bool:
+    """Whether both dead-run automations are there."""
     with get_client(sync_client=True) as client:
-        return bool(client.read_automations_by_name(ZOMBIE_AUTOMATION))
+        return all(client.read_automations_by_name(name) for name in (ZOMBIE_AUTOMATION, SILENT_AUTOMATION))
 
 
 def pool_workers(pool: str = WORK_POOL) -> list | None:

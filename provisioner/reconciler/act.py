@@ -77,8 +77,11 @@ def _orphan(deps: Deps, action: Action, actor: str) -> str:
 
 
 def _compensate(deps: Deps, action: Action, actor: str) -> str:
+    """End the dead run in Prefect (its slot comes back), then undo what the session holds."""
     assert action.session_id
-    return compensate(deps, action.session_id, reason=action.reason, actor=actor, final=State.FAILED).message
+    ended = end_run(action.run_id, action.reason, dead=True) if action.run_id else "no run"
+    result = compensate(deps, action.session_id, reason=action.reason, actor=actor, final=State.FAILED)
+    return f"run {ended}; {result.message}"
 
 
 def _expire(deps: Deps, action: Action, actor: str) -> str:
@@ -142,16 +145,18 @@ def _resolve_pending(deps: Deps, action: Action, actor: str) -> str:
 
 
 def _submit_run(deps: Deps, action: Action, actor: str) -> str:
-    """Run a session's provision again (it never started, or died before doing anything): the old
-    run is cancelled if it still waits, the new one adopts the session. A session without a run
-    recorded gets its first run under the first run's key (the gateway may have made it already)."""
+    """Run a session's provision again (its run never started, or died before buying anything): the
+    dead run is ended in Prefect (Crashed, its slot freed), the new one adopts the session. A session
+    without a run recorded gets its first run under the first run's key (the gateway may have made
+    it already)."""
     sid = action.session_id
     assert sid
     with deps.sessions() as db:
         row = repo.get_session(db, sid)
         request, key, submissions = row.request, row.idempotency_key, row.submissions
+    ended = ""
     if action.run_id:
-        end_run(action.run_id, f"replaced by a new provision run: {action.reason}")
+        ended = f"run {action.run_id} {end_run(action.run_id, action.reason, dead=True)}; "
         key = resubmission_key(sid, submissions + 1)
     else:
         key = first_run_key(sid, key)
@@ -159,7 +164,7 @@ def _submit_run(deps: Deps, action: Action, actor: str) -> str:
     with deps.sessions.begin() as db:
         repo.record_submission(db, sid, run_id)
         repo.record_event(db, sid, reason=f"provision run {run_id} submitted: {action.reason}", actor=actor)
-    return f"submitted flow run {run_id}"
+    return f"{ended}submitted flow run {run_id}"
 
 
 def _end_stray_run(deps: Deps, action: Action, actor: str) -> str:

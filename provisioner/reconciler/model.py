@@ -116,12 +116,12 @@ class Kind(enum.StrEnum):
     HEAL_STREAM = "heal_stream"
     ORPHAN_SESSION = "orphan_session"
     REMOVE_CONTAINER = "remove_container"
-    COMPENSATE_SESSION = "compensate_session"
+    COMPENSATE_SESSION = "compensate_session"  # its run is dead (ended in Prefect first): undo it
     EXPIRE_SESSION = "expire_session"
     CLOSE_LEASE = "close_lease"
     RESOLVE_PENDING_LEASE = "resolve_pending_lease"
     FINISH_RELEASE = "finish_release"
-    SUBMIT_RUN = "submit_run"  # a session without a live flow run that never started: run it again
+    SUBMIT_RUN = "submit_run"  # its run is dead before buying (ended in Prefect first): run it again
     END_STRAY_RUN = "end_stray_run"  # a flow run still alive for an ended session: cancel/crash it
     MARK_DEVICE_DOWN = "mark_device_down"  # first sight of a device down: remember when and as what
     CLEAR_DEVICE_DOWN = "clear_device_down"  # the device runs (and is not unhealthy) again
@@ -147,6 +147,7 @@ class Reason(enum.StrEnum):
     PURCHASE_LEFT_PENDING = "purchase recorded as pending with no result"
     RELEASE_STALLED = "its release stopped half-way"
     RUN_NEVER_STARTED = "its provision flow run never started"
+    RUN_DIED_EARLY = "its provision flow run died before buying anything"
     RUN_FOR_ENDED_SESSION = "flow run still alive for an ended session"
     DEVICE_RECOVERED = "device running again"
     NETWORK_UNUSED = "pair network of no live device, with no container left"
@@ -160,7 +161,7 @@ class Action:
     container_id: str | None = None
     container_name: str | None = None
     lease_id: int | None = None
-    run_id: str | None = None  # the flow run an action is about (submit: the one it replaces)
+    run_id: str | None = None  # the flow run an action is about (submit, compensate: the dead one)
     device_id: str | None = None
     network_name: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
@@ -187,10 +188,11 @@ ENDS_SESSION = frozenset(
 @dataclass(frozen=True)
 class Policy:
     grace: timedelta  # before an unowned container or a pending purchase is trusted as leaked
-    provisioning_deadline: timedelta  # a dead flow's session is compensated this long after its last change
-    stale_after: timedelta = timedelta(seconds=90)  # a heartbeat this old means the flow's process died
+    provisioning_deadline: timedelta  # a session with no run (or one Prefect does not know) waits this long
+    stale_after: timedelta = timedelta(seconds=90)  # no heartbeat this long: the flow's process died
     device_grace: timedelta = timedelta(seconds=60)  # a device down this long (over two passes) is gone
-    run_start_deadline: timedelta = timedelta(seconds=300)  # Scheduled/Pending longer: no worker took it
+    run_start_deadline: timedelta = timedelta(seconds=300)  # Scheduled longer: no worker took it
+    run_pending_deadline: timedelta = timedelta(seconds=60)  # Pending longer: its worker died starting it
     max_submissions: int = 2  # provision runs per session: the first, and one re-submission
     unhealthy_grace: timedelta = timedelta(seconds=30)  # the same, for a device down as unhealthy
 

@@ -115,7 +115,8 @@ def observe(
                 SessionRow.verification_code.is_not(None).label("has_code"),
                 SessionRow.heartbeat_at,
                 SessionRow.submissions,
-                SessionRow.request.is_not(None).label("has_request"),
+                # An ORM None is stored as JSON null, not SQL NULL: only the gateway writes an object.
+                func.coalesce(func.jsonb_typeof(SessionRow.request) == "object", False).label("has_request"),
                 SessionRow.device_id,
                 SessionRow.idle_timeout_s,
                 DeviceRow.ended_at.label("device_ended_at"),

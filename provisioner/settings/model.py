@@ -278,7 +278,9 @@ class SpendSettings(BaseModel):
 class ReconcileSettings(BaseModel):
     grace_s: float = Field(60.0, ge=0, description="Age before an unowned container is removed")
     provisioning_deadline_s: float = Field(
-        120.0, ge=0, description="How long a provisioning session may outlive its flow run"
+        120.0,
+        ge=0,
+        description="How long a provisioning session may wait for a flow run recorded, or known to Prefect",
     )
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="How often a running provision touches its session"
@@ -286,7 +288,8 @@ class ReconcileSettings(BaseModel):
     stale_after_s: float = Field(
         90.0,
         gt=0,
-        description="A provisioning session whose heartbeat is older than this has lost its flow process",
+        description="A provision run Running with no sign of life this long (session heartbeat or change,"
+        " entering Running) has lost its flow process",
     )
     device_grace_s: float = Field(
         60.0,
@@ -295,7 +298,13 @@ class ReconcileSettings(BaseModel):
         " passes) is gone: its session orphaned, an idle device retired (reconciler.down)",
     )
     run_start_deadline_s: float = Field(
-        300.0, gt=0, description="A provision run Scheduled/Pending this long was never started by a worker"
+        300.0, gt=0, description="A provision run Scheduled this long was never taken by a worker"
+    )
+    run_pending_deadline_s: float = Field(
+        60.0,
+        gt=0,
+        description="A provision run Pending this long (a worker took it, no process reached Running;"
+        " from the state's timestamp on the Prefect server) is dead: ended and re-submitted",
     )
     unhealthy_grace_s: float = Field(
         30.0,

@@ -2,6 +2,8 @@
 
     a session already records this flow run      -> that session (a Retry, a restarted crash)
     the gateway or reconciliation wrote it first -> adopted (session_id parameter), the run takes charge
+      ... but it records another run still alive -> RunReplaced (reconciliation judged this run
+                                                    dead and re-submitted the session; it started late)
     neither                                      -> created (a run from the UI form or the CLI)
 
 An ended or releasing session is never worked on again (SessionEnded). A live one is resumed:
@@ -11,6 +13,7 @@ and never buys again for an attempt already made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,6 +29,18 @@ from provisioner.store.states import ENDING
 _RESUMABLE = frozenset({LeaseOutcome.PENDING, LeaseOutcome.ACTIVE, LeaseOutcome.CODE_RECEIVED})
 
 
+class RunReplaced(Exception):
+    """Another flow run, still alive, is in charge of the session: this one does not touch it."""
+
+    def __init__(self, session_id: str, run_id: str) -> None:
+        self.session_id = session_id
+        self.run_id = run_id
+        super().__init__(f"session {session_id} is in the charge of flow run {run_id}; this run stops")
+
+    def __reduce__(self):  # picklable, for Prefect's state results
+        return (type(self), (self.session_id, self.run_id))
+
+
 @dataclass(frozen=True)
 class Adopted:
     session_id: str
@@ -35,15 +50,24 @@ class Adopted:
 
 
 def adopt_session(
-    deps: Deps, *, session_id: str | None, flow_run_id: str, request: ResolvedRequest, actor: str
+    deps: Deps,
+    *,
+    session_id: str | None,
+    flow_run_id: str,
+    request: ResolvedRequest,
+    actor: str,
+    run_alive: Callable[[str], bool] = lambda run_id: False,
 ) -> Adopted:
     """The session ``flow_run_id`` works on (see the module docstring); a new one is created for
-    ``request``. Raises SessionEnded when it has ended."""
+    ``request``. Raises SessionEnded when it has ended, RunReplaced when another run Prefect calls
+    alive (``run_alive``: prefect_api.runs.run_alive) is in charge of it."""
     idle_timeout_s = request.idle_timeout_s
     with deps.sessions.begin() as db:
         row = repo.find_by_flow_run(db, flow_run_id) if flow_run_id != "None" else None
         if row is None and session_id:
             row = repo.find_session(db, session_id)
+            if row is not None and row.flow_run_id not in (None, flow_run_id) and run_alive(row.flow_run_id):
+                raise RunReplaced(row.id, row.flow_run_id)
         if row is None:
             row = repo.create_session(
                 db,

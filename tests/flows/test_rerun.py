@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_engine import run_flow
-from prefect.states import Scheduled
+from prefect.states import Crashed, Scheduled
 
 from flows.provision import ProvisionResult, provision_session
 from flows.release import release_session
-from provisioner.steps.request import ProvisionRequest
+from provisioner.prefect_api.runs import run_alive
+from provisioner.steps.adopt import adopt_session
+from provisioner.steps.request import ProvisionRequest, resolve
 from provisioner.store import State
 from provisioner.store import repository as repo
 
@@ -65,3 +67,36 @@ def test_rerun_of_a_run_whose_session_ended_ends_at_once(provisioner_env, sim):
     assert [(s.id, s.state) for s in sessions_of(deps, str(flow_run.id))] == [
         (result.session_id, State.RELEASED)
     ]
+
+
+def test_a_run_replaced_by_a_live_one_leaves_the_session_alone(provisioner_env, sim):
+    """Reconciliation judged a run dead (left Pending) and re-submitted its session; the old run's
+    process starts late after all: it must not take the session from the live run in charge."""
+    deps = provisioner_env
+    request = ProvisionRequest(providers=["sms_activate"]).model_dump(exclude_none=True)
+    in_charge = new_run({"request": request})  # Scheduled: alive
+    with deps.sessions.begin() as db:
+        sid = repo.create_session(
+            db, service="telegram", country="RU", actor="test", flow_run_id=str(in_charge.id)
+        ).id
+    parameters = {"request": request, "session_id": sid}
+    late = new_run(parameters)
+    state = run_flow(provision_session, flow_run=late, parameters=parameters, return_type="state")
+    assert state.is_failed() and f"in the charge of flow run {in_charge.id}" in state.message
+    with deps.sessions() as db:
+        row = repo.get_session(db, sid)
+    assert (row.flow_run_id, row.state, row.submissions) == (str(in_charge.id), State.REQUESTED, 1)
+    assert sim.purchases == 0
+
+    with get_client(sync_client=True) as client:  # the one in charge ended: resuming is allowed
+        client.set_flow_run_state(in_charge.id, Crashed(message="test"), force=True)
+    adopted = adopt_session(
+        deps,
+        session_id=sid,
+        flow_run_id=str(late.id),
+        request=resolve(ProvisionRequest(providers=["sms_activate"]), deps.settings),
+        actor="test",
+        run_alive=run_alive,
+    )
+    with deps.sessions() as db:
+        assert (adopted.session_id, repo.get_session(db, sid).flow_run_id) == (sid, str(late.id))

@@ -56,11 +56,14 @@ def test_prefect_deploy_registers_the_five_deployments(deployed) -> None:
     assert reconcile["entrypoint"] == "flows/reconcile.py:reconcile_sessions"
     assert [s["schedule"]["interval"] for s in reconcile["schedules"]] == [120.0]
     assert reconcile["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    # A run left Pending by a dead worker holds the one slot 60 s, not the server's 300 s.
+    assert reconcile["concurrency_options"]["grace_period_seconds"] == 60
     assert reconcile["global_concurrency_limit"]["limit"] == 1
     pool = by_name["maintain-pool"]
     assert pool["entrypoint"] == "flows/maintain_pool.py:maintain_pool"
     assert [s["schedule"]["interval"] for s in pool["schedules"]] == [30.0]
     assert pool["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    assert pool["concurrency_options"]["grace_period_seconds"] == 60
     assert pool["global_concurrency_limit"]["limit"] == 1
     launch = by_name["launch-device"]  # runs are created on a host's work queue, never scheduled
     assert (launch["entrypoint"], launch["schedules"]) == ("flows/launch_device.py:launch_device", [])

@@ -12,8 +12,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import UUID
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL
 
 from flows.reconcile import reconcile_sessions
@@ -25,7 +28,7 @@ from tests.plugins.prefect_env import provisioner_environment
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
-# compensate, close or resolve the number, end the killed run Prefect still calls running, then quiet.
+# compensate (ending the killed run Prefect still calls running), close or resolve the number, quiet.
 MAX_PASSES = 4
 
 # (crash point, provider, the lease outcomes reconciliation must end with, ledger settled?)
@@ -89,16 +92,21 @@ def test_killed_provision_is_reconciled(
             break
     assert passes[-1] == [], f"still acting after {MAX_PASSES} passes: {passes}"
     assert passes[0][:1] == ["compensate_session"]
+    assert "end_stray_run" not in sum(passes, []), passes  # the pass that judged it dead ended it
 
     with deps.sessions() as db:
         row = repo.get_session(db, sid)
         assert row.state == State.FAILED
-        assert "heartbeat stopped" in row.last_error
+        assert "is running but" in row.last_error  # Prefect's word, and our heartbeat's verdict
+        run_id = row.flow_run_id
         assert [x.outcome for x in lease_repo.leases_for_session(db, sid)] == outcomes
         open_leases = lease_repo.list_open_leases(db)
         states = repo.session_states(db, [x.session_id for x in open_leases])
     # Nothing open on an ended session but an unknown purchase flagged for a person (no listing).
     assert [x.id for x in open_leases if states[x.session_id] in TERMINAL and not x.attention] == []
+    with get_client(sync_client=True) as client:
+        crashed = client.read_flow_run(UUID(run_id)).state
+    assert (crashed.type, crashed.message) == (StateType.CRASHED, row.last_error)
     left = runtime.inventory()  # nothing of a dead session survives: no container, no pair network
     assert ([c.name for c in left.containers], [n.name for n in left.networks]) == ([], [])
     ledger = sim.ledger()

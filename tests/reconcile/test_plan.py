@@ -26,6 +26,7 @@ from tests.reconcile.views import (
     GRACE,
     MIXED_WORLD_PLAN,
     NOW,
+    PENDING_DEADLINE,
     POLICY,
     RUN,
     SID,
@@ -340,10 +341,51 @@ class TestDeadProvision:
         waiting = session(State.AWAITING_CODE, age=timedelta(hours=2), heartbeat_age=timedelta(seconds=1))
         assert plan(observed([waiting], both()), POLICY) == []
 
+    @pytest.mark.parametrize("runs", [{}, {RUN: None}], ids=["no-run-recorded", "run-not-found"])
     @pytest.mark.parametrize(("age", "acted"), [(DEADLINE - TICK, False), (DEADLINE, True)])
-    def test_provisioning_deadline_boundary(self, age, acted):
-        obs = observed([session(State.NUMBER_ACQUIRED, age=age)], runs={RUN: "CRASHED"})
+    def test_provisioning_deadline_boundary(self, runs, age, acted):
+        """Without a run Prefect knows, the session waits: the gateway may be creating its run."""
+        run = RUN if runs else None
+        obs = observed([session(State.NUMBER_ACQUIRED, run=run, age=age, heartbeat_age=None)], runs=runs)
         assert kinds(plan(obs, POLICY)) == ([(Kind.COMPENSATE_SESSION, SID)] if acted else [])
+
+    @pytest.mark.parametrize("run_state", ["CRASHED", "FAILED", "CANCELLED", "COMPLETED"])
+    def test_a_final_run_is_acted_on_by_the_pass_that_sees_it(self, run_state):
+        just_changed = session(State.AWAITING_CODE, age=timedelta(0), heartbeat_age=timedelta(0))
+        actions = plan(observed([just_changed], both(), runs={RUN: run_state}), POLICY)
+        assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)] and actions[0].run_id == RUN
+
+    @pytest.mark.parametrize(("running_for", "dead"), [(STALE - TICK, False), (STALE, True)])
+    def test_running_without_a_heartbeat_counts_from_entering_running(self, running_for, dead):
+        """A run that waited Scheduled long after the session was written has its whole stale_after
+        from entering Running to send its first heartbeat."""
+        waited = session(State.AWAITING_CODE, age=timedelta(hours=1), heartbeat_age=None)
+        detail = {RUN: RunDetail(since=NOW - running_for, message=None)}
+        actions = plan(Observed(NOW, [waited], [], both(), {RUN: "RUNNING"}, detail), POLICY)
+        assert kinds(actions) == ([(Kind.COMPENSATE_SESSION, SID)] if dead else [])
+        if dead:
+            assert "running but never beat since" in actions[0].reason and actions[0].run_id == RUN
+
+    @pytest.mark.parametrize(
+        ("run_state", "waiting", "dead"),
+        [
+            ("PENDING", PENDING_DEADLINE - TICK, False),
+            ("PENDING", PENDING_DEADLINE, True),
+            ("SCHEDULED", PENDING_DEADLINE, False),
+            ("SCHEDULED", START_DEADLINE - TICK, False),
+            ("SCHEDULED", START_DEADLINE, True),
+        ],
+    )
+    def test_not_started_deadlines_from_the_state_timestamp(self, run_state, waiting, dead):
+        """Pending (a worker took it) gets the short deadline, Scheduled (none took it) the long one,
+        both from when Prefect's server entered the state, not from the session's age."""
+        bought = session(State.AWAITING_CODE, age=timedelta(hours=1), heartbeat_age=None)
+        detail = {RUN: RunDetail(since=NOW - waiting, message=None)}
+        actions = plan(Observed(NOW, [bought], [], both(), {RUN: run_state}, detail), POLICY)
+        assert kinds(actions) == ([(Kind.COMPENSATE_SESSION, SID)] if dead else [])
+        if dead:
+            why = "no worker started it" if run_state == "SCHEDULED" else "its worker died before starting it"
+            assert actions[0].reason.endswith(why) and actions[0].run_id == RUN
 
     def test_awaiting_code_with_dead_flow_is_compensated_not_orphaned(self):
         obs = observed([session(State.AWAITING_CODE)], [], runs={RUN: "CRASHED"})
@@ -530,13 +572,48 @@ class TestPrefectSide:
         twice = plan(observed([self.accepted(submissions=2)], runs={RUN: run_state}), POLICY)
         assert kinds(twice) == [(Kind.COMPENSATE_SESSION, SID)]
 
-    def test_run_stuck_waiting_past_the_start_deadline_is_resubmitted(self):
-        waiting_since = {RUN: RunDetail(since=NOW - START_DEADLINE, message=None)}
-        stuck = Observed(NOW, [self.accepted()], [], [], {RUN: "SCHEDULED"}, waiting_since)
+    @pytest.mark.parametrize(
+        ("run_state", "deadline"), [("SCHEDULED", START_DEADLINE), ("PENDING", PENDING_DEADLINE)]
+    )
+    def test_run_stuck_waiting_past_its_deadline_is_resubmitted(self, run_state, deadline):
+        waiting_since = {RUN: RunDetail(since=NOW - deadline, message=None)}
+        stuck = Observed(NOW, [self.accepted()], [], [], {RUN: run_state}, waiting_since)
         actions = plan(stuck, POLICY)
-        assert kinds(actions) == [(Kind.SUBMIT_RUN, SID)] and "no worker started it" in actions[0].reason
-        recent = {RUN: RunDetail(since=NOW - START_DEADLINE + TICK, message=None)}
-        assert plan(Observed(NOW, [self.accepted()], [], [], {RUN: "PENDING"}, recent), POLICY) == []
+        assert kinds(actions) == [(Kind.SUBMIT_RUN, SID)] and actions[0].run_id == RUN
+        assert actions[0].reason.startswith(Reason.RUN_NEVER_STARTED)
+        recent = {RUN: RunDetail(since=NOW - deadline + TICK, message=None)}
+        assert plan(Observed(NOW, [self.accepted()], [], [], {RUN: run_state}, recent), POLICY) == []
+
+    def test_a_run_running_that_never_beat_is_resubmitted_not_failed(self):
+        """Prefect still says Running (its Failed/Crashed updates were lost), our heartbeat never
+        came and nothing was bought: run it again."""
+        detail = {RUN: RunDetail(since=NOW - STALE, message=None)}
+        actions = plan(Observed(NOW, [self.accepted()], [], [], {RUN: "RUNNING"}, detail), POLICY)
+        assert kinds(actions) == [(Kind.SUBMIT_RUN, SID)] and actions[0].run_id == RUN
+        assert actions[0].reason.startswith(Reason.RUN_DIED_EARLY) and "never beat" in actions[0].reason
+
+    @pytest.mark.parametrize(
+        ("state", "resubmitted"),
+        [
+            (State.REQUESTED, True),
+            (State.LAUNCHING, True),
+            (State.AWAITING_NUMBER, True),
+            (State.NUMBER_ACQUIRED, False),
+            (State.AWAITING_CODE, False),
+        ],
+    )
+    @pytest.mark.parametrize("run_state", ["RUNNING", "FAILED", "CRASHED", None])
+    def test_resubmitted_when_nothing_was_bought(self, state, resubmitted, run_state):
+        """Before awaiting_code with no open lease, whatever Prefect last said of the dead run."""
+        dead = session(state, has_request=True, heartbeat_age=STALE, age=DEADLINE)
+        actions = plan(observed([dead], runs={RUN: run_state}), POLICY)
+        kind = Kind.SUBMIT_RUN if resubmitted else Kind.COMPENSATE_SESSION
+        assert kinds(actions) == [(kind, SID)] and actions[0].run_id == RUN
+
+    def test_a_cancelled_run_is_not_resubmitted(self):
+        """Someone cancelled it (the UI, the API): its session ends, it does not start again."""
+        actions = plan(observed([self.accepted()], runs={RUN: "CANCELLED"}), POLICY)
+        assert kinds(actions) == [(Kind.COMPENSATE_SESSION, SID)]
 
     def test_a_session_that_spent_something_is_never_resubmitted(self):
         bought = session(State.NUMBER_ACQUIRED, has_request=True, heartbeat_age=None)

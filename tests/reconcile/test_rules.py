@@ -181,12 +181,17 @@ class TestDeadProvision:
             ({}, True),
             ({"submissions": 2}, False),  # the one re-submission was made
             ({"has_request": False}, False),  # nothing to submit it with
-            ({"state": State.LAUNCHING}, False),  # it started something
+            ({"state": State.LAUNCHING}, True),  # a device, nothing bought
+            ({"state": State.AWAITING_NUMBER}, True),
+            ({"state": State.NUMBER_ACQUIRED}, False),  # a number bought
+            ({"state": State.AWAITING_CODE}, False),
         ],
     )
     def test_resubmittable(self, change, resubmit):
         s = a_session(**{"state": State.REQUESTED, "heartbeat_at": None, "has_request": True, **change})
         assert runs.resubmittable(s, ctx(runs_={RUN: "CRASHED"})) is resubmit
+        assert runs.resubmittable(s, ctx(runs_={RUN: "RUNNING"})) is resubmit  # Prefect's word aside
+        assert not runs.resubmittable(s, ctx(runs_={RUN: "CANCELLED"}))  # someone stopped it
 
     def test_a_session_with_an_open_lease_is_never_resubmitted(self):
         s = a_session(State.REQUESTED, heartbeat_at=None, has_request=True)
@@ -196,13 +201,16 @@ class TestDeadProvision:
         ("run", "heartbeat", "dead"),
         [
             (None, timedelta(seconds=1), False),  # not found here, but its heartbeat is fresh
-            (None, POLICY.stale_after, True),
+            (None, POLICY.stale_after, False),  # stale, but the session changed 1 s ago: it waits
             ("RUNNING", POLICY.stale_after - TICK, False),
             ("RUNNING", POLICY.stale_after, True),
             ("FAILED", timedelta(seconds=1), True),
-            # Not started: dead once the start deadline has passed (since its last sign of life).
-            ("PENDING", POLICY.run_start_deadline - TICK, False),
-            ("PENDING", POLICY.run_start_deadline, True),
+            # Not started: dead once its state's deadline has passed (since its last sign of life
+            # here: no state timestamp observed).
+            ("PENDING", POLICY.run_pending_deadline - TICK, False),
+            ("PENDING", POLICY.run_pending_deadline, True),
+            ("SCHEDULED", POLICY.run_start_deadline - TICK, False),
+            ("SCHEDULED", POLICY.run_start_deadline, True),
         ],
     )
     def test_flow_run_dead(self, run, heartbeat, dead):

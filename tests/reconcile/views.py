@@ -16,12 +16,14 @@ STALE = timedelta(seconds=90)
 DEVICE_GRACE = timedelta(seconds=60)
 UNHEALTHY = timedelta(seconds=30)
 START_DEADLINE = timedelta(seconds=300)
+PENDING_DEADLINE = timedelta(seconds=60)
 POLICY = Policy(
     grace=GRACE,
     provisioning_deadline=DEADLINE,
     stale_after=STALE,
     device_grace=DEVICE_GRACE,
     run_start_deadline=START_DEADLINE,
+    run_pending_deadline=PENDING_DEADLINE,
     unhealthy_grace=UNHEALTHY,
 )
 TICK = timedelta(microseconds=1)

@@ -1,4 +1,5 @@
-"""Rules about provision flow runs: a dead one (run it again or undo it), a stray one (end it)."""
+"""Rules about provision flow runs: a dead one (end it, then run it again or undo it), a stray one
+(end it)."""
 
 from __future__ import annotations
 
@@ -16,62 +17,78 @@ from provisioner.reconciler.model import (
 )
 from provisioner.store import PROVISIONING, State
 
+# Before awaiting_code nothing was bought (the device comes first; number_acquired is a number
+# rented before any device): a session in these may be run again from where it stands.
+NOTHING_BOUGHT = frozenset({State.REQUESTED, State.LAUNCHING, State.AWAITING_NUMBER})
+
 
 def flow_run_dead(session: SessionView, ctx: Context) -> str | None:
     """Why the provision in charge of this session is dead, or None while it lives.
 
-    Prefect's view comes first (its heartbeat automation marks killed runs Crashed), and our own
-    session heartbeat covers what Prefect cannot see: a run on another Prefect API (a CLI run on a
-    temporary server) is "not found" here yet alive while its heartbeat is fresh; a run Prefect
-    still calls running is dead when its heartbeat stopped before Prefect's automation noticed."""
+    Each of Prefect's states has its own deadline: Scheduled (no worker took it) run_start_deadline,
+    Pending (a worker took it, no process reached Running) run_pending_deadline, both from the
+    state's timestamp on the server; Running with no sign of life (our session heartbeat; without
+    one, the session's last change or entering Running) for stale_after; a final state at once. A
+    run Prefect does not know (on another Prefect API: the CLI's temporary server) lives while its
+    heartbeat is fresh; with none, or no run recorded, the session waits provisioning_deadline."""
     observed, policy = ctx.observed, ctx.policy
     run = session.flow_run_id
+    waited = observed.now - session.updated_at
     if not run:
-        return "no flow run recorded"
+        return "no flow run recorded" if waited >= policy.provisioning_deadline else None
     state = observed.flow_runs.get(run)
-    last_sign_of_life = session.heartbeat_at or session.updated_at
-    fresh = observed.now - last_sign_of_life < policy.stale_after
+    life = session.heartbeat_at or session.updated_at
     if state is None:
-        if session.heartbeat_at is not None and fresh:
+        if session.heartbeat_at is not None and observed.now - life < policy.stale_after:
             return None
-        return f"flow run {run} not found"
+        return f"flow run {run} not found" if waited >= policy.provisioning_deadline else None
     detail = observed.run_details.get(run)
+    since = detail.since if detail else None  # when it entered its current state
     if state in FLOW_RUN_NOT_STARTED:
-        since = (detail.since if detail else None) or last_sign_of_life
-        if observed.now - since < policy.run_start_deadline:
+        deadline = policy.run_start_deadline if state == "SCHEDULED" else policy.run_pending_deadline
+        if observed.now - (since or life) < deadline:
             return None
-        return f"flow run {run} still {state.lower()} after {policy.run_start_deadline.total_seconds():g} s: no worker started it"
+        why = "no worker started it" if state == "SCHEDULED" else "its worker died before starting it"
+        return f"flow run {run} still {state.lower()} after {deadline.total_seconds():g} s: {why}"
     if state not in FLOW_RUN_ALIVE:
         message = f": {detail.message}" if detail and detail.message else ""
         return f"flow run {run} is {state.lower()}{message}"[:500]
-    if not fresh:
-        return f"flow run {run} is {state.lower()} but its heartbeat stopped at {last_sign_of_life:%H:%M:%S}"
-    return None
+    if session.heartbeat_at is None and since is not None:
+        life = max(life, since)
+    if observed.now - life < policy.stale_after:
+        return None
+    if session.heartbeat_at is None:
+        return f"flow run {run} is {state.lower()} but never beat since {life:%H:%M:%S}"
+    return f"flow run {run} is {state.lower()} but its heartbeat stopped at {life:%H:%M:%S}"
 
 
 def resubmittable(session: SessionView, ctx: Context) -> bool:
-    """A session whose run died before doing anything (nothing bought, nothing started) may be run
-    again once, exactly as it was requested."""
-    if session.state != State.REQUESTED or not session.has_request or session.id in ctx.leased:
+    """A session whose run died before anything was bought (before awaiting_code, no open lease)
+    is run again once, exactly as it was requested, whatever Prefect last said of the dead run;
+    unless someone cancelled that run."""
+    if session.state not in NOTHING_BOUGHT or not session.has_request or session.id in ctx.leased:
         return False
     if session.submissions >= ctx.policy.max_submissions:
         return False
-    state = ctx.observed.flow_runs.get(session.flow_run_id) if session.flow_run_id else None
-    return session.flow_run_id is None or state is None or state in FLOW_RUN_NOT_STARTED | {"CRASHED"}
+    return ctx.observed.flow_runs.get(session.flow_run_id or "") != "CANCELLED"
 
 
 def dead_provision(session: SessionView, ctx: Context) -> Verdict | None:
-    """A provision whose flow run died, past the provisioning deadline since the session's last
-    change: run it again if it never did anything (resubmittable), else undo it (compensate)."""
+    """A provision whose flow run is dead (flow_run_dead): one action ends the run in Prefect
+    (Crashed, its concurrency slot freed) and then runs the session again if nothing was bought
+    (resubmittable), else undoes it (compensate), in the pass that finds it dead."""
     if session.state not in PROVISIONING:
         return None
     dead = flow_run_dead(session, ctx)
-    if not dead or ctx.now - session.updated_at < ctx.policy.provisioning_deadline:
+    if not dead:
         return None
     if resubmittable(session, ctx):
-        why = f"{Reason.RUN_NEVER_STARTED}: {dead}"
-        return done(Action(Kind.SUBMIT_RUN, why, session_id=session.id, run_id=session.flow_run_id))
-    return done(Action(Kind.COMPENSATE_SESSION, f"{Reason.FLOW_RUN_GONE}: {dead}", session_id=session.id))
+        run_state = ctx.observed.flow_runs.get(session.flow_run_id or "")
+        never_started = run_state is None or run_state in FLOW_RUN_NOT_STARTED
+        why, kind = Reason.RUN_NEVER_STARTED if never_started else Reason.RUN_DIED_EARLY, Kind.SUBMIT_RUN
+    else:
+        why, kind = Reason.FLOW_RUN_GONE, Kind.COMPENSATE_SESSION
+    return done(Action(kind, f"{why}: {dead}", session_id=session.id, run_id=session.flow_run_id))
 
 
 def stray_run(stray: StrayRun, ctx: Context) -> Verdict | None:
