@@ -36,7 +36,7 @@ def vnc_response(password: str, challenge: bytes) -> bytes:
     bytes are bit-reversed to make the key (the RFB protocol's quirk)."""
     raw = password.encode("latin-1")[:VNC_PASSWORD_LEN].ljust(VNC_PASSWORD_LEN, b"\0")
     key = bytes(int(f"{byte:08b}"[::-1], 2) for byte in raw)
-    encryptor = Cipher(TripleDES(key), modes.ECB()).encryptor()  # an 8-byte key is single DES
+    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()  # K1 = K2 = K3: single DES
     return encryptor.update(challenge) + encryptor.finalize()
 
 

@@ -17,7 +17,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import arun_deployment
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.settings import get_current_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, get_current_settings
 from prefect.states import Cancelled
 
 IDEMPOTENCY_KEY_MAX = 200
@@ -71,13 +71,17 @@ class PrefectFlowRuns:
             raise OrchestratorUnavailable("PREFECT_API_URL is not set")
         return api_url
 
+    def _client(self) -> PrefectClient:
+        """A client of the API, signed in when the server wants a login (PREFECT_API_AUTH_STRING)."""
+        return PrefectClient(self._api_url(), auth_string=PREFECT_API_AUTH_STRING.value())
+
     async def cancel_unstarted(self, run_id: str) -> bool:
         try:
             run_uuid = UUID(run_id)
         except ValueError:
             return True  # not a Prefect run id: nothing there to cancel
         try:
-            async with PrefectClient(self._api_url()) as client:
+            async with self._client() as client:
                 try:
                     run = await client.read_flow_run(run_uuid)
                 except ObjectNotFound:
@@ -95,7 +99,7 @@ class PrefectFlowRuns:
         self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None
     ) -> FlowRun:
         try:
-            async with PrefectClient(self._api_url()) as client:
+            async with self._client() as client:
                 return await arun_deployment(
                     name=deployment,
                     client=client,

@@ -1,5 +1,5 @@
-"""The stream link a Prefect UI user finds in the session's artifact goes through the gateway and
-still works after the stream container was killed and reconciliation healed it."""
+"""The link a Prefect UI user finds in the session's artifact is the gateway's session page, and the
+page and its stream still work after the stream container was killed and reconciliation healed it."""
 
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ def test_artifact_stream_link_survives_a_killed_and_healed_stream(
     assert isinstance(result, ProvisionResult)
     sid = result.session_id
     link = urlsplit(artifact_link(sid))
-    assert link.path == f"/vnc/{sid}/vnc.html"
+    assert link.path == f"/s/{sid}"
     gw = gateway_factory()  # the gateway of this deployment, on the test's runtime and database
-    page = f"{link.path}?{link.query}"
+    assert gw.client.get(f"{link.path}?{link.query}").status_code == 200
+    page = f"/vnc/{sid}/vnc.html"  # the screen the session page embeds
     assert gw.client.get(page).status_code == 200
 
     (stream,) = [c for c in runtime.list_managed() if c.role == "stream"]

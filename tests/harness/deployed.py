@@ -46,7 +46,7 @@ def base_env(home: Path, api_url: str, *, ui: bool = False) -> dict[str, str]:
 
 @contextlib.contextmanager
 def prefect_server(
-    home: Path, *, ui: bool = False, startup_timeout_s: float = 90
+    home: Path, *, ui: bool = False, startup_timeout_s: float = 90, server_env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """`prefect server start` on a free loopback port with its own home (SQLite); (api url, env).
     The env is the process's without PREFECT_* and PROVISIONER_* variables, aimed at this server."""
@@ -54,7 +54,7 @@ def prefect_server(
     api_url = f"http://127.0.0.1:{port}/api"
     env = base_env(home, api_url, ui=ui)
     # Expired concurrency leases are collected every second (default 15 s): tighter slot bounds.
-    server_env = {**env, "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1"}
+    server_env = {**env, "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1", **(server_env or {})}
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
         [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
