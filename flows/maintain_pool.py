@@ -11,7 +11,7 @@ from provisioner.pool.run import pool_table, targets_for
 from provisioner.prefect_api.artifacts import publish_table
 from provisioner.steps.deps import get_deps
 from provisioner.store.locks import advisory_lock
-from tasks.pool import act_pool_task, observe_demand_task, observe_pool_task
+from tasks.pool import act_pool_task, observe_demand_task, observe_pool_task, read_balances_task
 
 
 class PoolSummary(BaseModel):
@@ -29,6 +29,8 @@ class PoolSummary(BaseModel):
 def maintain_pool(dry_run: bool = False) -> PoolSummary:
     logger = get_run_logger()
     deps = get_deps()
+    if not dry_run:
+        read_balances_task()
     with advisory_lock(deps.sessions, f"provisioner-pool-{deps.settings.instance_id}") as got:
         if not got:
             message = "another maintain-pool pass holds the lock; this one does nothing"

@@ -18,6 +18,7 @@ from provisioner.steps.devices import number_rented
 from provisioner.steps.lifecycle import Heartbeat, compensate
 from provisioner.steps.numbers import NoProviderConfigured
 from provisioner.steps.request import ProvisionRequest, form_defaults, resolve
+from provisioner.steps.spend import BudgetExhausted
 from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import SESSION_ID_PATTERN, SessionRow, State
 from provisioner.store import repository as repo
@@ -137,7 +138,7 @@ def provision_session(
     heartbeat = Heartbeat(deps, sid, deps.settings.reconcile.heartbeat_interval_s)
     try:
         with heartbeat, transaction():
-            check_request(plan)  # spend nothing before the profile, Docker and images are there
+            check_request(plan, sid)  # spend nothing before the budget, profile, Docker and images are there
             if claim_session_device(sid, profile=plan.device_profile, actor=actor) is None:
                 deadline = boot_deadline_s(plan.device_profile)
                 with Progress(
@@ -183,7 +184,7 @@ def provision_session(
                 )
             publish_session(sid)
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = str(exc) if isinstance(exc, BudgetExhausted) else f"{type(exc).__name__}: {exc}"
         compensate(deps, sid, reason=reason, actor=actor)
         publish_session(sid)
         raise

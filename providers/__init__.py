@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from providers.base import (
+    Account,
     Cancelled,
     CheckResult,
     CodeReceived,
@@ -25,6 +26,7 @@ PROVIDER_NAMES: tuple[str, ...] = tuple(_CLASSES)
 
 __all__ = [
     "PROVIDER_NAMES",
+    "Account",
     "Cancelled",
     "CheckResult",
     "CodeReceived",
@@ -38,12 +40,16 @@ __all__ = [
 ]
 
 
-def build_provider(name: str, settings: ProviderSettings, client: httpx.Client | None = None) -> Provider:
-    """The client for provider `name`; pass a shared httpx.Client to reuse one, else it owns its own."""
+def build_provider(
+    name: str, settings: ProviderSettings, client: httpx.Client | None = None, *, allow_unquoted: bool = False
+) -> Provider:
+    """The client for provider `name`; pass a shared httpx.Client to reuse one, else it owns its own.
+    ``allow_unquoted``: a provider without a server-side cap buys even without a quote."""
     try:
         cls = _CLASSES[name]
     except KeyError:
         raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDER_NAMES)}") from None
-    if settings.currency:
-        return cls(settings, client, currency=settings.currency)
-    return cls(settings, client)  # the protocol's usual currency
+    options: dict = {"currency": settings.currency} if settings.currency else {}  # else the protocol's usual
+    if cls is OnlineSimProvider:
+        options["allow_unquoted"] = allow_unquoted
+    return cls(settings, client, **options)

@@ -72,6 +72,17 @@ def parse_decimal(value: object, *, provider: str, action: str, body: str) -> De
         raise MalformedReply("not an amount", provider=provider, action=action, body=body) from None
 
 
+ISO_CURRENCIES = {"643": "RUB", "840": "USD", "978": "EUR"}  # ISO 4217 numbers seen in replies
+
+
+def currency_of(value: object) -> str | None:
+    """A currency as a reply names it (an ISO 4217 code or number), upper case; None when absent."""
+    if value in (None, "", False):
+        return None
+    text = str(value).strip().upper()
+    return ISO_CURRENCIES.get(text, text)[:8]
+
+
 class Http:
     """One provider's long-lived httpx.Client, explicit timeouts and error translation."""
 
@@ -181,21 +192,42 @@ def purchase_call(provider: str, action: str) -> Iterator[None]:
         ) from exc
 
 
-def purchase_price(
-    quote: Callable[[], PriceInfo], max_price: Decimal | None, *, provider: str, action: str
-) -> Decimal:
-    """The price to record for a purchase about to be made; refuses one out of stock or above max.
+UNQUOTED = "unquoted"
 
-    An offer missing from the price list does not refuse: the purchase reply then says why (a bad
-    service is a StopError, no numbers an UnavailableError). If it succeeds anyway, the recorded
-    price is `max_price` (the most it can have cost) or 0 when unknown.
+
+def purchase_price(
+    quote: Callable[[], PriceInfo],
+    max_price: Decimal | None,
+    *,
+    provider: str,
+    action: str,
+    server_side_cap: bool = True,
+    allow_unquoted: bool = False,
+) -> tuple[Decimal, str]:
+    """The price to record for a purchase about to be made and where it comes from ("quote", or
+    "cap" without one); refuses one out of stock or above max.
+
+    An offer missing from the price list does not refuse where the provider enforces the cap
+    itself (`server_side_cap`): the purchase reply then says why (a bad service is a StopError, no
+    numbers an UnavailableError). If it succeeds anyway, the recorded price is `max_price` (the
+    most it can have cost) or 0 when unknown. Where nothing would enforce the cap (OnlineSim), a
+    capped purchase without a quote is refused unless `allow_unquoted`
+    (PROVISIONER_SPEND__ALLOW_UNQUOTED).
     """
     try:
         info = quote()
     except UnavailableError as exc:
         if exc.code != NO_OFFER:
             raise
-        return max_price if max_price is not None else Decimal(0)
+        if max_price is not None and not server_side_cap and not allow_unquoted:
+            raise UnavailableError(
+                f"{provider} {action}: no quote for the offer and {provider} cannot enforce the cap "
+                f"{max_price} itself: not bought (PROVISIONER_SPEND__ALLOW_UNQUOTED=true buys anyway)",
+                provider=provider,
+                action=action,
+                code=UNQUOTED,
+            ) from exc
+        return (max_price if max_price is not None else Decimal(0)), "cap"
     if info.available is not None and info.available <= 0:
         raise UnavailableError(
             f"{provider} {action}: no numbers", provider=provider, action=action, code="no_numbers"
@@ -207,4 +239,4 @@ def purchase_price(
             action=action,
             code="price_above_max",
         )
-    return info.price
+    return info.price, "quote"

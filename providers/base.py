@@ -21,6 +21,18 @@ class Lease:
     price: Decimal
     currency: str
     bought_at: datetime  # tz-aware UTC
+    # Where `price` comes from: "reply" (the purchase reply named the amount charged), "quote" (the
+    # price list read right before buying), "cap" (no quote: the most it can have cost).
+    price_source: str = "quote"
+
+
+@dataclass(frozen=True)
+class Account:
+    """A provider account's balance, and its currency where the reply names one (None: the
+    protocol's balance reply does not say)."""
+
+    balance: Decimal
+    currency: str | None
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,10 @@ class Provider(Protocol):
     currency: str  # the account's currency: every price and lease is in it
 
     def balance(self) -> Decimal: ...
+
+    def account(self) -> Account:
+        """The balance and, where the reply names it, the account's currency."""
+        ...
 
     def price(self, service: str, country: str) -> PriceInfo: ...
 

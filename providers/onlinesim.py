@@ -22,8 +22,9 @@ from decimal import Decimal
 
 import httpx
 
-from providers._http import NO_OFFER, Http, parse_decimal, purchase_call, purchase_price
+from providers._http import NO_OFFER, Http, currency_of, parse_decimal, purchase_call, purchase_price
 from providers.base import (
+    Account,
     Cancelled,
     CheckResult,
     CodeReceived,
@@ -78,8 +79,10 @@ class OnlineSimProvider:
         currency: str = "USD",
         number_wait_s: float = 10.0,
         number_poll_s: float = 0.5,
+        allow_unquoted: bool = False,
     ) -> None:
         self.name = NAME
+        self.allow_unquoted = allow_unquoted
         self.currency = currency
         self.number_wait_s = number_wait_s
         self.number_poll_s = number_poll_s
@@ -114,9 +117,14 @@ class OnlineSimProvider:
         return UnavailableError(message, provider=NAME, action=method, code=code)
 
     def balance(self) -> Decimal:
+        return self.account().balance
+
+    def account(self) -> Account:
+        """getBalance; its currency where the reply names one."""
         data = self._call("getBalance")
         assert isinstance(data, dict)
-        return parse_decimal(data.get("balance"), provider=NAME, action="getBalance", body=str(data))
+        amount = parse_decimal(data.get("balance"), provider=NAME, action="getBalance", body=str(data))
+        return Account(amount, currency_of(data.get("currency")))
 
     def price(self, service: str, country: str) -> PriceInfo:
         data = self._call("getNumbersStats", country=country)
@@ -137,8 +145,13 @@ class OnlineSimProvider:
         )
 
     def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
-        price = purchase_price(
-            lambda: self.price(service, country), max_price, provider=self.name, action="getNum"
+        price, source = purchase_price(
+            lambda: self.price(service, country),
+            max_price,
+            provider=self.name,
+            action="getNum",
+            server_side_cap=False,  # getNum takes no maxPrice
+            allow_unquoted=self.allow_unquoted,
         )
         with purchase_call(NAME, "getNum"):
             data = self._call("getNum", service=service, country=country, number="true")
@@ -154,6 +167,7 @@ class OnlineSimProvider:
             price=price,
             currency=self.currency,
             bought_at=datetime.now(UTC),
+            price_source=source,
         )
 
     def _wait_for_number(self, tzid: str) -> str:

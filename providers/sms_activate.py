@@ -35,8 +35,9 @@ from decimal import Decimal
 
 import httpx
 
-from providers._http import NO_OFFER, Http, parse_decimal, purchase_call, purchase_price, redact
+from providers._http import NO_OFFER, Http, currency_of, parse_decimal, purchase_call, purchase_price, redact
 from providers.base import (
+    Account,
     Cancelled,
     CheckResult,
     CodeReceived,
@@ -64,7 +65,6 @@ NAME = "sms_activate"
 CANCEL_STATUSES = ("8", "-1")  # the protocol's; PROVISIONER_PROVIDERS__SMS_ACTIVATE__CANCEL_STATUSES
 CANCEL_REFUSED = "cancel_refused"
 DEFAULT_CANCEL_WAIT_S = 120.0
-ISO_CURRENCIES = {"643": "RUB", "840": "USD", "978": "EUR"}
 LIST = "getActiveActivations"
 LIST_PAGE = 100  # the most one provider returns per call
 LIST_MAX_PAGES = 20
@@ -200,10 +200,16 @@ class SmsActivateProvider:
         return self._http.malformed(action, f"HTTP {reply.status}: {reply.text}")
 
     def balance(self) -> Decimal:
+        return self.account().balance
+
+    def account(self) -> Account:
+        """getBalance (`ACCESS_BALANCE:<amount>`): the protocol's balance names no currency; the
+        account's shows in getNumberV2 replies (checked on each purchase)."""
         reply = self._call("getBalance")
         if not (reply.ok and reply.token == "ACCESS_BALANCE"):
             raise self._error("getBalance", reply)
-        return parse_decimal(reply.data, provider=self.name, action="getBalance", body=reply.text)
+        amount = parse_decimal(reply.data, provider=self.name, action="getBalance", body=reply.text)
+        return Account(amount, None)
 
     def price(self, service: str, country: str) -> PriceInfo:
         reply = self._call("getPrices", country=country, service=service)
@@ -249,7 +255,7 @@ class SmsActivateProvider:
         return None
 
     def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
-        listed = purchase_price(
+        listed, source = purchase_price(
             lambda: self.price(service, country), max_price, provider=self.name, action="getNumber"
         )
         params = {"service": service, "country": country}
@@ -264,7 +270,7 @@ class SmsActivateProvider:
             if not (reply.ok and reply.token == "ACCESS_NUMBER"):
                 raise self._error("getNumber", reply, purchase=True)
             activation_id, _, phone = reply.data.partition(":")
-            return self._lease("getNumber", reply.text, activation_id, phone, listed, self.currency)
+            return self._lease("getNumber", reply.text, activation_id, phone, listed, self.currency, source)
 
     def _acquire_v2(self, params: dict[str, str]) -> Lease | None:
         """Buy with getNumberV2 (it answers the amount charged); None when the provider lacks it."""
@@ -279,15 +285,21 @@ class SmsActivateProvider:
         cost = parse_decimal(
             data.get("activationCost"), provider=self.name, action="getNumberV2", body=reply.text
         )
-        currency = str(data.get("currency") or self.currency).upper()
-        currency = ISO_CURRENCIES.get(currency, currency)
+        currency = currency_of(data.get("currency")) or self.currency
         return self._lease(
             "getNumberV2", reply.text, str(data.get("activationId") or ""), str(data.get("phoneNumber") or ""),
-            cost, currency,
+            cost, currency, "reply",
         )  # fmt: skip
 
     def _lease(
-        self, action: str, body: str, activation_id: str, phone: str, price: Decimal, currency: str
+        self,
+        action: str,
+        body: str,
+        activation_id: str,
+        phone: str,
+        price: Decimal,
+        currency: str,
+        price_source: str,
     ) -> Lease:
         if not activation_id or not phone.lstrip("+").isdigit():
             raise self._http.malformed(action, body)
@@ -298,6 +310,7 @@ class SmsActivateProvider:
             price=price,
             currency=currency,
             bought_at=datetime.now(UTC),
+            price_source=price_source,
         )
 
     def check(self, lease: Lease) -> CheckResult:

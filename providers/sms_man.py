@@ -18,8 +18,9 @@ from decimal import ROUND_CEILING, Decimal
 
 import httpx
 
-from providers._http import NO_OFFER, Http, parse_decimal, purchase_call, purchase_price
+from providers._http import NO_OFFER, Http, currency_of, parse_decimal, purchase_call, purchase_price
 from providers.base import (
+    Account,
     Cancelled,
     CheckResult,
     CodeReceived,
@@ -93,8 +94,13 @@ class SmsManProvider:
         return UnavailableError(text, provider=NAME, action=action, code=code)
 
     def balance(self) -> Decimal:
+        return self.account().balance
+
+    def account(self) -> Account:
+        """get-balance; its currency where the reply names one."""
         data = self._call("get-balance")
-        return parse_decimal(data.get("balance"), provider=NAME, action="get-balance", body=str(data))
+        amount = parse_decimal(data.get("balance"), provider=NAME, action="get-balance", body=str(data))
+        return Account(amount, currency_of(data.get("currency")))
 
     def price(self, service: str, country: str) -> PriceInfo:
         data = self._call("get-prices", country_id=country)
@@ -110,7 +116,7 @@ class SmsManProvider:
         return PriceInfo(price=cost, available=int(offer.get("count") or 0), currency=self.currency)
 
     def acquire(self, service: str, country: str, max_price: Decimal | None) -> Lease:
-        price = purchase_price(
+        price, source = purchase_price(
             lambda: self.price(service, country), max_price, provider=self.name, action="get-number"
         )
         params = {"country_id": country, "application_id": service, "currency": self.currency}
@@ -128,6 +134,7 @@ class SmsManProvider:
             price=price,
             currency=self.currency,
             bought_at=datetime.now(UTC),
+            price_source=source,
         )
 
     def check(self, lease: Lease) -> CheckResult:

@@ -7,6 +7,7 @@ from prefect.cache_policies import NONE
 
 from provisioner.pool import Demand, PoolObserved
 from provisioner.pool.run import PoolResult, act_pool, observe_demand, observe_pool
+from provisioner.steps.accounts import read_stale_accounts
 from provisioner.steps.deps import get_deps
 from provisioner.steps.launch import launch_slot_for
 
@@ -31,4 +32,12 @@ def act_pool_task(actions: list) -> list[PoolResult]:
         (logger.info if r.ok else logger.error)(
             "%s %s (%s): %s", r.action.kind, r.action.target, r.action.reason, r.result
         )
+    return results
+
+
+@task(name="read-balances", cache_policy=NONE)
+def read_balances_task() -> dict[str, str]:
+    """Each provider account's balance, at most once per spend.balance_interval_s (low-balance event)."""
+    results = read_stale_accounts(get_deps())
+    get_run_logger().info("balances: %s", results or "no provider configured")
     return results

@@ -21,6 +21,7 @@ from provisioner.steps.links import session_page_url
 from provisioner.store import LIVE, TERMINAL, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
+from provisioner.store import spend as spendrepo
 from provisioner.values.phones import mask_phone
 
 SESSION_TAG_PREFIX = "session:"
@@ -52,12 +53,14 @@ def session_summary_markdown(session_id: str) -> str:
             (x for x in reversed(lease_repo.leases_for_session(db, session_id)) if x.price is not None), None
         )
         price = f"{lease.price} {lease.currency}" if lease is not None else "-"
+        cost = spendrepo.session_cost(db, session_id)
         rows = [
             ("Session", f"`{s.id}`"),
             ("State", f"**{s.state}**"),
             ("Phone", mask_phone(s.phone_number)),
             ("Provider", s.provider or "-"),
             ("Price", price),
+            ("Cost", ", ".join(f"{a:.4f} {c}" for c, a in sorted(cost.items())) or "-"),
             ("Service / country", f"{s.service} / {s.country}"),
             # The gateway's session page (screen, number, code), signed for the session's owner until
             # it expires; never a published port, and only while the session is live.

@@ -25,12 +25,14 @@ def catalog(
     country: Annotated[str | None, typer.Option(help="... in this country (default: the default)")] = None,
 ) -> None:
     """Show each provider's catalog: canonical service and country -> its codes, its price and count
-    for a service, and the services and countries its listings name that map to nothing."""
+    for a service, and the services and countries its listings name that map to nothing; and each
+    account's currency (as the provider reports it, or as configured) and balance, read now."""
     from providers.catalog import target
     from providers.errors import ProviderError
     from provisioner.settings import SettingsError, get_settings
-    from provisioner.steps import catalogs
+    from provisioner.steps import accounts, catalogs
     from provisioner.steps.deps import get_deps
+    from provisioner.steps.spend import decide_currency
     from provisioner.values.canonical import check_country, check_service
 
     try:
@@ -57,6 +59,20 @@ def catalog(
                 console.print(f"{name}: catalog refreshed from its listings")
             except ProviderError as exc:
                 err.print(f"[yellow]{name}: refresh failed, the previous catalog stays: {exc}[/yellow]")
+    accounts_table = Table("provider", "currency", "as", "balance", "problem", title="accounts")
+    for name in names:
+        row = accounts.read_account(deps, name)
+        configured = deps.provider(name).currency
+        reported = row.currency if row.currency_source != accounts.CONFIGURED else None
+        problem = row.error or decide_currency(name, configured, reported) or ""
+        accounts_table.add_row(
+            name,
+            row.currency or configured,
+            row.currency_source or "-",
+            f"{row.balance}" if row.balance is not None else "-",
+            problem,
+        )
+    console.print(accounts_table)
     offers = Table(
         "provider", "service", "country", "price", "count", title=f"{wanted_service} in {wanted_country}"
     )

@@ -92,11 +92,15 @@ def add(
         str | None,
         typer.Option(help="Sessions started per minute, N/min (default: PROVISIONER_CLIENTS__RATE_PER_MIN)"),
     ] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="Daily budget, e.g. '5 USD/day': what its numbers may cost per day")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"name": ..., "token": ...}')] = False,
 ) -> None:
     """Add a client and print its token, once: only its hash is kept."""
     from provisioner.settings import get_settings
     from provisioner.store import clients as clientrepo
+    from provisioner.store import spend as spendrepo
 
     if role not in {r.value for r in clientrepo.Role}:
         err.print(f"[red]--role must be client or operator, not {role!r}[/red]")
@@ -104,6 +108,7 @@ def add(
     sessions = load_sessionmaker()
     defaults = get_settings().clients
     rate_per_min = parse_rate(rate) if rate is not None else defaults.rate_per_min
+    daily = parse_budget(budget) if budget is not None else None
     try:
         with sessions.begin() as db:
             client, token = clientrepo.create_client(
@@ -113,6 +118,8 @@ def add(
                 max_sessions=max_sessions if max_sessions is not None else defaults.max_sessions,
                 rate_per_min=rate_per_min,
             )
+            if daily is not None:
+                spendrepo.set_budget(db, name, daily.limit.amount, daily.limit.currency)
     except clientrepo.ClientError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -120,8 +127,38 @@ def add(
         print(json.dumps({"name": client.name, "token": token}))
         return
     limits = f"{client.max_sessions or 'unlimited'} live, {client.rate_per_min or 'unlimited'}/min"
+    if daily is not None:
+        limits += f", {daily}"
     console.print(f"client {client.name} ({client.role.value}, {limits}); its token, shown only now:")
     print(token)
+
+
+@clients_app.command("budget")
+def budget_(
+    name: Annotated[str, typer.Argument(help="The client (or operator, prefect)")],
+    budget: Annotated[str, typer.Argument(help="Daily budget, e.g. '5 USD/day'; 'none' removes it")],
+) -> None:
+    """Set (or remove) a client's daily budget: what its numbers may cost per calendar day."""
+    from provisioner.store import spend as spendrepo
+
+    daily = None if budget.strip().lower() == "none" else parse_budget(budget)
+    with load_sessionmaker().begin() as db:
+        if daily is None:
+            spendrepo.set_budget(db, name, None)
+        else:
+            spendrepo.set_budget(db, name, daily.limit.amount, daily.limit.currency)
+    console.print(f"{name}: daily budget {daily or 'removed'}")
+
+
+def parse_budget(text: str):
+    """'5 USD/day' -> Budget; exit 2 naming the form otherwise."""
+    from provisioner.values.money import Budget
+
+    try:
+        return Budget.parse(text)
+    except ValueError as exc:
+        err.print(f"[red]--budget: {exc}[/red]")
+        raise typer.Exit(2) from None
 
 
 @clients_app.command()

@@ -15,6 +15,7 @@ from provisioner.prefect_api.names import queue_name
 from provisioner.prefect_api.setup import (
     HEARTBEAT_TIMEOUT_S,
     deployment_names,
+    ensure_low_balance_automation,
     ensure_work_pool,
     ensure_work_queue,
     ensure_zombie_automations,
@@ -37,6 +38,7 @@ class DeployReport:
     work_pool: str  # "created" | "exists"
     deployments: str  # prefect deploy's last line
     automation: str  # each automation's "created" | "updated"
+    balance_automation: str = ""  # the low-balance example automation: created (disabled) | exists
     host_queues: str = ""  # the hosts' work queues: "host-a (created), host-b (exists)" or why not
 
 
@@ -84,4 +86,5 @@ def deploy(*, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S, root: Path | Non
         deployments=deploy_prefect_yaml(root or project_root()),
         automation=ensure_zombie_automations(heartbeat_timeout_s),
         host_queues=ensure_host_queues(),
+        balance_automation=ensure_low_balance_automation(),
     )

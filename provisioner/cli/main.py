@@ -17,6 +17,7 @@ from provisioner.cli.provision import provision
 from provisioner.cli.secrets import secrets_app
 from provisioner.cli.services import sim, watch
 from provisioner.cli.sessions import code, release, sessions
+from provisioner.cli.spend import spend
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -40,7 +41,21 @@ def _options(
 
 
 # In this order in `provisioner --help`.
-COMMANDS = (provision, sessions, leases, reconcile, deploy, release, sim, watch, code, migrate, doctor, demo)
+COMMANDS = (
+    provision,
+    sessions,
+    leases,
+    spend,
+    reconcile,
+    deploy,
+    release,
+    sim,
+    watch,
+    code,
+    migrate,
+    doctor,
+    demo,
+)
 for command in COMMANDS:
     app.command()(command)
 app.command(name="catalog")(catalog_command)

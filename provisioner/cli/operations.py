@@ -63,6 +63,7 @@ def deploy(
     console.print(f"deployments: {report.deployments}")
     console.print(f"automations (crash runs whose heartbeats stop, or never start): {report.automation}")
     console.print(f"hosts' work queues: {report.host_queues}")
+    console.print(f"automation (provider balance low, example): {report.balance_automation}")
 
 
 def migrate() -> None:

@@ -26,13 +26,16 @@ from provisioner.gateway.pages import error_reply
 from provisioner.gateway.service import Gateway, UnknownSession
 from provisioner.gateway.upstream import StreamUnavailable, valid_session_id
 from provisioner.prefect_api.orchestrator import IDEMPOTENCY_KEY_MAX, OrchestratorError
+from provisioner.steps import budgets
 from provisioner.steps.checks import InvalidRequest, validate_request
 from provisioner.steps.links import session_page_url
-from provisioner.steps.request import ProvisionRequest
+from provisioner.steps.request import ProvisionRequest, price_cap
+from provisioner.steps.spend import BUDGET_EXHAUSTED, BudgetExhausted
 from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import LeaseOutcome, LeaseRow, SessionRow, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
+from provisioner.store import spend as spendrepo
 from provisioner.store.states import ENDING
 
 LIST_LIMIT_MAX = 500
@@ -98,10 +101,19 @@ def lease_json(row: LeaseRow) -> dict[str, Any]:
         "phone": e164(row.phone),
         "price": str(row.price) if row.price is not None else None,
         "currency": row.currency,
+        "price_source": row.price_source,
+        "cap": str(row.cap) if row.cap is not None else None,
+        "overcharged": row.overcharged,
         "retries": row.retries,
         "needs_attention": row.outcome == LeaseOutcome.NEEDS_ATTENTION or row.attention is not None,
         "attention": row.attention,
     }
+
+
+def cost_json(cost: dict) -> list[str]:
+    """What a session's numbers cost, one amount per currency: charged and not refunded (a
+    purchase not settled yet counts at its cap)."""
+    return [f"{amount:.4f} {currency}" for currency, amount in sorted(cost.items())]
 
 
 _LIVE_OR_LAUNCHING = frozenset({State.LAUNCHING, State.AWAITING_NUMBER, State.AWAITING_CODE, State.VERIFIED})
@@ -146,6 +158,7 @@ async def get_session(request: Request) -> Response:
             body["codes"] = codes_json(leases)
             body["code"] = body["codes"][-1]["code"] if body["codes"] else row.verification_code
             body["numbers"] = [lease_json(x) for x in leases]
+            body["cost"] = cost_json(spendrepo.session_cost(db, session_id))
             body["events"] = [
                 {
                     "at": _iso(e.at),
@@ -192,6 +205,11 @@ def _requested_by(request: Request) -> str:
     return f"gateway:{caller_of(request).name}@{address}"[:128]
 
 
+def _check_budget(gw: Gateway, provision: ProvisionRequest, owner: str) -> None:
+    with gw.deps.sessions() as db:
+        budgets.check(db, gw.settings, owner, price_cap(provision, gw.settings))
+
+
 async def create_session(request: Request) -> Response:
     gw = _gateway(request)
     caller = caller_of(request)
@@ -208,6 +226,12 @@ async def create_session(request: Request) -> Response:
     except InvalidRequest as exc:
         errors = [{"loc": [p.field], "msg": p.message, "type": "value_error"} for p in exc.problems]
         return JSONResponse({"reason": "invalid request", "errors": errors}, status_code=422)
+    try:  # a budget that cannot cover one more number: nothing starts
+        await run_in_threadpool(_check_budget, gw, provision, caller.name)
+    except BudgetExhausted as exc:
+        return JSONResponse(
+            {"reason": BUDGET_EXHAUSTED, "detail": str(exc), **exc.state.as_json()}, status_code=402
+        )
     try:
         accepted = await accept(
             gw.deps,

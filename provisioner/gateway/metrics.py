@@ -13,7 +13,10 @@ Prometheus scrapes. Counters are totals over the rows the database keeps.
 | provisioner_reconcile_actions_total | kind | actions reconcile passes took and did, every kind of reconciler.model.Kind (store.reconcile_counts) |
 | provisioner_reconcile_action_failures_total | kind | actions reconcile passes took that failed, by kind (store.reconcile_counts) |
 | provisioner_provider_errors_total | provider, error | leases whose purchase failed, by exception class |
-| provisioner_money_spent_total | provider, currency | prices of numbers bought and not cancelled |
+| provisioner_spend_total | provider, currency | charged amounts of numbers bought and not refunded (store.spend) |
+| provisioner_refunds_total | provider, currency | charged amounts of numbers bought and then refunded |
+| provisioner_overcharges_total | provider | numbers charged above their effective cap (cancelled at once) |
+| provisioner_provider_balance | provider, currency | each account's last balance read (provider_accounts) |
 | provisioner_devices | profile, state | devices by state (idle = the warm pool) |
 | provisioner_code_watcher_heartbeat_age_seconds | provider, mode | code_watchers (no series: no watcher for that provider) |
 | provisioner_leases_waiting_for_code | provider | bought leases without their code yet |
@@ -40,6 +43,7 @@ from starlette.routing import Route
 from provisioner.gateway.owners import operators_only
 from provisioner.reconciler.model import Kind
 from provisioner.settings.version import VERSION
+from provisioner.store import spend as spendrepo
 from provisioner.store.device_states import DeviceState
 from provisioner.store.reconcile_counts import action_counts
 from provisioner.store.states import State
@@ -75,12 +79,6 @@ _PROVIDER_ERRORS = text(
     """
     SELECT provider, left(split_part(coalesce(provider_status, 'unknown'), ':', 1), 60), count(*)
     FROM number_leases WHERE outcome = 'failed' GROUP BY 1, 2
-    """
-)
-_MONEY = text(
-    """
-    SELECT provider, coalesce(currency, 'unknown'), sum(price) FROM number_leases
-    WHERE price IS NOT NULL AND outcome NOT IN ('cancelled', 'failed', 'pending') GROUP BY 1, 2
     """
 )
 
@@ -182,14 +180,37 @@ class StoreCollector:
             errors.add_metric([provider, error], count)
         yield errors
 
-        money = CounterMetricFamily(
-            "provisioner_money_spent",
-            "Price of the numbers bought and not cancelled, by provider and currency",
+        spent = CounterMetricFamily(
+            "provisioner_spend",
+            "Charged amounts of the numbers bought and not refunded, by provider and currency",
             labels=["provider", "currency"],
         )
-        for provider, currency, amount in db.execute(_MONEY):
-            money.add_metric([provider, currency], float(amount))
-        yield money
+        refunds = CounterMetricFamily(
+            "provisioner_refunds",
+            "Charged amounts of the numbers bought and then refunded, by provider and currency",
+            labels=["provider", "currency"],
+        )
+        overcharged: dict[str, int] = {}
+        for provider, currency, charged, refunded, over in spendrepo.totals_by_provider(db):
+            spent.add_metric([provider, currency], float(charged))
+            refunds.add_metric([provider, currency], float(refunded))
+            overcharged[provider] = overcharged.get(provider, 0) + over
+        overcharges = CounterMetricFamily(
+            "provisioner_overcharges",
+            "Numbers charged above their effective cap (each cancelled at once), by provider",
+            labels=["provider"],
+        )
+        for provider, count in sorted(overcharged.items()):
+            overcharges.add_metric([provider], count)
+        balances = GaugeMetricFamily(
+            "provisioner_provider_balance",
+            "Each provider account's balance as last read, in the account's currency",
+            labels=["provider", "currency"],
+        )
+        for row in spendrepo.list_accounts(db):
+            if row.balance is not None:
+                balances.add_metric([row.provider, row.currency or "-"], float(row.balance))
+        yield from (spent, refunds, overcharges, balances)
 
         counts = {(profile, state): count for profile, state, count in db.execute(_DEVICES)}
         devices = GaugeMetricFamily(

@@ -18,16 +18,18 @@ from prefect.automations import Automation
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import StateType
-from prefect.events.actions import ChangeFlowRunState
+from prefect.events.actions import ChangeFlowRunState, DoNothing
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from provisioner.prefect_api.events import LOW_BALANCE_EVENT
 from provisioner.prefect_api.names import WORK_POOL
 
 ZOMBIE_AUTOMATION = "provisioner: crash flow runs whose heartbeats stopped"
 SILENT_AUTOMATION = "provisioner: crash flow runs that never sent a heartbeat"
 DEPLOYMENT_TAG = "provisioner"  # prefect.yaml's deployment_defaults: every run of ours carries it
+LOW_BALANCE_AUTOMATION = "provisioner: provider balance low (example)"
 HEARTBEAT_FREQUENCY_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY for workers (Prefect's minimum)
 HEARTBEAT_TIMEOUT_S = 90  # three missed heartbeats
 
@@ -148,6 +150,33 @@ def ensure_zombie_automations(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) 
     """Both dead-run automations; e.g. "created, created" on a new server, "updated, updated" after."""
     wanted = [zombie_automation(heartbeat_timeout_s), silent_start_automation(heartbeat_timeout_s)]
     return ", ".join(ensure_automation(automation) for automation in wanted)
+
+
+def low_balance_automation() -> Automation:
+    """An example for the low-balance event (steps.accounts), created disabled: the operator
+    replaces its action (a notification block, a webhook) and enables it."""
+    return Automation(
+        name=LOW_BALANCE_AUTOMATION,
+        description="Example, disabled: fires once each time a provider balance goes below "
+        "PROVISIONER_SPEND__LOW_BALANCE. Replace its action with a notification, then enable it.",
+        enabled=False,
+        trigger=EventTrigger(
+            expect={LOW_BALANCE_EVENT},
+            match=ResourceSpecification({"prefect.resource.id": ["provisioner.provider.*"]}),
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[DoNothing()],
+    )
+
+
+def ensure_low_balance_automation() -> str:
+    """Created once; an existing one is the operator's to edit and is left as it is."""
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(LOW_BALANCE_AUTOMATION):
+            return "exists"
+    low_balance_automation().create()
+    return "created (disabled)"
 
 
 def api_failure() -> BaseException | None:

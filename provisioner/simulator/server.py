@@ -48,6 +48,9 @@ Money-safety modes (each a line):
     sim.inject("slow", delay_s=5, action="getNumber", execute=True)       # sells, then stalls
     sim.configure(sms_activate_lists_activations=False)                   # no getActiveActivations
     sim.configure(sms_activate_cancel_statuses=())                        # refuses 8 and -1
+    sim.configure(overcharge=Decimal(2), overcharge_times=1)              # charges twice the quote, once
+    sim.configure(account_currency={"key": "RUB"})                        # the account bills in RUB
+    sim.set_offer("tg", "0", "0.30", 5, dearer="0.80")                    # dearer numbers offered first
     sim.inject("malformed", action="getStatus")                           # garbage, once
 """
 
@@ -228,9 +231,11 @@ class Simulator:
         count: int,
         *,
         protocol: str | None = None,
+        dearer: Decimal | float | str | None = None,
     ) -> None:
         """Set the offer for native codes; without `protocol`, at every protocol whose own code
-        space has both codes (ValueError when none has)."""
+        space has both codes (ValueError when none has). `dearer`: a level above the listed price,
+        sold first whenever the purchase's maxPrice (if any) allows it."""
         protocols = [protocol] if protocol else list(PROTOCOLS)
         matching = [
             p for p in protocols
@@ -240,7 +245,9 @@ class Simulator:
             raise ValueError(f"no protocol among {protocols} has service {service!r} in country {country!r}")
         with self.state.lock:
             for p in matching:
-                self.state.offers[(p, service, country)] = Offer(Decimal(str(price)), count)
+                self.state.offers[(p, service, country)] = Offer(
+                    Decimal(str(price)), count, Decimal(str(dearer)) if dearer is not None else None
+                )
 
     def requests(self, protocol: str | None = None, action: str | None = None) -> list[dict[str, str]]:
         """The request log: parameters (keys removed) of the calls of `protocol`/`action`, in order."""
@@ -332,6 +339,8 @@ class Simulator:
             elif action == "advance":
                 self.advance(float(body["seconds"]))
             elif action == "configure":
+                if "overcharge" in body:
+                    body["overcharge"] = Decimal(str(body["overcharge"]))
                 self.configure(**body)
             elif action == "webhook":
                 self.set_webhook(

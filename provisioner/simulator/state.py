@@ -41,12 +41,20 @@ class SimConfig:
     dialect: str = "classic"  # SMS-Activate dialect of every key without its own (simulator.dialects)
     dialects: dict[str, str] = field(default_factory=dict)  # key -> dialect
     sms_activate_lists_activations: bool = True  # False: getActiveActivations answers BAD_ACTION
+    # Charging more than quoted: each sale costs `overcharge` times its price, for the next
+    # `overcharge_times` sales (None: every one).
+    overcharge: Decimal = Decimal(1)
+    overcharge_times: int | None = None
+    # key -> the currency (ISO 4217 code) the account bills in, named in balance replies (SMS-MAN,
+    # OnlineSim), getNumberV2 and getActiveActivations; unset: each protocol's usual.
+    account_currency: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Offer:
-    price: Decimal
+    price: Decimal  # what price lists show
     count: int
+    dearer: Decimal | None = None  # a dearer level sold first while maxPrice (if any) allows it
 
 
 @dataclass
@@ -167,6 +175,9 @@ class SimState:
         """(service, country) -> offer of one protocol."""
         return {(s, c): o for (p, s, c), o in self.offers.items() if p == protocol}
 
+    def currency_of(self, key: str | None) -> str | None:
+        return self.config.account_currency.get(key or "")
+
     def dialect_of(self, key: str | None) -> str:
         return self.config.dialects.get(key or "", self.config.dialect)
 
@@ -195,9 +206,15 @@ class SimState:
         offer = self.offers.get((protocol, service, country))
         if offer is None or offer.count <= 0:
             raise SimError("no_numbers")
-        if max_price is not None and offer.price > max_price:
+        levels = [p for p in (offer.dearer, offer.price) if p is not None]
+        level = next((p for p in levels if max_price is None or p <= max_price), None)
+        if level is None:
             raise SimError("price_above", price=offer.price)
-        price = (offer.price * charge).quantize(Decimal("0.01"))
+        if self.config.overcharge != 1 and self.config.overcharge_times != 0:
+            charge *= self.config.overcharge
+            if self.config.overcharge_times is not None:
+                self.config.overcharge_times -= 1
+        price = (level * charge).quantize(Decimal("0.01"))
         if self.balances[key] < price:
             raise SimError("no_balance")
         now = self.now()

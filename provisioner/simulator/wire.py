@@ -42,6 +42,20 @@ def _num(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+ISO_NUMBERS = {"RUB": 643, "USD": 840, "EUR": 978}
+
+
+def _currency_field(state: SimState, key: str) -> dict[str, str]:
+    """The account's currency in a balance reply, when the simulator account names one."""
+    currency = state.currency_of(key)
+    return {"currency": currency} if currency else {}
+
+
+def _iso_number(state: SimState, key: str, usual: int) -> int:
+    currency = state.currency_of(key)
+    return ISO_NUMBERS.get(currency, usual) if currency else usual
+
+
 # --- SMS-MAN -------------------------------------------------------------------------------
 
 _SMS_MAN_ERRORS = {
@@ -71,7 +85,7 @@ def sms_man(state: SimState, action: str, params: dict[str, str]) -> Reply:
     try:
         key = state.check_key(params.get("token"))
         if action == "get-balance":
-            return as_json({"balance": f"{state.balances[key]:.2f}"})
+            return as_json({"balance": f"{state.balances[key]:.2f}", **_currency_field(state, key)})
         if action == "limits":
             return as_json(
                 [
@@ -194,8 +208,9 @@ def onlinesim(state: SimState, method: str, params: dict[str, str], authorizatio
                 (a.price for a in state.activations.values() if a.key == key and a.status in OPEN), Decimal()
             )
             return as_json(
-                {"response": 1, "balance": f"{state.balances[key]:.2f}", "zbalance": float(frozen)}
-            )
+                {"response": 1, "balance": f"{state.balances[key]:.2f}", "zbalance": float(frozen),
+                 **_currency_field(state, key)}
+            )  # fmt: skip
         if method == "getNumbersStats":
             country = params.get("country", "")
             if country == "all":
@@ -278,7 +293,7 @@ def sms_activate(state: SimState, params: dict[str, str]) -> Reply:
                 return text(f"ACCESS_NUMBER:{act.id}:{act.phone.lstrip('+')}")
             return as_json(
                 {"activationId": int(act.id), "phoneNumber": act.phone.lstrip("+"),
-                 "activationCost": float(act.price), "currency": dialect.currency,
+                 "activationCost": float(act.price), "currency": _iso_number(state, key, dialect.currency),
                  "countryCode": act.country, "canGetAnotherSms": True, "activationOperator": "any"}
             )  # fmt: skip
         if action == "getStatus":
@@ -331,6 +346,7 @@ def _sms_activate_active(state: SimState, key: str, params: dict[str, str]) -> R
             "activationTime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.bought_wall)),
             "countryCode": a.country,
             "canGetAnotherSms": "1",
+            **({"currency": _iso_number(state, key, 643)} if state.currency_of(key) else {}),
         }
         for a in acts[start : start + limit]
     ]

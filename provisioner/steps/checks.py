@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from provisioner.runtime import load_profiles
 from provisioner.settings import Settings
 from provisioner.settings.model import PROVIDER_NAMES, env_var_for
+from provisioner.steps import budgets
 from provisioner.steps.deps import Deps
 from provisioner.steps.request import ProvisionRequest, ResolvedRequest, price_cap
 from provisioner.steps.spend import AboveCeiling
+from provisioner.store import repository as repo
 from provisioner.values.money import NoRate
 
 
@@ -61,6 +63,13 @@ def validate_request(request: ProvisionRequest, settings: Settings) -> None:
         )
     if problems:
         raise InvalidRequest(problems)
+
+
+def check_budget(deps: Deps, session_id: str, plan: ResolvedRequest) -> None:
+    """The session owner's budgets can cover one number at the effective cap (no reservation: the
+    purchase reserves). Raises BudgetExhausted, so a session nobody could pay for boots no device."""
+    with deps.sessions() as db:
+        budgets.check(db, deps.settings, repo.get_session(db, session_id).owner, plan.max_price)
 
 
 def check_before_spending(deps: Deps, plan: ResolvedRequest) -> None:

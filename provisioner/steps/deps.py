@@ -54,7 +54,9 @@ class Deps:
                 config = self.settings.providers.get(name)
                 if not config.configured:
                     raise ProviderNotConfigured(name)
-                self._providers[name] = build_provider(name, config)
+                self._providers[name] = build_provider(
+                    name, config, allow_unquoted=self.settings.spend.allow_unquoted
+                )
             return self._providers[name]
 
     def close(self) -> None:

@@ -19,15 +19,18 @@ from providers.errors import (
     TransientError,
     UnavailableError,
 )
+from provisioner.steps import accounts, budgets
 from provisioner.steps.catalogs import purchase_target
 from provisioner.steps.codes import lease_of, record_code
 from provisioner.steps.deps import Deps
 from provisioner.steps.purchases import Resolution, Resolved, mark_unknown, resolve_now, unsettled_providers
 from provisioner.steps.request import RentRequest
+from provisioner.steps.spend import decide_keep
 from provisioner.store import LeaseOutcome, LeaseRow, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from provisioner.store.lease_states import CLOSED_LEASE_OUTCOMES, IllegalLeaseTransition
+from provisioner.values.money import Money
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +170,17 @@ def rent_number(deps: Deps, session_id: str, rent: RentRequest, *, attempt: int,
             target = purchase_target(
                 deps, name, service=rent.service, country=rent.country, max_price=rent.max_price
             )
-            skip = target if isinstance(target, str) else None
+            skip = (
+                target if isinstance(target, str) else accounts.purchase_block(deps, name, target.max_price)
+            )
         if skip is not None:
             tried.append(Tried(name, skip))
             if skip != "not configured":
                 log.warning("%s skipped: %s", name, skip)
             continue
-        with deps.sessions.begin() as db:
+        with deps.sessions.begin() as db:  # the pending lease is the budget reservation: one transaction
+            owner = repo.get_session(db, session_id).owner
+            budgets.reserve(db, deps.settings, owner, rent.max_price)  # raises BudgetExhausted
             lease_id = lease_repo.record_lease_pending(
                 db,
                 session_id,
@@ -182,6 +189,7 @@ def rent_number(deps: Deps, session_id: str, rent: RentRequest, *, attempt: int,
                 country=target.country,
                 attempt=attempt,
                 currency=target.currency,
+                cap=target.max_price,
             ).id
         try:
             lease = client.acquire(target.service, target.country, target.max_price)
@@ -205,17 +213,41 @@ def rent_number(deps: Deps, session_id: str, rent: RentRequest, *, attempt: int,
             tried.append(failed)
             log.warning("%s rented nothing (%s); trying the next provider", name, exc)
             continue
+        bought = lease_repo.BoughtNumber(
+            lease.activation_id, lease.phone, lease.price, lease.currency, lease.bought_at, lease.price_source
+        )
+        charged = Money(lease.price, lease.currency)
+        cancel_why, overcharged = decide_keep(
+            name, target.currency, charged, rent.max_price, deps.settings.fx
+        )
         with deps.sessions.begin() as db:
-            row = lease_repo.complete_lease(
-                db,
-                lease_id,
-                lease_repo.BoughtNumber(
-                    lease.activation_id, lease.phone, lease.price, lease.currency, lease.bought_at
-                ),
-            )
-            _record_rented(db, session_id, name, lease.phone, attempt=attempt, actor=actor)
-            return _rented(row)
+            row = lease_repo.complete_lease(db, lease_id, bought)
+            if cancel_why is None:
+                _record_rented(db, session_id, name, lease.phone, attempt=attempt, actor=actor)
+                return _rented(row)
+            row.overcharged = overcharged
+        tried.append(Tried(name, _cancel_at_once(deps, lease_id, name, lease, cancel_why)))
     raise decide_none_rented(tried)
+
+
+def _cancel_at_once(deps: Deps, lease_id: int, name: str, lease: Lease, why: str) -> str:
+    """A number bought that must not be kept (charged above the cap, or in another currency):
+    cancelled now (refunded) where the provider allows it, else left to reconciliation and marked
+    for a person. Returns the reason the provider is passed over."""
+    log.warning("%s: %s (lease %d)", name, why, lease_id)
+    if lease.currency != deps.provider(name).currency:
+        accounts.record_reported_currency(deps, name, lease.currency, "purchase reply")
+    try:
+        outcome = cancel_number_waiting(deps, lease_id, max_wait_s=0)
+    except ProviderError as exc:
+        outcome = f"cancel failed: {exc}"
+    if outcome != LeaseOutcome.CANCELLED:
+        with deps.sessions.begin() as db:
+            lease_repo.set_lease_attention(
+                db, lease_id, f"{why}; the cancel did not go through ({outcome}): check it"
+            )
+    log.info("lease %d: cancelled at once -> %s", lease_id, outcome)
+    return f"{why} ({outcome})"
 
 
 def _record_rented(db, session_id: str, name: str, phone: str, *, attempt: int, actor: str) -> None:

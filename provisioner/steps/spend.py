@@ -96,9 +96,8 @@ class BudgetExhausted(Exception):
         what = f"a number at up to {cap}" if cap is not None else "a number without a price cap"
         super().__init__(
             f"{BUDGET_EXHAUSTED}: {state.key if state.key != OVERALL else 'the overall'} budget "
-            f"{state.budget} has {state.remaining:.4f} {state.budget.limit.currency} left of "
-            f"{state.budget.limit.amount} (spent or reserved {state.spent:.4f}); {what} does not fit; "
-            f"resets at {state.resets_at.isoformat()}"
+            f"{state.budget} has {state.remaining:.4f} {state.budget.limit.currency} left (spent or "
+            f"reserved {state.spent:.4f}); {what} does not fit; resets at {state.resets_at.isoformat()}"
         )
 
     def __reduce__(self):  # picklable, for Prefect's state results
@@ -139,10 +138,24 @@ def decide_charge(charged: Money, cap: Money | None, fx: Mapping[str, Decimal]) 
     return Charge.WITHIN if in_cap <= cap.amount else Charge.OVER
 
 
-def decide_unquoted(*, quoted: bool, server_side_cap: bool, capped: bool, allow_unquoted: bool) -> bool:
-    """True when a purchase must be refused: a cap to keep, no quote to check it against, and a
-    provider that cannot enforce it itself (OnlineSim's getNum has no maxPrice)."""
-    return capped and not quoted and not server_side_cap and not allow_unquoted
+def decide_keep(
+    provider: str, account_currency: str, charged: Money, cap: Money | None, fx: Mapping[str, Decimal]
+) -> tuple[str | None, bool]:
+    """After a purchase: (why to cancel the number at once, or None to keep it; whether it counts
+    as an overcharge). A charge in another currency than the account's stops that provider; a
+    charge above the effective cap (or one that cannot be compared with it) is an overcharge."""
+    mismatch = decide_currency(provider, account_currency, charged.currency)
+    if mismatch:
+        return mismatch, False
+    verdict = decide_charge(charged, cap, fx)
+    if verdict == Charge.OVER:
+        return f"charged {charged}, above the cap {cap}: cancelled at once", True
+    if verdict == Charge.UNCOMPARABLE:
+        return (
+            f"charged {charged}, no rate (PROVISIONER_FX) to compare it with the cap {cap}: cancelled at once",
+            True,
+        )
+    return None, False
 
 
 def decide_currency(provider: str, configured: str, reported: str | None) -> str | None:

@@ -19,7 +19,7 @@ from provisioner.store.lease_states import (
     LeaseOutcome,
     check_lease_transition,
 )
-from provisioner.store.models import LeaseRow
+from provisioner.store.models import LeaseRow, SessionRow
 
 
 def list_open_leases(db: Session) -> list[LeaseRow]:
@@ -49,6 +49,7 @@ class BoughtNumber:
     price: Decimal
     currency: str
     bought_at: datetime
+    price_source: str | None = None  # reply | quote | cap: where the price recorded came from
 
 
 def record_lease_pending(
@@ -60,9 +61,12 @@ def record_lease_pending(
     country: str,
     attempt: int,
     currency: str | None = None,
+    cap: Decimal | None = None,
 ) -> LeaseRow:
     """Write the intent to buy before the purchase call, so a crash in between leaves a trace.
-    `service`/`country` are the provider's own codes; `currency` the account's."""
+    `service`/`country` are the provider's own codes; `currency` the account's; `cap` the most
+    the number may cost in it (reserved against the owner's budgets until the purchase settles).
+    The lease carries the session's owner (budgets count by it)."""
     lease = LeaseRow(
         session_id=session_id,
         provider=provider,
@@ -70,6 +74,8 @@ def record_lease_pending(
         country=country,
         attempt=attempt,
         currency=currency,
+        cap=cap,
+        owner=db.scalar(select(SessionRow.owner).where(SessionRow.id == session_id)),
         outcome=LeaseOutcome.PENDING.value,
     )
     db.add(lease)
@@ -87,6 +93,7 @@ def complete_lease(
     lease.price = bought.price
     lease.currency = bought.currency
     lease.bought_at = bought.bought_at
+    lease.price_source = bought.price_source
     db.flush()
     return lease
 
@@ -125,6 +132,11 @@ def set_lease_outcome(
 
 
 _FLAG_KEPT = frozenset({LeaseOutcome.UNKNOWN, LeaseOutcome.CANCEL_PENDING, LeaseOutcome.NEEDS_ATTENTION})
+
+
+def set_lease_attention(db: Session, lease_id: int, attention: str) -> None:
+    """Flag a lease for a person without changing its outcome."""
+    db.execute(update(LeaseRow).where(LeaseRow.id == lease_id).values(attention=attention))
 
 
 def note_lease(db: Session, lease_id: int, *, provider_status: str) -> None:

@@ -136,12 +136,22 @@ class LeaseRow(Base):
     # Why a person should look at this lease (set with needs_attention, or on an unknown purchase
     # that cannot be looked up); empty otherwise.
     attention: Mapped[str | None] = mapped_column(Text)
+    # The session's owner (budgets count by it); the effective cap in the account's currency (what
+    # a purchase not settled yet reserves); where `price` came from (reply, quote or cap); charged
+    # above the cap (cancelled at once).
+    owner: Mapped[str | None] = mapped_column(String(32))
+    cap: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+    price_source: Mapped[str | None] = mapped_column(String(16))
+    overcharged: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
 
     session: Mapped[SessionRow] = relationship(back_populates="leases")
 
     __table_args__ = (
         Index("ix_number_leases_session_id", "session_id"),
         Index("ix_number_leases_outcome", "outcome"),
+        Index("ix_number_leases_requested_at", "requested_at"),
     )
 
 
@@ -285,3 +295,32 @@ class DeploymentRow(Base):
     created_at: Mapped[datetime] = _tz_now()
 
     __table_args__ = (CheckConstraint("id = 1", name="ck_deployment_one_row"),)
+
+
+class BudgetRow(Base):
+    """A daily budget per owner (a client's name, or operator / prefect): what its purchases may
+    charge and reserve per calendar day in PROVISIONER_SPEND__TIMEZONE (store.spend)."""
+
+    __tablename__ = "budgets"
+
+    owner: Mapped[str] = mapped_column(String(32), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    updated_at: Mapped[datetime] = _tz_now()
+
+
+class ProviderAccountRow(Base):
+    """A provider account as last read: the currency the provider reports for it (None: the
+    protocol does not say), its balance, whether it is below PROVISIONER_SPEND__LOW_BALANCE, and
+    the last read's error."""
+
+    __tablename__ = "provider_accounts"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    currency_source: Mapped[str | None] = mapped_column(String(32))
+    balance: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
+    balance_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    low: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=text("false"))
+    error: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime] = _tz_now()

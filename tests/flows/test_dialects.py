@@ -111,7 +111,8 @@ class TestStatusCodeProvider:
         assert ledger.settled
 
 
-def test_lease_records_the_amount_actually_charged(provisioner_env, sim):
+def test_lease_records_the_amount_actually_charged(provisioner_env, sim, monkeypatch):
+    monkeypatch.setattr(provisioner_env.provider("sms_activate"), "currency", "USD")  # auction bills USD
     sim.set_dialect(SIM_KEY, "auction")
     sim.set_sms_delay(0.2)
     result = provision_session(request=ProvisionRequest(providers=["sms_activate"]))

@@ -87,7 +87,8 @@ def test_metrics_families_from_the_store(gateway_factory, make_session, db_sessi
     assert m["provisioner_provider_errors_total"] == {
         (("error", "ProviderUnavailable"), ("provider", "sms_man")): 1
     }
-    assert m["provisioner_money_spent_total"] == {(("currency", "RUB"), ("provider", "sms_man")): 20.0}
+    assert m["provisioner_spend_total"] == {(("currency", "RUB"), ("provider", "sms_man")): 20.0}
+    assert m["provisioner_refunds_total"] == {(("currency", "RUB"), ("provider", "sms_man")): 99.0}
 
 
 def test_device_pool_sizes_by_profile_and_state(gateway_factory, db_sessions) -> None:

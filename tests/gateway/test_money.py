@@ -80,3 +80,54 @@ class TestCeiling:
             create_app(make_deps(db_sessions, runtime, token=None))
             create_app(make_deps(db_sessions, runtime, token=None, spend={"max_price": "1 USD"}))
         assert [r.getMessage() for r in caplog.records].count(NO_CEILING) == 1
+
+
+def test_session_detail_shows_what_it_cost(gw, make_session) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from provisioner.store import LeaseOutcome
+    from provisioner.store import leases as lease_repo
+
+    sid = make_session()
+
+    def bought(db, price: str, outcome: LeaseOutcome, source: str) -> None:
+        row = lease_repo.record_lease_pending(
+            db,
+            sid,
+            provider="sms_activate",
+            service="tg",
+            country="0",
+            attempt=1,
+            currency="USD",
+            cap=Decimal("0.5"),
+        )
+        lease_repo.complete_lease(
+            db,
+            row.id,
+            lease_repo.BoughtNumber(
+                f"a{row.id}", "+79000000001", Decimal(price), "USD", datetime.now(UTC), source
+            ),
+        )
+        lease_repo.set_lease_outcome(db, row.id, outcome)
+
+    with gw.deps.sessions.begin() as db:
+        bought(db, "0.60", LeaseOutcome.CANCELLED, "reply")  # refunded: costs nothing
+        bought(db, "0.30", LeaseOutcome.FINISHED, "quote")
+        lease_repo.record_lease_pending(
+            db,
+            sid,
+            provider="sms_man",
+            service="1",
+            country="0",
+            attempt=2,
+            currency="RUB",
+            cap=Decimal("40"),
+        )  # a purchase not settled yet: its cap is reserved
+    body = gw.client.get(f"/sessions/{sid}").json()
+    assert body["cost"] == ["40.0000 RUB", "0.3000 USD"]
+    assert [(n["price"], n["price_source"], n["cap"]) for n in body["numbers"]] == [
+        ("0.6000", "reply", "0.5000"),
+        ("0.3000", "quote", "0.5000"),
+        (None, None, "40.0000"),
+    ]

@@ -95,7 +95,7 @@ def db_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
         conn.execute(
             text(
                 "TRUNCATE session_events, number_leases, sessions, code_watchers, provider_catalogs, hosts, devices, "
-                "reconcile_action_counts, clients RESTART IDENTITY CASCADE"
+                "reconcile_action_counts, clients, budgets, provider_accounts RESTART IDENTITY CASCADE"
             )
         )
 

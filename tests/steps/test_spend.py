@@ -17,7 +17,6 @@ from provisioner.steps.spend import (
     decide_charge,
     decide_currency,
     decide_reservation,
-    decide_unquoted,
     effective_cap,
 )
 from provisioner.values.money import Budget, Money, NoRate
@@ -102,23 +101,6 @@ class TestCharge:
     )
     def test_a_charge_above_the_effective_cap_is_over(self, charged, cap, verdict) -> None:
         assert decide_charge(M(charged), M(cap) if cap else None, FX) == verdict
-
-
-@pytest.mark.parametrize(
-    ("quoted", "server_side_cap", "capped", "allow", "refused"),
-    [
-        (True, False, True, False, False),
-        (False, True, True, False, False),  # the provider enforces maxPrice itself
-        (False, False, False, False, False),  # nothing to keep
-        (False, False, True, False, True),  # OnlineSim without a quote
-        (False, False, True, True, False),  # PROVISIONER_SPEND__ALLOW_UNQUOTED
-    ],
-)
-def test_unquoted_purchase_without_a_server_side_cap(quoted, server_side_cap, capped, allow, refused) -> None:
-    assert (
-        decide_unquoted(quoted=quoted, server_side_cap=server_side_cap, capped=capped, allow_unquoted=allow)
-        is refused
-    )
 
 
 @pytest.mark.parametrize(
