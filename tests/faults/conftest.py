@@ -24,6 +24,7 @@ from tests.harness.deployed import (
     provisioner_deploy,
 )
 from tests.harness.gateway import serve
+from tests.harness.services import TEST_PROFILES_FILE
 from tests.plugins.prefect_env import provisioner_environment
 
 # Reconciliation settings of the fault tests' flow runs: short deadlines, the real device grace.
@@ -58,17 +59,23 @@ def prefect(stack) -> Iterator[Prefect]:
 
 @pytest.fixture
 def start_worker(stack, sim, tmp_path) -> Iterator[Callable[..., Worker]]:
-    """start_worker(database_url, runtime) -> a running worker; all are stopped afterwards."""
+    """start_worker(database_url, runtime) -> a running worker; all are stopped afterwards.
+    ``reconcile=None``: the default reconciliation settings (no PROVISIONER_RECONCILE__* at all)."""
     _, env = stack
     workers: list[Worker] = []
 
-    def start(database_url: str, runtime: ContainerRuntime) -> Worker:
+    def start(
+        database_url: str, runtime: ContainerRuntime, reconcile: dict[str, str] | None = RECONCILE_ENV
+    ) -> Worker:
+        test_env = provisioner_environment(
+            instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
+        )
+        if reconcile is None:
+            test_env = {k: v for k, v in test_env.items() if not k.startswith("PROVISIONER_RECONCILE__")}
         worker_env = {
             **env,
-            **provisioner_environment(
-                instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
-            ),
-            **RECONCILE_ENV,
+            **test_env,
+            **(reconcile or {}),
             "PROVISIONER_DATABASE__URL": database_url,
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
@@ -94,7 +101,7 @@ def gateway_for(stack) -> Iterator[Callable[..., httpx.Client]]:
             settings = load_settings(
                 database={"url": sessions.kw["bind"].url.render_as_string(hide_password=False)},
                 instance_id=runtime.instance_id,
-                docker={"network": runtime.network},
+                docker={"network": runtime.network, "profiles_file": TEST_PROFILES_FILE},  # the worker's
                 gateway={"public_url": "http://gateway.test", "insecure_no_auth": True},
             )
             deps = Deps(settings=settings, sessions=sessions, _runtime=runtime)
