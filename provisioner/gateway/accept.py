@@ -33,7 +33,7 @@ from provisioner.store import State, new_session_id
 from provisioner.store import repository as repo
 from provisioner.store.clients import Client
 from provisioner.store.repository import StaleState
-from provisioner.store.states import ENDING, TERMINAL
+from provisioner.store.states import ALLOWED, TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,10 @@ class Ending:
 async def end(
     deps: Deps, runs: FlowRuns, session_id: str, *, actor: str, idempotency_key: str | None
 ) -> Ending:
-    """DELETE: an ended or releasing session answers its state and starts nothing; a session whose
-    provision run has not started is cancelled in Prefect and ended ``cancelled`` here (nothing was
-    bought); anything else gets a release flow run."""
+    """DELETE: an ended session answers its state and starts nothing; a session whose provision
+    run has not started is cancelled in Prefect and ended ``cancelled`` here (nothing was bought);
+    anything else gets a release flow run (the same one for a repeated DELETE) and reads
+    ``releasing`` from the moment of the reply, not only once that run starts."""
 
     def read() -> tuple[str, str | None]:
         with deps.sessions() as db:
@@ -197,7 +198,7 @@ async def end(
             return row.state, row.flow_run_id
 
     state, run_id = await run_in_threadpool(read)
-    if State(state) in ENDING:
+    if State(state) in TERMINAL:
         return Ending(session_id, state)
     if State(state) == State.REQUESTED and (run_id is None or await runs.cancel_unstarted(run_id)):
 
@@ -220,4 +221,15 @@ async def end(
         if cancelled is not None:
             return Ending(session_id, cancelled)
     run = await runs.start(RELEASE_DEPLOYMENT, {"session_id": session_id}, idempotency_key=idempotency_key)
-    return Ending(session_id, "releasing", str(run.id))
+    await run_in_threadpool(_mark_releasing, deps, session_id, actor)
+    return Ending(session_id, State.RELEASING.value, str(run.id))
+
+
+def _mark_releasing(deps: Deps, session_id: str, actor: str) -> None:
+    """Record the release as soon as its run exists (the run accepts a session already
+    releasing; reconciliation finishes a release whose run dies). A session still provisioning
+    stays as it is: its release run cancels the provision."""
+    with deps.sessions.begin() as db:
+        current = State(repo.get_session(db, session_id, for_update=True).state)
+        if State.RELEASING in ALLOWED[current]:
+            repo.transition(db, session_id, State.RELEASING, reason="release requested", actor=actor)

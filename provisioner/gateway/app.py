@@ -2,8 +2,8 @@
 
 Routes: GET /sessions, POST /sessions, GET|DELETE /sessions/{id}, GET /sessions/{id}/stream,
 GET|POST /sessions/{id}/code, GET /s/{id} (the session page), /vnc/{id}/... (HTTP and WebSocket
-proxy), GET /healthz (liveness), GET /readyz (readiness), GET /version, GET /metrics (Prometheus,
-operators). Every route naming a session goes through gateway.owners. Every reply carries
+proxy), GET /healthz (liveness), GET /readyz (readiness), GET /version, GET /openapi.json (the
+API's OpenAPI document), GET /metrics (Prometheus, operators). Every route naming a session goes through gateway.owners. Every reply carries
 X-Provisioner-Version; HTML replies carry Cache-Control: no-store (gateway.headers). Middleware,
 outermost first: StandardHeaders, Degrade (any failure -> 503), Guard (Host, WebSocket Origin,
 JSON bodies), BodyLimit (413 over 64 KiB), Authenticate (who calls). It refuses to start open
@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from provisioner.gateway import another_code, api, metrics, proxy, session_page, webhooks
+from provisioner.gateway import another_code, api, metrics, openapi, proxy, session_page, webhooks
 from provisioner.gateway.auth import Authenticate, redact, startup_refusal
 from provisioner.gateway.degrade import Degrade
 from provisioner.gateway.guard import Guard
@@ -72,6 +72,7 @@ def create_app(deps: Deps | None = None, runs: FlowRuns | None = None) -> Starle
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/version", version),
+        *openapi.routes,
         *api.routes,
         *another_code.routes,
         *session_page.routes,

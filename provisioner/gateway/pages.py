@@ -40,6 +40,8 @@ _MESSAGES = {
     "database unavailable": "The session store is not answering right now. Reload in a few seconds.",
     "orchestrator unavailable": "The Prefect API is not answering right now. Try again in a few seconds.",
     "internal error": "Something went wrong on our side. Reload in a few seconds.",
+    "unauthorized": "This page opens with its session's signed link (the link in the session's Prefect "
+    "artifact, printed by `provisioner provision`, or the API's page_url), or with an API token.",
 }
 
 

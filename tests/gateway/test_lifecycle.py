@@ -107,6 +107,21 @@ class TestDelete:
         first = gw.client.delete(f"/sessions/{sid}").json()
         second = gw.client.delete(f"/sessions/{sid}").json()
         assert first["flow_run_id"] == second["flow_run_id"] and len(gw.runs.started) == 1
+        assert second["state"] == "releasing"
+
+    def test_a_deleted_session_reads_releasing_before_its_release_run_starts(self, gw, make_session) -> None:
+        sid = make_session(State.VERIFIED)
+        reply = gw.client.delete(f"/sessions/{sid}")
+        assert reply.status_code == 202 and reply.json()["state"] == "releasing"
+        # The release run is only recorded (nothing runs it): the state is the gateway's own write.
+        assert gw.client.get(f"/sessions/{sid}").json()["state"] == "releasing"
+        assert row(gw, sid).state == "releasing"
+
+    def test_a_session_still_provisioning_is_left_to_its_release_run(self, gw, make_session) -> None:
+        sid = make_session(State.LAUNCHING)
+        reply = gw.client.delete(f"/sessions/{sid}")
+        assert reply.status_code == 202 and [d for d, _, _ in gw.runs.started] == ["release/release"]
+        assert row(gw, sid).state == "launching"  # its release run cancels the provision
 
 
 class TestInputLimits:

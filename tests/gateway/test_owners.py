@@ -46,6 +46,7 @@ NOT_SESSION_ROUTES = {
     "/healthz",  # open: liveness
     "/readyz",  # open: readiness
     "/version",
+    "/openapi.json",  # the API document (a token, like every route but the health checks)
     "/sessions",  # GET lists the caller's own; POST creates one owned by the caller
     "/metrics",  # operators only
     "/webhooks/{provider}/{secret}",  # providers, with their own secret
