@@ -20,7 +20,7 @@ from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import ReconcileSummary, reconcile_sessions
 from provisioner.reconciler import observe
 from provisioner.runtime.isolation import pair_network_name
-from provisioner.runtime.model import Role, ownership_labels
+from provisioner.runtime.model import Role, ownership_labels, stream_auth
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import DeviceState, LeaseOutcome, LeaseRow, State, get_engine, new_session_id
 from provisioner.store import devices as devrepo
@@ -138,8 +138,13 @@ class TestHealAndOrphan:
         assert row.state == State.VERIFIED
         with deps.sessions() as db:
             assert any("stream healed" in e.reason for e in repo.recent_events(db, sid))
-        runtime.wait_stream_ready(did, 10)  # noVNC page and the device's RFB banner over the WebSocket
-        assert httpx.get(row.stream_url.split("?")[0], timeout=5).status_code == 200
+        with deps.sessions() as db:
+            secret = devrepo.get_device(db, did).stream_secret  # the healed stream serves the same one
+        assert secret
+        runtime.wait_stream_ready(did, 10, secret=secret)  # noVNC page and the RFB banner over the WebSocket
+        assert (
+            httpx.get(row.stream_url.split("?")[0], timeout=5, headers=stream_auth(secret)).status_code == 200
+        )
         assert run_pass().actions == []  # healed for good
 
         runtime.remove(runtime.name_for(did, Role.DEVICE))
