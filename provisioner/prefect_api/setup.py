@@ -64,6 +64,18 @@ def deployment_names() -> list[str]:
         return sorted(f"{d.name}" for d in client.read_deployments())
 
 
+# Events that show a run is alive (a heartbeat) or has ended: both automations expect one of them.
+ALIVE_OR_ENDED = frozenset(
+    {
+        "prefect.flow-run.heartbeat",
+        "prefect.flow-run.Completed",
+        "prefect.flow-run.Failed",
+        "prefect.flow-run.Cancelled",
+        "prefect.flow-run.Crashed",
+    }
+)
+
+
 def zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Automation:
     """Prefect's recipe for zombie flow runs: a run that sent a heartbeat and then, within the
     timeout, neither another heartbeat nor a final state, is set Crashed."""
@@ -73,13 +85,7 @@ def zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Autom
         "machine lost); reconciliation then ends or re-submits their sessions.",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-            },
+            expect=ALIVE_OR_ENDED,
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
@@ -106,13 +112,7 @@ def silent_start_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) ->
         "their sessions.",
         trigger=EventTrigger(
             after={"prefect.flow-run.Running"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-            },
+            expect=ALIVE_OR_ENDED,
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             match_related=ResourceSpecification(
                 {"prefect.resource.id": f"prefect.tag.{DEPLOYMENT_TAG}", "prefect.resource.role": "tag"}

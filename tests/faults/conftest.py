@@ -10,11 +10,14 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from provisioner.cli.local_postgres import throwaway
 from provisioner.gateway.app import create_app
 from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.runtime import ContainerRuntime
 from provisioner.settings import load_settings
 from provisioner.steps.deps import Deps
+from provisioner.store import make_engine
+from provisioner.store.migrate import upgrade
 from tests.harness.deployed import (
     HEARTBEAT_S,
     Prefect,
@@ -109,3 +112,18 @@ def gateway_for(stack) -> Iterator[Callable[..., httpx.Client]]:
             return exits.enter_context(httpx.Client(base_url=url, timeout=30, trust_env=False))
 
         yield make
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL cluster of this test alone (it is stopped mid-test), migrated."""
+    cluster = throwaway()
+    cluster.start()
+    url = cluster.create_database("provisioner")
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield cluster, url, sessionmaker(engine, expire_on_commit=False)
+    finally:
+        engine.dispose()
+        cluster.stop()

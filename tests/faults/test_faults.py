@@ -13,13 +13,11 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
 
-from provisioner.store import LIVE, PROVISIONING, TERMINAL, SessionRow, State, make_engine
+from provisioner.store import LIVE, PROVISIONING, TERMINAL, SessionRow, State
 from provisioner.store import devices as devrepo
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from provisioner.store.migrate import upgrade
 from tests.harness.deployed import HEARTBEAT_S, HEARTBEAT_TIMEOUT_S, AnswerLog
 from tests.support import wait_for
 
@@ -158,23 +156,6 @@ def test_worker_and_its_flow_runs_killed_mid_burst(
         assert prefect.reconcile_pass() == "COMPLETED"  # strays and leftovers of the killed runs
         wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
     assert_nothing_left(prefect, runtime, sim, db_sessions, ids, answers)
-
-
-@pytest.fixture
-def own_postgres():
-    """A PostgreSQL cluster of this test alone (it is stopped mid-test), migrated."""
-    from provisioner.cli.local_postgres import throwaway
-
-    cluster = throwaway()
-    cluster.start()
-    url = cluster.create_database("provisioner")
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        yield cluster, url, sessionmaker(engine, expire_on_commit=False)
-    finally:
-        engine.dispose()
-        cluster.stop()
 
 
 def test_postgres_stopped_20s_mid_burst(

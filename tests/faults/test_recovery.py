@@ -20,13 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy.orm import sessionmaker
 
 from provisioner.prefect_api.setup import DEPLOYMENT_TAG
-from provisioner.store import TERMINAL, State, make_engine
+from provisioner.store import TERMINAL, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from provisioner.store.migrate import upgrade
 from tests.harness.deployed import HEARTBEAT_TIMEOUT_S, AnswerLog, Prefect, prefect_server, provisioner_deploy
 from tests.harness.services import TEST_PROFILES_FILE
 from tests.support import wait_for
@@ -49,23 +47,6 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
         done = provisioner_deploy({**env, "PROVISIONER_DOCKER__PROFILES_FILE": str(TEST_PROFILES_FILE)})
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         yield api_url, env
-
-
-@pytest.fixture
-def own_postgres():
-    """A PostgreSQL cluster of this test alone (it is stopped mid-test), migrated."""
-    from provisioner.cli.local_postgres import throwaway
-
-    cluster = throwaway()
-    cluster.start()
-    url = cluster.create_database("provisioner")
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        yield cluster, url, sessionmaker(engine, expire_on_commit=False)
-    finally:
-        engine.dispose()
-        cluster.stop()
 
 
 def states(sessions, ids) -> dict[str, State]:
