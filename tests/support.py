@@ -12,15 +12,22 @@ from provisioner.store import repository as repo
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
-    """Poll until ``predicate`` returns something truthy, and return it."""
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    describe: Callable[[], object] | None = None,
+) -> T:
+    """Poll until ``predicate`` returns something truthy, and return it. On timeout the error
+    carries ``describe()``: what the test saw last."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout:g} s")
+    seen = f": {describe()}" if describe else ""
+    raise AssertionError(f"condition not met within {timeout:g} s{seen}")
 
 
 def session(deps, session_id: str):

@@ -33,6 +33,8 @@ from tests.plugins.prefect_env import provisioner_environment
 # Reconciliation settings of the fault tests' flow runs: short deadlines, the real device grace.
 RECONCILE_ENV = {
     "PROVISIONER_RECONCILE__RUN_START_DEADLINE_S": "8",
+    # A run the killed worker took but never started: past this by the first pass after the kill.
+    "PROVISIONER_RECONCILE__RUN_PENDING_DEADLINE_S": "20",
     "PROVISIONER_RECONCILE__DEVICE_GRACE_S": "60",
     "PROVISIONER_RECONCILE__STALE_AFTER_S": "5",
     "PROVISIONER_RECONCILE__HEARTBEAT_INTERVAL_S": "1",

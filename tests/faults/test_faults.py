@@ -140,7 +140,11 @@ def test_worker_and_its_flow_runs_killed_mid_burst(
         assert "heartbeat" in prefect.run(held_run)["state"]["message"]
 
         assert prefect.reconcile_pass() == "COMPLETED"  # the second pass
-        outcome = wait_for(lambda: all_reached_an_outcome(db_sessions, ids), timeout=90)
+        outcome = wait_for(
+            lambda: all_reached_an_outcome(db_sessions, ids),
+            timeout=90,
+            describe=lambda: states(db_sessions, ids),
+        )
         with db_sessions() as db:
             for sid, state in outcome.items():
                 if state != State.VERIFIED:
@@ -154,7 +158,11 @@ def test_worker_and_its_flow_runs_killed_mid_burst(
 
         release_all(client, db_sessions, [*ids, blocker])
         assert prefect.reconcile_pass() == "COMPLETED"  # strays and leftovers of the killed runs
-        wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
+        wait_for(
+            lambda: prefect.alive_provision_runs() == [],
+            timeout=30,
+            describe=lambda: [(r["state_type"], r["parameters"]) for r in prefect.alive_provision_runs()],
+        )
     assert_nothing_left(prefect, runtime, sim, db_sessions, ids, answers)
 
 
@@ -191,10 +199,18 @@ def test_postgres_stopped_20s_mid_burst(
         assert answers.by_path["/readyz"][503] > 0  # readiness said so meanwhile
         for _ in range(2):
             assert prefect.reconcile_pass() == "COMPLETED"
-        wait_for(lambda: all_reached_an_outcome(sessions, [live, *ids]), timeout=90)
+        wait_for(
+            lambda: all_reached_an_outcome(sessions, [live, *ids]),
+            timeout=90,
+            describe=lambda: states(sessions, [live, *ids]),
+        )
         release_all(client, sessions, [live, *ids])
         assert prefect.reconcile_pass() == "COMPLETED"
-        wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
+        wait_for(
+            lambda: prefect.alive_provision_runs() == [],
+            timeout=30,
+            describe=lambda: [(r["state_type"], r["parameters"]) for r in prefect.alive_provision_runs()],
+        )
         assert prefect.launch_slots_in_use(runtime.instance_id) == 0
     assert_nothing_left(prefect, runtime, sim, sessions, [live, *ids], answers)
 
