@@ -4,7 +4,8 @@ workers, the gateway, PostgreSQL, Docker and the provider simulator.
 Each test asserts, after its fault: every accepted request reached its outcome (verified, or ended
 with a reason) within two reconcile passes; no provision run is left alive in Prefect; no launch
 or reconcile slot is held; no container and no number leaked (the simulator's ledger is settled
-after release); no gateway answer was a 500 or a 502."""
+after release); the gateway answered every request it was sent (none hung past 10 s or dropped)
+and none of its answers was a 500 or a 502."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.docker
 
 LAUNCH_LEASE_S = 60  # provisioning.launch.LAUNCH_LEASE_S
 OUTCOMES = {s.value for s in TERMINAL | {State.VERIFIED}}
+MIN_ANSWERS = 10  # per polled path, over a fault test (each runs 30 s or more)
 
 
 def states(sessions, ids) -> dict[str, str]:
@@ -62,6 +64,10 @@ def assert_nothing_left(prefect, runtime, sim, sessions, ids, answers) -> None:
         open_leases = [x.id for x in lease_repo.list_open_leases(db) if x.session_id in ids]
     assert open_leases == []
     assert answers.server_errors == {}, answers.by_path
+    assert answers.errors == {}, answers.errors  # every request was answered, none hung or dropped
+    fewest = min(answers.answered(path) for path in answers.paths())
+    print(f"answers: {fewest} at least per path; {dict(answers.codes)}")
+    assert fewest >= MIN_ANSWERS, answers.by_path
 
 
 def expired_verified_session(sessions) -> str:
@@ -73,10 +79,11 @@ def expired_verified_session(sessions) -> str:
 
 
 def test_delete_before_the_run_started_cancels_it_in_prefect(
-    prefect, gateway_for, db_sessions, runtime_factory, sim
+    prefect, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim
 ):
     """No worker runs yet: the accepted run waits Scheduled. The session is readable at once, and
-    DELETE cancels the run in Prefect and ends the session without buying anything."""
+    DELETE cancels the run in Prefect and ends the session. A worker started afterwards runs the
+    next session's provision but never the cancelled run: one number bought in all."""
     runtime = runtime_factory()
     client = gateway_for(db_sessions, runtime)
     created = client.post("/sessions", json={"providers": ["sms_activate"]})
@@ -93,7 +100,15 @@ def test_delete_before_the_run_started_cancels_it_in_prefect(
         "state": "cancelled",
         "flow_run_id": None,
     }
-    assert sim.purchases == 0
+
+    start_worker(database_url, runtime)
+    sim.set_sms_delay(0.5)
+    second = post_burst(client, 1)[0]  # proves the worker polls and runs what is scheduled
+    wait_for(lambda: states(db_sessions, [second])[second] == State.VERIFIED, timeout=90)
+    assert prefect.state(run_id) == "CANCELLED"
+    assert states(db_sessions, [sid])[sid] == State.CANCELLED
+    assert sim.purchases == 1
+    release_all(client, db_sessions, [second])
 
 
 def test_worker_and_its_flow_runs_killed_mid_burst(

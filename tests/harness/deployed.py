@@ -251,12 +251,21 @@ class Prefect:
 
 
 class AnswerLog:
-    """Polls gateway routes in a thread and counts every status code a client saw."""
+    """Polls gateway routes in a thread and counts every status code a client saw, and apart from
+    them every request that got no answer (timeout, refused or reset connection, broken body)."""
 
-    def __init__(self, client: httpx.Client, paths: Callable[[], list[str]], interval: float = 0.3) -> None:
-        self.client, self.paths, self.interval = client, paths, interval
+    def __init__(
+        self,
+        client: httpx.Client,
+        paths: Callable[[], list[str]],
+        interval: float = 0.3,
+        timeout: float = 10.0,
+    ) -> None:
+        """``timeout``: how long a client waits for an answer (longer counts as none)."""
+        self.client, self.paths, self.interval, self.timeout = client, paths, interval, timeout
         self.codes: Counter[int] = Counter()
         self.by_path: dict[str, Counter[int]] = {}
+        self.errors: dict[str, Counter[str]] = {}  # path -> exception type -> count
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="answer-log")
 
@@ -264,13 +273,20 @@ class AnswerLog:
         self.codes[code] += 1
         self.by_path.setdefault(path, Counter())[code] += 1
 
+    def answered(self, path: str) -> int:
+        return sum(self.by_path.get(path, Counter()).values())
+
     def _run(self) -> None:
         while not self._stop.is_set():
             for path in self.paths():
-                with contextlib.suppress(httpx.HTTPError):
-                    self.record(
-                        path, self.client.get(path, headers={"Accept": "application/json"}).status_code
+                try:
+                    reply = self.client.get(
+                        path, headers={"Accept": "application/json"}, timeout=self.timeout
                     )
+                except httpx.HTTPError as exc:
+                    self.errors.setdefault(path, Counter())[type(exc).__name__] += 1
+                else:
+                    self.record(path, reply.status_code)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> AnswerLog:
@@ -279,7 +295,7 @@ class AnswerLog:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=self.timeout + 10)
 
     @property
     def server_errors(self) -> dict[int, int]:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +53,7 @@ class HostStack:
     env: dict[str, str]  # the workers' environment, without an engine
     instance_id: str
     workers: list[Worker]
+    home: Path  # the server's home; worker logs
 
     def logs(self) -> str:
         return "\n".join(w.log_path.read_text()[-3000:] for w in self.workers)
@@ -103,7 +105,7 @@ def host_stack(tmp_path_factory, simulator, extra_engines, database_url) -> Iter
         ]
         api = Prefect(api_url)
         try:
-            yield HostStack(api, run_env, instance_id, workers)
+            yield HostStack(api, run_env, instance_id, workers, home)
         finally:
             for worker in workers:
                 worker.stop()
@@ -132,7 +134,8 @@ def add_host(stack: HostStack, engine, cpus: str) -> str:
 
 
 def containers_by_device(engine, instance_id: str) -> Counter[str]:
-    rows = engine.client.api.containers(filters={"label": f"provisioner.instance={instance_id}"})
+    """Containers of the instance on the engine by device, created or exited ones included."""
+    rows = engine.client.api.containers(all=True, filters={"label": f"provisioner.instance={instance_id}"})
     return Counter(row["Labels"]["provisioner.device"] for row in rows)
 
 
@@ -207,7 +210,24 @@ def test_a_launch_no_worker_picks_up_is_cancelled_and_its_device_retired(
     with db_sessions() as db:
         row = devrepo.get_device(db, device_id)
         assert (row.state, "host-nobody" in row.reason) == ("failed", True)
-    assert containers_by_device(engine, stack.instance_id)[device_id] == 0
+
+    # A worker now serves the queue: it runs the next launch there, never the cancelled one.
+    log_path = stack.home / "worker-nobody.log"
+    engine_env = {"DOCKER_HOST": engine.url, "PROVISIONER_DOCKER__HOST": engine.url}
+    stack.workers.append(Worker({**stack.env, **engine_env}, log_path, queues=("host-nobody",)))
+    patient = load_settings(
+        instance_id=stack.instance_id,
+        docker={"network": TEST_NETWORK, "profiles_file": TEST_PROFILES_FILE},
+        hosts={"launch_start_s": RUN_S},
+    )
+    deps = Deps(patient, db_sessions, HostsRuntime.from_settings(patient, db_sessions))
+    second, _ = record_device(deps, "stub", host="nobody")
+    with temporary_settings({PREFECT_API_URL: stack.api.api_url}):
+        launch_on_queue(deps, second, host="nobody", profile="stub", reason="test")
+    assert stack.launches()[second] == ("host-nobody", "COMPLETED"), log_path.read_text()[-3000:]
+    assert stack.launches()[device_id] == ("host-nobody", "CANCELLED")
+    placed = containers_by_device(engine, stack.instance_id)
+    assert (placed[second], placed[device_id]) == (2, 0)
 
 
 def test_a_launch_whose_run_crashes_is_reported_at_once_not_at_the_deadline(
