@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner.prefect_api.names import queue_name
+from provisioner.prefect_api.names import EXECUTOR_POOL, queue_name
 from provisioner.prefect_api.setup import (
     HEARTBEAT_TIMEOUT_S,
     deployment_names,
@@ -40,6 +40,7 @@ class DeployReport:
     automation: str  # each automation's "created" | "updated"
     balance_automation: str = ""  # the low-balance example automation: created (disabled) | exists
     host_queues: str = ""  # the hosts' work queues: "host-a (created), host-b (exists)" or why not
+    executor_pool: str = ""  # provisioner-executor: "created" | "exists"
 
 
 def ensure_host_queues() -> str:
@@ -83,6 +84,7 @@ def deploy_prefect_yaml(root: Path) -> str:
 def deploy(*, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S, root: Path | None = None) -> DeployReport:
     return DeployReport(
         work_pool=ensure_work_pool(),
+        executor_pool=ensure_work_pool(EXECUTOR_POOL),  # before prefect deploy: its deployment names it
         deployments=deploy_prefect_yaml(root or project_root()),
         automation=ensure_zombie_automations(heartbeat_timeout_s),
         host_queues=ensure_host_queues(),

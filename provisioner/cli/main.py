@@ -15,7 +15,7 @@ from provisioner.cli.leases import leases
 from provisioner.cli.operations import deploy, doctor, migrate, reconcile
 from provisioner.cli.provision import provision
 from provisioner.cli.secrets import secrets_app
-from provisioner.cli.services import sim, watch
+from provisioner.cli.services import executor, sim, watch
 from provisioner.cli.sessions import code, release, sessions
 from provisioner.cli.spend import spend
 
@@ -51,6 +51,7 @@ COMMANDS = (
     release,
     sim,
     watch,
+    executor,
     code,
     migrate,
     doctor,

@@ -60,6 +60,7 @@ def deploy(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     console.print(f"work pool provisioner-process: {report.work_pool}")
+    console.print(f"work pool provisioner-executor: {report.executor_pool}")
     console.print(f"deployments: {report.deployments}")
     console.print(f"automations (crash runs whose heartbeats stop, or never start): {report.automation}")
     console.print(f"hosts' work queues: {report.host_queues}")

@@ -75,3 +75,32 @@ def watch(
         return
     console.print(f"code watcher for {', '.join(names)} (Ctrl-C to stop)")
     run_watch(load_deps(), names, stop)
+
+
+def executor(
+    pool: Annotated[str, typer.Option(help="The work pool whose provision runs it executes")] = "",
+    limit: Annotated[int, typer.Option(min=1, help="The most flow runs it executes at once")] = 100,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between reads of the pool")] = 0.5,
+) -> None:
+    """Run provision flow runs of the executor work pool in threads of this process (no process per run)."""
+    import logging
+    import signal
+
+    from provisioner.prefect_api.names import EXECUTOR_POOL
+
+    load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from flows.provision import provision_session
+    from provisioner.executor import Executor
+
+    deps = load_deps()
+    deps.runtime  # noqa: B018 - built once here, shared by the runs' threads
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = Executor(
+        {provision_session.name: provision_session}, pool=pool or EXECUTOR_POOL, limit=limit, poll_s=poll
+    )
+    console.print(f"executor {runner.name} on work pool {runner.pool}, up to {limit} runs at once")
+    runner.serve(stop)

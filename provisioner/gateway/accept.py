@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from provisioner.prefect_api.names import PROVISION_DEPLOYMENT, RELEASE_DEPLOYMENT
+from provisioner.prefect_api.names import RELEASE_DEPLOYMENT, provision_deployment
 from provisioner.prefect_api.orchestrator import FlowRuns, OrchestratorError
 from provisioner.steps.deps import Deps
 from provisioner.steps.devices import claim_device
@@ -137,7 +137,9 @@ async def accept(
     parameters = provision_parameters(await run_in_threadpool(stored_request), session_id)
     try:
         run = await runs.start(
-            PROVISION_DEPLOYMENT, parameters, idempotency_key=first_run_key(session_id, idempotency_key)
+            provision_deployment(deps.settings.gateway.run_on),
+            parameters,
+            idempotency_key=first_run_key(session_id, idempotency_key),
         )
     except OrchestratorError as exc:
         if idempotency_key is None:

@@ -22,7 +22,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Cancelling, Crashed
 
-from provisioner.prefect_api.names import LAUNCH_DEPLOYMENT, PROVISION_DEPLOYMENT
+from provisioner.prefect_api.names import LAUNCH_DEPLOYMENT
 
 NOT_STARTED = frozenset({StateType.SCHEDULED, StateType.PENDING})
 FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED})
@@ -41,10 +41,10 @@ def current_run_id() -> str | None:
 # -- creating runs ----------------------------------------------------------------------------------
 
 
-def submit_provision(parameters: dict[str, Any], *, idempotency_key: str) -> str:
-    """Create a provision flow run of the deployment and return its id at once."""
+def submit_provision(deployment: str, parameters: dict[str, Any], *, idempotency_key: str) -> str:
+    """Create a provision flow run of ``deployment`` and return its id at once."""
     run = run_deployment(
-        name=PROVISION_DEPLOYMENT,
+        name=deployment,
         parameters=parameters,
         timeout=0,
         idempotency_key=idempotency_key,

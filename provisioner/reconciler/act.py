@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from providers.errors import ProviderError
+from provisioner.prefect_api.names import provision_deployment
 from provisioner.prefect_api.runs import end_run, submit_provision
 from provisioner.reconciler.model import Action, Kind, Reason
 from provisioner.steps.deps import Deps
@@ -160,7 +161,8 @@ def _submit_run(deps: Deps, action: Action, actor: str) -> str:
         key = resubmission_key(sid, submissions + 1)
     else:
         key = first_run_key(sid, key)
-    run_id = submit_provision(provision_parameters(request, sid), idempotency_key=key)
+    deployment = provision_deployment(deps.settings.gateway.run_on)
+    run_id = submit_provision(deployment, provision_parameters(request, sid), idempotency_key=key)
     with deps.sessions.begin() as db:
         repo.record_submission(db, sid, run_id)
         repo.record_event(db, sid, reason=f"provision run {run_id} submitted: {action.reason}", actor=actor)

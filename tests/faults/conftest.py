@@ -20,6 +20,7 @@ from provisioner.store import make_engine
 from provisioner.store.migrate import upgrade
 from tests.harness.deployed import (
     HEARTBEAT_S,
+    Executor,
     Prefect,
     Worker,
     pause_schedules,
@@ -62,31 +63,46 @@ def prefect(stack) -> Iterator[Prefect]:
     api.client.close()
 
 
+def flow_run_env(
+    env: dict[str, str],
+    sim,
+    database_url: str,
+    runtime: ContainerRuntime,
+    reconcile: dict[str, str] | None = RECONCILE_ENV,
+) -> dict[str, str]:
+    """The environment of a worker or executor whose flow runs use this database, simulator and
+    instance. ``reconcile=None``: the default reconciliation settings (no PROVISIONER_RECONCILE__*)."""
+    test_env = provisioner_environment(
+        instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
+    )
+    if reconcile is None:
+        test_env = {k: v for k, v in test_env.items() if not k.startswith("PROVISIONER_RECONCILE__")}
+    return {
+        **env,
+        **test_env,
+        **(reconcile or {}),
+        "PROVISIONER_DATABASE__URL": database_url,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+        "PREFECT_LOGGING_LEVEL": "INFO",  # the worker log tells what each run did
+    }
+
+
 @pytest.fixture
 def start_worker(stack, sim, tmp_path) -> Iterator[Callable[..., Worker]]:
     """start_worker(database_url, runtime) -> a running worker; all are stopped afterwards.
-    ``reconcile=None``: the default reconciliation settings (no PROVISIONER_RECONCILE__* at all)."""
+    ``reconcile=None``: the default reconciliation settings; ``extra``: more variables."""
     _, env = stack
     workers: list[Worker] = []
 
     def start(
-        database_url: str, runtime: ContainerRuntime, reconcile: dict[str, str] | None = RECONCILE_ENV
+        database_url: str,
+        runtime: ContainerRuntime,
+        reconcile: dict[str, str] | None = RECONCILE_ENV,
+        extra: dict[str, str] | None = None,
     ) -> Worker:
-        test_env = provisioner_environment(
-            instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
-        )
-        if reconcile is None:
-            test_env = {k: v for k, v in test_env.items() if not k.startswith("PROVISIONER_RECONCILE__")}
-        worker_env = {
-            **env,
-            **test_env,
-            **(reconcile or {}),
-            "PROVISIONER_DATABASE__URL": database_url,
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
-            "PREFECT_LOGGING_LEVEL": "INFO",  # the worker log tells what each run did
-        }
+        worker_env = {**flow_run_env(env, sim, database_url, runtime, reconcile), **(extra or {})}
         worker = Worker(worker_env, tmp_path / "worker.log")
         workers.append(worker)
         return worker
@@ -97,17 +113,36 @@ def start_worker(stack, sim, tmp_path) -> Iterator[Callable[..., Worker]]:
 
 
 @pytest.fixture
+def start_executor(stack, sim, tmp_path) -> Iterator[Callable[..., Executor]]:
+    """start_executor(database_url, runtime) -> a running `provisioner executor`; all stopped after."""
+    _, env = stack
+    executors: list[Executor] = []
+
+    def start(database_url: str, runtime: ContainerRuntime) -> Executor:
+        executor = Executor(flow_run_env(env, sim, database_url, runtime), tmp_path / "executor.log")
+        executors.append(executor)
+        return executor
+
+    yield start
+    for executor in executors:
+        executor.stop()
+
+
+@pytest.fixture
 def gateway_for(stack) -> Iterator[Callable[..., httpx.Client]]:
-    """gateway_for(sessions, runtime) -> a client of a gateway on that database and the server."""
+    """gateway_for(sessions, runtime) -> a client of a gateway on that database and the server;
+    ``run_on``: where its provisions run (executor or worker)."""
     api_url, _ = stack
     with contextlib.ExitStack() as exits:
 
-        def make(sessions: sessionmaker[Session], runtime: ContainerRuntime) -> httpx.Client:
+        def make(
+            sessions: sessionmaker[Session], runtime: ContainerRuntime, run_on: str = "worker"
+        ) -> httpx.Client:
             settings = load_settings(
                 database={"url": sessions.kw["bind"].url.render_as_string(hide_password=False)},
                 instance_id=runtime.instance_id,
                 docker={"network": runtime.network, "profiles_file": TEST_PROFILES_FILE},  # the worker's
-                gateway={"public_url": "http://gateway.test", "insecure_no_auth": True},
+                gateway={"public_url": "http://gateway.test", "insecure_no_auth": True, "run_on": run_on},
             )
             deps = Deps(settings=settings, sessions=sessions, _runtime=runtime)
             url = exits.enter_context(serve(create_app(deps, runs=PrefectFlowRuns(api_url=api_url))))

@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-APP_SERVICES = ("migrate", "deploy", "worker", "gateway", "watcher")
+APP_SERVICES = ("migrate", "deploy", "worker", "executor", "gateway", "watcher")
 
 
 def compose_command() -> list[str] | None:
@@ -68,6 +68,7 @@ class TestCompose:
             "prefect-server",
             "deploy",
             "worker",
+            "executor",
             "gateway",
             "watcher",
             "simulator",
@@ -85,6 +86,10 @@ class TestCompose:
         assert worker["depends_on"]["prefect-server"]["condition"] == "service_healthy"
         assert any("/var/run/docker.sock" in str(v) for v in worker["volumes"])
         assert "provisioner-process" in worker["command"]
+        executor = services["executor"]
+        assert executor["command"][:2] == ["provisioner", "executor"]
+        assert any("/var/run/docker.sock" in str(v) for v in executor["volumes"])
+        assert executor["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
         gateway = services["gateway"]
         assert gateway["environment"]["PROVISIONER_GATEWAY__TOKEN"] == "gwtoken"
         assert "s3cretpw" in gateway["environment"]["PROVISIONER_DATABASE__URL"]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from provisioner.gateway.app import create_app
+from provisioner.prefect_api.names import EXECUTOR_POOL
 from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.settings.version import VERSION
 from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
@@ -35,20 +36,24 @@ def prefect_server(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
 @pytest.fixture(scope="module")
 def deployed(prefect_server) -> tuple[str, dict[str, str]]:
     api_url, env = prefect_server
-    created = prefect_cli("work-pool", "create", POOL, "--type", "process", env=env)
-    assert created.returncode == 0, created.stdout + created.stderr
+    for pool in (POOL, EXECUTOR_POOL):
+        created = prefect_cli("work-pool", "create", pool, "--type", "process", env=env)
+        assert created.returncode == 0, created.stdout + created.stderr
     # The pull step records $PWD as the flows' directory: deploy from the project root.
     deployed = prefect_cli("--no-prompt", "deploy", "--all", env={**env, "PWD": str(ROOT)})
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     return api_url, env
 
 
-def test_prefect_deploy_registers_the_five_deployments(deployed) -> None:
+def test_prefect_deploy_registers_the_six_deployments(deployed) -> None:
     api_url, _ = deployed
     reply = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10, trust_env=False)
     by_name = {d["name"]: d for d in reply.json()}
-    assert set(by_name) == {"provision", "release", "reconcile", "maintain-pool", "launch-device"}
-    assert all(d["work_pool_name"] == POOL for d in by_name.values())
+    assert set(by_name) == {"provision", "executor", "release", "reconcile", "maintain-pool", "launch-device"}
+    assert {name: d["work_pool_name"] for name, d in by_name.items() if d["work_pool_name"] != POOL} == {
+        "executor": EXECUTOR_POOL
+    }
+    assert by_name["executor"]["entrypoint"] == by_name["provision"]["entrypoint"]
     assert {d["version"] for d in by_name.values()} == {VERSION}
     assert by_name["provision"]["entrypoint"] == "flows/provision.py:provision_session"
     assert by_name["release"]["entrypoint"] == "flows/release.py:release_session"

@@ -172,6 +172,23 @@ class Worker:
         self._log.close()
 
 
+class Executor(Worker):
+    """`provisioner executor` in a process group of its own (its flow runs are its threads);
+    ``kill()`` SIGKILLs it as a lost machine would."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("a")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "provisioner"), "executor", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @dataclass
 class Prefect:
     """The few REST calls the tests make (the test process has its own Prefect settings)."""

@@ -1,0 +1,113 @@
+"""`provisioner executor` on the deployed path: the gateway's provisions run as threads of one
+long-lived process (deployment provision/executor), are ordinary Prefect flow runs (state, logs),
+and a SIGKILLed executor's runs are found and undone or re-run by reconciliation, nothing leaked."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from provisioner.store import State
+from provisioner.store import repository as repo
+from tests.faults.test_faults import assert_nothing_left, release_all, states
+from tests.harness.deployed import AnswerLog, descendants
+from tests.support import wait_for
+
+pytestmark = pytest.mark.docker
+
+REQUEST = {"providers": ["sms_activate"], "code_timeout_s": 30}
+
+
+def run_logs(prefect, run_id: str) -> list[str]:
+    body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+    return [
+        log["message"] for log in prefect.client.post("/logs/filter", json=body).raise_for_status().json()
+    ]
+
+
+def deployment_name(prefect, run: dict) -> str:
+    return prefect.client.get(f"/deployments/{run['deployment_id']}").raise_for_status().json()["name"]
+
+
+def test_post_is_verified_through_the_executor_in_its_own_process(
+    prefect, start_executor, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim
+) -> None:
+    runtime = runtime_factory()
+    executor = start_executor(database_url, runtime)
+    start_worker(database_url, runtime)  # the release deployment stays on the process pool
+    client = gateway_for(db_sessions, runtime, run_on="executor")
+    sim.set_sms_delay(1.0)
+    answers = AnswerLog(client, lambda: [])  # nothing polled: assert_nothing_left reads its codes
+    posted = time.monotonic()
+    created = client.post("/sessions", json=REQUEST)
+    assert created.status_code == 202, created.text
+    sid, run_id = created.json()["session_id"], created.json()["flow_run_id"]
+    wait_for(lambda: states(db_sessions, [sid])[sid] == State.VERIFIED, timeout=60)
+    print(f"POST -> verified through the executor: {time.monotonic() - posted:.2f} s")
+
+    run = prefect.run(run_id)
+    assert deployment_name(prefect, run) == "executor"
+    assert prefect.wait_final(run_id, timeout=20) == "COMPLETED"
+    assert descendants(executor.proc.pid) == []  # the run was a thread of the executor, no process
+
+    # Its logs reach the run in Prefect (the flow's own lines and the engine's).
+    def logged() -> list[str] | None:
+        lines = run_logs(prefect, run_id)
+        return lines if any("verified" in line for line in lines) else None
+
+    logs = wait_for(logged, timeout=20)
+    assert any(line.startswith("provisioner ") for line in logs), logs
+    assert any(line.startswith("Beginning flow run") for line in logs), logs
+
+    release_all(client, db_sessions, [sid])
+    assert_nothing_left(prefect, runtime, sim, db_sessions, [sid], answers)
+
+
+def test_executor_killed_mid_wait_its_session_is_undone_and_a_lost_run_rerun(
+    prefect, start_executor, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim
+) -> None:
+    """SIGKILL while one session waits for its code (a number bought: undone) and another is not
+    started yet (nothing bought: run again by reconciliation, on the executor deployment)."""
+    runtime = runtime_factory()
+    executor = start_executor(database_url, runtime)
+    start_worker(database_url, runtime, extra={"PROVISIONER_GATEWAY__RUN_ON": "executor"})
+    client = gateway_for(db_sessions, runtime, run_on="executor")
+    sim.set_sms_delay(600.0)  # no code before the kill
+    sids: list[str] = []
+    paths = lambda: [f"/sessions/{sid}" for sid in sids] + ["/readyz"]  # noqa: E731
+    with AnswerLog(client, paths) as answers:
+        waiting = client.post("/sessions", json=REQUEST).json()
+        sids.append(waiting["session_id"])
+        wait_for(lambda: states(db_sessions, sids)[sids[0]] == "awaiting_code", timeout=60)
+        executor.kill()
+        unstarted = client.post("/sessions", json=REQUEST).json()  # stays Scheduled: no executor
+        sids.append(unstarted["session_id"])
+
+        def run_of(sid: str) -> str | None:
+            with db_sessions() as db:
+                return repo.get_session(db, sid).flow_run_id
+
+        # Session heartbeats stale after 5 s, the run start deadline 8 s (RECONCILE_ENV).
+        def reconciled() -> bool:
+            assert prefect.reconcile_pass() == "COMPLETED"
+            current = states(db_sessions, sids)
+            return current[sids[0]] == "failed" and run_of(sids[1]) != unstarted["flow_run_id"]
+
+        wait_for(reconciled, timeout=60, interval=1)
+        with db_sessions() as db:
+            undone = repo.get_session(db, sids[0]).last_error or ""
+        assert "heartbeat stopped" in undone, undone
+        assert prefect.state(waiting["flow_run_id"]) == "CRASHED"
+        assert prefect.state(unstarted["flow_run_id"]) in ("CRASHED", "CANCELLED")
+        rerun = run_of(sids[1])
+        assert deployment_name(prefect, prefect.run(rerun)) == "executor"
+
+        sim.set_sms_delay(1.0)
+        start_executor(database_url, runtime)
+        wait_for(lambda: states(db_sessions, sids)[sids[1]] == "verified", timeout=60)
+        assert prefect.wait_final(rerun, timeout=20) == "COMPLETED"
+
+        release_all(client, db_sessions, sids)
+        wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
+    assert_nothing_left(prefect, runtime, sim, db_sessions, sids, answers)
