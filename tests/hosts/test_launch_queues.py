@@ -213,7 +213,7 @@ def test_a_launch_no_worker_picks_up_is_cancelled_and_its_device_retired(
 
     # A worker now serves the queue: it runs the next launch there, never the cancelled one.
     log_path = stack.home / "worker-nobody.log"
-    engine_env = {"DOCKER_HOST": engine.url, "PROVISIONER_DOCKER__HOST": engine.url}
+    engine_env = {"DOCKER_HOST": engine.socket_url, "PROVISIONER_DOCKER__HOST": engine.socket_url}
     stack.workers.append(Worker({**stack.env, **engine_env}, log_path, queues=("host-nobody",)))
     patient = load_settings(
         instance_id=stack.instance_id,
