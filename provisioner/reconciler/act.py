@@ -107,6 +107,18 @@ def _remove_network(deps: Deps, action: Action, actor: str) -> str:
     return "removed" if removed else "already gone, or a container uses it again"
 
 
+def _guard_network(deps: Deps, action: Action, actor: str) -> str:
+    assert action.device_id
+    installed = deps.runtime.guard_pair_network(action.device_id)
+    return "egress rules installed" if installed else "network already gone"
+
+
+def _remove_guard(deps: Deps, action: Action, actor: str) -> str:
+    assert action.network_name
+    removed = deps.runtime.remove_guard(action.network_name)
+    return "egress rules removed" if removed else "kept: a network of that name exists again"
+
+
 def _close_lease(deps: Deps, action: Action, actor: str) -> str:
     """Close an open number; a failure is counted, retried with backoff, then needs_attention."""
     assert action.lease_id is not None
@@ -204,4 +216,6 @@ _HANDLERS = {
     Kind.CLEAR_DEVICE_DOWN: _clear_device_down,
     Kind.RETIRE_DEVICE: _retire_device,
     Kind.REMOVE_NETWORK: _remove_network,
+    Kind.GUARD_NETWORK: _guard_network,
+    Kind.REMOVE_GUARD: _remove_guard,
 }

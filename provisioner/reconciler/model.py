@@ -68,6 +68,7 @@ class NetworkView:
     name: str
     device_id: str
     created_at: datetime | None
+    guarded: bool | None = None  # its egress rules are all installed; None: not checked this pass
 
 
 # Prefect flow run state types in which the run is still in charge of its session.
@@ -110,6 +111,7 @@ class Observed:
     # says down) or late (still within it). Their containers and networks are not listed.
     down_hosts: frozenset[str] = frozenset()
     late_hosts: frozenset[str] = frozenset()
+    stray_guards: list[str] = field(default_factory=list)  # networks gone whose egress rules are left
 
 
 class Kind(enum.StrEnum):
@@ -127,6 +129,8 @@ class Kind(enum.StrEnum):
     CLEAR_DEVICE_DOWN = "clear_device_down"  # the device runs (and is not unhealthy) again
     RETIRE_DEVICE = "retire_device"
     REMOVE_NETWORK = "remove_network"  # a pair network whose device has no container left
+    GUARD_NETWORK = "guard_network"  # a pair network missing egress rules: install them again
+    REMOVE_GUARD = "remove_guard"  # egress rules of a pair network that is gone
 
 
 class Reason(enum.StrEnum):
@@ -151,6 +155,8 @@ class Reason(enum.StrEnum):
     RUN_FOR_ENDED_SESSION = "flow run still alive for an ended session"
     DEVICE_RECOVERED = "device running again"
     NETWORK_UNUSED = "pair network of no live device, with no container left"
+    NETWORK_UNGUARDED = "egress rules missing"
+    GUARD_STRAY = "egress rules of a pair network that is gone"
 
 
 @dataclass(frozen=True)

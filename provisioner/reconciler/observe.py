@@ -1,5 +1,6 @@
 """Observation: one query each for the clock, devices, sessions and leases, per engine one
-container list and one network list call (made while the database is read), one Prefect call.
+container list and one network list call, with the egress guard one netguard run listing its
+rules (made while the database is read), one Prefect call.
 
 Only the columns the plan uses are selected (no ORM objects: a pass reads every live row)."""
 
@@ -162,7 +163,8 @@ def observe(
             )
             for d in devices
         ],
-        networks=[NetworkView(n.name, n.device_id, n.created_at) for n in found.networks],
+        networks=[NetworkView(n.name, n.device_id, n.created_at, n.guarded) for n in found.networks],
+        stray_guards=found.stray_guards,
         down_hosts=found.down,
         late_hosts=found.late,
     )

@@ -1,8 +1,8 @@
 """plan(observed, policy) -> actions: the reconciliation policy as ordered lists of small named
 rules (reconciler.rules), pure and deterministic, no I/O.
 
-Each item observed (a session, a stray flow run, a device, a container, a pair network, an open
-lease) goes through its kind's rules in order; the first rule whose Verdict is final decides it.
+Each item observed (a session, a stray flow run, a device, a container, a pair network, the
+egress rules of a network that is gone, an open lease) goes through its kind's rules in order; the first rule whose Verdict is final decides it.
 Items are taken in the order they were observed, kinds in the order below; the lease rules come
 last because they read which sessions this pass ends. To change a rule, change its function; to
 add one, write it in reconciler/rules/ and put it in its list at the place its priority says.
@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from provisioner.reconciler.model import ENDS_SESSION, Action, Context, Observed, Policy, Verdict
-from provisioner.reconciler.rules import devices, leases, runs, sessions
+from provisioner.reconciler.rules import devices, egress, leases, runs, sessions
 
 __all__ = ["Policy", "plan"]
 
@@ -40,7 +40,8 @@ DEVICE_RULES: tuple[Rule, ...] = (
     devices.idle_device_down,
 )
 CONTAINER_RULES: tuple[Rule, ...] = (devices.unowned_container,)
-NETWORK_RULES: tuple[Rule, ...] = (devices.unused_network,)
+NETWORK_RULES: tuple[Rule, ...] = (devices.unused_network, egress.unguarded_network)
+STRAY_GUARD_RULES: tuple[Rule, ...] = (egress.stray_guard,)
 LEASE_RULES: tuple[Rule, ...] = (
     leases.session_ending,
     leases.purchase_unknown,
@@ -74,6 +75,7 @@ def plan(observed: Observed, policy: Policy) -> list[Action]:
     actions += apply(DEVICE_RULES, observed.devices, ctx)
     actions += apply(CONTAINER_RULES, observed.containers, ctx)
     actions += apply(NETWORK_RULES, observed.networks, ctx)
+    actions += apply(STRAY_GUARD_RULES, observed.stray_guards, ctx)
     ending = frozenset(a.session_id for a in actions if a.kind in ENDS_SESSION and a.session_id)
     actions += apply(LEASE_RULES, observed.leases, replace(ctx, ending=ending))
     return actions

@@ -11,15 +11,18 @@ one replaced. Docker exceptions are translated by runtime.errors and never leave
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import docker
 from sqlalchemy.orm import Session
 
+from provisioner.runtime.egress import GUARD_IMAGE, guard_rules, guard_tag, listed_guards, remove_guards
 from provisioner.runtime.engines import EngineTLS, engine_client
 from provisioner.runtime.errors import (
     ContainerExited,
@@ -35,6 +38,7 @@ from provisioner.runtime.errors import (
 )
 from provisioner.runtime.isolation import (
     ensure_pair_network,
+    guard_pair_network,
     pair_network_name,
     pair_networks,
     remove_pair_network,
@@ -51,6 +55,7 @@ from provisioner.runtime.model import (
     ContainerInfo,
     Inventory,
     ManagedContainer,
+    PairNetwork,
     Role,
     check_device_id,
     container_name,
@@ -70,6 +75,8 @@ from provisioner.runtime.probes import (
     read_rfb_banner,
 )
 from provisioner.runtime.profiles import DeviceProfile, load_profiles
+
+log = logging.getLogger(__name__)
 
 STREAM_PORT = 6080
 DEFAULT_VNC_PORT = 5900
@@ -122,6 +129,7 @@ class ContainerRuntime(DeviceNames):
         stream_image: str,
         profiles: dict[str, DeviceProfile],
         host: str = LOCAL,
+        egress_guard: bool = True,
     ) -> None:
         self.client = client
         self.hosts = Hosts(local=host)
@@ -131,6 +139,7 @@ class ContainerRuntime(DeviceNames):
         self.publish_streams = publish_streams
         self.stream_image = stream_image
         self.profiles = dict(profiles)
+        self.egress_guard = egress_guard
 
     @classmethod
     def from_settings(cls, settings: Any) -> ContainerRuntime:
@@ -161,6 +170,7 @@ class ContainerRuntime(DeviceNames):
             stream_image=docker_settings.stream_image,
             profiles=load_profiles(docker_settings.profiles_file),
             host=implicit_host(settings),
+            egress_guard=docker_settings.egress_guard,
         )
 
     # -- the one host: the implicit row of the hosts table (runtime.placement) ---------------------------
@@ -170,11 +180,11 @@ class ContainerRuntime(DeviceNames):
         return self.hosts.local
 
     def check_engine(self, profile: DeviceProfile) -> None:
-        """The engine answers and the profile's device image and the stream image are present
-        (EngineUnreachable, ImageMissing)."""
+        """The engine answers and the profile's device image, the stream image and (with the
+        egress guard) the netguard image are present (EngineUnreachable, ImageMissing)."""
         with translate_docker_errors():
             self.client.ping()
-        for image in (profile.image, self.stream_image):
+        for image in (profile.image, self.stream_image, *([GUARD_IMAGE] if self.egress_guard else [])):
             with translate_docker_errors(image=image):
                 self.client.images.get(image)  # ImageNotFound -> ImageMissing
 
@@ -304,7 +314,8 @@ class ContainerRuntime(DeviceNames):
             if existing["State"]["Status"] == "running":
                 return self._info(existing)
             self.remove(existing["Id"])
-        ensure_pair_network(self.client, self.instance_id, device_id)  # after remove(), which may drop it
+        # After remove(), which may drop it; its egress rules go in before a container joins it.
+        ensure_pair_network(self.client, self.instance_id, device_id, guard=self.egress_guard)
         config["labels"] = {**config["labels"], LABEL_IMAGE: image}
         image_id = self.image_id(image)
         with translate_docker_errors(container=name, image=image):
@@ -396,8 +407,33 @@ class ContainerRuntime(DeviceNames):
         return managed
 
     def inventory(self) -> Inventory:
-        """This instance's containers and pair networks: one list call for each."""
-        return Inventory(self.list_managed(), pair_networks(self.client, self.instance_id))
+        """This instance's containers and pair networks: one list call for each, and with the
+        egress guard one netguard run listing the rules (before the networks: rules are installed
+        after their network is created, so a rule listed belongs to a network listed or gone).
+        Rules that cannot be listed leave ``guarded`` unknown (None) for this pass."""
+        containers = self.list_managed()
+        guards = self._listed_guards()
+        networks = pair_networks(self.client, self.instance_id)
+        if guards is None:
+            return Inventory(containers, networks)
+        checked = [replace(n, guarded=self._guard_complete(n, guards.get(n.name, set()))) for n in networks]
+        names = {n.name for n in networks}
+        return Inventory(containers, checked, stray_guards=sorted(set(guards) - names))
+
+    def _listed_guards(self) -> dict[str, set[str]] | None:
+        if not self.egress_guard:
+            return None
+        try:
+            return listed_guards(self.client, self.instance_id)
+        except RuntimeFailure as exc:
+            log.warning("egress rules not listed this pass: %s", exc)
+            return None
+
+    def _guard_complete(self, network: PairNetwork, rules: set[str]) -> bool:
+        if network.subnet is None or network.bridge is None:
+            return False
+        tag = guard_tag(self.instance_id, network.name)
+        return set(guard_rules(tag, network.subnet, network.bridge)) <= rules
 
     def logs(self, name_or_id: str, lines: int = LOG_TAIL_LINES) -> str:
         """The container's last log lines (stdout and stderr), or "" when they cannot be read."""
@@ -428,17 +464,36 @@ class ContainerRuntime(DeviceNames):
             raise
         device_id = (attrs["Config"].get("Labels") or {}).get(LABEL_DEVICE)
         if device_id:  # the device's last container takes its pair network along
-            remove_pair_network(self.client, self.instance_id, device_id)
+            self.remove_pair_network(device_id)
         return True
 
     def remove_pair_network(self, device_id: str) -> bool:
-        """Remove the device's pair network; False when it is gone or a container still uses it."""
-        return remove_pair_network(self.client, self.instance_id, device_id)
+        """Remove the device's pair network and its egress rules; False when it is gone or a
+        container still uses it."""
+        return remove_pair_network(self.client, self.instance_id, device_id, guard=self.egress_guard)
+
+    def guard_pair_network(self, device_id: str) -> bool:
+        """(Re)install the egress rules of the device's pair network; False when it is gone."""
+        return guard_pair_network(
+            self.client, self.instance_id, pair_network_name(self.instance_id, device_id)
+        )
+
+    def remove_guard(self, network: str) -> bool:
+        """Remove the egress rules of a pair network that no longer exists; False (kept) when a
+        network of that name exists again."""
+        with translate_docker_errors():
+            if any(n["Name"] == network for n in self.client.api.networks(names=[network])):
+                return False
+        remove_guards(self.client, self.instance_id, [network])
+        return True
 
     def remove_orphan_networks(self) -> list[str]:
-        """Remove this instance's pair networks whose device has no container left; their names."""
+        """Remove this instance's pair networks whose device has no container left (and egress
+        rules whose network is gone); their names."""
         found = self.inventory()
         devices = {c.device_id for c in found.containers}
+        for stray in found.stray_guards:
+            self.remove_guard(stray)
         return [
             n.name
             for n in found.networks

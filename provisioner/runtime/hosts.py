@@ -62,6 +62,7 @@ class HostEngines:
         stream_image: str,
         profiles: Mapping[str, DeviceProfile],
         publish_streams: bool = True,
+        egress_guard: bool = True,
         timeout_s: float = ENGINE_TIMEOUT_S,
         engine_settings: Callable[[str], Any] | None = None,
     ) -> None:
@@ -70,6 +71,7 @@ class HostEngines:
         self.stream_image = stream_image
         self.profiles = dict(profiles)
         self.publish_streams = publish_streams
+        self.egress_guard = egress_guard
         self.timeout_s = timeout_s
         self._engine_settings = engine_settings or (lambda name: None)
         self._clients: dict[tuple[str, EngineTLS | None], docker.DockerClient] = {}
@@ -86,6 +88,7 @@ class HostEngines:
             stream_image=docker_settings.stream_image,
             profiles=load_profiles(docker_settings.profiles_file),
             publish_streams=docker_settings.publish_streams,
+            egress_guard=docker_settings.egress_guard,
             engine_settings=settings.hosts.engine,
         )
 
@@ -132,6 +135,7 @@ class HostEngines:
             publish_streams=self.publish_streams,
             stream_image=self.stream_image,
             profiles=self.profiles,
+            egress_guard=self.egress_guard,
         )
 
     def list_each(self, hosts: list[HostEngine]) -> dict[str, HostListing]:

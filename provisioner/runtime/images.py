@@ -43,6 +43,7 @@ class ImageSpec:
 IMAGES: tuple[ImageSpec, ...] = (
     ImageSpec("provisioner/device-stub:latest", "device-stub"),
     ImageSpec("provisioner/websockify:latest", "websockify"),
+    ImageSpec("provisioner/netguard:latest", "netguard"),
 )
 
 

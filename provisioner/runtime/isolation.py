@@ -19,12 +19,17 @@ is removed with the last container of its device (ContainerRuntime.remove), and 
 crash between creating the network and the container) carry the ownership labels, are found by
 pair_networks and removed by reconciliation (a REMOVE_NETWORK action, reconciler.plan) or by
 ContainerRuntime.remove_orphan_networks.
+
+What a device reaches through its pair network's NAT is narrowed by the egress guard
+(runtime.egress): rules installed with the network, before any container joins it, and removed
+with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import re
 import threading
 import zlib
@@ -35,6 +40,7 @@ import docker
 import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
+from provisioner.runtime.egress import install_guard, network_guard, remove_guards
 from provisioner.runtime.errors import ContainerMissing, EngineError, NameConflict, translate_docker_errors
 from provisioner.runtime.model import (
     LABEL_DEVICE,
@@ -44,6 +50,8 @@ from provisioner.runtime.model import (
     MANAGED_BY,
     PairNetwork,
 )
+
+log = logging.getLogger(__name__)
 
 PAIR_ROLE = "pair-network"
 PAIR_POOL = ipaddress.ip_network("10.220.0.0/16")
@@ -83,8 +91,11 @@ def _named(client: docker.DockerClient, name: str) -> list[dict[str, Any]]:
         return [n for n in client.api.networks(names=[name]) if n["Name"] == name]
 
 
-def ensure_pair_network(client: docker.DockerClient, instance_id: str, device_id: str) -> str:
-    """Create the device's pair network unless it exists; returns its name."""
+def ensure_pair_network(
+    client: docker.DockerClient, instance_id: str, device_id: str, *, guard: bool = True
+) -> str:
+    """Create the device's pair network unless it exists, with its egress rules when ``guard``
+    (a network whose rules cannot be installed is removed again); returns its name."""
     name = pair_network_name(instance_id, device_id)
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -98,9 +109,11 @@ def ensure_pair_network(client: docker.DockerClient, instance_id: str, device_id
         for subnet in [None, *_pair_subnets(device_id)]:  # the engine's default pool, then ours
             try:
                 _create(client, name, labels, subnet)
-                return name
             except _NoSubnet:
                 continue
+            if guard:
+                _guard_new(client, instance_id, name)
+            return name
         raise EngineError(
             f"no free /{PAIR_PREFIX} for {name} in {PAIR_POOL} after {_PAIR_TRIES} tries",
             status_code=None,
@@ -108,13 +121,52 @@ def ensure_pair_network(client: docker.DockerClient, instance_id: str, device_id
         )
 
 
-def remove_pair_network(client: docker.DockerClient, instance_id: str, device_id: str) -> bool:
-    """Remove the device's pair network; False when it is gone or a container still uses it."""
+def _guard_new(client: docker.DockerClient, instance_id: str, name: str) -> None:
+    try:
+        guard_pair_network(client, instance_id, name)
+    except Exception:
+        with contextlib.suppress(EngineError, ContainerMissing), translate_docker_errors():
+            client.api.remove_network(name)
+        raise
+
+
+def guard_pair_network(client: docker.DockerClient, instance_id: str, name: str) -> bool:
+    """(Re)install a pair network's egress rules; False when the network does not exist.
+    EngineError naming PROVISIONER_DOCKER__EGRESS_GUARD when they cannot be installed."""
+    networks = _named(client, name)
+    if not networks:
+        return False
+    found = network_guard(networks[0])
+    if found is None:
+        raise EngineError(f"pair network {name} has no IPv4 subnet to guard", status_code=None)
+    try:
+        install_guard(client, instance_id, name, *found)
+    except EngineError as exc:
+        raise EngineError(
+            f"cannot install the egress rules of {name} ({exc}); on an engine whose firewall you "
+            "manage yourself set PROVISIONER_DOCKER__EGRESS_GUARD=false (docs/security.md)",
+            status_code=exc.status_code,
+            container=name,
+        ) from exc
+    return True
+
+
+def remove_pair_network(
+    client: docker.DockerClient, instance_id: str, device_id: str, *, guard: bool = True
+) -> bool:
+    """Remove the device's pair network, then its egress rules; False when it is gone or a
+    container still uses it (its rules stay)."""
+    name = pair_network_name(instance_id, device_id)
     removed = False
-    for network in _named(client, pair_network_name(instance_id, device_id)):
+    for network in _named(client, name):
         with contextlib.suppress(EngineError, ContainerMissing), translate_docker_errors():
             client.api.remove_network(network["Id"])  # 403/409 while an endpoint is attached
             removed = True
+    if removed and guard:
+        try:
+            remove_guards(client, instance_id, [name])
+        except EngineError as exc:  # reconciliation removes rules whose network is gone
+            log.warning("egress rules of %s left in place: %s", name, exc)
     return removed
 
 
@@ -129,12 +181,12 @@ def pair_networks(client: docker.DockerClient, instance_id: str) -> list[PairNet
     filters = {"label": [f"{LABEL_INSTANCE}={instance_id}", f"{LABEL_ROLE}={PAIR_ROLE}"]}
     with translate_docker_errors():
         rows = client.api.networks(filters=filters)
-    return [
-        PairNetwork(
-            row["Name"], (row.get("Labels") or {}).get(LABEL_DEVICE, ""), _created(row.get("Created"))
-        )
-        for row in rows
-    ]
+    networks = []
+    for row in rows:
+        subnet, bridge = network_guard(row) or (None, None)
+        device = (row.get("Labels") or {}).get(LABEL_DEVICE, "")
+        networks.append(PairNetwork(row["Name"], device, _created(row.get("Created")), subnet, bridge))
+    return networks
 
 
 def _created(value: str | None) -> datetime | None:

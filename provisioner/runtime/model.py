@@ -114,19 +114,24 @@ class PairNetwork:
     name: str
     device_id: str
     created_at: datetime | None
+    subnet: str | None = None  # its IPv4 subnet and bridge interface: what its egress rules name
+    bridge: str | None = None
+    guarded: bool | None = None  # its egress rules are all installed; None: not checked (guard off)
 
 
 @dataclass(frozen=True)
 class Inventory:
     """What one reconcile pass sees of the engines: this instance's containers and pair networks,
     and, over several hosts, which hosts did not answer (down: past their grace; late: within it).
-    ``where`` maps each listed container id and name, and each network name, to its host."""
+    ``where`` maps each listed container id and name, and each network name, to its host (and each
+    stray guard's network as `guard <name>`)."""
 
     containers: list[ManagedContainer]
     networks: list[PairNetwork]
     down: frozenset[str] = frozenset()
     late: frozenset[str] = frozenset()
     where: dict[str, str] = field(default_factory=dict)
+    stray_guards: list[str] = field(default_factory=list)  # networks with egress rules but gone
 
 
 STREAM_USER = "stream"

@@ -46,6 +46,7 @@ class HostsSeen:
 
     containers: dict[str, list[ManagedContainer]] = field(default_factory=dict)
     networks: dict[str, list[PairNetwork]] = field(default_factory=dict)
+    stray_guards: dict[str, list[str]] = field(default_factory=dict)  # host -> networks gone, rules left
     down: frozenset[str] = frozenset()
     silent: dict[str, str] = field(default_factory=dict)  # host -> error, down or still in grace
 
@@ -69,16 +70,24 @@ def observe_hosts(db: Session, engines: HostEngines, *, now: datetime, grace_s: 
     silent: dict[str, str] = {}
     containers: dict[str, list[ManagedContainer]] = {}
     networks: dict[str, list[PairNetwork]] = {}
+    stray_guards: dict[str, list[str]] = {}
     for name, listing in listings.items():
         if listing.inventory is not None:
             containers[name] = listing.inventory.containers
             networks[name] = listing.inventory.networks
+            stray_guards[name] = listing.inventory.stray_guards
             continue
         silent[name] = listing.error or "no answer"
         if hostrepo.record_silence(db, name, at=now, grace_s=grace_s, error=silent[name]):
             down.add(name)
     hostrepo.record_answers(db, sorted(containers), at=now)
-    return HostsSeen(containers=containers, networks=networks, down=frozenset(down), silent=silent)
+    return HostsSeen(
+        containers=containers,
+        networks=networks,
+        stray_guards=stray_guards,
+        down=frozenset(down),
+        silent=silent,
+    )
 
 
 class HostsRuntime(DeviceNames):
@@ -239,6 +248,13 @@ class HostsRuntime(DeviceNames):
         name = pair_network_name(self.instance_id, device_id)
         return self._listed_on(name, "network").remove_pair_network(device_id)
 
+    def guard_pair_network(self, device_id: str) -> bool:
+        name = pair_network_name(self.instance_id, device_id)
+        return self._listed_on(name, "network").guard_pair_network(device_id)
+
+    def remove_guard(self, network: str) -> bool:
+        return self._listed_on(f"guard {network}", "egress rules of").remove_guard(network)
+
     def inventory(self) -> Inventory:
         """Per host engine one container and one network list call (all at once); silent hosts
         list nothing and are named down or late."""
@@ -248,6 +264,7 @@ class HostsRuntime(DeviceNames):
         where = {c.id: host for host, found in seen.containers.items() for c in found}
         where.update({c.name: host for host, found in seen.containers.items() for c in found})
         where.update({n.name: host for host, found in seen.networks.items() for n in found})
+        where.update({f"guard {n}": host for host, found in seen.stray_guards.items() for n in found})
         with self._lock:
             self._where = where
         return Inventory(
@@ -256,6 +273,7 @@ class HostsRuntime(DeviceNames):
             down=seen.down,
             late=seen.late,
             where=where,
+            stray_guards=[n for found in seen.stray_guards.values() for n in found],
         )
 
     def list_managed(self) -> list[ManagedContainer]:

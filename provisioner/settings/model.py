@@ -76,6 +76,11 @@ class DockerSettings(BaseModel):
     insecure_plain_tcp: bool = Field(
         False, description="Allow `host` as plain tcp:// off this machine (labs only; warned on every start)"
     )
+    egress_guard: bool = Field(
+        True,
+        description="Install each pair network's DOCKER-USER rules (private and link-local ranges, the host "
+        "unreachable from a device) on every engine; off only where you keep them yourself (docs/security.md)",
+    )
 
 
 class ProviderSettings(BaseModel):

@@ -9,6 +9,7 @@ end of the session every container and network labelled with one of those ids is
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import Callable, Iterator
 
@@ -17,12 +18,13 @@ import docker.errors
 import pytest
 
 from provisioner.runtime import ContainerRuntime, load_profiles
+from provisioner.runtime.egress import GUARD_IMAGE, guard_tag, netguard
 from provisioner.runtime.model import LABEL_INSTANCE
 from tests.harness.services import TEST_PROFILES_FILE
 
 TEST_NETWORK = "provisioner-test"
 STREAM_IMAGE = "provisioner/websockify:latest"
-REQUIRED_IMAGES = ("provisioner/device-stub:latest", STREAM_IMAGE)
+REQUIRED_IMAGES = ("provisioner/device-stub:latest", STREAM_IMAGE, GUARD_IMAGE)
 
 _test_instances: list[str] = []
 
@@ -45,6 +47,23 @@ def _remove_test_leftovers(client: docker.DockerClient) -> None:
             # Fails while another test session on the same engine still uses it; that one removes it.
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_network(network["Id"])
+    _remove_test_guards(client)
+
+
+def _remove_test_guards(client: docker.DockerClient) -> None:
+    """The egress rules of the test instances' networks that are gone (one netguard list, one
+    removal); a network another session still uses keeps its rules."""
+    left = {n["Name"] for n in client.api.networks(filters={"label": LABEL_INSTANCE})}
+    listed = set(re.findall(r"--comment (\S+)", netguard(client, "list")))
+    tags = [
+        tag
+        for instance_id in _test_instances
+        for tag in listed
+        if tag.startswith(guard_tag(instance_id, ""))
+        and tag.removeprefix(guard_tag(instance_id, "")) not in left
+    ]
+    if tags:
+        netguard(client, "remove", *sorted(tags))
 
 
 @pytest.fixture(scope="session")

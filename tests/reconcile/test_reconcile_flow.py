@@ -19,6 +19,7 @@ import tasks.reconcile
 from flows.provision import ProvisionResult, provision_session
 from flows.reconcile import ReconcileSummary, reconcile_sessions
 from provisioner.reconciler import observe
+from provisioner.runtime.egress import guard_tag, listed_guards, netguard
 from provisioner.runtime.isolation import pair_network_name
 from provisioner.runtime.model import Role, ownership_labels, stream_auth
 from provisioner.steps.request import ProvisionRequest
@@ -260,6 +261,40 @@ class TestPairNetworks:
             pair_network_name(runtime.instance_id, live)
         }
         assert containers_of(runtime, live)["device"].state == "running"
+        assert run_pass().actions == []
+
+    def test_a_pass_reinstalls_deleted_egress_rules_and_removes_those_of_a_network_gone(
+        self, provisioner_env, runtime
+    ):
+        deps = provisioner_env
+        live = new_session_id()
+        with deps.sessions.begin() as db:
+            devrepo.create_device(
+                db,
+                device_id=live,
+                profile="stub",
+                host="local",
+                device_container=runtime.name_for(live, Role.DEVICE),
+                stream_container=runtime.name_for(live, Role.STREAM),
+            )
+            devrepo.transition_device(db, live, DeviceState.IDLE, reason="test")
+        runtime.launch_device(live, "stub")
+        pair = pair_network_name(runtime.instance_id, live)
+        rules = sorted(listed_guards(runtime.client, runtime.instance_id)[pair])
+        kept = [r.replace("-A ", "-I ", 1) for r in rules if "10.0.0.0/8" not in r]
+        netguard(runtime.client, "replace", guard_tag(runtime.instance_id, pair), *kept)  # one deleted
+        gone = new_session_id()  # a network removed behind our back, its rules left
+        runtime.client.api.create_network(pair_network_name(runtime.instance_id, gone))
+        runtime.guard_pair_network(gone)
+        runtime.client.api.remove_network(pair_network_name(runtime.instance_id, gone))
+
+        summary = run_pass()
+        assert sorted((r["action"], r["target"], r["result"]) for r in summary.actions) == [
+            ("guard_network", pair, "egress rules installed"),
+            ("remove_guard", pair_network_name(runtime.instance_id, gone), "egress rules removed"),
+        ]
+        assert set(listed_guards(runtime.client, runtime.instance_id)) == {pair}
+        assert set(listed_guards(runtime.client, runtime.instance_id)[pair]) == set(rules)
         assert run_pass().actions == []
 
 
@@ -560,6 +595,7 @@ class TestObservationCost:
         assert small[2:] == (1, 1) and large[2:] == (20, 20)
         assert small[:2] == large[:2]
         statements, docker_calls = large[:2]
-        # now(), devices, sessions, leases; one label-filtered container list, one network list
+        # now(), devices, sessions, leases; one label-filtered container list, one network list,
+        # one netguard run listing the egress rules (create, start, wait, inspect and logs, remove)
         assert statements <= 4
-        assert docker_calls == 2
+        assert docker_calls == 2 + 6

@@ -25,7 +25,7 @@ from provisioner.reconciler.model import (
     Verdict,
 )
 from provisioner.reconciler.plan import DEVICE_RULES, LEASE_RULES, SESSION_RULES, apply, plan
-from provisioner.reconciler.rules import devices, leases, runs, sessions
+from provisioner.reconciler.rules import devices, egress, leases, runs, sessions
 from provisioner.store import LIVE, PROVISIONING, LeaseOutcome, State
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -380,6 +380,28 @@ class TestDeviceRules:
         network = NetworkView("pair-x", DEV, None)
         assert devices.unused_network(network, ctx(containers=[a_container("stream")])) is None
         assert devices.unused_network(network, ctx([], [a_device()])) is None
+
+
+class TestEgressRules:
+    def test_a_network_missing_rules_gets_them_again_unknown_or_complete_is_left(self):
+        missing = NetworkView("pair-x", DEV, None, guarded=False)
+        action = egress.unguarded_network(missing, ctx())
+        assert kinds(action) == [(Kind.GUARD_NETWORK, Reason.NETWORK_UNGUARDED)]
+        assert action.actions[0].device_id == DEV
+        assert egress.unguarded_network(replace(missing, guarded=True), ctx()) is None
+        assert egress.unguarded_network(replace(missing, guarded=None), ctx()) is None
+
+    def test_a_network_to_remove_is_not_guarded_first(self):
+        gone = NetworkView("pair-x", "dgone0000000", NOW - POLICY.grace, guarded=False)
+        assert [a.kind for a in plan(Observed(NOW, [], [], [], {}, networks=[gone]), POLICY)] == [
+            Kind.REMOVE_NETWORK
+        ]
+
+    def test_rules_of_a_network_that_is_gone_are_removed(self):
+        obs = Observed(NOW, [], [], [], {}, stray_guards=["pair-gone"])
+        assert [(a.kind, a.reason, a.network_name) for a in plan(obs, POLICY)] == [
+            (Kind.REMOVE_GUARD, Reason.GUARD_STRAY, "pair-gone")
+        ]
 
 
 class TestLeaseRules:

@@ -1,0 +1,40 @@
+#!/bin/sh
+# netguard list               the provisioner-tagged rules of DOCKER-USER and INPUT (iptables -S)
+# netguard remove TAG...      delete every rule commented with one of the TAGs
+# netguard replace TAG RULE...  delete TAG's rules, then run each RULE (iptables arguments)
+set -eu
+if iptables-nft -w -S DOCKER-USER >/dev/null 2>&1; then
+    ipt=iptables-nft
+elif iptables-legacy -w -S DOCKER-USER >/dev/null 2>&1; then
+    ipt=iptables-legacy
+else
+    echo "netguard: no DOCKER-USER chain in the nft or legacy tables (does dockerd manage iptables?)" >&2
+    exit 3
+fi
+
+tagged() {  # the rules of DOCKER-USER and INPUT carrying a provisioner comment, unquoted
+    { $ipt -w -S DOCKER-USER; $ipt -w -S INPUT; } | tr -d '"' | grep -F -- '--comment provisioner:' || true
+}
+
+remove() {  # every rule commented exactly "$1"
+    tagged | grep -F -- "--comment $1 " | sed 's/^-A /-D /' | while read -r rule; do
+        # shellcheck disable=SC2086  # a rule is word-split into its arguments
+        $ipt -w $rule
+    done
+}
+
+command="${1:-}"
+[ $# -gt 0 ] && shift
+case "$command" in
+    list) tagged ;;
+    remove) for tag in "$@"; do remove "$tag"; done ;;
+    replace)
+        tag="$1"; shift
+        remove "$tag"
+        for rule in "$@"; do
+            # shellcheck disable=SC2086
+            $ipt -w $rule
+        done
+        ;;
+    *) echo "usage: netguard list | remove TAG... | replace TAG RULE..." >&2; exit 2 ;;
+esac

@@ -1,0 +1,144 @@
+"""The egress guard: from its pair network (runtime.isolation) a device reaches the public
+internet (its apps must register) and its own stream, nothing on our side of the host.
+
+Per pair subnet S with bridge B, rules tagged with the comment `provisioner:<instance>:<network>`:
+
+    DOCKER-USER (forwarded traffic; Docker jumps here before its own rules)
+      -s S -d S -j RETURN                                         the device and its stream
+      -s S -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN   replies to what reached it
+      -s S -d R -j DROP   for R in 10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16
+    INPUT (the host's own addresses: gateway IPs, docker0, its LAN address)
+      -i B -m conntrack --ctstate NEW -j DROP
+
+The private ranges hold every other Docker network (other pair networks, the deployment network
+and its gateway) and the LAN with other hosts' stream ports; 169.254/16 holds the cloud metadata
+address. RETURN rather than ACCEPT: Docker's own rules still decide whatever they decide. Other
+destinations (the public internet) are left alone.
+
+The engine may be remote and the worker may hold nothing but its socket, so the rules go in
+through the engine: a short-lived `provisioner/netguard` container (images/netguard) in the
+host's network namespace with NET_ADMIN and NET_RAW only, using the iptables backend (nft or
+legacy) whose tables hold dockerd's DOCKER-USER chain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import docker
+
+from provisioner.runtime.errors import EngineError, translate_docker_errors
+from provisioner.runtime.model import LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
+
+GUARD_IMAGE = "provisioner/netguard:latest"
+GUARD_ROLE = "netguard"
+BLOCKED = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+GUARD_TIMEOUT_S = 30.0
+_TAG_PREFIX = "provisioner:"
+_SAFE = re.compile(r"^[A-Za-z0-9_.:/,-]+$")  # a rule is word-split inside the container
+
+
+def guard_tag(instance_id: str, network: str) -> str:
+    return f"{_TAG_PREFIX}{instance_id}:{network}"
+
+
+def guard_rules(tag: str, subnet: str, bridge: str) -> list[str]:
+    """The network's rules as `iptables -S` prints them (`-A CHAIN spec`), in chain order."""
+    comment = f"-m comment --comment {tag}"
+    forward = [
+        f"-s {subnet} -d {subnet} {comment} -j RETURN",
+        f"-s {subnet} -m conntrack --ctstate RELATED,ESTABLISHED {comment} -j RETURN",
+        *(f"-s {subnet} -d {blocked} {comment} -j DROP" for blocked in BLOCKED),
+    ]
+    rules = [f"-A DOCKER-USER {spec}" for spec in forward]
+    rules.append(f"-A INPUT -i {bridge} -m conntrack --ctstate NEW {comment} -j DROP")
+    for rule in rules:
+        if not _SAFE.match(rule.replace(" ", "")):
+            raise ValueError(f"unsafe characters in egress rule {rule!r}")
+    return rules
+
+
+def _inserts(rules: list[str]) -> list[str]:
+    """`-A CHAIN spec` as `-I CHAIN n spec`: at the top of each chain, in the given order."""
+    position: dict[str, int] = {}
+    inserts = []
+    for rule in rules:
+        _, chain, spec = rule.split(" ", 2)
+        position[chain] = position.get(chain, 0) + 1
+        inserts.append(f"-I {chain} {position[chain]} {spec}")
+    return inserts
+
+
+def network_guard(network: dict[str, Any]) -> tuple[str, str] | None:
+    """(IPv4 subnet, bridge interface) of a network as the engine lists it; None without a subnet."""
+    subnets = [
+        c["Subnet"]
+        for c in (network.get("IPAM") or {}).get("Config") or []
+        if ":" not in c.get("Subnet", ":")
+    ]
+    if not subnets:
+        return None
+    bridge = (network.get("Options") or {}).get(
+        "com.docker.network.bridge.name"
+    ) or f"br-{network['Id'][:12]}"
+    return subnets[0], bridge
+
+
+def netguard(client: docker.DockerClient, *args: str, image: str = GUARD_IMAGE) -> str:
+    """Run the netguard container with ``args``; its stdout. EngineError when it fails."""
+    with translate_docker_errors(image=image):
+        container = client.api.create_container(
+            image,
+            command=list(args),
+            labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_ROLE: GUARD_ROLE},
+            host_config=client.api.create_host_config(
+                network_mode="host", cap_drop=["ALL"], cap_add=["NET_ADMIN", "NET_RAW"]
+            ),
+        )
+    cid = container["Id"]
+    try:
+        with translate_docker_errors(container=cid):
+            client.api.start(cid)
+            status = client.api.wait(cid, timeout=GUARD_TIMEOUT_S).get("StatusCode")
+            out = client.api.logs(cid, stdout=True, stderr=False).decode("utf-8", "replace")
+            if status != 0:
+                err = client.api.logs(cid, stdout=False, stderr=True).decode("utf-8", "replace")
+                err = "\n".join(line for line in err.splitlines() if not line.startswith("# Warning"))
+                raise EngineError(
+                    f"netguard {args[0]} exited {status}: {err.strip()[:500]}", status_code=None
+                )
+            return out
+    finally:
+        try:
+            with translate_docker_errors(container=cid):
+                client.api.remove_container(cid, force=True)
+        except Exception:  # noqa: BLE001, S110 - a leftover netguard container holds nothing
+            pass
+
+
+def listed_guards(client: docker.DockerClient, instance_id: str) -> dict[str, set[str]]:
+    """This instance's installed rules by network name (one netguard run)."""
+    prefix = _TAG_PREFIX + instance_id + ":"
+    found: dict[str, set[str]] = {}
+    for line in netguard(client, "list").splitlines():
+        match = re.search(r"--comment (\S+)", line)
+        if match and match.group(1).startswith(prefix):
+            found.setdefault(match.group(1).removeprefix(prefix), set()).add(line.strip())
+    return found
+
+
+def install_guard(
+    client: docker.DockerClient, instance_id: str, network: str, subnet: str, bridge: str
+) -> None:
+    """Replace the network's rules with the full set (idempotent; one netguard run)."""
+    tag = guard_tag(instance_id, network)
+    netguard(client, "replace", tag, *_inserts(guard_rules(tag, subnet, bridge)))
+
+
+def remove_guards(client: docker.DockerClient, instance_id: str, networks: Iterable[str]) -> None:
+    """Delete every rule of these networks (one netguard run; none when there are none)."""
+    tags = [guard_tag(instance_id, n) for n in networks]
+    if tags:
+        netguard(client, "remove", *tags)

@@ -1,0 +1,181 @@
+"""The egress guard against the real engine (runtime.egress): from inside a device, a listener on
+the host's bridge address and a neighbour's published stream are unreachable while its own stream
+answers; the rules read back drop the private and link-local ranges from its subnet and nothing
+else, and go with the network. Traffic goes only to listeners on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import socket
+import threading
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from provisioner.runtime import ContainerRuntime, Role
+from provisioner.runtime.egress import BLOCKED, guard_tag, listed_guards, netguard
+from provisioner.runtime.isolation import pair_network_name
+from tests.plugins.docker_engine import RuntimeFactory, new_session_id_for_tests
+
+pytestmark = pytest.mark.docker
+
+
+def _connects(client: docker.DockerClient, container: str, host: str, port: int) -> bool:
+    """From inside `container`, whether a TCP connection to host:port opens within 3 s."""
+    script = f"exec 3<>/dev/tcp/{host}/{port}"
+    result = client.api.exec_create(container, ["timeout", "3", "bash", "-c", script])
+    client.api.exec_start(result["Id"])
+    return client.api.exec_inspect(result["Id"])["ExitCode"] == 0
+
+
+@contextlib.contextmanager
+def _listener(address: str) -> Iterator[int]:
+    """A TCP listener on `address` (an address of this machine) accepting until the end; its port."""
+    server = socket.create_server((address, 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                server.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        server.close()
+
+
+def _gateway(client: docker.DockerClient, network: str) -> str:
+    """The network's gateway: the host's address on its bridge (the subnet's first address when
+    the subnet was given without one)."""
+    config = client.api.inspect_network(network)["IPAM"]["Config"][0]
+    return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
+def _subnet(client: docker.DockerClient, network: str) -> str:
+    return client.api.inspect_network(network)["IPAM"]["Config"][0]["Subnet"]
+
+
+def _address_on(client: docker.DockerClient, container: str, network: str) -> str:
+    return client.api.inspect_container(container)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+def _boot(runtime: ContainerRuntime) -> str:
+    device_id = new_session_id_for_tests()
+    runtime.launch_device(device_id, "stub")
+    runtime.launch_stream(device_id)
+    runtime.wait_device_ready(device_id, "stub", timeout_s=30)
+    runtime.wait_stream_ready(device_id, timeout_s=30)
+    return device_id
+
+
+@pytest.fixture
+def published_on_bridge(runtime_factory: RuntimeFactory, runtime: ContainerRuntime) -> RuntimeFactory:
+    """Runtimes publishing streams on the deployment network's gateway: an address of this
+    machine's (a bridge), as a LAN address would be on a Docker host."""
+    runtime.ensure_network()
+    address = _gateway(runtime.client, runtime.network)
+    return lambda **options: runtime_factory(publish_host=address, **options)
+
+
+def test_a_device_reaches_its_stream_but_not_the_host_nor_a_neighbours_stream(
+    published_on_bridge: RuntimeFactory, docker_client: docker.DockerClient
+) -> None:
+    guarded = published_on_bridge()
+    open_ = published_on_bridge(egress_guard=False)  # the same world without the rules: the control
+    a, b, c = _boot(guarded), _boot(guarded), _boot(open_)
+    stream_b = guarded.wait_stream_ready(b, timeout_s=5)
+    assert stream_b.host_port
+    bridge = guarded.publish_host
+
+    def reach(rt: ContainerRuntime, device_id: str) -> dict[str, bool]:
+        pair = pair_network_name(rt.instance_id, device_id)
+        device, stream = rt.name_for(device_id, Role.DEVICE), rt.name_for(device_id, Role.STREAM)
+        with _listener(_gateway(docker_client, pair)) as port:
+            on_gateway = _connects(docker_client, device, _gateway(docker_client, pair), port)
+        return {
+            "host's bridge address": on_gateway,
+            "neighbour's published stream": _connects(docker_client, device, bridge, stream_b.host_port),
+            "its own stream": _connects(
+                docker_client, device, _address_on(docker_client, stream, pair), 6080
+            ),
+        }
+
+    # Without the rules both paths are open (what the guard is for).
+    assert reach(open_, c) == {
+        "host's bridge address": True,
+        "neighbour's published stream": True,
+        "its own stream": True,
+    }
+    assert reach(guarded, a) == {
+        "host's bridge address": False,
+        "neighbour's published stream": False,
+        "its own stream": True,
+    }
+
+
+def test_the_rules_drop_private_and_link_local_ranges_only_and_go_with_the_network(
+    runtime: ContainerRuntime, docker_client: docker.DockerClient
+) -> None:
+    device_id = new_session_id_for_tests()
+    runtime.launch_device(device_id, "stub")
+    pair = pair_network_name(runtime.instance_id, device_id)
+    subnet = _subnet(docker_client, pair)
+    bridge = f"br-{docker_client.api.inspect_network(pair)['Id'][:12]}"
+
+    rules = listed_guards(docker_client, runtime.instance_id)[pair]
+    forward = [r for r in rules if r.startswith("-A DOCKER-USER ")]
+    dropped = {re.search(r" -d (\S+)", r).group(1) for r in forward if r.endswith("-j DROP")}
+    assert dropped == set(BLOCKED)
+    assert all(f"-s {subnet} " in r for r in forward)
+    # Nothing else is dropped: the other rules only return (to Docker's own rules).
+    assert {r for r in forward if not r.endswith("-j DROP")} == {
+        f"-A DOCKER-USER -s {subnet} -d {subnet} -m comment --comment {guard_tag(runtime.instance_id, pair)} -j RETURN",
+        f"-A DOCKER-USER -s {subnet} -m conntrack --ctstate RELATED,ESTABLISHED "
+        f"-m comment --comment {guard_tag(runtime.instance_id, pair)} -j RETURN",
+    }
+    assert [r for r in rules if r.startswith("-A INPUT ")] == [
+        f"-A INPUT -i {bridge} -m conntrack --ctstate NEW -m comment --comment {guard_tag(runtime.instance_id, pair)} -j DROP"
+    ]
+    # In the chains, the network's two returns come before its drops.
+    chain = [line for line in netguard(docker_client, "list").splitlines() if f"-s {subnet} " in line]
+    assert [line.rsplit(" ", 1)[1] for line in chain] == ["RETURN", "RETURN"] + ["DROP"] * len(BLOCKED)
+
+    runtime.remove_device(device_id)
+    assert pair not in listed_guards(docker_client, runtime.instance_id)
+
+
+def test_a_deleted_rule_shows_as_unguarded_and_removal_of_stray_rules(
+    runtime_factory: RuntimeFactory, docker_client: docker.DockerClient
+) -> None:
+    runtime = runtime_factory()  # its own instance: remove_orphan_networks sees only this test's
+    device_id = new_session_id_for_tests()
+    runtime.launch_device(device_id, "stub")
+    pair = pair_network_name(runtime.instance_id, device_id)
+    assert {n.name: n.guarded for n in runtime.inventory().networks}[pair] is True
+
+    tag = guard_tag(runtime.instance_id, pair)
+    installed = sorted(listed_guards(docker_client, runtime.instance_id)[pair])
+    kept = [r.replace("-A ", "-I ", 1) for r in installed if "169.254.0.0/16" not in r]
+    netguard(docker_client, "replace", tag, *kept)  # someone deleted the metadata rule
+    assert {n.name: n.guarded for n in runtime.inventory().networks}[pair] is False
+
+    assert runtime.guard_pair_network(device_id)
+    assert {n.name: n.guarded for n in runtime.inventory().networks}[pair] is True
+
+    gone = new_session_id_for_tests()  # a network removed behind our back leaves its rules
+    runtime.launch_device(gone, "stub")
+    docker_client.api.remove_container(runtime.name_for(gone, Role.DEVICE), force=True)
+    docker_client.api.remove_network(pair_network_name(runtime.instance_id, gone))
+    assert runtime.inventory().stray_guards == [pair_network_name(runtime.instance_id, gone)]
+    assert runtime.remove_orphan_networks() == []
+    assert runtime.inventory().stray_guards == []
+    assert pair in listed_guards(docker_client, runtime.instance_id)
