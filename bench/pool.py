@@ -37,7 +37,13 @@ sys.path.append(str(ROOT / "bench"))  # after ROOT: bench/gateway.py must not sh
 from provision import PROVIDER, bench_environment, bench_simulator  # noqa: E402
 
 from provisioner.prefect_api.setup import HEARTBEAT_TIMEOUT_S  # noqa: E402
-from tests.harness.deployed import Worker, pause_schedules, prefect_server, provisioner_deploy  # noqa: E402
+from tests.harness.deployed import (  # noqa: E402
+    Executor,
+    Worker,
+    pause_schedules,
+    prefect_server,
+    provisioner_deploy,
+)
 from tests.harness.gateway import serve  # noqa: E402
 from tests.harness.services import postgres  # noqa: E402
 
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         }
         stack.callback(Worker(worker_env, home / "worker.log").stop)
+        stack.callback(Executor(worker_env, home / "executor.log").stop)  # the gateway's provisions
         from provisioner.gateway.app import create_app
         from provisioner.prefect_api.orchestrator import PrefectFlowRuns
         from provisioner.settings import get_settings

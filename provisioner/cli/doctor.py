@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from provisioner.prefect_api.names import DEPLOYMENTS, WORK_POOL
+from provisioner.prefect_api.names import DEPLOYMENTS, EXECUTOR_POOL, WORK_POOL
 from provisioner.settings import Settings
 
 MAX_CLOCK_SKEW_S = 2.0
@@ -100,13 +100,12 @@ def _deployments() -> str:
     return f"{len(DEPLOYMENTS)} deployments and the heartbeat automations"
 
 
-def _worker() -> str:
+def _polling(pool: str, start: str) -> str:
     from provisioner.prefect_api.setup import pool_workers
 
-    start = f"start one: `prefect worker start --pool {WORK_POOL}` (from the checkout)"
-    workers = pool_workers(WORK_POOL)
+    workers = pool_workers(pool)
     if workers is None:
-        raise Broken(f"work pool {WORK_POOL} missing", "run `provisioner deploy`")
+        raise Broken(f"work pool {pool} missing", "run `provisioner deploy`")
     now = datetime.now(UTC)
     alive = []
     for worker in workers:
@@ -115,8 +114,18 @@ def _worker() -> str:
         if worker.last_heartbeat_time and (now - worker.last_heartbeat_time).total_seconds() <= window:
             alive.append(worker.name)
     if not alive:
-        raise Broken(f"no worker is polling work pool {WORK_POOL}", start)
-    return f"{len(alive)} polling {WORK_POOL}: {', '.join(sorted(alive))}"
+        raise Broken(f"nothing is polling work pool {pool}", start)
+    return f"{len(alive)} polling {pool}: {', '.join(sorted(alive))}"
+
+
+def _worker() -> str:
+    return _polling(WORK_POOL, f"start one: `prefect worker start --pool {WORK_POOL}` (from the checkout)")
+
+
+def _executor() -> str:
+    return _polling(
+        EXECUTOR_POOL, "start one: `provisioner executor` (from the checkout, with the worker's settings)"
+    )
 
 
 def _docker(settings: Settings) -> str:
@@ -215,6 +224,8 @@ def checks(settings: Settings) -> Iterator[tuple[str, Callable[[], str]]]:
     yield "prefect api", _prefect_api
     yield "deployments", _deployments
     yield "worker", _worker
+    if settings.gateway.run_on == "executor":  # the gateway's provisions wait for one
+        yield "executor", _executor
     yield "docker", lambda: _docker(settings)
     yield from _providers(settings)
     yield "gateway auth", lambda: _gateway(settings)

@@ -472,7 +472,7 @@ class GatewaySettings(BaseModel):
         description="At most one last-activity write per session this often while its stream is open",
     )
     run_on: Literal["executor", "worker"] = Field(
-        "worker",
+        "executor",
         description="Where provisions started through the API run: `executor` (deployment "
         "provision/executor, a thread of `provisioner executor` per run) or `worker` (deployment "
         "provision/provision, a process of the process worker per run). Reconciliation's re-runs "

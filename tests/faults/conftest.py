@@ -69,9 +69,11 @@ def flow_run_env(
     database_url: str,
     runtime: ContainerRuntime,
     reconcile: dict[str, str] | None = RECONCILE_ENV,
+    run_on: str = "worker",
 ) -> dict[str, str]:
     """The environment of a worker or executor whose flow runs use this database, simulator and
-    instance. ``reconcile=None``: the default reconciliation settings (no PROVISIONER_RECONCILE__*)."""
+    instance. ``reconcile=None``: the default reconciliation settings (no PROVISIONER_RECONCILE__*);
+    ``run_on``: where reconciliation runs a provision again (the gateway_for default: the worker)."""
     test_env = provisioner_environment(
         instance_id=runtime.instance_id, sim_urls=sim.base_urls, database_url=database_url
     )
@@ -82,6 +84,7 @@ def flow_run_env(
         **test_env,
         **(reconcile or {}),
         "PROVISIONER_DATABASE__URL": database_url,
+        "PROVISIONER_GATEWAY__RUN_ON": run_on,
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
@@ -119,7 +122,8 @@ def start_executor(stack, sim, tmp_path) -> Iterator[Callable[..., Executor]]:
     executors: list[Executor] = []
 
     def start(database_url: str, runtime: ContainerRuntime) -> Executor:
-        executor = Executor(flow_run_env(env, sim, database_url, runtime), tmp_path / "executor.log")
+        executor_env = flow_run_env(env, sim, database_url, runtime, run_on="executor")
+        executor = Executor(executor_env, tmp_path / "executor.log")
         executors.append(executor)
         return executor
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.harness.deployed import VENV_BIN, Worker
+from tests.harness.deployed import VENV_BIN, Executor, Worker
 from tests.plugins.prefect_env import provisioner_environment
 from tests.support import wait_for
 
@@ -43,12 +43,24 @@ def test_doctor_healthy_then_names_the_stopped_worker(stack, database_url, runti
     assert "prefect worker start --pool provisioner-process" in first.stderr
 
     worker = Worker({**env, "PREFECT_WORKER_HEARTBEAT_SECONDS": "3"}, tmp_path / "worker.log")
+    executor = Executor(env, tmp_path / "executor.log")  # the gateway's provisions run there
     try:
         healthy = wait_for(lambda: (done := doctor()).returncode == 0 and done, timeout=90, interval=2)
     finally:
+        executor.stop()
         worker.stop()
     lines = healthy.stdout
-    for piece in ("database", "prefect api", "deployments", "worker", "docker", "gateway auth", "webhooks"):
+    pieces = (
+        "database",
+        "prefect api",
+        "deployments",
+        "worker",
+        "executor",
+        "docker",
+        "gateway auth",
+        "webhooks",
+    )
+    for piece in pieces:
         assert f"ok   {piece}" in lines, lines
     for provider in ("sms_man", "onlinesim", "sms_activate"):
         assert f"ok   provider {provider}" in lines and "balance" in lines, lines

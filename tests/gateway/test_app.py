@@ -156,7 +156,7 @@ class TestCreateAndRelease:
         sid = first.json()["session_id"]
         assert gw.runs.started == [
             (
-                "provision/provision",
+                "provision/executor",
                 {
                     "request": {"service": "telegram", "providers": ["sms_man"], "max_price": "1.5 USD"},
                     "session_id": sid,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from flows.provision import provision_session
 from provisioner.cli.main import app as cli
-from provisioner.prefect_api.names import PROVISION_DEPLOYMENT
+from provisioner.prefect_api.names import PROVISION_EXECUTOR_DEPLOYMENT
 from provisioner.steps.request import ProvisionRequest
 from provisioner.store import OPEN_LEASE_OUTCOMES, State
 from provisioner.store import leases as lease_repo
@@ -38,7 +38,7 @@ class WorkerRuns(RecordingRuns):
 
     async def start(self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None):
         run = await super().start(deployment, parameters, idempotency_key=idempotency_key)
-        if deployment == PROVISION_DEPLOYMENT:
+        if deployment == PROVISION_EXECUTOR_DEPLOYMENT:
             request = ProvisionRequest(**parameters["request"])
             self.runs.append(
                 self.pool.submit(

@@ -18,7 +18,7 @@ from provisioner.prefect_api.names import EXECUTOR_POOL
 from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.settings.version import VERSION
 from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.harness.deployed import POOL, ROOT, VENV_BIN, Worker, prefect_cli
+from tests.harness.deployed import POOL, ROOT, VENV_BIN, Executor, Worker, prefect_cli
 from tests.harness.deployed import prefect_server as start_prefect_server
 from tests.harness.gateway import make_deps, serve
 from tests.plugins.prefect_env import provisioner_environment
@@ -92,9 +92,11 @@ def worker(deployed, database_url, sim, runtime_factory, tmp_path):
     }
     log_path = tmp_path / "worker.log"
     worker = Worker(worker_env, log_path)
+    executor = Executor(worker_env, log_path)  # the gateway's provisions (PROVISIONER_GATEWAY__RUN_ON)
     try:
         yield runtime, log_path
     finally:
+        executor.stop()
         worker.stop()
         for container in runtime.list_managed():
             runtime.remove(container.id)
@@ -137,6 +139,7 @@ def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, 
         run = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10, trust_env=False).json()
         assert run["name"] == f"provision-{session_id}"
         assert f"session:{session_id}" in run["tags"]
+        assert run["work_pool_name"] == EXECUTOR_POOL  # the default: a thread of the executor
         stream = client.get(f"/sessions/{session_id}/stream")
         assert stream.status_code == 200, stream.text
         assert client.get(f"/vnc/{session_id}/vnc.html").status_code == 200

@@ -82,7 +82,7 @@ class TestDelete:
         reply = gw.client.delete(f"/sessions/{created['session_id']}")
         assert reply.status_code == 200 and reply.json()["state"] == "cancelled"
         assert gw.runs.cancelled == [created["flow_run_id"]]
-        assert [d for d, _, _ in gw.runs.started] == ["provision/provision"]
+        assert [d for d, _, _ in gw.runs.started] == ["provision/executor"]
         assert row(gw, created["session_id"]).state == "cancelled"
 
     def test_delete_after_the_run_started_starts_a_release_run(self, gw) -> None:
@@ -90,7 +90,7 @@ class TestDelete:
         gw.runs.running.add(created["flow_run_id"])
         reply = gw.client.delete(f"/sessions/{created['session_id']}")
         assert reply.status_code == 202 and reply.json()["state"] == "releasing"
-        assert [d for d, _, _ in gw.runs.started] == ["provision/provision", "release/release"]
+        assert [d for d, _, _ in gw.runs.started] == ["provision/executor", "release/release"]
 
     @pytest.mark.parametrize("state", [State.RELEASED, State.FAILED])
     def test_delete_of_an_ended_session_answers_its_state_and_starts_nothing(

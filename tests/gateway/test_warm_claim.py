@@ -55,6 +55,6 @@ def test_without_an_idle_device_the_run_is_started_for_a_session_with_no_device(
         assert (row.state, row.device_id) == (State.REQUESTED, None)
         assert devrepo.list_live_devices(db) == []
     (run,) = gw.runs.started
-    assert (run[0], run[1]["session_id"]) == ("provision/provision", sid)
+    assert (run[0], run[1]["session_id"]) == ("provision/executor", sid)
     assert run[1]["request"]["device_profile"] == PROFILE
     assert gw.client.get(f"/sessions/{sid}/stream").json()["reason"] == "provisioning"
