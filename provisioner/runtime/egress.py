@@ -3,17 +3,18 @@ internet (its apps must register) and its own stream, nothing on our side of the
 
 Per pair subnet S with bridge B, rules tagged with the comment `provisioner:<instance>:<network>`:
 
-    DOCKER-USER (forwarded traffic; Docker jumps here before its own rules)
-      -s S -d S -j RETURN                                         the device and its stream
-      -s S -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN   replies to what reached it
-      -s S -d R -j DROP   for R in 10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16
+    DOCKER-USER (forwarded traffic; Docker jumps here before its own rules), for each R in
+    10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16:
+      -s S -d R ! -o B -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP
     INPUT (the host's own addresses: gateway IPs, docker0, its LAN address)
       -i B -m conntrack --ctstate NEW -j DROP
 
 The private ranges hold every other Docker network (other pair networks, the deployment network
 and its gateway) and the LAN with other hosts' stream ports; 169.254/16 holds the cloud metadata
-address. RETURN rather than ACCEPT: Docker's own rules still decide whatever they decide. Other
-destinations (the public internet) are left alone.
+address. `! -o B` keeps the device and its stream talking (bridged traffic leaves by its own
+bridge), the state match keeps replies to what reached the device. Only DROP rules: nothing of
+Docker's or the operator's later in the chains is skipped, and other destinations (the public
+internet) are left to them.
 
 The engine may be remote and the worker may hold nothing but its socket, so the rules go in
 through the engine: a short-lived `provisioner/netguard` container (images/netguard) in the
@@ -37,7 +38,7 @@ GUARD_ROLE = "netguard"
 BLOCKED = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
 GUARD_TIMEOUT_S = 30.0
 _TAG_PREFIX = "provisioner:"
-_SAFE = re.compile(r"^[A-Za-z0-9_.:/,-]+$")  # a rule is word-split inside the container
+_SAFE = re.compile(r"^[A-Za-z0-9_.:/,!-]+$")  # a rule is word-split inside the container
 
 
 def guard_tag(instance_id: str, network: str) -> str:
@@ -47,12 +48,11 @@ def guard_tag(instance_id: str, network: str) -> str:
 def guard_rules(tag: str, subnet: str, bridge: str) -> list[str]:
     """The network's rules as `iptables -S` prints them (`-A CHAIN spec`), in chain order."""
     comment = f"-m comment --comment {tag}"
-    forward = [
-        f"-s {subnet} -d {subnet} {comment} -j RETURN",
-        f"-s {subnet} -m conntrack --ctstate RELATED,ESTABLISHED {comment} -j RETURN",
-        *(f"-s {subnet} -d {blocked} {comment} -j DROP" for blocked in BLOCKED),
+    rules = [
+        f"-A DOCKER-USER -s {subnet} -d {blocked} ! -o {bridge} "
+        f"-m conntrack ! --ctstate RELATED,ESTABLISHED {comment} -j DROP"
+        for blocked in BLOCKED
     ]
-    rules = [f"-A DOCKER-USER {spec}" for spec in forward]
     rules.append(f"-A INPUT -i {bridge} -m conntrack --ctstate NEW {comment} -j DROP")
     for rule in rules:
         if not _SAFE.match(rule.replace(" ", "")):
