@@ -117,13 +117,15 @@ def start_worker(stack, sim, tmp_path) -> Iterator[Callable[..., Worker]]:
 
 @pytest.fixture
 def start_executor(stack, sim, tmp_path) -> Iterator[Callable[..., Executor]]:
-    """start_executor(database_url, runtime) -> a running `provisioner executor`; all stopped after."""
+    """start_executor(database_url, runtime, *args) -> a running `provisioner executor`; all stopped
+    afterwards."""
     _, env = stack
     executors: list[Executor] = []
 
-    def start(database_url: str, runtime: ContainerRuntime) -> Executor:
+    def start(database_url: str, runtime: ContainerRuntime, *args: str) -> Executor:
+        """``args``: options of `provisioner executor` (e.g. --limit 1)."""
         executor_env = flow_run_env(env, sim, database_url, runtime, run_on="executor")
-        executor = Executor(executor_env, tmp_path / "executor.log")
+        executor = Executor(executor_env, tmp_path / "executor.log", *args)
         executors.append(executor)
         return executor
 

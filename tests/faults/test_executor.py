@@ -112,3 +112,37 @@ def test_executor_killed_mid_wait_its_session_is_undone_and_a_lost_run_rerun(
         release_all(client, db_sessions, sids)
         wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
     assert_nothing_left(prefect, runtime, sim, db_sessions, sids, answers)
+
+
+def test_delete_mid_wait_ends_the_executor_run_and_frees_its_slot(
+    prefect, start_executor, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim
+) -> None:
+    """A session released while its run waits for the code: the run's thread ends (a final state
+    in Prefect), so the executor's slot is free again; --limit 1 proves it by running the next."""
+    runtime = runtime_factory()
+    executor = start_executor(database_url, runtime, "--limit", "1")
+    start_worker(database_url, runtime)  # the release run
+    client = gateway_for(db_sessions, runtime, run_on="executor")
+    sim.set_sms_delay(600.0)
+    first = client.post("/sessions", json=REQUEST).json()
+    wait_for(
+        lambda: states(db_sessions, [first["session_id"]])[first["session_id"]] == "awaiting_code", timeout=60
+    )
+    second = client.post("/sessions", json=REQUEST).json()
+    watched_until = time.monotonic() + 2  # a free executor would claim it within its 0.5 s poll
+    while time.monotonic() < watched_until:
+        assert prefect.state(second["flow_run_id"]) == "SCHEDULED"  # the one slot is taken
+        time.sleep(0.25)
+
+    assert client.delete(f"/sessions/{first['session_id']}").status_code == 202
+    assert prefect.wait_final(first["flow_run_id"], timeout=60) in ("COMPLETED", "FAILED", "CANCELLED")
+    sim.set_sms_delay(1.0)
+    wait_for(
+        lambda: states(db_sessions, [second["session_id"]])[second["session_id"]] == "verified", timeout=60
+    )
+    assert executor.proc.poll() is None
+
+    release_all(client, db_sessions, [first["session_id"], second["session_id"]])
+    wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
+    assert [c.name for c in runtime.list_managed()] == []
+    assert sim.ledger().settled, sim.ledger()
