@@ -5,6 +5,7 @@ and a SIGKILLed executor's runs are found and undone or re-run by reconciliation
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -30,36 +31,48 @@ def deployment_name(prefect, run: dict) -> str:
     return prefect.client.get(f"/deployments/{run['deployment_id']}").raise_for_status().json()["name"]
 
 
-def test_post_is_verified_through_the_executor_in_its_own_process(
+def test_posts_are_verified_through_the_executor_each_run_with_its_own_logs(
     prefect, start_executor, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim
 ) -> None:
+    """Three POSTs at once: three threads of one executor process, each an ordinary Prefect run
+    (COMPLETED), whose logs and artifact are its own session's and no other's."""
     runtime = runtime_factory()
     executor = start_executor(database_url, runtime)
     start_worker(database_url, runtime)  # the release deployment stays on the process pool
     client = gateway_for(db_sessions, runtime, run_on="executor")
     sim.set_sms_delay(1.0)
     posted = time.monotonic()
-    created = client.post("/sessions", json=REQUEST)
-    assert created.status_code == 202, created.text
-    sid, run_id = created.json()["session_id"], created.json()["flow_run_id"]
-    wait_for(lambda: states(db_sessions, [sid])[sid] == State.VERIFIED, timeout=60)
-    print(f"POST -> verified through the executor: {time.monotonic() - posted:.2f} s")
+    with ThreadPoolExecutor(3) as pool:
+        created = list(pool.map(lambda _: client.post("/sessions", json=REQUEST), range(3)))
+    assert [reply.status_code for reply in created] == [202] * 3, [reply.text for reply in created]
+    runs = {reply.json()["session_id"]: reply.json()["flow_run_id"] for reply in created}
+    sids = list(runs)
+    wait_for(lambda: set(states(db_sessions, sids).values()) == {State.VERIFIED}, timeout=90)
+    print(f"3 POSTs -> verified through the executor: {time.monotonic() - posted:.2f} s")
 
-    run = prefect.run(run_id)
-    assert deployment_name(prefect, run) == "executor"
-    assert prefect.wait_final(run_id, timeout=20) == "COMPLETED"
-    assert descendants(executor.proc.pid) == []  # the run was a thread of the executor, no process
+    for run_id in runs.values():
+        assert deployment_name(prefect, prefect.run(run_id)) == "executor"
+        assert prefect.wait_final(run_id, timeout=20) == "COMPLETED"
+    assert descendants(executor.proc.pid) == []  # the runs were threads of the executor
 
-    # Its logs reach the run in Prefect (the flow's own lines and the engine's).
-    def logged() -> list[str] | None:
-        lines = run_logs(prefect, run_id)
-        return lines if any("verified" in line for line in lines) else None
+    # Each run's logs reach that run in Prefect (the flow's own lines and the engine's).
+    for sid, run_id in runs.items():
 
-    logs = wait_for(logged, timeout=20)
-    assert any(line.startswith("provisioner ") for line in logs), logs
-    assert any(line.startswith("Beginning flow run") for line in logs), logs
+        def logged(run_id: str = run_id) -> list[str] | None:
+            lines = run_logs(prefect, run_id)
+            return lines if any("verified" in line for line in lines) else None
 
-    release_all(client, db_sessions, [sid])
+        logs = wait_for(logged, timeout=20)
+        assert any(line.startswith("provisioner ") for line in logs), logs
+        assert any(line.startswith("Beginning flow run") for line in logs), logs
+        assert any(sid in line for line in logs), logs
+        others = [other for other in sids if other != sid]
+        assert not [line for line in logs if any(other in line for other in others)], logs
+        body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+        keys = [a["key"] for a in prefect.client.post("/artifacts/filter", json=body).json()]
+        assert keys and all(sid.lower() in key for key in keys if key), keys
+
+    release_all(client, db_sessions, sids)
     assert prefect.alive_provision_runs() == []
     assert [c.name for c in runtime.list_managed()] == []
     assert sim.ledger().settled, sim.ledger()
