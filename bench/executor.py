@@ -27,6 +27,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -62,8 +63,11 @@ class Way:
     name: str
     client: httpx.Client
     pid: int  # the serving process: the worker, or the executor
+    api_url: str = ""
     one: list[float] = field(default_factory=list)
     ten: list[float] = field(default_factory=list)
+    one_start: list[float] = field(default_factory=list)  # the run created -> Running (server clock)
+    ten_start: list[float] = field(default_factory=list)
     idle_mb: float = 0.0
     waiting_mb: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -122,6 +126,18 @@ def verified_after(client: httpx.Client) -> tuple[str, float | None, str | None]
     )
 
 
+def run_started_after(way: Way, sid: str) -> float | None:
+    """Seconds from the session's flow run being created to its entering Running (server times)."""
+    run_id = way.client.get(f"/sessions/{sid}").json()["flow_run_id"]
+    run = httpx.get(f"{way.api_url}/flow_runs/{run_id}", timeout=10, trust_env=False).json()
+    if not run.get("start_time"):
+        return None
+    started, created = (
+        datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("start_time", "created")
+    )
+    return (started - created).total_seconds()
+
+
 def release(client: httpx.Client, sids: list[str]) -> None:
     for sid in sids:
         with contextlib.suppress(httpx.HTTPError):
@@ -139,6 +155,7 @@ def step_one(way: Way, deps, sim, samples: int) -> None:
             way.errors.append(f"one {sid}: {error}")
         else:
             way.one.append(took)
+            way.one_start.append(run_started_after(way, sid) or 0.0)
         release(way.client, [sid])
 
 
@@ -174,7 +191,12 @@ def step_ten(way: Way, deps, sim) -> None:
             way.errors.append(f"ten {sid}: {error}")
         else:
             way.ten.append(took)
+            way.ten_start.append(run_started_after(way, sid) or 0.0)
     release(way.client, [sid for sid, _, _ in results])
+
+
+def med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def p95(values: list[float]) -> float | None:
@@ -244,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             url = stack.enter_context(serve(create_app(way_deps, runs=PrefectFlowRuns(api_url=api_url))))
             client = stack.enter_context(httpx.Client(base_url=url, timeout=120, trust_env=False))
-            ways[name] = Way(name, client, pid)
+            ways[name] = Way(name, client, pid, api_url=api_url)
         try:
             for step in ("one", "rss", "ten"):
                 for way in ways.values():
@@ -262,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"simulator ledger: {len(ledger.purchases)} purchases, settled: {ledger.settled}")
     w, e = ways["worker"], ways["executor"]
     print()
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"Warm `{PROFILE}` devices, SMS delay {SMS_DELAY_S:g} s; POST -> verified in seconds; RSS in MB.")
     print("| | process worker | executor | worker / executor |")
     print("| --- | --- | --- | --- |")
@@ -270,13 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{a / b:.1f}x" if a and b else "-"
         print(f"| {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio} |")
 
-    row(
-        f"1 POST -> verified, median of {args.samples}",
-        statistics.median(w.one or [0]),
-        statistics.median(e.one or [0]),
-    )
-    row("10 at once -> verified, median", statistics.median(w.ten or [0]), statistics.median(e.ten or [0]))
+    row(f"1 POST -> verified, median of {args.samples}", med(w.one), med(e.one))
+    row("10 at once -> verified, median", med(w.ten), med(e.ten))
     row("10 at once -> verified, p95", p95(w.ten), p95(e.ten))
+    row("1 POST: run created -> Running, median", med(w.one_start), med(e.one_start))
+    row("10 at once: run created -> Running, median", med(w.ten_start), med(e.ten_start))
     row("RSS idle (serving processes)", w.idle_mb, e.idle_mb, 0)
     row("RSS with 10 waiting for codes", w.waiting_mb, e.waiting_mb, 0)
     row("RSS per waiting session", w.per_session_mb, e.per_session_mb, 1)

@@ -86,8 +86,15 @@ def executor(
     import logging
     import signal
 
+    from prefect.settings import get_current_settings
+
     from provisioner.prefect_api.names import EXECUTOR_POOL
 
+    if not get_current_settings().api.url:  # else Prefect would start a throwaway server of its own
+        err.print(
+            "[red]PREFECT_API_URL is not set: point it at the Prefect server whose runs to execute[/red]"
+        )
+        raise typer.Exit(2)
     load_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -300,3 +303,18 @@ def test_every_option_of_every_command_says_what_it_does():
 
     walk(typer.main.get_command(app), "provisioner")
     assert missing == [], missing
+
+
+def test_executor_without_a_prefect_api_refuses_to_start(tmp_path):
+    """Without PREFECT_API_URL Prefect would run a throwaway server of its own: exit 2 instead."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("provisioner")), "executor"],
+        env={**env, "PREFECT_HOME": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PREFECT_API_URL is not set" in done.stderr
