@@ -132,11 +132,14 @@ def _docker(settings: Settings) -> str:
     import docker
 
     from provisioner.runtime import load_profiles
+    from provisioner.runtime.egress import GUARD_IMAGE
     from provisioner.store import get_sessionmaker
     from provisioner.store.hosts import list_hosts
 
     profiles = load_profiles(settings.docker.profiles_file)
     images = {profiles[settings.docker.default_profile].image, settings.docker.stream_image}
+    if settings.docker.egress_guard:
+        images.add(GUARD_IMAGE)
     with get_sessionmaker()() as db:
         hosts = [(h.name, h.docker_url) for h in list_hosts(db) if h.state != "down"]
     engines = hosts or [("local", settings.docker.host)]
