@@ -48,7 +48,8 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     home = tmp_path_factory.mktemp("prefect-home")
     with prefect_server(home) as (api_url, env):
         for _ in range(2):
-            done = provisioner_deploy(env)
+            # The run form's profile choices come from the profiles where deploy runs: the tests'.
+            done = provisioner_deploy({**env, "PROVISIONER_DOCKER__PROFILES_FILE": str(TEST_PROFILES_FILE)})
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         # The tests drive every reconcile pass themselves: a scheduled pass running at the same time
         # would hold the deployment's slot and turn the test's pass away (CANCEL_NEW).

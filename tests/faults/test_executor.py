@@ -78,11 +78,12 @@ def test_posts_are_verified_through_the_executor_each_run_with_its_own_logs(
     assert sim.ledger().settled, sim.ledger()
 
 
-def test_executor_killed_mid_wait_its_session_is_undone_and_a_lost_run_rerun(
+def test_executor_killed_mid_wait_undoes_what_was_bought_and_reruns_the_rest(
     prefect, start_executor, start_worker, gateway_for, db_sessions, database_url, runtime_factory, sim
 ) -> None:
-    """SIGKILL while one session waits for its code (a number bought: undone) and another is not
-    started yet (nothing bought: run again by reconciliation, on the executor deployment)."""
+    """SIGKILL while one session waits for its code (a number bought: undone), one boots its device
+    and one is not started yet (nothing bought: both run again by reconciliation, on the executor
+    deployment, and verified by the next executor)."""
     runtime = runtime_factory()
     executor = start_executor(database_url, runtime)
     start_worker(database_url, runtime, extra={"PROVISIONER_GATEWAY__RUN_ON": "executor"})
@@ -94,6 +95,12 @@ def test_executor_killed_mid_wait_its_session_is_undone_and_a_lost_run_rerun(
         waiting = client.post("/sessions", json=REQUEST).json()
         sids.append(waiting["session_id"])
         wait_for(lambda: states(db_sessions, sids)[sids[0]] == "awaiting_code", timeout=60)
+        booting_reply = client.post("/sessions", json={**REQUEST, "device_profile": "stub-boot-10"})
+        assert booting_reply.status_code == 202, booting_reply.text
+        booting = booting_reply.json()
+        sids.append(booting["session_id"])
+        wait_for(lambda: states(db_sessions, sids)[sids[1]] == "launching", timeout=60)
+        assert prefect.state(booting["flow_run_id"]) == "RUNNING"
         executor.kill()
         unstarted = client.post("/sessions", json=REQUEST).json()  # stays Scheduled: no executor
         sids.append(unstarted["session_id"])
@@ -105,22 +112,23 @@ def test_executor_killed_mid_wait_its_session_is_undone_and_a_lost_run_rerun(
         # Session heartbeats stale after 5 s, the run start deadline 8 s (RECONCILE_ENV).
         def reconciled() -> bool:
             assert prefect.reconcile_pass() == "COMPLETED"
-            current = states(db_sessions, sids)
-            return current[sids[0]] == "failed" and run_of(sids[1]) != unstarted["flow_run_id"]
+            rerun = [run_of(sids[1]) != booting["flow_run_id"], run_of(sids[2]) != unstarted["flow_run_id"]]
+            return states(db_sessions, sids)[sids[0]] == "failed" and all(rerun)
 
         wait_for(reconciled, timeout=60, interval=1)
         with db_sessions() as db:
             undone = repo.get_session(db, sids[0]).last_error or ""
         assert "heartbeat stopped" in undone, undone
         assert prefect.state(waiting["flow_run_id"]) == "CRASHED"
+        assert prefect.state(booting["flow_run_id"]) == "CRASHED"
         assert prefect.state(unstarted["flow_run_id"]) in ("CRASHED", "CANCELLED")
-        rerun = run_of(sids[1])
-        assert deployment_name(prefect, prefect.run(rerun)) == "executor"
+        reruns = [run_of(sid) for sid in sids[1:]]
+        assert [deployment_name(prefect, prefect.run(run)) for run in reruns] == ["executor", "executor"]
 
         sim.set_sms_delay(1.0)
         start_executor(database_url, runtime)
-        wait_for(lambda: states(db_sessions, sids)[sids[1]] == "verified", timeout=60)
-        assert prefect.wait_final(rerun, timeout=20) == "COMPLETED"
+        wait_for(lambda: [states(db_sessions, sids)[sid] for sid in sids[1:]] == ["verified"] * 2, timeout=90)
+        assert [prefect.wait_final(run, timeout=20) for run in reruns] == ["COMPLETED"] * 2
 
         release_all(client, db_sessions, sids)
         wait_for(lambda: prefect.alive_provision_runs() == [], timeout=30)
