@@ -2,6 +2,7 @@
 # netguard list               the provisioner-tagged rules of DOCKER-USER and INPUT (iptables -S)
 # netguard remove TAG...      delete every rule commented with one of the TAGs
 # netguard replace TAG RULE...  delete TAG's rules, then run each RULE (iptables arguments)
+# netguard resolvers          the nameservers of the host's resolv.conf (Docker's DNS forwards there)
 set -eu
 if iptables-nft -w -S DOCKER-USER >/dev/null 2>&1; then
     ipt=iptables-nft
@@ -23,6 +24,11 @@ remove() {  # every rule commented exactly "$1"
     done
 }
 
+if [ "${1:-}" = resolvers ]; then
+    awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf
+    exit 0
+fi
+
 command="${1:-}"
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -36,5 +42,5 @@ case "$command" in
             $ipt -w $rule
         done
         ;;
-    *) echo "usage: netguard list | remove TAG... | replace TAG RULE..." >&2; exit 2 ;;
+    *) echo "usage: netguard list | remove TAG... | replace TAG RULE... | resolvers" >&2; exit 2 ;;
 esac

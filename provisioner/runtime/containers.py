@@ -22,7 +22,14 @@ from typing import Any
 import docker
 from sqlalchemy.orm import Session
 
-from provisioner.runtime.egress import GUARD_IMAGE, guard_rules, guard_tag, listed_guards, remove_guards
+from provisioner.runtime.egress import (
+    GUARD_IMAGE,
+    engine_resolvers,
+    guard_rules,
+    guard_tag,
+    listed_guards,
+    remove_guards,
+)
 from provisioner.runtime.engines import EngineTLS, engine_client
 from provisioner.runtime.errors import (
     ContainerExited,
@@ -412,28 +419,33 @@ class ContainerRuntime(DeviceNames):
         after their network is created, so a rule listed belongs to a network listed or gone).
         Rules that cannot be listed leave ``guarded`` unknown (None) for this pass."""
         containers = self.list_managed()
-        guards = self._listed_guards()
+        listed = self._listed_guards()
         networks = pair_networks(self.client, self.instance_id)
-        if guards is None:
+        if listed is None:
             return Inventory(containers, networks)
-        checked = [replace(n, guarded=self._guard_complete(n, guards.get(n.name, set()))) for n in networks]
+        guards, resolvers = listed
+        checked = [
+            replace(n, guarded=self._guard_complete(n, guards.get(n.name, set()), resolvers))
+            for n in networks
+        ]
         names = {n.name for n in networks}
         return Inventory(containers, checked, stray_guards=sorted(set(guards) - names))
 
-    def _listed_guards(self) -> dict[str, set[str]] | None:
+    def _listed_guards(self) -> tuple[dict[str, set[str]], tuple[str, ...]] | None:
+        """(this instance's rules by network, the engine's blocked nameservers), None unknown."""
         if not self.egress_guard:
             return None
         try:
-            return listed_guards(self.client, self.instance_id)
+            return listed_guards(self.client, self.instance_id), engine_resolvers(self.client)
         except RuntimeFailure as exc:
             log.warning("egress rules not listed this pass: %s", exc)
             return None
 
-    def _guard_complete(self, network: PairNetwork, rules: set[str]) -> bool:
+    def _guard_complete(self, network: PairNetwork, rules: set[str], resolvers: tuple[str, ...]) -> bool:
         if network.subnet is None or network.bridge is None:
             return False
         tag = guard_tag(self.instance_id, network.name)
-        return set(guard_rules(tag, network.subnet, network.bridge)) <= rules
+        return set(guard_rules(tag, network.subnet, network.bridge, resolvers)) <= rules
 
     def logs(self, name_or_id: str, lines: int = LOG_TAIL_LINES) -> str:
         """The container's last log lines (stdout and stderr), or "" when they cannot be read."""

@@ -9,12 +9,19 @@ Per pair subnet S with bridge B, rules tagged with the comment `provisioner:<ins
     INPUT (the host's own addresses: gateway IPs, docker0, its LAN address)
       -i B -m conntrack --ctstate NEW -j DROP
 
+Docker's embedded DNS forwards a device's queries to the engine host's nameservers from the device's
+own network namespace, so a nameserver inside a blocked range (a VPC or LAN resolver) is let
+through for DNS only, ahead of the drops, for each such nameserver NS of the host's resolv.conf:
+      -s S -d NS/32 -p udp|tcp --dport 53 -j RETURN
+(RETURN ends DOCKER-USER for those packets only; Docker's own rules still apply to them). A
+nameserver on the host itself is not reached (INPUT): see docs/security.md.
+
 The private ranges hold every other Docker network (other pair networks, the deployment network
 and its gateway) and the LAN with other hosts' stream ports; 169.254/16 holds the cloud metadata
 address. `! -o B` keeps the device and its stream talking (bridged traffic leaves by its own
-bridge), the state match keeps replies to what reached the device. Only DROP rules: nothing of
-Docker's or the operator's later in the chains is skipped, and other destinations (the public
-internet) are left to them.
+bridge), the state match keeps replies to what reached the device. Apart from the DNS exemptions
+only DROP rules: nothing of Docker's or the operator's later in the chains is skipped, and other
+destinations (the public internet) are left to them.
 
 The engine may be remote and the worker may hold nothing but its socket, so the rules go in
 through the engine: a short-lived `provisioner/netguard` container (images/netguard) in the
@@ -24,7 +31,10 @@ legacy) whose tables hold dockerd's DOCKER-USER chain.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,10 +55,16 @@ def guard_tag(instance_id: str, network: str) -> str:
     return f"{_TAG_PREFIX}{instance_id}:{network}"
 
 
-def guard_rules(tag: str, subnet: str, bridge: str) -> list[str]:
-    """The network's rules as `iptables -S` prints them (`-A CHAIN spec`), in chain order."""
+def guard_rules(tag: str, subnet: str, bridge: str, resolvers: Iterable[str] = ()) -> list[str]:
+    """The network's rules as `iptables -S` prints them (`-A CHAIN spec`), in chain order;
+    ``resolvers``: the blocked nameservers DNS is let through to (private_resolvers)."""
     comment = f"-m comment --comment {tag}"
     rules = [
+        f"-A DOCKER-USER -s {subnet} -d {resolver}/32 -p {proto} -m {proto} --dport 53 {comment} -j RETURN"
+        for resolver in resolvers
+        for proto in ("udp", "tcp")
+    ]
+    rules += [
         f"-A DOCKER-USER -s {subnet} -d {blocked} ! -o {bridge} "
         f"-m conntrack ! --ctstate RELATED,ESTABLISHED {comment} -j DROP"
         for blocked in BLOCKED
@@ -129,12 +145,43 @@ def listed_guards(client: docker.DockerClient, instance_id: str) -> dict[str, se
     return found
 
 
+def private_resolvers(nameservers: Iterable[str]) -> tuple[str, ...]:
+    """The IPv4 nameservers inside a blocked range (loopback ones are not forwarded to)."""
+    blocked = [ipaddress.ip_network(b) for b in BLOCKED]
+    found = []
+    for entry in nameservers:
+        try:
+            address = ipaddress.ip_address(entry.strip())
+        except ValueError:
+            continue
+        if address.version == 4 and any(address in net for net in blocked) and entry not in found:
+            found.append(str(address))
+    return tuple(found)
+
+
+_resolvers: weakref.WeakKeyDictionary[docker.DockerClient, tuple[str, ...]] = weakref.WeakKeyDictionary()
+_resolvers_lock = threading.Lock()
+
+
+def engine_resolvers(client: docker.DockerClient) -> tuple[str, ...]:
+    """The engine host's blocked nameservers (one netguard run per client, then remembered)."""
+    with _resolvers_lock:
+        if client in _resolvers:
+            return _resolvers[client]
+    found = private_resolvers(netguard(client, "resolvers").split())
+    with _resolvers_lock:
+        _resolvers[client] = found
+    return found
+
+
 def install_guard(
     client: docker.DockerClient, instance_id: str, network: str, subnet: str, bridge: str
 ) -> None:
-    """Replace the network's rules with the full set (idempotent; one netguard run)."""
+    """Replace the network's rules with the full set (idempotent; one netguard run, and one more
+    the first time an engine's nameservers are read)."""
     tag = guard_tag(instance_id, network)
-    netguard(client, "replace", tag, *_inserts(guard_rules(tag, subnet, bridge)))
+    rules = guard_rules(tag, subnet, bridge, engine_resolvers(client))
+    netguard(client, "replace", tag, *_inserts(rules))
 
 
 def remove_guards(client: docker.DockerClient, instance_id: str, networks: Iterable[str]) -> None:

@@ -15,7 +15,14 @@ import docker
 import pytest
 
 from provisioner.runtime import ContainerRuntime, Role
-from provisioner.runtime.egress import guard_tag, listed_guards, netguard
+from provisioner.runtime.egress import (
+    _inserts,
+    guard_rules,
+    guard_tag,
+    listed_guards,
+    netguard,
+    private_resolvers,
+)
 from provisioner.runtime.isolation import pair_network_name
 from tests.plugins.docker_engine import RuntimeFactory, new_session_id_for_tests
 
@@ -132,8 +139,18 @@ def test_the_rules_drop_private_and_link_local_ranges_only_and_go_with_the_netwo
 
     tag = guard_tag(runtime.instance_id, pair)
     rules = listed_guards(docker_client, runtime.instance_id)[pair]
-    # Only drops, each from the subnet to one blocked range: nothing else is dropped or skipped.
-    assert rules == {
+    # DNS to the engine host's nameservers in a blocked range (this machine's resolv.conf: the
+    # engine is local) is let through ahead of the drops, for port 53 only.
+    with open("/etc/resolv.conf") as conf:
+        nameservers = [line.split()[1] for line in conf if line.startswith("nameserver")]
+    dns = {
+        f"-A DOCKER-USER -s {subnet} -d {ns}/32 -p {proto} -m {proto} --dport 53 "
+        f"-m comment --comment {tag} -j RETURN"
+        for ns in private_resolvers(nameservers)
+        for proto in ("udp", "tcp")
+    }
+    # Apart from those, only drops, each from the subnet to one blocked range.
+    assert rules == dns | {
         *(
             f"-A DOCKER-USER -s {subnet} -d {blocked} ! -o {bridge} "
             f"-m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment {tag} -j DROP"
@@ -178,3 +195,17 @@ def test_a_deleted_rule_shows_as_unguarded_and_removal_of_stray_rules(
     assert runtime.remove_orphan_networks() == []
     assert runtime.inventory().stray_guards == []
     assert pair in listed_guards(docker_client, runtime.instance_id)
+
+
+def test_only_blocked_ipv4_nameservers_get_a_dns_exemption_ahead_of_the_drops() -> None:
+    listed = ["127.0.0.53", "10.255.255.53", "8.8.8.8", "fe80::1", "192.168.1.1", "10.255.255.53", "x"]
+    assert private_resolvers(listed) == ("10.255.255.53", "192.168.1.1")
+    rules = guard_rules("provisioner:t:n", "10.220.1.0/24", "br-0123456789ab", ("10.0.0.2",))
+    assert [rule.rsplit(" -j ", 1)[1] for rule in rules] == ["RETURN"] * 2 + ["DROP"] * 6
+    assert rules[0].startswith("-A DOCKER-USER -s 10.220.1.0/24 -d 10.0.0.2/32 -p udp -m udp --dport 53 ")
+    # Inserted at the top of their chains in this order: the exemptions before the drops.
+    assert [rule.split(" ", 3)[:3] for rule in _inserts(rules)][:3] == [
+        ["-I", "DOCKER-USER", "1"],
+        ["-I", "DOCKER-USER", "2"],
+        ["-I", "DOCKER-USER", "3"],
+    ]
