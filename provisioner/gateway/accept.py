@@ -98,7 +98,8 @@ async def accept(
 ) -> Accepted:
     """Write the session, then start (or find) its provision run. Raises OrchestratorError when
     Prefect cannot take the run: a session with a client key stays ``requested`` for the client's
-    retry (or reconciliation); one without a key is ended ``failed`` so a retry cannot buy twice."""
+    retry (or reconciliation); one without a key, or whose run Prefect refused (``retryable`` false),
+    is ended ``failed`` so a retry cannot buy twice."""
     request = provision.model_dump(mode="json", exclude_none=True)
     plan = resolve(provision, deps.settings)
 
@@ -142,7 +143,7 @@ async def accept(
             idempotency_key=first_run_key(session_id, idempotency_key),
         )
     except OrchestratorError as exc:
-        if idempotency_key is None:
+        if idempotency_key is None or not exc.retryable:
             await run_in_threadpool(_fail_unsubmitted, deps, session_id, f"{exc.reason}: {exc}", requested_by)
         raise
 

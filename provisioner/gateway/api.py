@@ -247,7 +247,7 @@ async def create_session(request: Request) -> Response:
         reply.headers["Retry-After"] = str(exc.retry_after_s)
         return reply
     except OrchestratorError as exc:
-        return error_reply(request, 503, exc.reason, detail=str(exc))
+        return error_reply(request, exc.status, exc.reason, detail=str(exc))
     body = {
         "session_id": accepted.session_id,
         "flow_run_id": accepted.flow_run_id,

@@ -2,13 +2,16 @@
 
     OrchestratorError
      ├── OrchestratorUnavailable   no Prefect API configured or reachable
-     └── DeploymentMissing         the deployment is not registered (run `prefect deploy --all`)
+     ├── DeploymentMissing         the deployment is not registered (run `prefect deploy --all`)
+     └── ParametersRejected        the deployment's parameter schema refused the run (409/422)
 
 Prefect and httpx exceptions are translated here, once.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -20,13 +23,18 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_AUTH_STRING, get_current_settings
 from prefect.states import Cancelled
 
+log = logging.getLogger(__name__)
+
 IDEMPOTENCY_KEY_MAX = 200
 
 
 class OrchestratorError(Exception):
-    """A flow run could not be created."""
+    """A flow run could not be created. ``status``: the HTTP status a client gets; ``retryable``:
+    whether the same request can succeed later."""
 
     reason = "orchestrator unavailable"
+    status = 503
+    retryable = True
 
 
 class OrchestratorUnavailable(OrchestratorError):
@@ -39,6 +47,37 @@ class DeploymentMissing(OrchestratorError):
     def __init__(self, deployment: str) -> None:
         super().__init__(f"deployment {deployment} is not registered; run `prefect deploy --all`")
         self.deployment = deployment
+
+
+class ParametersRejected(OrchestratorError):
+    """Prefect refused the run's parameters (the deployment's parameter schema): no run exists.
+    The message names the parameter, never its value (Prefect's reason echoes it: ``why``)."""
+
+    reason = "parameters rejected"
+    status = 422
+    retryable = False
+
+    def __init__(self, deployment: str, parameter: str | None, why: str) -> None:
+        named = f"parameter {parameter!r}" if parameter else "the run's parameters"
+        super().__init__(f"deployment {deployment}'s parameter schema rejected {named}")
+        self.parameter = parameter
+        self.why = why
+
+
+# Prefect's schema validation message: "... Validation failed for field 'a.b'. Failure reason: ..."
+_FIELD = re.compile(r"Validation failed(?: for field '(?P<field>[^']+)')?")
+
+
+def rejection(deployment: str, exc: PrefectHTTPStatusError) -> ParametersRejected | None:
+    """The run's parameters refused by the deployment's schema (409/422 from create), else None."""
+    if exc.response.status_code not in (409, 422):
+        return None
+    try:
+        detail = str(exc.response.json().get("detail", ""))
+    except ValueError:
+        detail = exc.response.text
+    found = _FIELD.search(detail)
+    return ParametersRejected(deployment, found["field"] if found else None, detail[:500])
 
 
 # A flow run in one of these has not started its work: cancelling it loses nothing.
@@ -110,5 +149,11 @@ class PrefectFlowRuns:
                 )
         except ObjectNotFound as exc:
             raise DeploymentMissing(deployment) from exc
-        except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+        except PrefectHTTPStatusError as exc:
+            rejected = rejection(deployment, exc)
+            if rejected is not None:
+                log.warning("%s: %s", rejected, rejected.why)
+                raise rejected from exc
+            raise OrchestratorUnavailable(f"Prefect API: {type(exc).__name__}: {exc}") from exc
+        except (httpx.HTTPError, OSError) as exc:
             raise OrchestratorUnavailable(f"Prefect API: {type(exc).__name__}: {exc}") from exc

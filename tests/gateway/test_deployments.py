@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from provisioner.gateway.app import create_app
 from provisioner.prefect_api.names import EXECUTOR_POOL
 from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.settings.version import VERSION
+from provisioner.store import SessionRow
 from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.harness.deployed import POOL, ROOT, VENV_BIN, Executor, Worker, prefect_cli
 from tests.harness.deployed import prefect_server as start_prefect_server
@@ -150,6 +152,33 @@ def test_post_provisions_through_prefect_then_delete_releases(deployed, worker, 
         gone = client.get(f"/sessions/{session_id}/stream")
         assert gone.status_code == 503 and gone.json()["reason"] == "released"
     assert [c for c in runtime.list_managed() if c.device_id == device_id] == []
+
+
+def test_a_run_the_deployment_schema_refuses_is_a_422_naming_the_parameter_and_ends_the_session(
+    deployed, db_sessions, runtime, sim
+) -> None:
+    """The gateway knows the test profiles; the deployment's schema (deployed without them) lists
+    only the shipped ones, so Prefect refuses the run (409): 422 for the client, nothing bought."""
+    api_url, _ = deployed
+    sim.calls.clear()
+    app = create_app(make_deps(db_sessions, runtime, token=None), runs=PrefectFlowRuns(api_url=api_url))
+    body = {"providers": ["sms_activate"], "device_profile": "stub-volume"}
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
+        for headers in ({"Idempotency-Key": "schema-refused-1"}, {}):
+            refused = client.post("/sessions", json=body, headers=headers)
+            assert refused.status_code == 422, refused.text
+            reply = refused.json()
+            assert reply["reason"] == "parameters rejected"
+            assert "'request.device_profile'" in reply["detail"]
+            assert "stub-volume" not in reply["detail"]  # a 422 never echoes the input
+    with db_sessions() as db:
+        row = db.scalars(
+            select(SessionRow).where(SessionRow.idempotency_key.like("%:schema-refused-1"))
+        ).one()
+    # Ended with the reason (a client key does not keep it `requested`: a retry would be refused too).
+    assert row.state == "failed" and row.flow_run_id is None
+    assert "parameters rejected" in (row.last_error or "")
+    assert [c for c in sim.calls if c[1] in {"getNumber", "getNumberV2"}] == []
 
 
 @pytest.mark.browser
