@@ -157,7 +157,7 @@ def provision_flow(bench: Bench, sample: Sample) -> None:
 def provision_baseline(bench: Bench, sample: Sample) -> None:
     """The flow's provider and Docker calls, in the same order, with nothing recorded anywhere."""
     from providers.base import Cancelled, CodeReceived, Expired
-    from provisioner.steps.codes import poll_delays
+    from provisioner.steps.codes import poll_delay
 
     deps, sid = bench.deps, sample.session_id
     provider, runtime = deps.provider(PROVIDER), deps.runtime
@@ -173,15 +173,16 @@ def provision_baseline(bench: Bench, sample: Sample) -> None:
         runtime.wait_stream_ready(sid, bench.timeout_s)
         sample.ready = time.time() - sample.t0
         defaults = deps.settings.defaults
-        delay = poll_delays(defaults.poll_initial_s, defaults.poll_max_s)
-        deadline = time.monotonic() + defaults.code_timeout_s
-        for polls in range(10_000):
+        started = time.monotonic()
+        deadline = started + defaults.code_timeout_s
+        for _ in range(10_000):
             result = provider.check(lease)
             if isinstance(result, CodeReceived):
                 break
             if isinstance(result, Cancelled | Expired) or time.monotonic() >= deadline:
                 raise RuntimeError(f"no code: {result}")
-            time.sleep(delay(polls))
+            waited = time.monotonic() - started
+            time.sleep(poll_delay(waited, initial_s=defaults.poll_initial_s, max_s=defaults.poll_max_s))
         provider.finish(lease)
     except BaseException:
         with contextlib.suppress(Exception):

@@ -201,7 +201,10 @@ class DefaultsSettings(BaseModel):
         1800.0, gt=0, description="A verified session nobody used for this long is released (expired, idle)"
     )
     poll_initial_s: float = Field(
-        1.0, gt=0, le=2.0, description="First wait between a flow's own code polls (no watcher beating)"
+        1.0,
+        gt=0,
+        le=2.0,
+        description="Wait between a flow's own code polls (no watcher beating) in the first 20 s of its wait",
     )
     poll_max_s: float = Field(10.0, gt=0, description="Longest wait between a flow's own code polls")
 

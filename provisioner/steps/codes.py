@@ -49,9 +49,22 @@ class CodeResult:
     reason: str
 
 
-def poll_delays(initial_s: float, max_s: float) -> Callable[[int], float]:
-    """Capped exponential backoff between checks: initial, x1.5 each time, at most max."""
-    return lambda n: min(max_s, initial_s * (1.5**n))
+# A flow's own polls run every `poll_initial_s` for this long after its wait began (right after the
+# number is bought: when most codes come), then back off.
+FAST_POLL_FOR_S = 20.0
+
+
+def poll_delay(
+    waited_s: float, *, initial_s: float, max_s: float, fast_for_s: float = FAST_POLL_FOR_S
+) -> float:
+    """Seconds until a flow's next own poll, ``waited_s`` into its wait for a code.
+
+    ``initial_s`` while ``waited_s`` < ``fast_for_s``; then ``initial_s`` plus half the time past
+    ``fast_for_s``, at most ``max_s`` (1 s until 20 s, 2 s at 22 s, 10 s from 38 s by default).
+    """
+    if waited_s < fast_for_s:
+        return min(initial_s, max_s)
+    return min(max_s, initial_s + (waited_s - fast_for_s) / 2)
 
 
 def record_code(deps: Deps, lease_id: int, code: str, *, via: str, actor: str) -> bool:
@@ -166,7 +179,7 @@ def wait_for_code(
     """Wait on the database until the lease has its code, ends, or ``timeout_s`` passes.
 
     The code watcher (or a webhook) writes the code and NOTIFYs; this wakes on the notification.
-    While no watcher beats for the lease's provider, it polls the provider itself, with backoff.
+    While no watcher beats for the lease's provider, it polls the provider itself on `poll_delay`.
     Between waits it checks the session (ended by a release or reconciliation) and ``should_stop``
     (e.g. "was the flow run cancelled?"). At the deadline it asks the provider once more.
     Polling tolerates noise: an unparseable or unknown status reply is logged and counted; only
@@ -174,11 +187,10 @@ def wait_for_code(
     """
     del sleep  # waits block on the listener's socket instead
     defaults = deps.settings.defaults
-    delay = poll_delays(defaults.poll_initial_s, defaults.poll_max_s)
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     last_status = ""
     with CodeListener(plain_dsn(deps.settings.database.url), lease_id) as listener:
-        rounds = 0
         noisy = 0  # unclear status replies in a row
         final = False
         while True:
@@ -213,8 +225,10 @@ def wait_for_code(
                     break
                 if noisy:
                     log.info("unclear status reply %d in a row (of %d tolerated)", noisy, MAX_NOISY_POLLS)
-            listener.wait(min(delay(rounds), remaining))
-            rounds += 1
+            delay = poll_delay(
+                time.monotonic() - started, initial_s=defaults.poll_initial_s, max_s=defaults.poll_max_s
+            )
+            listener.wait(min(delay, remaining))
     with deps.sessions.begin() as db:
         store_codes.note_waiting(db, lease_id, last_status)
     if noisy > MAX_NOISY_POLLS:

@@ -37,12 +37,17 @@ def running_watcher(deps: Deps, provider: str, *, name: str = "test-watcher") ->
 
 
 def polls_far_apart(monkeypatch):
-    """The process's Deps with the wait's re-reads 30 s apart: only a NOTIFY wakes it sooner."""
+    """The process's Deps with the wait's re-reads 2 s or more apart: only a NOTIFY wakes it sooner."""
+    return polls_at(monkeypatch, initial_s=2, max_s=30)
+
+
+def polls_at(monkeypatch, *, initial_s: float, max_s: float):
+    """The process's Deps with the flow's own code polls at these settings."""
     from provisioner.settings import get_settings
     from provisioner.steps.deps import get_deps, reset_deps
 
-    monkeypatch.setenv("PROVISIONER_DEFAULTS__POLL_INITIAL_S", "2")
-    monkeypatch.setenv("PROVISIONER_DEFAULTS__POLL_MAX_S", "30")
+    monkeypatch.setenv("PROVISIONER_DEFAULTS__POLL_INITIAL_S", str(initial_s))
+    monkeypatch.setenv("PROVISIONER_DEFAULTS__POLL_MAX_S", str(max_s))
     get_settings.cache_clear()
     reset_deps()
     return get_deps()

@@ -13,7 +13,7 @@ from provisioner.store import LeaseOutcome, LeaseRow
 from provisioner.store import codes as store_codes
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.codes.support import polls_far_apart
+from tests.codes.support import polls_at, polls_far_apart
 from tests.support import rent
 
 
@@ -104,6 +104,30 @@ class TestWaitForCode:
             reasons = [e.reason for e in repo.recent_events(db, sid)]
         assert f"code received on sms_activate:{activation_id} (poll)" in reasons
 
+    def test_without_a_watcher_a_code_in_the_first_seconds_is_seen_within_a_poll(
+        self, codes_env, sim, monkeypatch
+    ):
+        deps = polls_at(monkeypatch, initial_s=1, max_s=10)  # the defaults
+        sid, lease_id, activation_id = rent(deps)
+        done: dict[str, object] = {}
+
+        def wait() -> None:
+            done["result"] = codes.wait_for_code(deps, sid, lease_id, timeout_s=30, actor="test")
+            done["at"] = time.monotonic()
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        # Past the fourth poll (~4.75 s in), a backoff from the first poll would wait 3.4 s more.
+        deadline = time.monotonic() + 15
+        while status_checks(sim, activation_id) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status_checks(sim, activation_id) >= 4
+        sim.deliver(activation_id, "246802")
+        delivered = time.monotonic()
+        waiter.join(timeout=10)
+        assert done["result"] == codes.CodeResult("246802", "code received")
+        assert done["at"] - delivered < 2.0
+
     def test_a_stale_watcher_heartbeat_counts_as_no_watcher(self, codes_env, sim):
         deps = codes_env
         sid, lease_id, activation_id = rent(deps)
@@ -139,3 +163,20 @@ class TestWaitForCode:
         ).start()
         result = codes.wait_for_code(deps, sid, lease_id, timeout_s=10, actor="test")
         assert result == codes.CodeResult(None, "the provider ended the rental (NO_ACTIVATION)")
+
+
+class TestPollDelay:
+    def test_every_initial_s_until_the_fast_window_ends_then_half_the_time_past_it_capped(self):
+        def delay(waited_s: float) -> float:
+            return codes.poll_delay(waited_s, initial_s=1.0, max_s=10.0, fast_for_s=20.0)
+
+        assert [delay(t) for t in (0.0, 3.0, 19.99, 20.0)] == [1.0, 1.0, 1.0, 1.0]
+        assert [delay(t) for t in (22.0, 30.0, 37.0)] == [2.0, 6.0, 9.5]
+        assert [delay(t) for t in (38.0, 60.0, 3600.0)] == [10.0, 10.0, 10.0]
+
+    def test_the_default_fast_window_is_20_s(self):
+        assert codes.poll_delay(19.9, initial_s=1.0, max_s=10.0) == 1.0
+        assert codes.poll_delay(24.0, initial_s=1.0, max_s=10.0) == 3.0
+
+    def test_an_initial_wait_above_the_max_is_capped(self):
+        assert codes.poll_delay(0.0, initial_s=2.0, max_s=1.5) == 1.5
