@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
+from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 from prefect.states import State as PrefectState
@@ -12,6 +13,8 @@ from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from provisioner.prefect_api.runs import cancel_requested
+from provisioner.reconciler.model import Policy
+from provisioner.reconciler.rules.runs import NOTHING_BOUGHT
 from provisioner.settings.version import VERSION
 from provisioner.steps.deps import get_deps
 from provisioner.steps.devices import number_rented
@@ -21,12 +24,14 @@ from provisioner.steps.request import ProvisionRequest, form_defaults, resolve
 from provisioner.steps.spend import BudgetExhausted
 from provisioner.steps.streams import gateway_stream_url
 from provisioner.store import SESSION_ID_PATTERN, SessionRow, State
+from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
 from provisioner.values.phones import mask_phone
 from tasks.checks import check_request
 from tasks.devices import boot_device_for_session, claim_session_device
 from tasks.numbers import cancel_number, finish_number, rent_number, wait_for_code
 from tasks.publish import Progress, boot_deadline_s, label_flow_run, publish, publish_session
+from tasks.retry import is_transient
 from tasks.sessions import adopt_session
 
 # How long a short "cancel too early" refusal is waited out before moving on to the next number.
@@ -60,6 +65,24 @@ def _session_code(deps: Any, session_id: str) -> str | None:
         return repo.get_session(db, session_id).verification_code
 
 
+def _run_again_later(deps: Any, session_id: str, state: PrefectState) -> bool:
+    """A run that failed on a transient error (is_transient: the database or an engine away for
+    longer than the tasks' retries) before anything was bought is not undone: its session waits
+    for reconciliation to run it again (rules.runs.dead_provision), as for a run that died."""
+    if not state.is_failed():
+        return False
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable result is not known to be transient
+        return False
+    if not (isinstance(error, BaseException) and is_transient(error)):
+        return False
+    with deps.sessions() as db:
+        row = repo.get_session(db, session_id)
+        leased = lease_repo.open_lease_for_session(db, session_id) is not None
+    return State(row.state) in NOTHING_BOUGHT and not leased and row.submissions < Policy.max_submissions
+
+
 def _compensate_from_hook(final: State):
     # Prefect calls hooks by keyword (flow=, flow_run=, state=): the names are part of the signature.
     def hook(flow: Any, flow_run: Any, state: PrefectState) -> None:
@@ -69,6 +92,13 @@ def _compensate_from_hook(final: State):
         with deps.sessions.begin() as db:
             ids = [sid for (sid,) in db.query(SessionRow.id).filter(SessionRow.flow_run_id == run_id)]
         for session_id in ids:
+            if final == State.FAILED and _run_again_later(deps, session_id, state):
+                flow_run_logger(flow_run, flow).warning(
+                    "session %s: the run failed on a transient error before anything was bought; "
+                    "reconciliation runs it again",
+                    session_id,
+                )
+                continue
             compensate(
                 deps,
                 session_id,
