@@ -179,7 +179,10 @@ def test_three_faults_in_a_row_recover_within_180_s(
         # Slots: both scheduled deployments ran again (their dead runs gave their slots back).
         pool_runs = runs_since(prefect, "maintain-pool/maintain-pool", ended_at)
         reconcile_runs = runs_since(prefect, "reconcile/reconcile", ended_at)
-        assert pool_runs and reconcile_runs, (len(pool_runs), len(reconcile_runs))
+        assert pool_runs and reconcile_runs, (
+            f"completed since the last fault: maintain-pool {len(pool_runs)}, reconcile "
+            f"{len(reconcile_runs)}; maintain-pool runs: {scheduled_runs(prefect, 'maintain-pool')}"
+        )
         first_start = {
             name: min(datetime.fromisoformat(r["start_time"]) for r in runs) - ended_at
             for name, runs in (("maintain-pool", pool_runs), ("reconcile", reconcile_runs))
