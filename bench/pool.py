@@ -19,7 +19,7 @@ Reports the burst's streams (max, median), verified median, how many were claime
 idle device-minutes each side cost.
 
 The bench runs the pool's plan/act itself (so it decides when); the deployment's own schedule is
-paused. Prints medians and the ratios. Runtime: about 6-8 minutes; --demand about 20 (45 s boots).
+paused. Prints medians and the ratios. Runtime: about 6-8 minutes; --demand about 22 (45 s boots).
 """
 
 from __future__ import annotations
