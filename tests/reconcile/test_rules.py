@@ -391,6 +391,12 @@ class TestEgressRules:
         assert egress.unguarded_network(replace(missing, guarded=True), ctx()) is None
         assert egress.unguarded_network(replace(missing, guarded=None), ctx()) is None
 
+    def test_a_network_younger_than_the_grace_is_being_guarded_by_its_creator(self):
+        young = NetworkView("pair-x", DEV, NOW - POLICY.grace + TICK, guarded=False)
+        assert egress.unguarded_network(young, ctx()) is None
+        old = replace(young, created_at=NOW - POLICY.grace)
+        assert kinds(egress.unguarded_network(old, ctx())) == [(Kind.GUARD_NETWORK, Reason.NETWORK_UNGUARDED)]
+
     def test_a_network_to_remove_is_not_guarded_first(self):
         gone = NetworkView("pair-x", "dgone0000000", NOW - POLICY.grace, guarded=False)
         assert [a.kind for a in plan(Observed(NOW, [], [], [], {}, networks=[gone]), POLICY)] == [

@@ -8,8 +8,11 @@ from provisioner.reconciler.model import Action, Context, Kind, NetworkView, Rea
 
 def unguarded_network(network: NetworkView, ctx: Context) -> Verdict | None:
     """A pair network listed with some of its egress rules missing (deleted by hand, a firewall
-    reload, an engine restart): install them again. Unknown (None: not checked) is left alone."""
+    reload, an engine restart): install them again. Unknown (None: not checked) is left alone, and
+    so is a network younger than the grace: its creator installs them right after creating it."""
     if network.guarded is not False:
+        return None
+    if network.created_at is not None and ctx.now - network.created_at < ctx.policy.grace:
         return None
     return done(
         Action(
