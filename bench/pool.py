@@ -11,8 +11,10 @@ like docker-android). Side by side in one run:
 
 With --demand, instead, two sides in turn: `autoscaled` (the pool sized by demand within
 [--auto-min, --auto-max]) and `fixed` (warm: --fixed, no autoscaling). Each gets --rate POSTs a
-minute for --steady-s (each session released once verified: devices are consumed), then a burst
-of 10 POSTs at once; maintain-pool's pass (observe, size by demand, plan, act) runs every
+minute for --steady-s, arriving --batch at a time (default 10 at once every 150 s; --batch 1: one
+every 15 s), each session released once verified (devices are consumed), then a burst of 10 POSTs
+at once; the host may launch --launch-slots devices at once (10 here: stub-slow boots are waits,
+not work); maintain-pool's pass (observe, size by demand, plan, act) runs every
 --pool-interval-s as the deployment schedules it (a tick during a pass is skipped, as its
 CANCEL_NEW limit does), and the idle devices are counted from the devices table every 2 s.
 Reports the burst's streams (max, median), verified median, how many were claimed warm, and the
@@ -130,7 +132,7 @@ def fmt(value: float | None) -> str:
 
 
 @contextlib.contextmanager
-def deployed(instance_id: str) -> Iterator[tuple[Any, httpx.Client, Any]]:
+def deployed(instance_id: str, *, slots: int = 4) -> Iterator[tuple[Any, httpx.Client, Any]]:
     """The deployed path (see the module docstring) with the schedules of reconcile and
     maintain-pool paused; yields (this process's deps, a client of the gateway, the simulator).
     Every container of the bench's instance is removed at the end."""
@@ -145,7 +147,7 @@ def deployed(instance_id: str) -> Iterator[tuple[Any, httpx.Client, Any]]:
         adopt_identity(database_url, instance_id)  # the migrated database's deployment is the bench's
         sim = stack.enter_context(bench_simulator())
         env = bench_environment(
-            instance_id=instance_id, database_url=database_url, sim_url=sim.base_urls[PROVIDER], slots=4
+            instance_id=instance_id, database_url=database_url, sim_url=sim.base_urls[PROVIDER], slots=slots
         )
         env["PROVISIONER_DATABASE__POOL_SIZE"] = "30"  # the executor's runs share its process's pool
         env["PROVISIONER_GATEWAY__PUBLIC_URL"] = "http://127.0.0.1:1"  # unused: the bench reads /stream
@@ -361,14 +363,18 @@ def demand_side(deps, client: httpx.Client, side: Side, args: argparse.Namespace
     for thread in threads:
         thread.start()
     start, load = time.monotonic(), os.getloadavg()[0]
-    period = 60 / args.rate
-    print(f"{side.name}: {args.rate:g} POSTs a minute for {args.steady_s:g} s ...", flush=True)
+    period = 60 * args.batch / args.rate
+    print(
+        f"{side.name}: {args.rate:g} POSTs a minute, {args.batch} every {period:g} s, for "
+        f"{args.steady_s:g} s ...",
+        flush=True,
+    )
     try:
         with ThreadPoolExecutor(32) as posts:
             steady = []
             for k in range(int(args.steady_s // period)):
                 time.sleep(max(0.0, start + k * period - time.monotonic()))
-                steady.append(posts.submit(consume, client))
+                steady += [posts.submit(consume, client) for _ in range(args.batch)]
             time.sleep(max(0.0, start + args.steady_s - time.monotonic()))
             side.target_at_burst, side.idle_at_burst = side.targets[-1], count_idle(deps)
             print(f"{side.name}: burst of {BURST} with {side.idle_at_burst} idle ...", flush=True)
@@ -389,7 +395,7 @@ def demand_side(deps, client: httpx.Client, side: Side, args: argparse.Namespace
 
 def demand(args: argparse.Namespace) -> int:
     sides = [Side("autoscaled", args.auto_min, args.auto_max), Side("fixed", args.fixed, args.fixed)]
-    with deployed("benchdemand-" + secrets.token_hex(3)) as (deps, client, sim):
+    with deployed("benchdemand-" + secrets.token_hex(3), slots=args.launch_slots) as (deps, client, sim):
         sim.set_sms_delay(DEMAND_SMS_DELAY_S)
         for side in sides:
             demand_side(deps, client, side, args)
@@ -403,7 +409,8 @@ def demand_report(sides: list[Side], args: argparse.Namespace, pool) -> int:
     print()
     print(
         f"Demand run, profile {PROFILE} (45 s boot), SMS delay {DEMAND_SMS_DELAY_S:g} s: {args.rate:g} POSTs "
-        f"a minute for {args.steady_s:g} s (each released once verified), then {BURST} at once; "
+        f"a minute, {args.batch} at a time, for {args.steady_s:g} s (each released once verified), then "
+        f"{BURST} at once; launch slots {args.launch_slots}; "
         f"maintain-pool every {args.pool_interval_s:g} s (window {pool.demand_window_s:g} s, headroom "
         f"{pool.headroom:g}, cool-down {pool.cool_down_s:g} s); times in seconds"
     )
@@ -453,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         "--steady-s", type=float, default=300, help="--demand: steady demand before the burst"
     )
     parser.add_argument("--rate", type=float, default=4, help="--demand: steady POSTs a minute")
+    parser.add_argument("--batch", type=int, default=BURST, help="--demand: steady POSTs sent at once")
+    parser.add_argument(
+        "--launch-slots", type=int, default=BURST, help="--demand: the host's launch slots (boots at once)"
+    )
     parser.add_argument(
         "--pool-interval-s", type=float, default=30, help="--demand: maintain-pool's schedule (prefect.yaml)"
     )

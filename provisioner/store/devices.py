@@ -149,14 +149,25 @@ def list_live_devices(db: Session) -> list[tuple[DeviceRow, str | None]]:
     return [(row, sid) for row, sid in db.execute(stmt)]
 
 
-def pool_demand(db: Session, *, window_s: float, samples: int) -> dict[str, tuple[int, float | None]]:
+def pool_demand(
+    db: Session, *, window_s: float, samples: int
+) -> dict[str, tuple[int, float | None, tuple[float, ...]]]:
     """Per profile: devices claimed (warm or cold-booted for a session) within the last
-    ``window_s``, and the p90 of its last ``samples`` boot times (None: none recorded). One query."""
+    ``window_s``, the p90 of its last ``samples`` boot times (None: none recorded), and how long
+    ago each of those claims was asked for, in seconds: a warm device's claim, or a cold-booted
+    device's creation (its session asked before the boot, not when it ended). One query."""
     since = func.now() - timedelta(seconds=window_s)
     recent = (
         select(
             DeviceRow.profile,
             DeviceRow.claimed_at,
+            case(
+                (
+                    or_(DeviceRow.ready_at.is_(None), DeviceRow.ready_at >= DeviceRow.claimed_at),
+                    DeviceRow.created_at,
+                ),
+                else_=DeviceRow.claimed_at,
+            ).label("asked_at"),
             DeviceRow.boot_s,
             func.row_number()
             .over(partition_by=DeviceRow.profile, order_by=DeviceRow.ready_at.desc().nulls_last())
@@ -165,12 +176,17 @@ def pool_demand(db: Session, *, window_s: float, samples: int) -> dict[str, tupl
         .where(or_(DeviceRow.claimed_at >= since, DeviceRow.boot_s.is_not(None)))
         .subquery()
     )
+    in_window = recent.c.claimed_at >= since
     stmt = select(
         recent.c.profile,
-        func.count().filter(recent.c.claimed_at >= since),
+        func.count().filter(in_window),
         func.percentile_cont(0.9).within_group(case((recent.c.nth <= samples, recent.c.boot_s))),
+        func.array_agg(func.extract("epoch", func.now() - recent.c.asked_at)).filter(in_window),
     ).group_by(recent.c.profile)
-    return {profile: (claims, p90) for profile, claims, p90 in db.execute(stmt)}
+    return {
+        profile: (claims, p90, tuple(float(age) for age in ages or ()))
+        for profile, claims, p90, ages in db.execute(stmt)
+    }
 
 
 def mark_down(db: Session, device_id: str, condition: str, *, at: datetime) -> None:

@@ -38,11 +38,14 @@ def claim(db, *, profile: str = "stub-slow") -> str:
 
 
 def demand(db) -> dict[str, Demand]:
-    return {p: Demand(c, b) for p, (c, b) in devrepo.pool_demand(db, window_s=600, samples=10).items()}
+    return {p: Demand(*found) for p, found in devrepo.pool_demand(db, window_s=600, samples=10).items()}
 
 
-def wanted(db) -> int:
-    return pool_targets(PROFILES, {"stub-slow": (1, 10)}, demand(db), SIZING, 1)["stub-slow"].wanted
+def wanted(db, *, rate_only: bool = False) -> int:
+    found = demand(db)
+    if rate_only:  # as if the claims had been spread out: no burst
+        found = {p: Demand(d.claims, d.boot_p90_s) for p, d in found.items()}
+    return pool_targets(PROFILES, {"stub-slow": (1, 10)}, found, SIZING, 1)["stub-slow"].wanted
 
 
 def test_recorded_claims_raise_the_target(db):
@@ -53,19 +56,52 @@ def test_recorded_claims_raise_the_target(db):
     for _ in range(5):
         claim(db)
     assert demand(db)["stub-slow"].claims == 5
-    assert wanted(db) == 1  # 5/600 x 60 x 1.5 = 0.75
+    assert wanted(db, rate_only=True) == 1  # 5/600 x 60 x 1.5 = 0.75
+    assert wanted(db) == 5  # but 5 came at once
     for _ in range(16):
         booted(db, 60.0)
         claim(db)
     assert demand(db)["stub-slow"].claims == 21
-    assert wanted(db) == 4  # 21/600 x 60 x 1.5 = 3.15
+    assert wanted(db, rate_only=True) == 4  # 21/600 x 60 x 1.5 = 3.15
+    assert wanted(db) == 10  # 21 within seconds: the maximum
 
 
-def test_a_cold_booted_device_counts_as_a_claim(db):
-    device_id = make_device(db, state=DeviceState.BOOTING)
-    devrepo.transition_device(db, device_id, DeviceState.CLAIMED, reason="cold-booted", boot_s=30.0)
+def test_claims_at_once_are_a_burst_the_pool_keeps(db):
+    """Five claims within a second: the rate alone asks for 1 (5/600 x 60 x 1.5), the burst for 5."""
+    for _ in range(5):
+        booted(db, 60.0)
+        claim(db)
+    found = demand(db)["stub-slow"]
+    assert found.claims == 5 and len(found.claim_ages_s) == 5
+    assert all(0 <= age < 5 for age in found.claim_ages_s)
+    assert wanted(db) == 5
+    earlier = timedelta(seconds=200)
+    db.execute(
+        update(DeviceRow).values(
+            created_at=DeviceRow.created_at - earlier,
+            ready_at=DeviceRow.ready_at - earlier,
+            claimed_at=DeviceRow.claimed_at - earlier,
+        )
+    )
     db.commit()
-    assert demand(db)["stub-slow"].claims == 1
+    assert all(200 <= age < 205 for age in demand(db)["stub-slow"].claim_ages_s)
+    assert wanted(db) == 5  # still in the window
+
+
+def test_a_cold_booted_device_counts_as_a_claim_when_its_boot_began(db):
+    device_id = make_device(db, state=DeviceState.BOOTING)
+    db.execute(
+        update(DeviceRow)
+        .where(DeviceRow.id == device_id)
+        .values(created_at=func.now() - timedelta(seconds=90))
+    )
+    devrepo.transition_device(
+        db, device_id, DeviceState.CLAIMED, reason="cold-booted", boot_s=90.0, ready_at=func.now()
+    )
+    db.commit()
+    found = demand(db)["stub-slow"]
+    assert found.claims == 1
+    assert 90 <= found.claim_ages_s[0] < 95  # asked for at the boot's start, not its end
 
 
 def test_claims_before_the_window_do_not_count(db):
@@ -79,6 +115,7 @@ def test_claims_before_the_window_do_not_count(db):
     )
     db.commit()
     assert demand(db)["stub-slow"].claims == 2
+    assert len(demand(db)["stub-slow"].claim_ages_s) == 2
 
 
 def test_the_boot_time_is_the_p90_of_the_last_samples_per_profile(db):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from provisioner.pool import Demand, Sizing, pool_target, pool_targets
+from provisioner.pool.size import most_within
 from provisioner.runtime.profiles import builtin_profiles
 
 PROFILES = builtin_profiles()
@@ -71,8 +72,53 @@ class TestTarget:
             "-> 10 (max), bounds [1, 10]"
         )
         assert pool_target(SLOW, 2, 10, None, SIZING, 1).reason == (
-            "0 claims in 600 s x p90 boot 120.0 s x 1.5 = 0.00 over 1 host(s) -> 2 (min), bounds [2, 10]"
+            "0 claims in 600 s x p90 boot 120.0 s x 1.5 = 0.00, burst 0 within one boot;"
+            " over 1 host(s) -> 2 (min), bounds [2, 10]"
         )
+
+
+def at_once(n: int, ago_s: float, spread_s: float = 0.5) -> tuple[float, ...]:
+    """n claims ``ago_s`` before now, ``spread_s`` apart."""
+    return tuple(ago_s + i * spread_s for i in range(n))
+
+
+class TestBurst:
+    @pytest.mark.parametrize(
+        ("ages", "span", "most"),
+        [
+            ((), 45.0, 0),
+            ((10.0,), 45.0, 1),
+            ((0.0, 45.0), 45.0, 2),  # exactly one boot apart: within it
+            ((0.0, 45.01), 45.0, 1),
+            ((500.0, 5.0, 400.0, 6.0, 7.0), 45.0, 3),  # unordered
+            (at_once(10, 300.0) + at_once(3, 10.0), 45.0, 10),
+        ],
+    )
+    def test_most_claims_within_one_span(self, ages, span, most):
+        assert most_within(ages, span) == most
+
+    def test_ten_at_once_keep_ten_although_the_rate_asks_for_two(self):
+        """20 claims in the window: ten at once 5 min ago, then one every 30 s."""
+        ages = at_once(10, 300.0) + tuple(range(0, 300, 30))
+        assert target(Demand(20, 45.0)) == 3  # 20/600 x 45 x 1.5 = 2.25: the rate alone
+        assert target(Demand(20, 45.0, ages)) == 10
+
+    def test_a_burst_spread_over_more_than_one_boot_counts_as_a_rate(self):
+        """Ten claims 60 s apart are never more than one within a 45 s boot."""
+        ages = tuple(float(i * 60) for i in range(10))
+        assert target(Demand(10, 45.0, ages)) == 2  # 10/600 x 45 x 1.5 = 1.125
+
+    def test_the_burst_is_measured_in_the_profiles_boot_time(self):
+        ages = tuple(float(i * 20) for i in range(6))  # 6 claims 20 s apart
+        assert target(Demand(6, 45.0, ages)) == 3  # 3 within any 45 s
+        assert target(Demand(6, None, ages)) == 6  # 120 s boot timeout: all 6
+
+    def test_a_burst_is_held_within_the_bounds_and_shared_by_hosts(self):
+        ages = at_once(12, 60.0)
+        assert target(Demand(12, 45.0, ages)) == 10  # the maximum
+        assert target(Demand(12, 45.0, ages), hosts=3) == 4  # 12 over 3 hosts
+        reason = pool_target(SLOW, 1, 10, Demand(12, 45.0, ages), SIZING, 1).reason
+        assert "burst 12 within one boot" in reason and reason.endswith("-> 10 (max), bounds [1, 10]")
 
 
 def test_targets_only_for_kept_profiles():
