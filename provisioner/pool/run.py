@@ -48,10 +48,15 @@ def observe_pool(deps: Deps) -> PoolObserved:
 
 
 def observe_demand(deps: Deps) -> dict[str, Demand]:
-    """Each profile's claims over the demand window (how many, and when) and p90 boot time (one query)."""
+    """Each profile's claims over the demand window (how many, and when) and p90 boot time (two indexed queries)."""
     pool = deps.settings.pool
     with deps.sessions() as db:
-        found = devrepo.pool_demand(db, window_s=pool.demand_window_s, samples=pool.boot_samples)
+        found = devrepo.pool_demand(
+            db,
+            profiles=sorted(deps.runtime.profiles),
+            window_s=pool.demand_window_s,
+            samples=pool.boot_samples,
+        )
     return {profile: Demand(claims, p90, ages) for profile, (claims, p90, ages) in found.items()}
 
 

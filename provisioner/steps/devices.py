@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import func
+
 from provisioner.runtime import Runtime
 from provisioner.runtime.errors import RuntimeFailure
 from provisioner.steps.deps import Deps
@@ -107,7 +109,7 @@ def start_device(
                 stream_url=url or None,
                 # The gateway's route, in every mode (over several hosts: the host's stream address).
                 stream_route=deps.runtime.stream_route(ready),
-                ready_at=datetime.now(UTC),
+                ready_at=func.now(),  # the database's clock, as created_at and claimed_at
                 boot_s=boot_s,
             )
     except BaseException as exc:

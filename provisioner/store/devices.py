@@ -3,11 +3,12 @@ Session and never commits; the caller owns the transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import String, case, column, func, or_, select, true, update, values
 from sqlalchemy.orm import Session
 
 from provisioner.store.device_states import DEVICE_TERMINAL, DeviceState, check_device_transition
@@ -150,43 +151,54 @@ def list_live_devices(db: Session) -> list[tuple[DeviceRow, str | None]]:
 
 
 def pool_demand(
-    db: Session, *, window_s: float, samples: int
+    db: Session, *, profiles: Sequence[str], window_s: float, samples: int
 ) -> dict[str, tuple[int, float | None, tuple[float, ...]]]:
-    """Per profile: devices claimed (warm or cold-booted for a session) within the last
-    ``window_s``, the p90 of its last ``samples`` boot times (None: none recorded), and how long
-    ago each of those claims was asked for, in seconds: a warm device's claim, or a cold-booted
-    device's creation (its session asked before the boot, not when it ended). One query."""
-    since = func.now() - timedelta(seconds=window_s)
-    recent = (
+    """Per profile of ``profiles`` with any: devices claimed (warm or cold-booted for a session)
+    within the last ``window_s``, the p90 of its last ``samples`` boot times (None: none
+    recorded), and how long ago each of those claims was asked for, in seconds: a warm device's
+    claim, or a cold-booted device's creation (its session asked before the boot, not when it
+    ended; its ready_at and claimed_at are the same transaction's time). Two queries on indexes
+    (ix_devices_claimed_at, ix_devices_profile_ready_at): a pass reads the window and the last
+    boots, not the devices' whole history."""
+    asked_at = case(
+        (or_(DeviceRow.ready_at.is_(None), DeviceRow.ready_at >= DeviceRow.claimed_at), DeviceRow.created_at),
+        else_=DeviceRow.claimed_at,
+    )
+    claims = db.execute(
         select(
             DeviceRow.profile,
-            DeviceRow.claimed_at,
-            case(
-                (
-                    or_(DeviceRow.ready_at.is_(None), DeviceRow.ready_at >= DeviceRow.claimed_at),
-                    DeviceRow.created_at,
-                ),
-                else_=DeviceRow.claimed_at,
-            ).label("asked_at"),
-            DeviceRow.boot_s,
-            func.row_number()
-            .over(partition_by=DeviceRow.profile, order_by=DeviceRow.ready_at.desc().nulls_last())
-            .label("nth"),
+            func.count(),
+            func.array_agg(func.extract("epoch", func.now() - asked_at)),
         )
-        .where(or_(DeviceRow.claimed_at >= since, DeviceRow.boot_s.is_not(None)))
-        .subquery()
+        .where(DeviceRow.claimed_at >= func.now() - timedelta(seconds=window_s))
+        .group_by(DeviceRow.profile)
     )
-    in_window = recent.c.claimed_at >= since
-    stmt = select(
-        recent.c.profile,
-        func.count().filter(in_window),
-        func.percentile_cont(0.9).within_group(case((recent.c.nth <= samples, recent.c.boot_s))),
-        func.array_agg(func.extract("epoch", func.now() - recent.c.asked_at)).filter(in_window),
-    ).group_by(recent.c.profile)
-    return {
-        profile: (claims, p90, tuple(float(age) for age in ages or ()))
-        for profile, claims, p90, ages in db.execute(stmt)
+    found: dict[str, tuple[int, float | None, tuple[float, ...]]] = {
+        profile: (count, None, tuple(float(age) for age in ages)) for profile, count, ages in claims
     }
+    if not profiles:
+        return found
+    names = values(column("profile", String), name="wanted").data([(name,) for name in profiles])
+    last = (
+        select(DeviceRow.boot_s)
+        .where(
+            DeviceRow.profile == names.c.profile,
+            DeviceRow.boot_s.is_not(None),
+            DeviceRow.ready_at.is_not(None),
+        )
+        .order_by(DeviceRow.ready_at.desc())
+        .limit(samples)
+        .lateral("last")
+    )
+    boots = db.execute(
+        select(names.c.profile, func.percentile_cont(0.9).within_group(last.c.boot_s))
+        .select_from(names.join(last, true()))
+        .group_by(names.c.profile)
+    )
+    for profile, p90 in boots:
+        count, _, ages = found.get(profile, (0, None, ()))
+        found[profile] = (count, p90, ages)
+    return found
 
 
 def mark_down(db: Session, device_id: str, condition: str, *, at: datetime) -> None:

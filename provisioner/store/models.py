@@ -252,7 +252,16 @@ class DeviceRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # why it reached its current state
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
 
-    __table_args__ = (Index("ix_devices_state_profile", "state", "profile"),)
+    __table_args__ = (
+        Index("ix_devices_state_profile", "state", "profile"),
+        Index("ix_devices_claimed_at", "claimed_at"),
+        Index(
+            "ix_devices_profile_ready_at",
+            "profile",
+            "ready_at",
+            postgresql_where=text("boot_s IS NOT NULL AND ready_at IS NOT NULL"),
+        ),
+    )
 
 
 class ReconcileCountRow(Base):

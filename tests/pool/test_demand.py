@@ -38,7 +38,10 @@ def claim(db, *, profile: str = "stub-slow") -> str:
 
 
 def demand(db) -> dict[str, Demand]:
-    return {p: Demand(*found) for p, found in devrepo.pool_demand(db, window_s=600, samples=10).items()}
+    return {
+        p: Demand(*found)
+        for p, found in devrepo.pool_demand(db, profiles=sorted(PROFILES), window_s=600, samples=10).items()
+    }
 
 
 def wanted(db, *, rate_only: bool = False) -> int:
