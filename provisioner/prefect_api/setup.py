@@ -76,28 +76,43 @@ ALIVE_OR_ENDED = frozenset(
 )
 
 
-def zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Automation:
-    """Prefect's recipe for zombie flow runs: a run that sent a heartbeat and then, within the
-    timeout, neither another heartbeat nor a final state, is set Crashed."""
+def _dead_run_automation(
+    name: str,
+    description: str,
+    *,
+    after: str,
+    message: str,
+    heartbeat_timeout_s: float,
+    match_related: ResourceSpecification | None = None,
+) -> Automation:
+    """Prefect's recipe for zombie flow runs: a run that saw ``after`` and then, within the
+    timeout, neither a heartbeat nor a final state, is set Crashed with ``message``."""
     return Automation(
-        name=ZOMBIE_AUTOMATION,
-        description="Marks provisioner flow runs Crashed when their heartbeats stop (process killed, "
-        "machine lost); reconciliation then ends or re-submits their sessions.",
+        name=name,
+        description=description,
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            after={after},
             expect=ALIVE_OR_ENDED,
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=match_related or ResourceSpecification({}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
             within=timedelta(seconds=heartbeat_timeout_s),
         ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"no heartbeat for {heartbeat_timeout_s:g} s: the flow run's process is gone",
-            )
-        ],
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=message)],
+    )
+
+
+def zombie_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Automation:
+    """A run that sent a heartbeat and then went silent is set Crashed."""
+    return _dead_run_automation(
+        ZOMBIE_AUTOMATION,
+        "Marks provisioner flow runs Crashed when their heartbeats stop (process killed, "
+        "machine lost); reconciliation then ends or re-submits their sessions.",
+        after="prefect.flow-run.heartbeat",
+        message=f"no heartbeat for {heartbeat_timeout_s:g} s: the flow run's process is gone",
+        heartbeat_timeout_s=heartbeat_timeout_s,
     )
 
 
@@ -105,30 +120,18 @@ def silent_start_automation(heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) ->
     """The same recipe from a run entering Running: one of our runs that sends no heartbeat (and
     does not end) within the timeout after it, is set Crashed. Only runs tagged as ours: a flow run
     made in a process without heartbeats (another project's, a local test) is left alone."""
-    return Automation(
-        name=SILENT_AUTOMATION,
-        description="Marks provisioner flow runs Crashed when they entered Running and never sent a "
+    return _dead_run_automation(
+        SILENT_AUTOMATION,
+        "Marks provisioner flow runs Crashed when they entered Running and never sent a "
         "heartbeat (process killed before its first beat); reconciliation then ends or re-submits "
         "their sessions.",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.Running"},
-            expect=ALIVE_OR_ENDED,
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            match_related=ResourceSpecification(
-                {"prefect.resource.id": f"prefect.tag.{DEPLOYMENT_TAG}", "prefect.resource.role": "tag"}
-            ),
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=heartbeat_timeout_s),
+        after="prefect.flow-run.Running",
+        message=f"no heartbeat within {heartbeat_timeout_s:g} s of entering Running: the flow "
+        "run's process is gone",
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        match_related=ResourceSpecification(
+            {"prefect.resource.id": f"prefect.tag.{DEPLOYMENT_TAG}", "prefect.resource.role": "tag"}
         ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"no heartbeat within {heartbeat_timeout_s:g} s of entering Running: the flow "
-                "run's process is gone",
-            )
-        ],
     )
 
 
