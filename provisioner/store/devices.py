@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, case, column, func, or_, select, true, update, values
+from sqlalchemy import String, and_, case, column, func, or_, select, true, update, values
 from sqlalchemy.orm import Session
 
 from provisioner.store.device_states import DEVICE_TERMINAL, DeviceState, check_device_transition
@@ -153,13 +153,14 @@ def list_live_devices(db: Session) -> list[tuple[DeviceRow, str | None]]:
 def pool_demand(
     db: Session, *, profiles: Sequence[str], window_s: float, samples: int
 ) -> dict[str, tuple[int, float | None, tuple[float, ...]]]:
-    """Per profile of ``profiles`` with any: devices claimed (warm or cold-booted for a session)
-    within the last ``window_s``, the p90 of its last ``samples`` boot times (None: none
+    """Per profile of ``profiles`` with any: devices claimed (warm or cold-booted for a session,
+    counted from the start of the boot) within the last ``window_s``, the p90 of its last ``samples`` boot times (None: none
     recorded), and how long ago each of those claims was asked for, in seconds: a warm device's
     claim, or a cold-booted device's creation (its session asked before the boot, not when it
     ended; its ready_at and claimed_at are the same transaction's time). Two queries on indexes
     (ix_devices_claimed_at, ix_devices_profile_ready_at): a pass reads the window and the last
     boots, not the devices' whole history."""
+    since = func.now() - timedelta(seconds=window_s)
     asked_at = case(
         (or_(DeviceRow.ready_at.is_(None), DeviceRow.ready_at >= DeviceRow.claimed_at), DeviceRow.created_at),
         else_=DeviceRow.claimed_at,
@@ -170,7 +171,17 @@ def pool_demand(
             func.count(),
             func.array_agg(func.extract("epoch", func.now() - asked_at)),
         )
-        .where(DeviceRow.claimed_at >= func.now() - timedelta(seconds=window_s))
+        .where(
+            or_(
+                DeviceRow.claimed_at >= since,
+                # A cold boot under way for a session: asked for already, claimed once it is ready.
+                and_(
+                    DeviceRow.state == DeviceState.BOOTING.value,
+                    DeviceRow.created_at >= since,
+                    select(SessionRow.id).where(SessionRow.device_id == DeviceRow.id).exists(),
+                ),
+            )
+        )
         .group_by(DeviceRow.profile)
     )
     found: dict[str, tuple[int, float | None, tuple[float, ...]]] = {

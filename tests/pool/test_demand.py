@@ -91,6 +91,19 @@ def test_claims_at_once_are_a_burst_the_pool_keeps(db):
     assert wanted(db) == 5  # still in the window
 
 
+def test_a_cold_boot_under_way_counts_from_its_start(db):
+    """The pass after a burst sees the sessions still cold-booting, not only those already ready."""
+    sid = make_session(db)
+    device_id = make_device(db, state=DeviceState.BOOTING, session_id=sid)
+    make_device(db, state=DeviceState.BOOTING)  # the pool's own boot: no demand
+    db.commit()
+    found = demand(db)["stub-slow"]
+    assert found.claims == 1 and 0 <= found.claim_ages_s[0] < 5
+    devrepo.transition_device(db, device_id, DeviceState.CLAIMED, reason="cold-booted", ready_at=func.now())
+    db.commit()
+    assert demand(db)["stub-slow"].claims == 1  # the same claim, now recorded as one
+
+
 def test_a_cold_booted_device_counts_as_a_claim_when_its_boot_began(db):
     device_id = make_device(db, state=DeviceState.BOOTING)
     db.execute(

@@ -12,7 +12,14 @@ from provisioner.store.models import new_session_id
 D = DeviceState
 
 
-def make_device(db, *, profile: str = "stub-slow", state: DeviceState = D.IDLE, host: str = "local") -> str:
+def make_device(
+    db,
+    *,
+    profile: str = "stub-slow",
+    state: DeviceState = D.IDLE,
+    host: str = "local",
+    session_id: str | None = None,
+) -> str:
     device_id = new_session_id()
     devrepo.create_device(
         db,
@@ -21,6 +28,7 @@ def make_device(db, *, profile: str = "stub-slow", state: DeviceState = D.IDLE, 
         host=host,
         device_container=f"prov-t-{device_id}-device",
         stream_container=f"prov-t-{device_id}-stream",
+        session_id=session_id,
     )
     if state != D.BOOTING:
         devrepo.transition_device(db, device_id, state, reason="test")
