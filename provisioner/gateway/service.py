@@ -40,7 +40,7 @@ class Gateway:
 
     def __init__(self, deps: Deps, *, runs: FlowRuns | None = None) -> None:
         self.deps = deps
-        self.runs: FlowRuns = runs or PrefectFlowRuns()
+        self.runs: FlowRuns = runs or PrefectFlowRuns(timeout_s=deps.settings.gateway.prefect_timeout_s)
         self.cache = UpstreamCache()
         self.activity = ActivityRecorder(deps)
         self.owners = LastKnown(deps.settings.gateway.route_keep_s)  # session id -> owner

@@ -10,6 +10,7 @@ Prefect and httpx exceptions are translated here, once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any, Protocol
@@ -98,10 +99,16 @@ class PrefectFlowRuns:
     """Creates flow runs of registered deployments and returns at once (timeout=0).
 
     The API is PREFECT_API_URL unless ``api_url`` is given (tests aim one gateway at one server).
+    Each call gives up after ``timeout_s`` (Prefect's client would otherwise wait and retry for
+    minutes): OrchestratorUnavailable, and a client's retry with its key finds the same run.
     """
 
-    def __init__(self, api_url: str | None = None) -> None:
+    def __init__(self, api_url: str | None = None, timeout_s: float = 15.0) -> None:
         self.api_url = api_url
+        self.timeout_s = timeout_s
+
+    def _too_slow(self) -> OrchestratorUnavailable:
+        return OrchestratorUnavailable(f"Prefect API did not answer within {self.timeout_s:g} s")
 
     def _api_url(self) -> str:
         api_url = self.api_url or get_current_settings().api.url
@@ -120,7 +127,7 @@ class PrefectFlowRuns:
         except ValueError:
             return True  # not a Prefect run id: nothing there to cancel
         try:
-            async with self._client() as client:
+            async with asyncio.timeout(self.timeout_s), self._client() as client:
                 try:
                     run = await client.read_flow_run(run_uuid)
                 except ObjectNotFound:
@@ -131,6 +138,8 @@ class PrefectFlowRuns:
                     )
                     return result.state is not None and result.state.type == StateType.CANCELLED
                 return run.state.type == StateType.CANCELLED
+        except TimeoutError as exc:
+            raise self._too_slow() from exc
         except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
             raise OrchestratorUnavailable(f"Prefect API: {type(exc).__name__}") from exc
 
@@ -138,7 +147,7 @@ class PrefectFlowRuns:
         self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None
     ) -> FlowRun:
         try:
-            async with self._client() as client:
+            async with asyncio.timeout(self.timeout_s), self._client() as client:
                 return await arun_deployment(
                     name=deployment,
                     client=client,
@@ -147,6 +156,8 @@ class PrefectFlowRuns:
                     idempotency_key=idempotency_key,
                     as_subflow=False,
                 )
+        except TimeoutError as exc:
+            raise self._too_slow() from exc
         except ObjectNotFound as exc:
             raise DeploymentMissing(deployment) from exc
         except PrefectHTTPStatusError as exc:

@@ -3,6 +3,10 @@ database, a real unreachable PostgreSQL address and real stream containers."""
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy.orm import sessionmaker
 
@@ -67,6 +71,34 @@ class TestDurableAccept:
         retry = gw.client.post("/sessions", json={}, headers={"Idempotency-Key": "k"})
         assert retry.status_code == 202 and retry.json()["session_id"] == pending.id
         assert row(gw, pending.id).flow_run_id == retry.json()["flow_run_id"]
+
+    def test_prefect_that_never_answers_is_503_within_the_timeout(self, gateway_factory, silent) -> None:
+        """Prefect accepts the connection and never replies (overloaded, hung): the POST answers
+        503 within the gateway's timeout instead of holding the client for Prefect's minutes of
+        retries; the session with a key stays for the retry, the one without is failed."""
+        gw = gateway_factory()
+        swap_runs(gw, PrefectFlowRuns(api_url=silent, timeout_s=1.0))
+        started = time.monotonic()
+        keyless = gw.client.post("/sessions", json={})
+        keyed = gw.client.post("/sessions", json={}, headers={"Idempotency-Key": "slow"})
+        elapsed = time.monotonic() - started
+        for reply in (keyless, keyed):
+            assert reply.status_code == 503 and reply.headers["Retry-After"] == "5", reply.text
+            assert reply.json()["reason"] == "orchestrator unavailable"
+            assert "did not answer within 1 s" in reply.json()["detail"]
+        assert elapsed < 10  # two calls of 1 s each, not Prefect's retries
+        with gw.deps.sessions() as db:
+            states = sorted((r.state, r.idempotency_key is not None) for r in repo.list_sessions(db))
+        assert states == [("failed", False), ("requested", True)]
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A Prefect API URL whose server accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/api"
 
 
 def swap_runs(gw, runs):
