@@ -14,7 +14,8 @@ With --demand, instead, two sides in turn: `autoscaled` (the pool sized by deman
 minute for --steady-s, arriving --batch at a time (default 10 at once every 150 s; --batch 1: one
 every 15 s), each session released once verified (devices are consumed), then a burst of 10 POSTs
 at once; the host may launch --launch-slots devices at once (10 here: stub-slow boots are waits,
-not work); maintain-pool's pass (observe, size by demand, plan, act) runs every
+not work) and hold --capacity live devices (30: a batch held, a pool refilled and devices still
+being released); maintain-pool's pass (observe, size by demand, plan, act) runs every
 --pool-interval-s as the deployment schedules it (a tick during a pass is skipped, as its
 CANCEL_NEW limit does), and the idle devices are counted from the devices table every 2 s.
 Reports the burst's streams (max, median), verified median, how many were claimed warm, and the
@@ -261,6 +262,7 @@ class Side:
     name: str
     low: int  # fewest idle devices (warm)
     high: int  # most idle devices demand may grow the pool to
+    capacity: int = 20  # most live devices on the host (PROVISIONER_POOL__CAPACITY)
     samples: list[Sample] = field(default_factory=list)
     targets: list[int] = field(default_factory=list)  # each maintain-pool pass's wanted idle
     target_at_burst: int = 0
@@ -277,7 +279,9 @@ def side_deps(deps, side: Side):
     """The deployment's deps with this side's pool bounds (PROVISIONER_POOL__WARM / __MAX)."""
     from provisioner.steps.deps import Deps
 
-    pool = deps.settings.pool.model_copy(update={"warm": {PROFILE: side.low}, "max": {PROFILE: side.high}})
+    pool = deps.settings.pool.model_copy(
+        update={"warm": {PROFILE: side.low}, "max": {PROFILE: side.high}, "capacity": side.capacity}
+    )
     settings = deps.settings.model_copy(update={"pool": pool})
     return Deps(settings=settings, sessions=deps.sessions, _runtime=deps.runtime)
 
@@ -394,7 +398,10 @@ def demand_side(deps, client: httpx.Client, side: Side, args: argparse.Namespace
 
 
 def demand(args: argparse.Namespace) -> int:
-    sides = [Side("autoscaled", args.auto_min, args.auto_max), Side("fixed", args.fixed, args.fixed)]
+    sides = [
+        Side("autoscaled", args.auto_min, args.auto_max, args.capacity),
+        Side("fixed", args.fixed, args.fixed, args.capacity),
+    ]
     with deployed("benchdemand-" + secrets.token_hex(3), slots=args.launch_slots) as (deps, client, sim):
         sim.set_sms_delay(DEMAND_SMS_DELAY_S)
         for side in sides:
@@ -410,7 +417,7 @@ def demand_report(sides: list[Side], args: argparse.Namespace, pool) -> int:
     print(
         f"Demand run, profile {PROFILE} (45 s boot), SMS delay {DEMAND_SMS_DELAY_S:g} s: {args.rate:g} POSTs "
         f"a minute, {args.batch} at a time, for {args.steady_s:g} s (each released once verified), then "
-        f"{BURST} at once; launch slots {args.launch_slots}; "
+        f"{BURST} at once; launch slots {args.launch_slots}, capacity {args.capacity}; "
         f"maintain-pool every {args.pool_interval_s:g} s (window {pool.demand_window_s:g} s, headroom "
         f"{pool.headroom:g}, cool-down {pool.cool_down_s:g} s); times in seconds"
     )
@@ -466,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pool-interval-s", type=float, default=30, help="--demand: maintain-pool's schedule (prefect.yaml)"
+    )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=30,
+        help="--demand: live devices per host (a batch held + a pool refilled + devices still releasing)",
     )
     parser.add_argument("--auto-min", type=int, default=1, help="--demand: autoscaled side's warm")
     parser.add_argument("--auto-max", type=int, default=BURST, help="--demand: autoscaled side's max")
