@@ -153,13 +153,13 @@ def list_live_devices(db: Session) -> list[tuple[DeviceRow, str | None]]:
 def pool_demand(
     db: Session, *, profiles: Sequence[str], window_s: float, samples: int
 ) -> dict[str, tuple[int, float | None, tuple[float, ...]]]:
-    """Per profile of ``profiles`` with any: devices claimed (warm or cold-booted for a session,
-    counted from the start of the boot) within the last ``window_s``, the p90 of its last ``samples`` boot times (None: none
-    recorded), and how long ago each of those claims was asked for, in seconds: a warm device's
-    claim, or a cold-booted device's creation (its session asked before the boot, not when it
-    ended; its ready_at and claimed_at are the same transaction's time). Two queries on indexes
-    (ix_devices_claimed_at, ix_devices_profile_ready_at): a pass reads the window and the last
-    boots, not the devices' whole history."""
+    """Per profile of ``profiles`` with any: the devices claimed within the last ``window_s``
+    (warm, or cold-booted for a session, counted from the start of its boot), the p90 of its last
+    ``samples`` boot times (None: none recorded), and how long ago each claim was asked for, in
+    seconds: a warm device's claim, or a cold-booted device's creation (its session asked before
+    the boot, not when it ended; its ready_at and claimed_at are the same transaction's time).
+    Two queries on indexes (ix_devices_claimed_at, ix_devices_profile_ready_at): a pass reads the
+    window and the last boots, not the devices' whole history."""
     since = func.now() - timedelta(seconds=window_s)
     asked_at = case(
         (or_(DeviceRow.ready_at.is_(None), DeviceRow.ready_at >= DeviceRow.claimed_at), DeviceRow.created_at),
