@@ -1,8 +1,8 @@
 """bench/pool.py: a warm device pool vs cold boots, and a pool sized by demand vs a fixed one.
 
-A real `prefect server start` (SQLite, its own home), `prefect deploy --all`, a process worker,
-`provisioner executor` and the gateway (uvicorn, PrefectFlowRuns) on a throwaway PostgreSQL and
-the provider simulator; the device profile is `stub-slow` (45 s to READY, status-file readiness
+A real `prefect server start` (its own home; on PostgreSQL, as deployed), `prefect deploy --all`,
+a process worker, `provisioner executor` and the gateway (uvicorn, PrefectFlowRuns) on a
+throwaway PostgreSQL and the provider simulator; the device profile is `stub-slow` (45 s to READY, status-file readiness
 like docker-android). Side by side in one run:
 
   cold    POST /sessions with no idle device -> first 200 from /sessions/{id}/stream, and -> verified
@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after ROOT: bench/gateway.py must not shadow the package
 
 from provision import PROVIDER, bench_environment, bench_simulator  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from provisioner.prefect_api.setup import HEARTBEAT_TIMEOUT_S  # noqa: E402
 from tests.harness.deployed import (  # noqa: E402
@@ -60,7 +61,7 @@ from tests.harness.deployed import (  # noqa: E402
 )
 from tests.harness.gateway import serve  # noqa: E402
 from tests.harness.services import postgres  # noqa: E402
-from tests.plugins.postgres import adopt_identity  # noqa: E402
+from tests.plugins.postgres import adopt_identity, create_database  # noqa: E402
 
 PROFILE = "stub-slow"
 DEMAND_SMS_DELAY_S = 3.0  # --demand: the SMS delay P2d's "verified" is measured with
@@ -155,7 +156,18 @@ def deployed(instance_id: str, *, slots: int = 4) -> Iterator[tuple[Any, httpx.C
         env["PROVISIONER_GATEWAY__INSECURE_NO_AUTH"] = "true"  # its gateway binds loopback
         env.pop("PROVISIONER_DOCKER__READINESS_TIMEOUT_S")  # the profile's own boot timeout
         os.environ.update(env)
-        api_url, prefect_env = stack.enter_context(prefect_server(home, startup_timeout_s=120))
+        # Prefect on PostgreSQL, as deployed (compose, the deploy guide): on SQLite ten runs
+        # created at once queue on its one writer for seconds each.
+        prefect_db = make_url(create_database(database_url, "prefect")).set(drivername="postgresql+asyncpg")
+        api_url, prefect_env = stack.enter_context(
+            prefect_server(
+                home,
+                startup_timeout_s=120,
+                server_env={
+                    "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db.render_as_string(hide_password=False)
+                },
+            )
+        )
         deploy = provisioner_deploy(prefect_env, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
         if deploy.returncode != 0:
             raise SystemExit(f"provisioner deploy failed: {deploy.stdout[-1500:]}{deploy.stderr[-1500:]}")
