@@ -1,10 +1,12 @@
-"""Fault-test fixtures: one Prefect server per module with `provisioner deploy` applied, a worker
-factory whose flow runs use a given database, and a gateway aimed at that server."""
+"""Fault-test fixtures: one Prefect server for every fault module with `provisioner deploy`
+applied (each test isolated by its own instance id, database rows and flow runs), a worker factory
+whose flow runs use a given database, and a gateway aimed at that server."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from provisioner.store import make_engine
 from provisioner.store.migrate import upgrade
 from tests.harness.deployed import (
     HEARTBEAT_S,
+    SCHEDULED,
     Executor,
     Prefect,
     Worker,
@@ -42,9 +45,10 @@ RECONCILE_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """(api url, env) of a Prefect server on which `provisioner deploy` ran (twice: idempotent)."""
+    """(api url, env) of a Prefect server on which `provisioner deploy` ran (twice: idempotent);
+    shared by the fault modules (a server start and two deploys take ~30 s)."""
     home = tmp_path_factory.mktemp("prefect-home")
     with prefect_server(home) as (api_url, env):
         for _ in range(2):
@@ -52,14 +56,16 @@ def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
             done = provisioner_deploy({**env, "PROVISIONER_DOCKER__PROFILES_FILE": str(TEST_PROFILES_FILE)})
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         # The tests drive every reconcile pass themselves: a scheduled pass running at the same time
-        # would hold the deployment's slot and turn the test's pass away (CANCEL_NEW).
-        pause_schedules(api_url, ["reconcile/reconcile", "maintain-pool/maintain-pool"])
+        # would hold the deployment's slot and turn the test's pass away (CANCEL_NEW). The recovery
+        # module resumes them for its own tests.
+        pause_schedules(api_url, SCHEDULED)
         yield api_url, env
 
 
 @pytest.fixture
 def prefect(stack) -> Iterator[Prefect]:
-    api = Prefect(stack[0])
+    """The REST calls of one test; its provision runs are those created from now on."""
+    api = Prefect(stack[0], since=datetime.now(UTC))
     yield api
     api.client.close()
 

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.harness.deployed import VENV_BIN, Executor, Worker
+from provisioner.prefect_api.names import EXECUTOR_POOL, WORK_POOL
+from tests.harness.deployed import VENV_BIN, Executor, Worker, forget_workers
 from tests.plugins.prefect_env import provisioner_environment
 from tests.support import wait_for
 
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.docker
 
 
 def test_doctor_healthy_then_names_the_stopped_worker(stack, database_url, runtime_factory, sim, tmp_path):
-    _, prefect_env = stack
+    api_url, prefect_env = stack
+    forget_workers(api_url, [WORK_POOL, EXECUTOR_POOL])  # workers of earlier tests on this server
     runtime = runtime_factory()
     env = {
         **prefect_env,

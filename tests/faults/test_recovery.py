@@ -8,7 +8,8 @@ paused 30 s. Within 180 s of the end of the last fault every accepted session is
 alive, and the reconcile and maintain-pool deployments have run again; no answer was a 500/502,
 nothing leaked, no number is left open, the paused device was kept.
 
-The module has its own Prefect server: its schedules run (the other fault tests pause them)."""
+The fault modules' Prefect server runs its schedules during this module (the other fault modules
+drive every pass themselves)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ from provisioner.prefect_api.setup import DEPLOYMENT_TAG
 from provisioner.store import TERMINAL, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
-from tests.harness.deployed import HEARTBEAT_TIMEOUT_S, AnswerLog, Prefect, prefect_server, provisioner_deploy
-from tests.harness.services import TEST_PROFILES_FILE
+from tests.harness.deployed import (
+    HEARTBEAT_TIMEOUT_S,
+    SCHEDULED,
+    AnswerLog,
+    Prefect,
+    pause_schedules,
+    resume_schedules,
+)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.docker
@@ -39,14 +46,13 @@ BOUGHT = {State.NUMBER_ACQUIRED, State.AWAITING_CODE, State.VERIFIED}
 STARTED = {State.LAUNCHING, State.AWAITING_NUMBER}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """(api url, env) of a Prefect server on which `provisioner deploy` ran; schedules active."""
-    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as (api_url, env):
-        # The run form's profile choices come from the profiles where `prefect deploy` runs.
-        done = provisioner_deploy({**env, "PROVISIONER_DOCKER__PROFILES_FILE": str(TEST_PROFILES_FILE)})
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        yield api_url, env
+@pytest.fixture(scope="module", autouse=True)
+def schedules(stack) -> Iterator[None]:
+    """prefect.yaml's schedules active for this module's tests, paused again afterwards."""
+    api_url, _ = stack
+    resume_schedules(api_url, SCHEDULED)
+    yield
+    pause_schedules(api_url, SCHEDULED)
 
 
 def states(sessions, ids) -> dict[str, State]:

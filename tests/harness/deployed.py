@@ -15,8 +15,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -29,6 +31,7 @@ HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY: Prefect's minimum
 HEARTBEAT_TIMEOUT_S = 40  # the zombie automation's window in these tests
 FINAL_RUN_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 ALIVE_RUN_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
+SCHEDULED = ["reconcile/reconcile", "maintain-pool/maintain-pool"]  # prefect.yaml's schedules
 
 
 def base_env(home: Path, api_url: str, *, ui: bool = False) -> dict[str, str]:
@@ -105,11 +108,37 @@ def provisioner_deploy(
 
 
 def pause_schedules(api_url: str, deployments: list[str]) -> None:
-    """Pause the schedules of the named deployments ("flow/deployment"): the caller drives the runs."""
-    with httpx.Client(base_url=api_url, timeout=15, trust_env=False) as client:
+    """Pause the schedules of the named deployments ("flow/deployment"): the caller drives the runs.
+    Their scheduled runs are deleted; runs not final yet are cancelled (their slots freed)."""
+    with Prefect(api_url) as api:
         for name in deployments:
-            deployment = client.get(f"/deployments/name/{name}").raise_for_status().json()
-            client.post(f"/deployments/{deployment['id']}/pause_deployment").raise_for_status()
+            deployment = api.client.get(f"/deployments/name/{name}").raise_for_status().json()
+            api.client.post(f"/deployments/{deployment['id']}/pause_deployment").raise_for_status()
+            body = {
+                "deployments": {"id": {"any_": [deployment["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ALIVE_RUN_STATES}}},
+            }
+            for run in api.client.post("/flow_runs/filter", json=body).raise_for_status().json():
+                cancelled = {"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True}
+                api.client.post(f"/flow_runs/{run['id']}/set_state", json=cancelled).raise_for_status()
+
+
+def resume_schedules(api_url: str, deployments: list[str]) -> None:
+    """Resume the schedules of the named deployments (runs are scheduled within seconds)."""
+    with Prefect(api_url) as api:
+        for name in deployments:
+            deployment = api.client.get(f"/deployments/name/{name}").raise_for_status().json()
+            api.client.post(f"/deployments/{deployment['id']}/resume_deployment").raise_for_status()
+
+
+def forget_workers(api_url: str, pools: list[str]) -> None:
+    """Delete every worker registered in the named work pools: a worker stopped by an earlier test
+    on the same server counts as polling until its heartbeat ages out."""
+    with Prefect(api_url) as api:
+        for pool in pools:
+            for worker in api.client.post(f"/work_pools/{pool}/workers/filter").raise_for_status().json():
+                name = quote(worker["name"], safe="")
+                api.client.delete(f"/work_pools/{pool}/workers/{name}").raise_for_status()
 
 
 def descendants(pid: int) -> list[int]:
@@ -191,9 +220,12 @@ class Executor(Worker):
 
 @dataclass
 class Prefect:
-    """The few REST calls the tests make (the test process has its own Prefect settings)."""
+    """The few REST calls the tests make (the test process has its own Prefect settings).
+    ``since``: only provision runs expected to start after it are the caller's (a server shared
+    by several tests)."""
 
     api_url: str
+    since: datetime | None = None
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -203,6 +235,12 @@ class Prefect:
         self.client.event_hooks["response"] = []
         self._send = self.client.send
         self.client.send = self._send_retrying  # type: ignore[method-assign]
+
+    def __enter__(self) -> Prefect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
 
     def _send_retrying(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         for attempt in range(6):
@@ -251,11 +289,10 @@ class Prefect:
         return reply.json().get("total", -1) if reply.status_code == 200 else -reply.status_code
 
     def alive_provision_runs(self) -> list[dict[str, Any]]:
-        body = {
-            "flows": {"name": {"any_": ["provision"]}},
-            "flow_runs": {"state": {"type": {"any_": ALIVE_RUN_STATES}}},
-            "limit": 200,
-        }
+        runs: dict[str, Any] = {"state": {"type": {"any_": ALIVE_RUN_STATES}}}
+        if self.since is not None:
+            runs["expected_start_time"] = {"after_": self.since.isoformat()}
+        body = {"flows": {"name": {"any_": ["provision"]}}, "flow_runs": runs, "limit": 200}
         return self.client.post("/flow_runs/filter", json=body).raise_for_status().json()
 
     def launch_slots_in_use(self, instance_id: str) -> int:
