@@ -1,15 +1,28 @@
-"""Isolation against the real engine: a device is reachable only from its own stream."""
+"""Isolation against the real engine: a device is reachable only from its own stream. Each test
+has a runtime of its own instance: removing orphaned pair networks touches no other test's."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import docker
 import pytest
 
 from provisioner.runtime import ContainerRuntime, Role
 from provisioner.runtime.isolation import list_pair_networks, pair_network_name
-from tests.plugins.docker_engine import new_session_id_for_tests
+from tests.plugins.docker_engine import RuntimeFactory, new_session_id_for_tests
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def runtime(runtime_factory: RuntimeFactory) -> Iterator[ContainerRuntime]:
+    """A runtime of a new instance; its containers and pair networks are removed afterwards."""
+    own = runtime_factory()
+    yield own
+    for container in own.list_managed():
+        own.remove(container.id)
+    own.remove_orphan_networks()
 
 
 def _open(client: docker.DockerClient, container: str, host: str, port: int) -> tuple[int, str]:
