@@ -103,7 +103,7 @@ class PrefectFlowRuns:
     minutes): OrchestratorUnavailable, and a client's retry with its key finds the same run.
     """
 
-    def __init__(self, api_url: str | None = None, timeout_s: float = 15.0) -> None:
+    def __init__(self, api_url: str | None = None, timeout_s: float = 30.0) -> None:
         self.api_url = api_url
         self.timeout_s = timeout_s
 

@@ -470,7 +470,7 @@ class GatewaySettings(BaseModel):
         description="How long a live session's last known stream route serves while the database is down",
     )
     prefect_timeout_s: float = Field(
-        15.0,
+        30.0,
         gt=0,
         description="Longest wait for the Prefect API to create or cancel a run; past it the request "
         "answers 503 with Retry-After (a retry with the same Idempotency-Key finds the same run)",
