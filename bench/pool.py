@@ -2,8 +2,8 @@
 
 A real `prefect server start` (its own home; on PostgreSQL, as deployed), `prefect deploy --all`,
 a process worker, `provisioner executor` and the gateway (uvicorn, PrefectFlowRuns) on a
-throwaway PostgreSQL and the provider simulator; the device profile is `stub-slow` (45 s to READY, status-file readiness
-like docker-android). Side by side in one run:
+throwaway PostgreSQL and the provider simulator; the device profile is `stub-slow` (45 s to READY,
+status-file readiness like docker-android). Side by side in one run:
 
   cold    POST /sessions with no idle device -> first 200 from /sessions/{id}/stream, and -> verified
   warm    the same with the pool filled (warm: 2; refilled between samples), medians of --samples
@@ -22,7 +22,7 @@ Reports the burst's streams (max, median), verified median, how many were claime
 idle device-minutes each side cost.
 
 The bench runs the pool's plan/act itself (so it decides when); the deployment's own schedule is
-paused. Prints medians and the ratios. Runtime: about 6-8 minutes; --demand about 22 (45 s boots).
+paused. Prints medians and the ratios. Runtime: about 6-8 minutes; --demand about 17 (45 s boots).
 """
 
 from __future__ import annotations

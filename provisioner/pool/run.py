@@ -48,7 +48,8 @@ def observe_pool(deps: Deps) -> PoolObserved:
 
 
 def observe_demand(deps: Deps) -> dict[str, Demand]:
-    """Each profile's claims over the demand window (how many, and when) and p90 boot time (two indexed queries)."""
+    """Each profile's claims over the demand window (how many, and when) and p90 boot time (two
+    indexed queries)."""
     pool = deps.settings.pool
     with deps.sessions() as db:
         found = devrepo.pool_demand(
