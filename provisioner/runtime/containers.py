@@ -445,7 +445,7 @@ class ContainerRuntime(DeviceNames):
         if network.subnet is None or network.bridge is None:
             return False
         tag = guard_tag(self.instance_id, network.name)
-        return set(guard_rules(tag, network.subnet, network.bridge, resolvers)) <= rules
+        return set(guard_rules(tag, network.bridge, resolvers)) <= rules
 
     def logs(self, name_or_id: str, lines: int = LOG_TAIL_LINES) -> str:
         """The container's last log lines (stdout and stderr), or "" when they cannot be read."""

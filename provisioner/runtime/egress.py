@@ -1,18 +1,23 @@
 """The egress guard: from its pair network (runtime.isolation) a device reaches the public
 internet (its apps must register) and its own stream, nothing on our side of the host.
 
-Per pair subnet S with bridge B, rules tagged with the comment `provisioner:<instance>:<network>`:
+Per pair network with bridge B, rules tagged with the comment `provisioner:<instance>:<network>`:
 
     DOCKER-USER (forwarded traffic; Docker jumps here before its own rules), for each R in
     10/8, 172.16/12, 192.168/16, 100.64/10, 169.254/16:
-      -s S -d R ! -o B -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP
+      -d R -i B ! -o B -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP
     INPUT (the host's own addresses: gateway IPs, docker0, its LAN address)
       -i B -m conntrack --ctstate NEW -j DROP
+
+The rules name the bridge, never the subnet: Docker hands a freed subnet to a later network, and a
+rule left by a network removed behind our back (a killed worker; reconciliation removes it later)
+would otherwise drop the new network's own traffic, its stream reaching its device. A bridge's
+name is its network's id, never reused; matching what enters by it also covers a spoofed source.
 
 Docker's embedded DNS forwards a device's queries to the engine host's nameservers from the device's
 own network namespace, so a nameserver inside a blocked range (a VPC or LAN resolver) is let
 through for DNS only, ahead of the drops, for each such nameserver NS of the host's resolv.conf:
-      -s S -d NS/32 -p udp|tcp --dport 53 -j RETURN
+      -d NS/32 -i B -p udp|tcp --dport 53 -j RETURN
 (RETURN ends DOCKER-USER for those packets only; Docker's own rules still apply to them). A
 nameserver on the host itself is not reached (INPUT): see docs/security.md.
 
@@ -55,17 +60,17 @@ def guard_tag(instance_id: str, network: str) -> str:
     return f"{_TAG_PREFIX}{instance_id}:{network}"
 
 
-def guard_rules(tag: str, subnet: str, bridge: str, resolvers: Iterable[str] = ()) -> list[str]:
-    """The network's rules as `iptables -S` prints them (`-A CHAIN spec`), in chain order;
-    ``resolvers``: the blocked nameservers DNS is let through to (private_resolvers)."""
+def guard_rules(tag: str, bridge: str, resolvers: Iterable[str] = ()) -> list[str]:
+    """The rules of the network on ``bridge`` as `iptables -S` prints them (`-A CHAIN spec`), in
+    chain order; ``resolvers``: the blocked nameservers DNS is let through to (private_resolvers)."""
     comment = f"-m comment --comment {tag}"
     rules = [
-        f"-A DOCKER-USER -s {subnet} -d {resolver}/32 -p {proto} -m {proto} --dport 53 {comment} -j RETURN"
+        f"-A DOCKER-USER -d {resolver}/32 -i {bridge} -p {proto} -m {proto} --dport 53 {comment} -j RETURN"
         for resolver in resolvers
         for proto in ("udp", "tcp")
     ]
     rules += [
-        f"-A DOCKER-USER -s {subnet} -d {blocked} ! -o {bridge} "
+        f"-A DOCKER-USER -d {blocked} -i {bridge} ! -o {bridge} "
         f"-m conntrack ! --ctstate RELATED,ESTABLISHED {comment} -j DROP"
         for blocked in BLOCKED
     ]
@@ -174,13 +179,11 @@ def engine_resolvers(client: docker.DockerClient) -> tuple[str, ...]:
     return found
 
 
-def install_guard(
-    client: docker.DockerClient, instance_id: str, network: str, subnet: str, bridge: str
-) -> None:
+def install_guard(client: docker.DockerClient, instance_id: str, network: str, bridge: str) -> None:
     """Replace the network's rules with the full set (idempotent; one netguard run, and one more
     the first time an engine's nameservers are read)."""
     tag = guard_tag(instance_id, network)
-    rules = guard_rules(tag, subnet, bridge, engine_resolvers(client))
+    rules = guard_rules(tag, bridge, engine_resolvers(client))
     netguard(client, "replace", tag, *_inserts(rules))
 
 

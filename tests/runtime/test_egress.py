@@ -1,7 +1,8 @@
 """The egress guard against the real engine (runtime.egress): from inside a device, a listener on
 the host's bridge address and a neighbour's published stream are unreachable while its own stream
-answers; the rules read back drop the private and link-local ranges from its subnet and nothing
-else, and go with the network. Traffic goes only to listeners on this machine."""
+answers; the rules read back drop the private and link-local ranges from its bridge and nothing
+else, and go with the network; rules left by a removed network do not cut a later one on its
+subnet. Traffic goes only to listeners on this machine."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from provisioner.runtime.egress import (
     netguard,
     private_resolvers,
 )
-from provisioner.runtime.isolation import pair_network_name
+from provisioner.runtime.isolation import PAIR_ROLE, pair_network_name
+from provisioner.runtime.model import LABEL_DEVICE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
 from tests.plugins.docker_engine import RuntimeFactory, new_session_id_for_tests
 
 pytestmark = pytest.mark.docker
@@ -134,7 +136,6 @@ def test_the_rules_drop_private_and_link_local_ranges_only_and_go_with_the_netwo
     device_id = new_session_id_for_tests()
     runtime.launch_device(device_id, "stub")
     pair = pair_network_name(runtime.instance_id, device_id)
-    subnet = _subnet(docker_client, pair)
     bridge = f"br-{docker_client.api.inspect_network(pair)['Id'][:12]}"
 
     tag = guard_tag(runtime.instance_id, pair)
@@ -144,15 +145,15 @@ def test_the_rules_drop_private_and_link_local_ranges_only_and_go_with_the_netwo
     with open("/etc/resolv.conf") as conf:
         nameservers = [line.split()[1] for line in conf if line.startswith("nameserver")]
     dns = {
-        f"-A DOCKER-USER -s {subnet} -d {ns}/32 -p {proto} -m {proto} --dport 53 "
+        f"-A DOCKER-USER -d {ns}/32 -i {bridge} -p {proto} -m {proto} --dport 53 "
         f"-m comment --comment {tag} -j RETURN"
         for ns in private_resolvers(nameservers)
         for proto in ("udp", "tcp")
     }
-    # Apart from those, only drops, each from the subnet to one blocked range.
+    # Apart from those, only drops, each of what enters by the bridge towards one blocked range.
     assert rules == dns | {
         *(
-            f"-A DOCKER-USER -s {subnet} -d {blocked} ! -o {bridge} "
+            f"-A DOCKER-USER -d {blocked} -i {bridge} ! -o {bridge} "
             f"-m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment {tag} -j DROP"
             for blocked in (
                 "10.0.0.0/8",
@@ -197,12 +198,47 @@ def test_a_deleted_rule_shows_as_unguarded_and_removal_of_stray_rules(
     assert pair in listed_guards(docker_client, runtime.instance_id)
 
 
+def test_rules_left_by_a_removed_network_do_not_cut_a_new_network_on_the_same_subnet(
+    runtime_factory: RuntimeFactory, docker_client: docker.DockerClient
+) -> None:
+    """Docker hands a freed subnet to a later network (its default pools wrap after some 30
+    networks): the rules of a network removed behind our back (a killed worker, another instance
+    never reconciled) must not drop the new network's own traffic, its stream reaching its device."""
+    runtime = runtime_factory()
+    gone = new_session_id_for_tests()
+    runtime.launch_device(gone, "stub")
+    gone_pair = pair_network_name(runtime.instance_id, gone)
+    subnet = _subnet(docker_client, gone_pair)
+    docker_client.api.remove_container(runtime.name_for(gone, Role.DEVICE), force=True)
+    docker_client.api.remove_network(gone_pair)
+    assert gone_pair in listed_guards(docker_client, runtime.instance_id)
+
+    device_id = new_session_id_for_tests()
+    pair = pair_network_name(runtime.instance_id, device_id)
+    docker_client.api.create_network(
+        pair,
+        driver="bridge",
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)]),
+        labels={  # as ensure_pair_network labels it, on the subnet given
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_INSTANCE: runtime.instance_id,
+            LABEL_DEVICE: device_id,
+            LABEL_ROLE: PAIR_ROLE,
+        },
+    )
+    assert runtime.guard_pair_network(device_id)
+    runtime.launch_device(device_id, "stub")
+    runtime.launch_stream(device_id)
+    runtime.wait_device_ready(device_id, "stub", timeout_s=30)  # the stream reads the device's banner
+    runtime.wait_stream_ready(device_id, timeout_s=30)
+
+
 def test_only_blocked_ipv4_nameservers_get_a_dns_exemption_ahead_of_the_drops() -> None:
     listed = ["127.0.0.53", "10.255.255.53", "8.8.8.8", "fe80::1", "192.168.1.1", "10.255.255.53", "x"]
     assert private_resolvers(listed) == ("10.255.255.53", "192.168.1.1")
-    rules = guard_rules("provisioner:t:n", "10.220.1.0/24", "br-0123456789ab", ("10.0.0.2",))
+    rules = guard_rules("provisioner:t:n", "br-0123456789ab", ("10.0.0.2",))
     assert [rule.rsplit(" -j ", 1)[1] for rule in rules] == ["RETURN"] * 2 + ["DROP"] * 6
-    assert rules[0].startswith("-A DOCKER-USER -s 10.220.1.0/24 -d 10.0.0.2/32 -p udp -m udp --dport 53 ")
+    assert rules[0].startswith("-A DOCKER-USER -d 10.0.0.2/32 -i br-0123456789ab -p udp -m udp --dport 53 ")
     # Inserted at the top of their chains in this order: the exemptions before the drops.
     assert [rule.split(" ", 3)[:3] for rule in _inserts(rules)][:3] == [
         ["-I", "DOCKER-USER", "1"],
