@@ -1,7 +1,9 @@
 #!/bin/sh
 # netguard list               the provisioner-tagged rules of DOCKER-USER and INPUT (iptables -S)
 # netguard remove TAG...      delete every rule commented with one of the TAGs
-# netguard replace TAG RULE...  delete TAG's rules, then run each RULE (iptables arguments)
+# netguard replace TAG RULE...  delete TAG's rules, then run each RULE (iptables arguments); first
+#                             prune: delete tagged rules naming a bridge that no longer exists
+#                             (their network is gone, whichever instance installed them)
 # netguard resolvers          the nameservers of the host's resolv.conf (Docker's DNS forwards there)
 set -eu
 if iptables-nft -w -S DOCKER-USER >/dev/null 2>&1; then
@@ -24,6 +26,22 @@ remove() {  # every rule commented exactly "$1"
     done
 }
 
+prune() {  # every tagged rule naming a bridge (br-<network id>, never reused) this host no longer has
+    tagged | while read -r rule; do
+        for word in $rule; do
+            case "$word" in
+                br-*)
+                    if [ ! -e "/sys/class/net/$word" ]; then
+                        # shellcheck disable=SC2086
+                        $ipt -w $(echo "$rule" | sed 's/^-A /-D /')
+                        break
+                    fi
+                    ;;
+            esac
+        done
+    done
+}
+
 if [ "${1:-}" = resolvers ]; then
     awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf
     exit 0
@@ -36,6 +54,7 @@ case "$command" in
     remove) for tag in "$@"; do remove "$tag"; done ;;
     replace)
         tag="$1"; shift
+        prune
         remove "$tag"
         for rule in "$@"; do
             # shellcheck disable=SC2086

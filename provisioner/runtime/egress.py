@@ -13,6 +13,7 @@ The rules name the bridge, never the subnet: Docker hands a freed subnet to a la
 rule left by a network removed behind our back (a killed worker; reconciliation removes it later)
 would otherwise drop the new network's own traffic, its stream reaching its device. A bridge's
 name is its network's id, never reused; matching what enters by it also covers a spoofed source.
+Installing rules first prunes tagged rules naming a bridge the host no longer has (netguard.sh).
 
 Docker's embedded DNS forwards a device's queries to the engine host's nameservers from the device's
 own network namespace, so a nameserver inside a blocked range (a VPC or LAN resolver) is let

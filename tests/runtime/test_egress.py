@@ -198,28 +198,30 @@ def test_a_deleted_rule_shows_as_unguarded_and_removal_of_stray_rules(
     assert pair in listed_guards(docker_client, runtime.instance_id)
 
 
-def test_rules_left_by_a_removed_network_do_not_cut_a_new_network_on_the_same_subnet(
+def test_rules_left_by_a_removed_network_are_pruned_and_never_cut_a_network_on_its_subnet(
     runtime_factory: RuntimeFactory, docker_client: docker.DockerClient
 ) -> None:
     """Docker hands a freed subnet to a later network (its default pools wrap after some 30
-    networks): the rules of a network removed behind our back (a killed worker, another instance
-    never reconciled) must not drop the new network's own traffic, its stream reaching its device."""
+    networks). Rules of a network removed behind our back (a killed worker, an instance never
+    reconciled again) go when the next network is guarded, whichever instance installed them; and
+    until then they must not drop the new network's own traffic, its stream reaching its device."""
     runtime = runtime_factory()
+    other = runtime_factory()  # another instance on the same engine: its dead rules go as well
     gone = new_session_id_for_tests()
-    runtime.launch_device(gone, "stub")
-    gone_pair = pair_network_name(runtime.instance_id, gone)
+    other.launch_device(gone, "stub")
+    gone_pair = pair_network_name(other.instance_id, gone)
     subnet = _subnet(docker_client, gone_pair)
-    docker_client.api.remove_container(runtime.name_for(gone, Role.DEVICE), force=True)
+    stale = sorted(listed_guards(docker_client, other.instance_id)[gone_pair])
+    docker_client.api.remove_container(other.name_for(gone, Role.DEVICE), force=True)
     docker_client.api.remove_network(gone_pair)
-    assert gone_pair in listed_guards(docker_client, runtime.instance_id)
+    assert gone_pair in listed_guards(docker_client, other.instance_id)
 
     device_id = new_session_id_for_tests()
-    pair = pair_network_name(runtime.instance_id, device_id)
     docker_client.api.create_network(
-        pair,
+        pair_network_name(runtime.instance_id, device_id),
         driver="bridge",
         ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)]),
-        labels={  # as ensure_pair_network labels it, on the subnet given
+        labels={  # as ensure_pair_network labels it, on the freed subnet
             LABEL_MANAGED_BY: MANAGED_BY,
             LABEL_INSTANCE: runtime.instance_id,
             LABEL_DEVICE: device_id,
@@ -227,10 +229,16 @@ def test_rules_left_by_a_removed_network_do_not_cut_a_new_network_on_the_same_su
         },
     )
     assert runtime.guard_pair_network(device_id)
+    assert gone_pair not in listed_guards(docker_client, other.instance_id)  # pruned
+
+    # Rules of a removed network not pruned yet (put back as they were) leave the new pair alone.
+    netguard(docker_client, "replace", guard_tag(other.instance_id, gone_pair), *_inserts(stale))
+    assert set(listed_guards(docker_client, other.instance_id)[gone_pair]) == set(stale)
     runtime.launch_device(device_id, "stub")
     runtime.launch_stream(device_id)
     runtime.wait_device_ready(device_id, "stub", timeout_s=30)  # the stream reads the device's banner
     runtime.wait_stream_ready(device_id, timeout_s=30)
+    netguard(docker_client, "remove", guard_tag(other.instance_id, gone_pair))
 
 
 def test_only_blocked_ipv4_nameservers_get_a_dns_exemption_ahead_of_the_drops() -> None:
