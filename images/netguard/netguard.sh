@@ -19,10 +19,21 @@ tagged() {  # the rules of DOCKER-USER and INPUT carrying a provisioner comment,
     { $ipt -w -S DOCKER-USER; $ipt -w -S INPUT; } | tr -d '"' | grep -F -- '--comment provisioner:' || true
 }
 
+delete() {  # delete a listed rule ("-A CHAIN ..."); one another netguard deleted meanwhile is gone too
+    spec="${1#-A }"
+    # shellcheck disable=SC2086  # a rule is word-split into its arguments
+    if ! err="$($ipt -w -D $spec 2>&1)"; then
+        # shellcheck disable=SC2086
+        if $ipt -w -C $spec 2>/dev/null; then
+            echo "$err" >&2
+            return 1
+        fi
+    fi
+}
+
 remove() {  # every rule commented exactly "$1"
-    tagged | grep -F -- "--comment $1 " | sed 's/^-A /-D /' | while read -r rule; do
-        # shellcheck disable=SC2086  # a rule is word-split into its arguments
-        $ipt -w $rule
+    tagged | grep -F -- "--comment $1 " | while read -r rule; do
+        delete "$rule"
     done
 }
 
@@ -32,8 +43,7 @@ prune() {  # every tagged rule naming a bridge (br-<network id>, never reused) t
             case "$word" in
                 br-*)
                     if [ ! -e "/sys/class/net/$word" ]; then
-                        # shellcheck disable=SC2086
-                        $ipt -w $(echo "$rule" | sed 's/^-A /-D /')
+                        delete "$rule"
                         break
                     fi
                     ;;

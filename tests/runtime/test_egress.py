@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -239,6 +240,35 @@ def test_rules_left_by_a_removed_network_are_pruned_and_never_cut_a_network_on_i
     runtime.wait_device_ready(device_id, "stub", timeout_s=30)  # the stream reads the device's banner
     runtime.wait_stream_ready(device_id, timeout_s=30)
     netguard(docker_client, "remove", guard_tag(other.instance_id, gone_pair))
+
+
+def test_installs_at_once_prune_the_same_stale_rules_and_all_succeed(
+    runtime_factory: RuntimeFactory, docker_client: docker.DockerClient
+) -> None:
+    """Several processes guard networks at the same time (flow runs, the executor, other instances
+    on the engine), and each prunes the same stale rules first: a rule another one deleted in the
+    meantime is gone as wanted, not a failure of the install."""
+    instance_id = runtime_factory().instance_id
+    tag = guard_tag(instance_id, "gone")
+    stale = [
+        f"-I DOCKER-USER -i br-{secrets.token_hex(6)} -m comment --comment {tag} -j DROP" for _ in range(30)
+    ]
+    netguard(docker_client, "replace", tag, *stale)  # bridges that do not exist: stale at once
+    errors: list[Exception] = []
+
+    def install(n: int) -> None:
+        try:
+            netguard(docker_client, "replace", guard_tag(instance_id, f"net{n}"))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert "gone" not in listed_guards(docker_client, instance_id)
 
 
 def test_only_blocked_ipv4_nameservers_get_a_dns_exemption_ahead_of_the_drops() -> None:
