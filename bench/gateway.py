@@ -1,18 +1,19 @@
 """Benchmark: noVNC streams through the gateway vs. straight to websockify, in one run.
 
-    .venv/bin/python bench/gateway.py [--streams 20] [--latency-rounds 300] [--frames 20]
+    .venv/bin/python bench/gateway.py [--streams 20] [--latency-rounds 300] [--frames 20] [--workers 2]
 
 Launches --streams stub devices and their stream containers (own instance id and network), a
 session row per device in PostgreSQL (PROVISIONER_DATABASE__URL, or a throwaway cluster), and the
-gateway as its own process (`python -m provisioner.gateway`, as deployed). Every stream has both
-paths open at once, and both speak real RFB over the WebSocket:
+gateway as its own process (`python -m provisioner.gateway`, as deployed), one for each count of
+--workers (PROVISIONER_GATEWAY__WORKERS; e.g. `--workers 1,2` compares one process with two in the
+same run). Every stream has all paths open at once, and all speak real RFB over the WebSocket:
 
 * latency: a 1x1 non-incremental FramebufferUpdateRequest and its reply, N round trips;
 * throughput: full-screen raw FramebufferUpdates (1024x768x32 bpp = 3 MiB each), M frames.
 
 Each round samples one path on every stream at once (one thread per stream, a barrier between
-phases), then the other; the order alternates by round, so host noise and the VNC servers'
-cadence hit both paths alike. Aggregate throughput is the bytes of all streams over a phase's
+phases), then the next; the order rotates by round, so host noise and the VNC servers' cadence
+hit every path alike. Aggregate throughput is the bytes of all streams over a phase's
 wall time. The direct path goes to the stream container's address on the bench network, port
 6080 (the same upstream the gateway dials), presenting the device's stream secret and answering
 its VNC password challenge as the gateway does. Loops are bounded; everything runs on this host;
@@ -136,19 +137,21 @@ class PathResult:
         return self.bytes_moved / self.wall_s / (1 << 20)
 
 
-PATHS = ("direct", "gateway")
-
-
 @dataclass(frozen=True)
 class Stream:
-    urls: dict[str, str]  # path name -> WebSocket URL
+    urls: dict[str, str]  # path name -> WebSocket URL ("direct" first)
     secret: str  # devices.stream_secret: the direct path presents it as the gateway does
 
 
 def measure(streams: list[Stream], *, rounds: int, frames: int) -> dict[str, PathResult]:
-    """Every stream's two paths open at once; each round samples one path on every stream at once,
-    then the other (order alternating by round)."""
-    results = {name: PathResult(name) for name in PATHS}
+    """Every stream's paths open at once; each round samples one path on every stream at once,
+    then the next (order rotating by round)."""
+    paths = list(streams[0].urls)
+    results = {name: PathResult(name) for name in paths}
+
+    def order(i: int) -> list[str]:
+        return paths[i % len(paths) :] + paths[: i % len(paths)]
+
     barrier = threading.Barrier(len(streams))
     lock = threading.Lock()
     phases: dict[tuple[int, str], list[tuple[float, float]]] = {}
@@ -156,7 +159,7 @@ def measure(streams: list[Stream], *, rounds: int, frames: int) -> dict[str, Pat
     def one_stream(stream: Stream) -> None:
         with contextlib.ExitStack() as stack:
             clients = {}
-            for name in PATHS:
+            for name in paths:
                 direct = name == "direct"
                 ws = stack.enter_context(
                     ws_connect(
@@ -173,7 +176,7 @@ def measure(streams: list[Stream], *, rounds: int, frames: int) -> dict[str, Pat
                 for _ in range(5):  # warm up both sides
                     clients[name].update(1, 1)
             for i in range(rounds):
-                for name in PATHS if i % 2 == 0 else PATHS[::-1]:
+                for name in order(i):
                     barrier.wait(timeout=120)
                     started = time.perf_counter()
                     clients[name].update(1, 1)
@@ -181,7 +184,7 @@ def measure(streams: list[Stream], *, rounds: int, frames: int) -> dict[str, Pat
                     with lock:
                         results[name].latency_ms.append(took)
             for i in range(frames):
-                for name in PATHS if i % 2 == 0 else PATHS[::-1]:
+                for name in order(i):
                     rfb = clients[name]
                     barrier.wait(timeout=120)
                     started = time.perf_counter()
@@ -245,7 +248,13 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--latency-rounds", type=int, default=300)
     parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument(
+        "--workers",
+        default="2",
+        help="gateway processes (PROVISIONER_GATEWAY__WORKERS), one gateway per comma-separated count",
+    )
     args = parser.parse_args()
+    worker_counts = [max(1, min(int(w), 8)) for w in args.workers.split(",")]
     count = max(1, min(args.streams, 50))
     rounds, frames = min(args.latency_rounds, 10_000), min(args.frames, 500)
 
@@ -285,25 +294,32 @@ def main() -> None:
             for session_id, stream in zip(session_ids, ready, strict=True):
                 devrepo.set_stream(db, session_id, route=runtime.stream_route(stream), url=None)
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "PROVISIONER_DATABASE__URL": url,
-            "PROVISIONER_INSTANCE_ID": instance_id,
-            "PROVISIONER_DOCKER__NETWORK": NETWORK,
-            "PROVISIONER_GATEWAY__PORT": str(port),
-            # The gateway needs no Docker engine: routes are in the database.
-            "PROVISIONER_DOCKER__HOST": "unix:///nonexistent/docker.sock",
-            "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-        }
-        env.pop("PROVISIONER_GATEWAY__TOKEN", None)
-        env["PROVISIONER_GATEWAY__INSECURE_NO_AUTH"] = "true"  # no auth to measure; it binds loopback
-        base = cleanup.enter_context(gateway_process(env, port))
+        gateways = {}  # path name -> base URL
+        for workers in worker_counts:
+            port = free_port()
+            env = {
+                **os.environ,
+                "PROVISIONER_DATABASE__URL": url,
+                "PROVISIONER_INSTANCE_ID": instance_id,
+                "PROVISIONER_DOCKER__NETWORK": NETWORK,
+                "PROVISIONER_GATEWAY__PORT": str(port),
+                "PROVISIONER_GATEWAY__WORKERS": str(workers),
+                # The gateway needs no Docker engine: routes are in the database.
+                "PROVISIONER_DOCKER__HOST": "unix:///nonexistent/docker.sock",
+                "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+            }
+            env.pop("PROVISIONER_GATEWAY__TOKEN", None)
+            env["PROVISIONER_GATEWAY__INSECURE_NO_AUTH"] = "true"  # no auth to measure; it binds loopback
+            name = "gateway" if len(worker_counts) == 1 else f"gateway x{workers}"
+            gateways[name] = cleanup.enter_context(gateway_process(env, port))
         streams = [
             Stream(
                 {
                     "direct": f"ws://{stream.ip}:6080/websockify",
-                    "gateway": base.replace("http://", "ws://") + f"/vnc/{session_id}/websockify",
+                    **{
+                        name: gw.replace("http://", "ws://") + f"/vnc/{session_id}/websockify"
+                        for name, gw in gateways.items()
+                    },
                 },
                 stream_secrets[session_id],
             )
@@ -312,19 +328,21 @@ def main() -> None:
         load = os.getloadavg()
         results = measure(streams, rounds=rounds, frames=frames)
         load_after = os.getloadavg()
-    direct, through = results["direct"], results["gateway"]
+    direct = results["direct"]
     print(
-        f"{count} stream(s) at once, {rounds} latency rounds and {frames} full frames each; "
-        f"load average {load[0]:.1f} before, {load_after[0]:.1f} after"
+        f"{count} stream(s) at once, {rounds} latency rounds and {frames} full frames each, gateway "
+        f"workers {args.workers}; load average {load[0]:.1f} before, {load_after[0]:.1f} after"
     )
-    print(f"{'path':8} {'rtt median ms':>14} {'rtt p99 ms':>11} {'aggregate MiB/s':>16}")
-    for r in (direct, through):
-        print(f"{r.name:8} {r.latency(0.5):14.3f} {r.latency(0.99):11.3f} {r.mib_s:16.1f}")
-    print(
-        f"added latency: median {through.latency(0.5) - direct.latency(0.5):.3f} ms, "
-        f"p99 {through.latency(0.99) - direct.latency(0.99):.3f} ms"
-    )
-    print(f"aggregate throughput ratio gateway/direct: {through.mib_s / direct.mib_s:.2f}")
+    print(f"{'path':11} {'rtt median ms':>14} {'rtt p99 ms':>11} {'aggregate MiB/s':>16}")
+    for r in results.values():
+        print(f"{r.name:11} {r.latency(0.5):14.3f} {r.latency(0.99):11.3f} {r.mib_s:16.1f}")
+    for name in gateways:
+        through = results[name]
+        print(
+            f"{name}: added latency median {through.latency(0.5) - direct.latency(0.5):.3f} ms, "
+            f"p99 {through.latency(0.99) - direct.latency(0.99):.3f} ms; "
+            f"aggregate throughput ratio {name}/direct: {through.mib_s / direct.mib_s:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -132,8 +132,12 @@ def main() -> None:
         refusal = f"the database does not answer ({type(exc).__name__}), so no client can be checked"
     if refusal is not None:
         raise SystemExit(f"gateway: will not start: {refusal}")
+    workers = deps.settings.gateway.workers
     uvicorn.run(
-        create_app(deps),
+        # Several workers: each process builds its own app from the same settings (a factory).
+        create_app(deps) if workers == 1 else f"{__name__}:create_app",
+        factory=workers > 1,
+        workers=workers,
         host=deps.settings.gateway.host,
         port=deps.settings.gateway.port,
         ws="websockets-sansio",

@@ -446,6 +446,13 @@ class ClientsSettings(BaseModel):
 class GatewaySettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address python -m provisioner.gateway listens on")
     port: int = Field(8080, description="Port python -m provisioner.gateway listens on")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Gateway processes sharing the port (uvicorn workers): each relays its own streams "
+        "on its own core; all state is in the database, only caches are per process",
+    )
     token: SecretStr | None = Field(
         None, description="An operator's bearer token (client tokens: `provisioner clients add`)"
     )

@@ -98,9 +98,9 @@ def serve(app: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gateway_process(env: dict[str, str], port: int) -> Iterator[str]:
+def gateway_process(env: dict[str, str], port: int, *, pids: list[int] | None = None) -> Iterator[str]:
     """`python -m provisioner.gateway` as deployed, with ``env`` (its settings) listening on
-    ``port``; yields its base URL once /healthz answers."""
+    ``port``; yields its base URL once /healthz answers (its process id appended to ``pids``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "provisioner.gateway"],
         cwd=ROOT,
@@ -108,6 +108,8 @@ def gateway_process(env: dict[str, str], port: int) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    if pids is not None:
+        pids.append(proc.pid)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
