@@ -176,6 +176,10 @@ def provision_session(
                 ):
                     boot_device_for_session(sid, profile=plan.device_profile, actor=actor)
             publish_session(sid)  # device ready
+            if reason := _cancel_requested():  # cancelled during the boot: buy nothing
+                compensate(deps, sid, reason=reason, actor=actor, final=State.CANCELLED)
+                publish_session(sid)
+                return Cancelled(message=f"session {sid} cancelled: {reason}")
             rented = rent_number(sid, rent, attempt=adopted.attempt, actor=actor)
             number_rented(deps, sid, provider=rented.provider, actor=actor)
             publish_session(sid)  # number rented: its masked phone

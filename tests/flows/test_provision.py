@@ -197,6 +197,23 @@ class TestProvision:
         assert sim.ledger().settled
 
 
+    def test_cancelled_while_booting_buys_no_number(self, provisioner_env, sim, runtime):
+        """A run cancelled from the UI during a slow boot (on the executor there is no process to
+        signal) ends once the boot does, before a number is bought."""
+        deps = provisioner_env
+        provision = BackgroundProvision(
+            ProvisionRequest(providers=["sms_activate"], device_profile="stub-boot-10", code_timeout_s=60)
+        )
+        row = newest_session_in(deps, State.LAUNCHING)
+        assert device_of(deps, row.id).state == "booting"
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(row.flow_run_id, Cancelling(), force=True)
+        assert provision.join(timeout=120).is_cancelled()
+        assert session(deps, row.id).state == State.CANCELLED
+        assert containers_of(runtime, row.id) == []
+        assert sim.ledger().purchases == [] and leases(deps, row.id) == []
+
+
 class TestEarlyCancel:
     def test_cancel_refused_as_too_early_is_waited_out_never_rebought(self, provisioner_env, sim):
         sim.configure(min_cancel_s=2.0, early_cancel_style="http409")
