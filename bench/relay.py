@@ -1,7 +1,7 @@
 """bench/relay.py: what the gateway's WebSocket relay alone adds, without Docker or VNC.
 
 A WebSocket echo server, and a uvicorn app (the gateway's settings: websockets-sansio, no
-deflate) whose one route relays to it with provisioner.gateway.proxy._relay, each in its own
+deflate) whose one route relays to it with provisioner.gateway.proxy.relay, each in its own
 process. The client opens --streams connections each way and, round by round (order alternating),
 sends one small message on all of them at once and waits for every echo: the same load shape as
 `bench/gateway.py --streams 20`, without the VNC server's ~25 ms answer in every round trip. Prints
@@ -30,7 +30,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 from websockets.asyncio.server import ServerConnection  # noqa: E402
 from websockets.asyncio.server import serve as ws_serve  # noqa: E402
 
-from provisioner.gateway.proxy import _relay  # noqa: E402
+from provisioner.gateway.proxy import relay  # noqa: E402
 from tests.harness.services import free_port  # noqa: E402
 
 OPTIONS = {"compression": None, "ping_interval": None}
@@ -53,7 +53,7 @@ def relay_server(port: int, upstream: int, loop: str) -> None:
         remote = await connect(f"ws://127.0.0.1:{upstream}", proxy=None, **OPTIONS)
         await websocket.accept()
         try:
-            await _relay(websocket, remote)
+            await relay(websocket, remote)
         finally:
             await remote.close()
 

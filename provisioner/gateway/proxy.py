@@ -200,7 +200,7 @@ async def vnc_websocket(websocket: WebSocket) -> None:
             return
         stamping = asyncio.create_task(gw.activity.while_open(session_id))  # an open stream is activity
         try:
-            await _relay(websocket, remote)
+            await relay(websocket, remote)
         finally:
             stamping.cancel()
     finally:
@@ -239,7 +239,7 @@ async def _vnc_handshake(websocket: WebSocket, remote: ClientConnection, upstrea
     return True
 
 
-async def _relay(websocket: WebSocket, remote: ClientConnection) -> None:
+async def relay(websocket: WebSocket, remote: ClientConnection) -> None:
     """Pump messages both ways until either side closes, then close the other."""
 
     async def downstream_to_remote() -> None:

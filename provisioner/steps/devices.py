@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import func
 
@@ -169,7 +168,7 @@ def mark_session_ready(deps: Deps, session_id: str, device: Device, *, reason: s
             device_container=device.device_container,
             stream_container=device.stream_container,
             stream_url=stream_url_for(deps, session_id, device.stream_url),
-            ready_at=datetime.now(UTC),
+            ready_at=func.now(),  # the database's clock, like created_at and the events' times
         )
 
 
