@@ -196,7 +196,6 @@ class TestProvision:
         assert [o for _, o, _ in leases(deps, row.id)] == [LeaseOutcome.CANCELLED]
         assert sim.ledger().settled
 
-
     def test_cancelled_while_booting_buys_no_number(self, provisioner_env, sim, runtime):
         """A run cancelled from the UI during a slow boot (on the executor there is no process to
         signal) ends once the boot does, before a number is bought."""
