@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -18,11 +20,13 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Cancelling, Crashed
 
 from provisioner.prefect_api.names import LAUNCH_DEPLOYMENT
+
+log = logging.getLogger(__name__)
 
 NOT_STARTED = frozenset({StateType.SCHEDULED, StateType.PENDING})
 FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED})
@@ -120,11 +124,18 @@ def cancel_run(run_id: UUID, message: str) -> str:
 
 
 def cancel_requested() -> bool:
-    """Whether the current flow run was cancelled through the API (cooperative cancellation)."""
+    """Whether the current flow run was cancelled through the API (cooperative cancellation).
+
+    A Prefect API that does not answer is not a cancel: the run goes on (its session is worth more
+    than the question) and the caller asks again at its next check."""
     if not flow_run.id:
         return False
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(flow_run.id).state
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run.id).state
+    except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+        log.warning("could not ask the Prefect API whether run %s was cancelled: %s", flow_run.id, exc)
+        return False
     return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
