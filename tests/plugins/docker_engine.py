@@ -9,6 +9,7 @@ end of the session every container and network labelled with one of those ids is
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ from provisioner.runtime.egress import GUARD_IMAGE, guard_tag, netguard
 from provisioner.runtime.model import LABEL_INSTANCE
 from tests.harness.services import TEST_PROFILES_FILE
 
-TEST_NETWORK = "provisioner-test"
+# One per xdist worker: a session removes the network it created at its end, while another
+# worker's session may be about to start a container on it.
+TEST_NETWORK = "provisioner-test" + (f"-{w}" if (w := os.environ.get("PYTEST_XDIST_WORKER")) else "")
 STREAM_IMAGE = "provisioner/websockify:latest"
 REQUIRED_IMAGES = ("provisioner/device-stub:latest", STREAM_IMAGE, GUARD_IMAGE)
 
@@ -117,7 +120,7 @@ def runtime_factory(docker_client: docker.DockerClient) -> RuntimeFactory:
 
 @pytest.fixture(scope="session")
 def runtime(runtime_factory: RuntimeFactory) -> ContainerRuntime:
-    """The session's runtime: test instance id, network provisioner-test, test profiles added."""
+    """The session's runtime: test instance id, network TEST_NETWORK, test profiles added."""
     return runtime_factory()
 
 

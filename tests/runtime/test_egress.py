@@ -171,6 +171,7 @@ def test_the_rules_drop_private_and_link_local_ranges_only_and_go_with_the_netwo
     assert pair not in listed_guards(docker_client, runtime.instance_id)
 
 
+@pytest.mark.alone  # another session's guard install would prune the stray rules it looks for
 def test_a_deleted_rule_shows_as_unguarded_and_removal_of_stray_rules(
     runtime_factory: RuntimeFactory, docker_client: docker.DockerClient
 ) -> None:
@@ -199,6 +200,7 @@ def test_a_deleted_rule_shows_as_unguarded_and_removal_of_stray_rules(
     assert pair in listed_guards(docker_client, runtime.instance_id)
 
 
+@pytest.mark.alone  # another session's guard install would prune the stale rules it puts back
 def test_rules_left_by_a_removed_network_are_pruned_and_never_cut_a_network_on_its_subnet(
     runtime_factory: RuntimeFactory, docker_client: docker.DockerClient
 ) -> None:
