@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from provisioner.steps.request import ProvisionRequest
 from provisioner.store import LeaseOutcome, State
 from provisioner.store import leases as lease_repo
 from provisioner.store import repository as repo
+from tests.gateway.test_stream_secret import Frames
 from tests.harness.gateway import RecordingRuns, serve
 from tests.support import device_of, session, wait_for
 
@@ -73,17 +75,35 @@ def test_idle_verified_session_is_released_while_an_active_one_is_not(
     with serve(create_app(deps, runs=RecordingRuns())) as url:
         ws_url = url.replace("http://", "ws://") + f"/vnc/{active}/websockify"
         with ws_connect(ws_url, subprotocols=["binary"], open_timeout=10) as stream:
-            assert stream.recv(timeout=5)[:4] == b"RFB "  # the device's banner, through the gateway
+            # The whole RFB handshake, as a viewer does: the stream then stays open (a viewer that
+            # stops at the banner is dropped after the gateway's handshake timeout).
+            frames = Frames(stream)
+            assert frames.read(12) == b"RFB 003.008\n"  # the device's banner, through the gateway
+            stream.send(b"RFB 003.008\n")
+            (count,) = frames.read(1)
+            assert frames.read(count) == b"\x01"  # security None: the gateway answered the password
+            stream.send(b"\x01")
+            assert frames.read(4) == b"\x00\x00\x00\x00"  # security result: OK
+            stream.send(b"\x01")  # ClientInit, shared
+            frames.read(20)  # ServerInit: size and pixel format
+            (name_length,) = struct.unpack(">I", frames.read(4))
+            frames.read(name_length)
 
-            def quiet_for(sid: str) -> timedelta:
+            def quiet_for(sid: str, *, activity: bool = True) -> timedelta:
                 with deps.sessions() as db:
                     now = db.scalar(select(func.now()))
                     row = repo.get_session(db, sid)
                     device = device_of(deps, sid)
-                    return now - max(t for t in (row.updated_at, device.last_activity_at) if t is not None)
+                    stamps = (row.updated_at, device.last_activity_at if activity else None)
+                    return now - max(t for t in stamps if t is not None)
 
-            wait_for(lambda: quiet_for(idle) >= timedelta(seconds=4.5), timeout=30)
-            assert quiet_for(active) < timedelta(seconds=2)  # stamped while its stream is open
+            # Both untouched past the 4 s idle timeout but for the stream's activity stamps: without
+            # them the pass would expire the active one too.
+            wait_for(
+                lambda: min(quiet_for(idle), quiet_for(active, activity=False)) >= timedelta(seconds=4.5),
+                timeout=30,
+            )
+            assert quiet_for(active) < timedelta(seconds=4)  # stamped while its stream is open
             summary = reconcile_sessions()
     assert [(a["action"], a["target"]) for a in summary.actions] == [("expire_session", idle)]
     assert summary.actions[0]["reason"].startswith("idle: no activity for")
