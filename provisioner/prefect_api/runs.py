@@ -20,7 +20,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Cancelling, Crashed
 
@@ -133,7 +133,7 @@ def cancel_requested() -> bool:
     try:
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(flow_run.id).state
-    except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+    except (httpx.HTTPError, OSError) as exc:  # PrefectHTTPStatusError is an httpx.HTTPError
         log.warning("could not ask the Prefect API whether run %s was cancelled: %s", flow_run.id, exc)
         return False
     return state is not None and (state.is_cancelling() or state.is_cancelled())

@@ -140,7 +140,7 @@ def guard_pair_network(client: docker.DockerClient, instance_id: str, name: str)
     if found is None:
         raise EngineError(f"pair network {name} has no IPv4 subnet to guard", status_code=None)
     try:
-        install_guard(client, instance_id, name, found[1])
+        install_guard(client, instance_id, name, bridge=found[1])  # the rules name the bridge only
     except EngineError as exc:
         raise EngineError(
             f"cannot install the egress rules of {name} ({exc}); on an engine whose firewall you "
