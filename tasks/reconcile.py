@@ -38,7 +38,11 @@ class FlowRunReader:
 
 def _detail(run: FlowRun) -> RunDetail:
     state = run.state
-    return RunDetail(since=state.timestamp if state else None, message=state.message if state else None)
+    return RunDetail(
+        since=state.timestamp if state else None,
+        message=state.message if state else None,
+        started=run.run_count > 0,  # counted on entering Running; start_time is set by a Crashed too
+    )
 
 
 def read_flow_run_states(

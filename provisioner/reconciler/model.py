@@ -83,6 +83,7 @@ class RunDetail:
 
     since: datetime | None  # when it entered its current state
     message: str | None  # the state's message (a crash's cause)
+    started: bool = True  # it ever entered Running (False: its worker failed to start it)
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ class Policy:
     run_start_deadline: timedelta = timedelta(seconds=300)  # Scheduled longer: no worker took it
     run_pending_deadline: timedelta = timedelta(seconds=60)  # Pending longer: its worker died starting it
     max_submissions: int = 2  # provision runs per session: the first, and one re-submission
+    max_submissions_unstarted: int = 4  # the same when the dead run never ran: its worker failed to start it
     unhealthy_grace: timedelta = timedelta(seconds=30)  # the same, for a device down as unhealthy
 
 

@@ -584,6 +584,33 @@ class TestPrefectSide:
         recent = {RUN: RunDetail(since=NOW - deadline + TICK, message=None)}
         assert plan(Observed(NOW, [self.accepted()], [], [], {RUN: run_state}, recent), POLICY) == []
 
+    @pytest.mark.parametrize("run_state", ["CRASHED", "PENDING"])
+    def test_a_run_its_worker_failed_to_start_does_not_use_up_the_resubmission(self, run_state):
+        """Its worker took it and never got it Running (Crashed "Failed to submit flow run to
+        infrastructure" on a 503 from Prefect, or Pending past its deadline): nothing of ours ran,
+        so it is made again after a re-submission too, up to max_submissions_unstarted runs."""
+        cause = "Failed to submit flow run to infrastructure: 503"
+        unstarted = {RUN: RunDetail(since=NOW - PENDING_DEADLINE, message=cause, started=False)}
+        started = {RUN: RunDetail(since=NOW - PENDING_DEADLINE, message=cause, started=True)}
+
+        def planned(submissions: int, details: dict) -> list:
+            world = Observed(NOW, [self.accepted(submissions=submissions)], [], [], {RUN: run_state}, details)
+            return plan(world, POLICY)
+
+        assert POLICY.max_submissions == 2 and POLICY.max_submissions_unstarted == 4
+        for submissions in (1, 2, 3):
+            actions = planned(submissions, unstarted)
+            assert kinds(actions) == [(Kind.SUBMIT_RUN, SID)] and actions[0].run_id == RUN
+            assert actions[0].reason.startswith(Reason.RUN_NEVER_STARTED)
+        assert kinds(planned(4, unstarted)) == [(Kind.COMPENSATE_SESSION, SID)]
+        assert kinds(planned(2, started)) == [(Kind.COMPENSATE_SESSION, SID)]
+
+    def test_a_run_no_worker_took_keeps_the_single_resubmission(self):
+        """Scheduled past its deadline: no worker took it, and another run would wait the same."""
+        waiting = {RUN: RunDetail(since=NOW - START_DEADLINE, message=None, started=False)}
+        world = Observed(NOW, [self.accepted(submissions=2)], [], [], {RUN: "SCHEDULED"}, waiting)
+        assert kinds(plan(world, POLICY)) == [(Kind.COMPENSATE_SESSION, SID)]
+
     def test_a_run_running_that_never_beat_is_resubmitted_not_failed(self):
         """Prefect still says Running (its Failed/Crashed updates were lost), our heartbeat never
         came and nothing was bought: run it again."""

@@ -530,6 +530,27 @@ class TestFlowRunStates:
         ids = [str(uuid.uuid4()) for _ in range(200)] + ["local", real]  # the real one on page 2
         assert read_flow_run_states(ids) == {**dict.fromkeys(ids), real: "COMPLETED"}
 
+    def test_a_run_its_worker_failed_to_start_reads_as_never_started(self, prefect_api):
+        """A worker that cannot start a run (a 503 from Prefect as it submits it) sets it Crashed
+        from Pending: its run_count stays 0 (its start_time is set all the same), and the plan may run
+        it again."""
+        from prefect import flow
+        from prefect.states import Crashed, Pending
+
+        @flow(name="one-real-run")
+        def one_real_run() -> None:
+            return None
+
+        ran = str(one_real_run(return_state=True).state_details.flow_run_id)
+        with get_client(sync_client=True) as client:
+            never = str(client.create_flow_run(one_real_run, state=Pending()).id)
+            why = "Failed to submit flow run to infrastructure: 503 Service Unavailable"
+            client.set_flow_run_state(never, Crashed(message=why), force=True)
+        details: dict = {}
+        assert read_flow_run_states([ran, never], details=details) == {ran: "COMPLETED", never: "CRASHED"}
+        assert details[ran].started and not details[never].started
+        assert details[never].message == why
+
 
 class TestObservationCost:
     """One pass observes with a constant number of database statements and Docker API calls."""

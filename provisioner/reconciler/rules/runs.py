@@ -62,13 +62,29 @@ def flow_run_dead(session: SessionView, ctx: Context) -> str | None:
     return f"flow run {run} is {state.lower()} but its heartbeat stopped at {life:%H:%M:%S}"
 
 
+def failed_to_start(session: SessionView, ctx: Context) -> bool:
+    """A worker took the session's run and never got it Running: Pending past its deadline, or
+    ended (Crashed "Failed to submit flow run to infrastructure") without ever running. Nothing of
+    ours ran; another attempt may start. A run no worker took (Scheduled) is not one."""
+    run = session.flow_run_id or ""
+    detail = ctx.observed.run_details.get(run)
+    return (
+        ctx.observed.flow_runs.get(run) not in (None, "SCHEDULED")
+        and detail is not None
+        and not detail.started
+    )
+
+
 def resubmittable(session: SessionView, ctx: Context) -> bool:
     """A session whose run died before anything was bought (before awaiting_code, no open lease)
     is run again once, exactly as it was requested, whatever Prefect last said of the dead run;
-    unless someone cancelled that run."""
+    unless someone cancelled that run. A run its worker failed to start does not use up that once:
+    such runs are made again up to max_submissions_unstarted runs in all."""
     if session.state not in NOTHING_BOUGHT or not session.has_request or session.id in ctx.leased:
         return False
-    if session.submissions >= ctx.policy.max_submissions:
+    policy = ctx.policy
+    limit = policy.max_submissions_unstarted if failed_to_start(session, ctx) else policy.max_submissions
+    if session.submissions >= limit:
         return False
     return ctx.observed.flow_runs.get(session.flow_run_id or "") != "CANCELLED"
 
@@ -84,7 +100,9 @@ def dead_provision(session: SessionView, ctx: Context) -> Verdict | None:
         return None
     if resubmittable(session, ctx):
         run_state = ctx.observed.flow_runs.get(session.flow_run_id or "")
-        never_started = run_state is None or run_state in FLOW_RUN_NOT_STARTED
+        never_started = (
+            run_state is None or run_state in FLOW_RUN_NOT_STARTED or failed_to_start(session, ctx)
+        )
         why, kind = Reason.RUN_NEVER_STARTED if never_started else Reason.RUN_DIED_EARLY, Kind.SUBMIT_RUN
     else:
         why, kind = Reason.FLOW_RUN_GONE, Kind.COMPENSATE_SESSION
