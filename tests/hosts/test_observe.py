@@ -13,6 +13,7 @@ from provisioner.runtime.table import observe_hosts
 from provisioner.store import hosts as hostrepo
 from tests.plugins.docker_engine import (
     STREAM_IMAGE,
+    TEST_NETWORK,
     TEST_PROFILES_FILE,
     new_session_id_for_tests,
     new_test_instance_id,
@@ -26,7 +27,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def test_a_silent_engine_marks_its_host_down_after_the_grace(db, extra_engines):
     runtimes = HostEngines(
         instance_id=new_test_instance_id(),
-        network="provisioner-test",
+        network=TEST_NETWORK,
         stream_image=STREAM_IMAGE,
         profiles=load_profiles(TEST_PROFILES_FILE),
         # A stopped engine refuses at once; the running ones must answer within this even on two

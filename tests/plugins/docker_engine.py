@@ -23,9 +23,9 @@ from provisioner.runtime.egress import GUARD_IMAGE, guard_tag, netguard
 from provisioner.runtime.model import LABEL_INSTANCE
 from tests.harness.services import TEST_PROFILES_FILE
 
-# One per xdist worker: a session removes the network it created at its end, while another
-# worker's session may be about to start a container on it.
-TEST_NETWORK = "provisioner-test" + (f"-{w}" if (w := os.environ.get("PYTEST_XDIST_WORKER")) else "")
+# One per test session (each xdist worker is one): a session removes the network it created at its
+# end, while another session on the same engine may be about to start a container on it.
+TEST_NETWORK = f"provisioner-test-{os.getpid()}"
 STREAM_IMAGE = "provisioner/websockify:latest"
 REQUIRED_IMAGES = ("provisioner/device-stub:latest", STREAM_IMAGE, GUARD_IMAGE)
 

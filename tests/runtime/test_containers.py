@@ -29,7 +29,7 @@ from provisioner.runtime.model import (
 )
 from provisioner.runtime.probes import fetch_page, read_banner_over_websocket
 from provisioner.settings.model import DockerSettings
-from tests.plugins.docker_engine import TEST_PROFILES_FILE
+from tests.plugins.docker_engine import TEST_NETWORK, TEST_PROFILES_FILE
 
 pytestmark = pytest.mark.docker
 
@@ -287,7 +287,7 @@ class TestFromSettings:
     def test_builds_from_docker_settings(self, docker_client: docker.DockerClient) -> None:
         settings = SimpleNamespace(
             instance_id="tsettings",
-            docker=DockerSettings(network="provisioner-test", profiles_file=TEST_PROFILES_FILE),
+            docker=DockerSettings(network=TEST_NETWORK, profiles_file=TEST_PROFILES_FILE),
         )
         rt = ContainerRuntime.from_settings(settings)
         try:
