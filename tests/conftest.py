@@ -40,6 +40,7 @@ CHECKOUT_MODULES = {
 GROUP_ORDER = ["faults", "hosts", "checkout"]  # the longest first
 # Tests marked `alone` (the scheduler sees node ids only, so they are listed here too).
 ALONE = {
+    "tests/runtime/test_egress.py::test_a_netguard_container_left_by_a_killed_caller_is_removed_by_a_later_run",
     "tests/runtime/test_egress.py::test_a_deleted_rule_shows_as_unguarded_and_removal_of_stray_rules",
     "tests/runtime/test_egress.py::"
     "test_rules_left_by_a_removed_network_are_pruned_and_never_cut_a_network_on_its_subnet",

@@ -37,9 +37,11 @@ legacy) whose tables hold dockerd's DOCKER-USER chain.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -53,6 +55,8 @@ GUARD_IMAGE = "provisioner/netguard:latest"
 GUARD_ROLE = "netguard"
 BLOCKED = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
 GUARD_TIMEOUT_S = 30.0
+# A netguard container this old was left by a caller killed mid-run (a run takes <= GUARD_TIMEOUT_S).
+STALE_GUARD_S = 300.0
 _TAG_PREFIX = "provisioner:"
 _SAFE = re.compile(r"^[A-Za-z0-9_.:/,!-]+$")  # a rule is word-split inside the container
 
@@ -108,8 +112,25 @@ def network_guard(network: dict[str, Any]) -> tuple[str, str] | None:
     return subnets[0], bridge
 
 
+def remove_stale_guards(client: docker.DockerClient) -> int:
+    """Remove the netguard containers created over STALE_GUARD_S ago: their callers were killed
+    before removing them (netguard removes its own). How many were removed."""
+    cutoff = time.time() - STALE_GUARD_S
+    with translate_docker_errors():
+        rows = client.api.containers(
+            all=True, filters={"label": [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_ROLE}={GUARD_ROLE}"]}
+        )
+    stale = [row["Id"] for row in rows if row["Created"] < cutoff]
+    for cid in stale:
+        with contextlib.suppress(docker.errors.APIError):  # another caller is removing it too
+            client.api.remove_container(cid, force=True)
+    return len(stale)
+
+
 def netguard(client: docker.DockerClient, *args: str, image: str = GUARD_IMAGE) -> str:
-    """Run the netguard container with ``args``; its stdout. EngineError when it fails."""
+    """Run the netguard container with ``args``; its stdout. EngineError when it fails. The
+    netguard containers that killed callers left behind are removed first."""
+    remove_stale_guards(client)
     with translate_docker_errors(image=image):
         container = client.api.create_container(
             image,

@@ -11,13 +11,16 @@ import ipaddress
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import docker
 import pytest
 
-from provisioner.runtime import ContainerRuntime, Role
+from provisioner.runtime import ContainerRuntime, Role, egress
 from provisioner.runtime.egress import (
+    GUARD_IMAGE,
+    GUARD_ROLE,
     _inserts,
     guard_rules,
     guard_tag,
@@ -28,6 +31,7 @@ from provisioner.runtime.egress import (
 from provisioner.runtime.isolation import PAIR_ROLE, pair_network_name
 from provisioner.runtime.model import LABEL_DEVICE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
 from tests.plugins.docker_engine import RuntimeFactory, new_session_id_for_tests
+from tests.support import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -169,6 +173,33 @@ def test_the_rules_drop_private_and_link_local_ranges_only_and_go_with_the_netwo
 
     runtime.remove_device(device_id)
     assert pair not in listed_guards(docker_client, runtime.instance_id)
+
+
+@pytest.mark.alone  # with a 1 s age it could remove another session's netguard container mid-run
+def test_a_netguard_container_left_by_a_killed_caller_is_removed_by_a_later_run(
+    docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller killed between creating its netguard container and removing it leaves one that
+    no instance owns. A later netguard run removes it once it is STALE_GUARD_S old; younger, it may
+    be another caller's mid-run, and it is kept."""
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ROLE: GUARD_ROLE}
+    left = docker_client.api.create_container(GUARD_IMAGE, command=["list"], labels=labels)["Id"]
+
+    def exists() -> bool:
+        return bool(docker_client.api.containers(all=True, filters={"id": left}))
+
+    try:
+        created = docker_client.api.inspect_container(left)["Created"]
+        netguard(docker_client, "list")
+        assert exists(), "a young netguard container was removed"
+        monkeypatch.setattr(egress, "STALE_GUARD_S", 1.0)
+        listed = docker_client.api.containers(all=True, filters={"id": left})[0]["Created"]
+        wait_for(lambda: time.time() - listed > 1.5, timeout=10)
+        netguard(docker_client, "list")
+        assert not exists(), f"the netguard container left at {created} is still there"
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.api.remove_container(left, force=True)
 
 
 @pytest.mark.alone  # another session's guard install would prune the stray rules it looks for
