@@ -148,10 +148,13 @@ def _without_null(prop: dict) -> None:
 
 
 def form_schema(schema: dict) -> None:
-    """JSON schema hook: real defaults, choice lists, no None alternatives."""
+    """JSON schema hook: real defaults, choice lists, no None alternatives, fields in declared
+    order (`position`, which the UI sorts by: Prefect on PostgreSQL keeps the schema as JSONB,
+    whose keys come back shortest first)."""
     properties = schema.get("properties", {})
-    for prop in properties.values():
+    for position, prop in enumerate(properties.values()):
         _without_null(prop)
+        prop["position"] = position
     for name, value in form_defaults().items():
         if name in properties:
             properties[name]["default"] = value

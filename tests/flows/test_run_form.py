@@ -63,6 +63,8 @@ def test_form_has_real_defaults_choices_and_no_none_alternatives(tmp_path):
     assert form["ttl_s"]["title"] == "Session lifetime (seconds)"
     assert form["code_timeout_s"]["title"] == "Code timeout (seconds)"
     assert all(prop.get("description") for prop in form.values())
+    by_position = sorted(form, key=lambda name: form[name]["position"])
+    assert by_position == list(ProvisionRequest.model_fields)  # the UI's order, whatever the key order
     request_default = schema["properties"]["request"]["default"]
     assert request_default["ttl_s"] == 1800.0
     assert None not in request_default.values()

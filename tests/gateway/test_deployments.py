@@ -7,32 +7,43 @@ from __future__ import annotations
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
 from provisioner.gateway.app import create_app
 from provisioner.prefect_api.names import EXECUTOR_POOL
 from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.settings.version import VERSION
 from provisioner.store import SessionRow
-from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS, PageLog, explained
 from tests.harness.deployed import POOL, ROOT, VENV_BIN, Executor, Worker, prefect_cli
 from tests.harness.deployed import prefect_server as start_prefect_server
 from tests.harness.gateway import make_deps, serve
+from tests.plugins.postgres import create_database, drop_database
 from tests.plugins.prefect_env import provisioner_environment
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real `prefect server start` with its UI (the run form is tested in a browser below)."""
-    with start_prefect_server(tmp_path_factory.mktemp("prefect-home"), ui=True) as server:
-        yield server
+def prefect_server(tmp_path_factory, postgres_server) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `prefect server start` with its UI (the run form is tested in a browser below), on
+    PostgreSQL as deployed: on SQLite, a write meeting another (the worker's heartbeat, a scheduled
+    run's state) fails at once with "database is locked", a 503 the UI does not retry."""
+    name = f"prefect_{uuid.uuid4().hex[:8]}"
+    database = make_url(create_database(postgres_server, name)).set(drivername="postgresql+asyncpg")
+    server_env = {"PREFECT_API_DATABASE_CONNECTION_URL": database.render_as_string(hide_password=False)}
+    try:
+        home = tmp_path_factory.mktemp("prefect-home")
+        with start_prefect_server(home, ui=True, startup_timeout_s=120, server_env=server_env) as server:
+            yield server
+    finally:
+        drop_database(postgres_server, name)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +194,7 @@ def test_a_run_the_deployment_schema_refuses_is_a_422_naming_the_parameter_and_e
 
 @pytest.mark.browser
 def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
-    deployed, worker, db_sessions, sim
+    deployed, worker, db_sessions, sim, tmp_path
 ) -> None:
     """A person opens the provision deployment's run form in the Prefect UI: real titles and the
     configured defaults; Submit starts a run that the worker names provision-<session>."""
@@ -200,8 +211,10 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 2000})
-            page.goto(f"{server}/deployments/deployment/{provision_id}/run")
-            page.get_by_text("Session lifetime (seconds)").wait_for(timeout=30_000)
+            log = PageLog(page)
+            with explained(log, "the run form did not show", tmp_path / "form.png"):
+                page.goto(f"{server}/deployments/deployment/{provision_id}/run")
+                page.get_by_text("Session lifetime (seconds)").wait_for(timeout=30_000)
             body = page.inner_text("body")
             for title in ("Providers, in fallback order", "Device profile", "Code timeout (seconds)"):
                 assert title in body
@@ -214,8 +227,11 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
             # The providers, all chosen, in the configured fallback order.
             in_order = re.compile(r"^sms_man\s+onlinesim\s+sms_activate$")
             assert page.get_by_role("button", name=in_order).count() == 1
-            page.get_by_role("button", name="Submit").click()
-            page.wait_for_url(f"**/deployments/deployment/{provision_id}?**", timeout=30_000)
+            # Created, the UI goes to the deployment's page; at this width its Details tab is
+            # hidden, so the page selects Runs (?tab=Runs). Refused, it stays on the form.
+            with explained(log, "Submit did not lead to the deployment's runs", tmp_path / "submit.png"):
+                page.get_by_role("button", name="Submit").click()
+                page.wait_for_url(f"**/deployments/deployment/{provision_id}?tab=Runs", timeout=30_000)
         finally:
             browser.close()
 
@@ -247,8 +263,10 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1200})
-            page.goto(f"{server}/runs/flow-run/{run['id']}")
-            page.get_by_text(f"provision-{session_id}").first.wait_for(timeout=30_000)
+            log = PageLog(page)
+            with explained(log, "the run's page did not show its name", tmp_path / "run.png"):
+                page.goto(f"{server}/runs/flow-run/{run['id']}")
+                page.get_by_text(f"provision-{session_id}").first.wait_for(timeout=30_000)
         finally:
             browser.close()
 
