@@ -20,7 +20,7 @@ from provisioner.prefect_api.names import EXECUTOR_POOL
 from provisioner.prefect_api.orchestrator import PrefectFlowRuns
 from provisioner.settings.version import VERSION
 from provisioner.store import SessionRow
-from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS, PageLog, explained
+from tests.harness.browser import CHROMIUM, CHROMIUM_ARGS, PageLog, explained, fetch_through_playwright
 from tests.harness.deployed import POOL, ROOT, VENV_BIN, Executor, Worker, prefect_cli
 from tests.harness.deployed import prefect_server as start_prefect_server
 from tests.harness.gateway import make_deps, serve
@@ -209,8 +209,9 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 2000})
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 2000})
+            fetch_through_playwright(page)
             log = PageLog(page)
             with explained(log, "the run form did not show", tmp_path / "form.png"):
                 page.goto(f"{server}/deployments/deployment/{provision_id}/run")
@@ -233,6 +234,7 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
                 page.get_by_role("button", name="Submit").click()
                 page.wait_for_url(f"**/deployments/deployment/{provision_id}?tab=Runs", timeout=30_000)
         finally:
+            page.unroute_all(behavior="ignoreErrors")
             browser.close()
 
     deadline = time.monotonic() + 120
@@ -261,13 +263,15 @@ def test_ui_run_form_shows_defaults_and_its_run_is_named_after_the_session(
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1200})
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1200})
+            fetch_through_playwright(page)
             log = PageLog(page)
             with explained(log, "the run's page did not show its name", tmp_path / "run.png"):
                 page.goto(f"{server}/runs/flow-run/{run['id']}")
                 page.get_by_text(f"provision-{session_id}").first.wait_for(timeout=30_000)
         finally:
+            page.unroute_all(behavior="ignoreErrors")
             browser.close()
 
 
