@@ -618,6 +618,7 @@ class TestObservationCost:
         assert small[:2] == large[:2]
         statements, docker_calls = large[:2]
         # now(), devices, sessions, leases; one label-filtered container list, one network list,
-        # one netguard run listing the egress rules (create, start, wait, inspect and logs, remove)
+        # one netguard run listing the egress rules (list the netguard containers left behind,
+        # create, start, wait, inspect and logs, remove)
         assert statements <= 4
-        assert docker_calls == 2 + 6
+        assert docker_calls == 2 + 7
