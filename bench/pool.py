@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after ROOT: bench/gateway.py must not shadow the package
 
 from provision import PROVIDER, bench_environment, bench_simulator  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from provisioner.prefect_api.setup import HEARTBEAT_TIMEOUT_S  # noqa: E402
 from tests.harness.deployed import (  # noqa: E402
@@ -158,15 +157,9 @@ def deployed(instance_id: str, *, slots: int = 4) -> Iterator[tuple[Any, httpx.C
         os.environ.update(env)
         # Prefect on PostgreSQL, as deployed (compose, the deploy guide): on SQLite ten runs
         # created at once queue on its one writer for seconds each.
-        prefect_db = make_url(create_database(database_url, "prefect")).set(drivername="postgresql+asyncpg")
+        prefect_db = create_database(database_url, "prefect")
         api_url, prefect_env = stack.enter_context(
-            prefect_server(
-                home,
-                startup_timeout_s=120,
-                server_env={
-                    "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db.render_as_string(hide_password=False)
-                },
-            )
+            prefect_server(home, startup_timeout_s=120, database_url=prefect_db)
         )
         deploy = provisioner_deploy(prefect_env, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
         if deploy.returncode != 0:

@@ -112,9 +112,9 @@ def network_guard(network: dict[str, Any]) -> tuple[str, str] | None:
     return subnets[0], bridge
 
 
-def remove_stale_guards(client: docker.DockerClient) -> int:
+def remove_stale_guards(client: docker.DockerClient) -> None:
     """Remove the netguard containers created over STALE_GUARD_S ago: their callers were killed
-    before removing them (netguard removes its own). How many were removed."""
+    before removing them (netguard removes its own)."""
     cutoff = time.time() - STALE_GUARD_S
     with translate_docker_errors():
         rows = client.api.containers(
@@ -124,7 +124,6 @@ def remove_stale_guards(client: docker.DockerClient) -> int:
     for cid in stale:
         with contextlib.suppress(docker.errors.APIError):  # another caller is removing it too
             client.api.remove_container(cid, force=True)
-    return len(stale)
 
 
 def netguard(client: docker.DockerClient, *args: str, image: str = GUARD_IMAGE) -> str:

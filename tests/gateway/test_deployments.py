@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import make_url, select
+from sqlalchemy import select
 
 from provisioner.gateway.app import create_app
 from provisioner.prefect_api.names import EXECUTOR_POOL
@@ -36,11 +36,10 @@ def prefect_server(tmp_path_factory, postgres_server) -> Iterator[tuple[str, dic
     PostgreSQL as deployed: on SQLite, a write meeting another (the worker's heartbeat, a scheduled
     run's state) fails at once with "database is locked", a 503 the UI does not retry."""
     name = f"prefect_{uuid.uuid4().hex[:8]}"
-    database = make_url(create_database(postgres_server, name)).set(drivername="postgresql+asyncpg")
-    server_env = {"PREFECT_API_DATABASE_CONNECTION_URL": database.render_as_string(hide_password=False)}
+    database_url = create_database(postgres_server, name)
     try:
         home = tmp_path_factory.mktemp("prefect-home")
-        with start_prefect_server(home, ui=True, startup_timeout_s=120, server_env=server_env) as server:
+        with start_prefect_server(home, ui=True, startup_timeout_s=120, database_url=database_url) as server:
             yield server
     finally:
         drop_database(postgres_server, name)

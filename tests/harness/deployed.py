@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from sqlalchemy import make_url
 
 from tests.harness.services import free_port
 
@@ -49,15 +50,25 @@ def base_env(home: Path, api_url: str, *, ui: bool = False) -> dict[str, str]:
 
 @contextlib.contextmanager
 def prefect_server(
-    home: Path, *, ui: bool = False, startup_timeout_s: float = 90, server_env: dict[str, str] | None = None
+    home: Path,
+    *,
+    ui: bool = False,
+    startup_timeout_s: float = 90,
+    server_env: dict[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[tuple[str, dict[str, str]]]:
-    """`prefect server start` on a free loopback port with its own home (SQLite); (api url, env).
-    The env is the process's without PREFECT_* and PROVISIONER_* variables, aimed at this server."""
+    """`prefect server start` on a free loopback port with its own home; (api url, env). Its
+    database is SQLite in the home, or the PostgreSQL database at ``database_url`` (any driver
+    named), as compose and the deploy guide run it. The env is the process's without PREFECT_* and
+    PROVISIONER_* variables, aimed at this server."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = base_env(home, api_url, ui=ui)
     # Expired concurrency leases are collected every second (default 15 s): tighter slot bounds.
     server_env = {**env, "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1", **(server_env or {})}
+    if database_url:
+        on_asyncpg = make_url(database_url).set(drivername="postgresql+asyncpg")
+        server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = on_asyncpg.render_as_string(hide_password=False)
     log = (home / "server.log").open("w")
     server = subprocess.Popen(
         [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
