@@ -204,7 +204,8 @@ class TestProvision:
             ProvisionRequest(providers=["sms_activate"], device_profile="stub-boot-10", code_timeout_s=60)
         )
         row = newest_session_in(deps, State.LAUNCHING)
-        assert device_of(deps, row.id).state == "booting"
+        # The session is launching a moment before its device row is written.
+        wait_for(lambda: getattr(device_of(deps, row.id), "state", None) == "booting", timeout=30)
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(row.flow_run_id, Cancelling(), force=True)
         assert provision.join(timeout=120).is_cancelled()
